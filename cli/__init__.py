@@ -1,0 +1,1 @@
+"""The click front end: parses options, calls the library, renders result objects."""

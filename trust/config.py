@@ -1,0 +1,333 @@
+"""Settings, limits, environment and the configuration file: one place for all of them.
+
+Precedence (highest first): command line, environment (`DOCKER_CONTENT_TRUST`,
+`DOCKER_CONTENT_TRUST_SERVER`, `DOCKER_CONFIG`, ...), the TOML file, defaults. The file is parsed
+strictly: an unknown key or a wrong type is refused with the file, line and key named, because a
+typo in a security setting (say `disable_tofu`) must never be silently ignored.
+
+Every DoS bound (sizes, timeouts, root rotations, delegation counts) lives in `Limits`, after
+python-tuf's `UpdaterConfig`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from trust.errors import ConfigError, InputError
+
+__all__ = [
+    "Limits",
+    "Settings",
+    "TrustPinning",
+    "content_trust_from_env",
+    "default_config_path",
+    "docker_config_dir",
+    "load_settings",
+    "parse_go_bool",
+    "validate_trust_server_url",
+]
+
+KIB = 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Every size, time and count bound trustpull applies (config section `[limits]`)."""
+
+    #: timestamp.json is fetched without a known length: this caps it (attacks.md G06).
+    timestamp_max_bytes: int = 64 * KIB
+    #: root.json and <v>.root.json when no length is known.
+    root_max_bytes: int = 512 * KIB
+    #: Any other file is capped by its parent's meta length; this is an absolute ceiling on top.
+    metadata_max_bytes: int = 64 * 1024 * KIB
+    #: Bodies of error answers are read only this far.
+    error_body_max_bytes: int = 64 * KIB
+    #: How many `<v>.root.json` steps one update may walk (attacks.md D03).
+    max_root_rotations: int = 32
+    #: Delegated roles per repository and delegation depth (attacks.md E08).
+    max_delegations: int = 256
+    max_delegation_depth: int = 8
+    #: Seconds: TCP connect, between two reads, one whole file, the whole run's trust update.
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+    file_timeout: float = 60.0
+    total_timeout: float = 300.0
+    #: The `/v2/` ping before metadata requests (docker uses 5 s).
+    ping_timeout: float = 5.0
+    #: Retries of idempotent requests on connection errors, 5xx and 429.
+    retries: int = 2
+    retry_backoff: float = 0.5
+    retry_after_cap: float = 10.0
+    max_redirects: int = 10
+    #: Engine API timeout for non-streaming calls (the pull stream itself is not time-bounded).
+    engine_timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ConfigError(f"limits.{item.name} must be a non-negative number")
+
+
+@dataclass(frozen=True)
+class TrustPinning:
+    """Notary's `trust_pinning` semantics and names (dct.md §2.9 step 5)."""
+
+    #: GUN, or prefix ending in `*`, → root certificate key IDs (x509 or canonical form).
+    certs: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: GUN prefix → path of a CA bundle that the root's leaf must chain to.
+    ca: Mapping[str, str] = field(default_factory=dict)
+    #: Refuse trust on first use when no pin applies.
+    disable_tofu: bool = False
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the library needs to run, resolved from defaults, file, env and flags."""
+
+    content_trust: bool = True
+    docker_config: Path = field(default_factory=lambda: Path.home() / ".docker")
+    #: `DOCKER_CONTENT_TRUST_SERVER`: overrides every per-registry server when set.
+    trust_server_override: str | None = None
+    #: registry host[:port] → trust server URL.
+    trust_servers: Mapping[str, str] = field(default_factory=dict)
+    trust_pinning: TrustPinning = field(default_factory=TrustPinning)
+    limits: Limits = field(default_factory=Limits)
+    offline: bool = False
+    config_file: Path | None = None
+
+    @property
+    def trust_dir(self) -> Path:
+        """docker's trust directory, shared with the docker CLI (dct.md §5)."""
+        return self.docker_config / "trust"
+
+
+_GO_TRUE = {"1", "t", "T", "true", "TRUE", "True"}
+_GO_FALSE = {"0", "f", "F", "false", "FALSE", "False"}
+
+
+def parse_go_bool(value: str) -> bool | None:
+    """Go's strconv.ParseBool: True/False, or None when the text is not a Go boolean."""
+    if value in _GO_TRUE:
+        return True
+    if value in _GO_FALSE:
+        return False
+    return None
+
+
+def content_trust_from_env(environ: Mapping[str, str]) -> bool:
+    """Trust is on unless DOCKER_CONTENT_TRUST parses as false by Go's rules.
+
+    Docker treats an unset or empty variable as *off*; trustpull does not, on purpose: a verifying
+    tool must not fail open because a variable is missing (README, "Differences from docker").
+    """
+    value = environ.get("DOCKER_CONTENT_TRUST", "")
+    return parse_go_bool(value) is not False
+
+
+def docker_config_dir(environ: Mapping[str, str]) -> Path:
+    """`$DOCKER_CONFIG`, else `~/.docker` (docker's cli/config Dir())."""
+    value = environ.get("DOCKER_CONFIG")
+    if value:
+        return Path(value)
+    return Path(environ.get("HOME") or Path.home()) / ".docker"
+
+
+def default_config_path(environ: Mapping[str, str]) -> Path:
+    """`$TRUSTPULL_CONFIG`, else `$XDG_CONFIG_HOME/trustpull/config.toml` (`~/.config/...`)."""
+    explicit = environ.get("TRUSTPULL_CONFIG")
+    if explicit:
+        return Path(explicit)
+    base = environ.get("XDG_CONFIG_HOME") or str(
+        Path(environ.get("HOME") or Path.home()) / ".config"
+    )
+    return Path(base) / "trustpull" / "config.toml"
+
+
+def validate_trust_server_url(url: str) -> str:
+    """Accept only `https://host[:port][/path]` (attacks.md G10); drop one trailing slash.
+
+    Docker accepts any https URL verbatim; trustpull also refuses userinfo, query and fragment,
+    which have no meaning for a trust server and only hide where requests really go.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise InputError(f"valid https URL required for trust server, got {url}") from None
+    if parts.scheme != "https" or not parts.hostname:
+        raise InputError(f"valid https URL required for trust server, got {url}")
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        raise InputError(f"trust server URL must not carry credentials: {url}")
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        raise InputError(f"trust server URL must not have a query or fragment: {url}")
+    if port == 0:
+        raise InputError(f"valid https URL required for trust server, got {url}")
+    return url[:-1] if url.endswith("/") else url
+
+
+# ---------------------------------------------------------------------------- file parsing
+
+
+def _line_of(text: str, section: str | None, key: str) -> int | None:
+    """Best-effort line number of `key` (inside `[section]` when given) in TOML text."""
+    current: str | None = None
+    key_pattern = re.compile(rf"^\s*(\"?){re.escape(key)}\1\s*=")
+    for number, line in enumerate(text.splitlines(), start=1):
+        header = re.match(r"^\s*\[+\s*([^\]]+?)\s*\]+", line)
+        if header:
+            current = header.group(1).strip()
+            if section is None and current == key:
+                return number
+            continue
+        if current == section and key_pattern.match(line):
+            return number
+    return None
+
+
+class _FileReader:
+    """Checks a parsed TOML document, naming the file, line and key of the first problem."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self.text = text
+
+    def fail(self, section: str | None, key: str, problem: str) -> ConfigError:
+        line = _line_of(self.text, section, key)
+        where = f"{self.path}:{line}" if line else str(self.path)
+        dotted = f"{section}.{key}" if section else key
+        return ConfigError(f"{where}: {dotted}: {problem}")
+
+    def table(self, doc: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+        value = doc.get(name, {})
+        if not isinstance(value, dict):
+            raise self.fail(None, name, "must be a table")
+        return value
+
+
+_SECTIONS = {"trust_servers", "trust_pinning", "limits"}
+_PINNING_KEYS = {"certs", "ca", "disable_tofu"}
+
+
+def _read_file(path: Path) -> tuple[dict[str, Any], _FileReader]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: configuration file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read configuration file: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+        doc = tomllib.loads(text)
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: configuration file is not UTF-8") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    return doc, _FileReader(path, text)
+
+
+def _parse_limits(reader: _FileReader, table: Mapping[str, Any]) -> Limits:
+    known = {item.name: item for item in dataclasses.fields(Limits)}
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in known:
+            raise reader.fail("limits", key, "unknown key")
+        default = getattr(Limits(), key)
+        wants_int = isinstance(default, int)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise reader.fail("limits", key, "must be a number")
+        if wants_int and not isinstance(value, int):
+            raise reader.fail("limits", key, "must be an integer")
+        if value < 0:
+            raise reader.fail("limits", key, "must not be negative")
+        values[key] = float(value) if not wants_int else value
+    return Limits(**values)
+
+
+def _parse_pinning(reader: _FileReader, table: Mapping[str, Any]) -> TrustPinning:
+    for key in table:
+        if key not in _PINNING_KEYS:
+            raise reader.fail("trust_pinning", key, "unknown key")
+    certs_raw = table.get("certs", {})
+    if not isinstance(certs_raw, dict):
+        raise reader.fail("trust_pinning", "certs", "must be a table of GUN = [key IDs]")
+    certs: dict[str, tuple[str, ...]] = {}
+    for gun, ids in certs_raw.items():
+        if isinstance(ids, str):
+            ids = [ids]
+        if not isinstance(ids, list) or not all(
+            isinstance(i, str) and re.fullmatch(r"[0-9a-f]{64}", i) for i in ids
+        ):
+            raise reader.fail("trust_pinning.certs", gun, "must be a list of 64-hex key IDs")
+        certs[gun] = tuple(ids)
+    ca_raw = table.get("ca", {})
+    if not isinstance(ca_raw, dict) or not all(isinstance(v, str) for v in ca_raw.values()):
+        raise reader.fail("trust_pinning", "ca", "must be a table of GUN prefix = CA file")
+    ca = {
+        prefix: str((reader.path.parent / value).resolve()) for prefix, value in ca_raw.items()
+    }
+    disable_tofu = table.get("disable_tofu", False)
+    if not isinstance(disable_tofu, bool):
+        raise reader.fail("trust_pinning", "disable_tofu", "must be true or false")
+    return TrustPinning(certs=certs, ca=ca, disable_tofu=disable_tofu)
+
+
+def _parse_servers(reader: _FileReader, table: Mapping[str, Any]) -> dict[str, str]:
+    servers: dict[str, str] = {}
+    for registry, url in table.items():
+        if not isinstance(url, str):
+            raise reader.fail("trust_servers", registry, "must be an https URL string")
+        try:
+            servers[registry] = validate_trust_server_url(url)
+        except InputError as exc:
+            raise reader.fail("trust_servers", registry, exc.message) from None
+    return servers
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    *,
+    config_file: str | Path | None = None,
+    content_trust: bool | None = None,
+    offline: bool = False,
+) -> Settings:
+    """Build `Settings` from (highest first) explicit arguments, environment, file, defaults."""
+    env = os.environ if environ is None else environ
+    explicit = config_file is not None
+    path = Path(config_file) if config_file is not None else default_config_path(env)
+    if not explicit and "TRUSTPULL_CONFIG" in env:
+        explicit = True
+    limits = Limits()
+    pinning = TrustPinning()
+    servers: dict[str, str] = {}
+    used_file: Path | None = None
+    if explicit or path.is_file():
+        doc, reader = _read_file(path)
+        used_file = path
+        for key in doc:
+            if key not in _SECTIONS:
+                raise reader.fail(None, key, "unknown section")
+        limits = _parse_limits(reader, reader.table(doc, "limits"))
+        pinning = _parse_pinning(reader, reader.table(doc, "trust_pinning"))
+        servers = _parse_servers(reader, reader.table(doc, "trust_servers"))
+    override = env.get("DOCKER_CONTENT_TRUST_SERVER") or None
+    if override is not None:
+        override = validate_trust_server_url(override)
+    return Settings(
+        content_trust=content_trust_from_env(env) if content_trust is None else content_trust,
+        docker_config=docker_config_dir(env),
+        trust_server_override=override,
+        trust_servers=servers,
+        trust_pinning=pinning,
+        limits=limits,
+        offline=offline,
+        config_file=used_file,
+    )
