@@ -1,0 +1,313 @@
+"""trustpull's command line: parse options, call the library, render the result as text or JSON.
+
+No trust logic lives here. `trustpull NAME` is `trustpull pull NAME` (the default command); a
+repository named like a subcommand is pulled with `trustpull pull NAME`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import click
+
+from trust import __version__
+from trust.errors import EXIT_CODES, TrustpullError, UsageError, combined_exit_code
+
+EXIT_TABLE = "\n".join(f"  {code}  {meaning}" for code, meaning in EXIT_CODES.items())
+
+MAIN_HELP = f"""Verified docker pulls with Docker Content Trust (Notary v1).
+
+\b
+trustpull NAME[:TAG|@DIGEST] checks the image's signed trust data, maps the tag
+to the manifest digest the publisher signed, pulls exactly NAME@sha256:... through
+the Docker engine and tags it. Trust is ON unless DOCKER_CONTENT_TRUST is false
+(0, f, F, false, FALSE, False) or --disable-content-trust is given.
+
+\b
+Examples:
+  trustpull registry.example.com/team/app:1.4
+  trustpull resolve --output json alpine:3.19
+  trustpull inspect --pretty registry.example.com/team/app
+  DOCKER_CONTENT_TRUST=0 trustpull alpine       # plain pull, no verification
+
+\b
+Exit codes:
+{EXIT_TABLE}
+"""
+
+
+class DefaultCommandGroup(click.Group):
+    """A group whose unknown first word means `pull` (so `trustpull alpine` pulls)."""
+
+    default_command = "pull"
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+
+def _fail(error: TrustpullError, verbose: bool) -> None:
+    click.echo(f"Error: {error.diagnostics()}", err=True)
+    if verbose and error.__cause__ is not None:
+        traceback.print_exception(error.__cause__, file=sys.stderr)
+
+
+def _run(verbose: bool, body: Callable[[], int]) -> None:
+    """Run a command body; map errors to exit codes. Unexpected exceptions are exit 1."""
+    try:
+        code = body()
+    except TrustpullError as error:
+        _fail(error, verbose)
+        code = error.exit_code
+    except click.exceptions.Exit:
+        raise
+    except click.ClickException:
+        raise
+    except Exception as error:  # the one place a bug becomes exit 1 with a message
+        click.echo(f"Error: internal error: {type(error).__name__}: {error}", err=True)
+        if verbose:
+            traceback.print_exc()
+        code = 1
+    sys.exit(code)
+
+
+def _settings(config: str | None, *, disable_trust: bool = False, offline: bool = False) -> Any:
+    from trust.config import load_settings
+
+    return load_settings(
+        os.environ,
+        config_file=config,
+        content_trust=False if disable_trust else None,
+        offline=offline,
+    )
+
+
+def _print_json(value: object) -> None:
+    click.echo(json.dumps(value, indent=4))
+
+
+def _common(func: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--config", "config", metavar="FILE", help="Configuration file (TOML)."),
+        click.option(
+            "--output", "-o", "output", type=click.Choice(["text", "json"]), default="text",
+            show_default=True, help="Output format.",
+        ),
+        click.option("--offline", is_flag=True, help="No network: verify the cached trust data only."),
+        click.option("--verbose", "-v", is_flag=True, help="Show tracebacks of unexpected errors."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@click.group(cls=DefaultCommandGroup, help=MAIN_HELP, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="trustpull")
+def main() -> None:
+    """Entry point (see MAIN_HELP)."""
+
+
+# ------------------------------------------------------------------------------------ pull
+
+
+class TextReporter:
+    """docker pull's output: `Pull (i of n)`, progress, `Tagging … as …`."""
+
+    def __init__(self, quiet: bool) -> None:
+        from cli.progress import PullProgress
+
+        self.quiet = quiet
+        self.progress = PullProgress(sys.stdout, quiet=quiet)
+
+    def default_tag(self) -> None:
+        if not self.quiet:
+            click.echo("Using default tag: latest")
+
+    def pulling(self, index: int, total: int, pinned_familiar: str) -> None:
+        click.echo(f"Pull ({index} of {total}): {pinned_familiar}")
+
+    def event(self, message: dict[str, Any]) -> None:
+        self.progress(message)
+
+    def tagging(self, source_familiar: str, target_familiar: str) -> None:
+        click.echo(f"Tagging {source_familiar} as {target_familiar}", err=True)
+
+    def notice(self, text: str) -> None:
+        click.echo(f"WARNING: {text}" if not text.startswith("trust on first use") else text, err=True)
+
+
+@main.command("pull", epilog=f"\b\nExit codes:\n{EXIT_TABLE}")
+@click.argument("references", nargs=-1, required=True, metavar="NAME[:TAG|@DIGEST]...")
+@click.option("--all-tags", "-a", is_flag=True, help="Pull every signed tag (each by digest).")
+@click.option("--disable-content-trust", "disable_trust", is_flag=True, help="Skip image verification (plain pull).")
+@click.option("--quiet", "-q", is_flag=True, help="Suppress progress output.")
+@click.option("--platform", metavar="OS/ARCH", help="Platform to pull, if the image is multi-platform.")
+@_common
+def pull_command(
+    references: Sequence[str],
+    all_tags: bool,
+    disable_trust: bool,
+    quiet: bool,
+    platform: str | None,
+    config: str | None,
+    output: str,
+    offline: bool,
+    verbose: bool,
+) -> None:
+    """Pull images, verified by their signed trust data unless trust is off.
+
+    \b
+    Examples:
+      trustpull pull registry.example.com/team/app:1.4
+      trustpull pull -a registry.example.com/team/app
+      trustpull pull --disable-content-trust alpine:3.19
+    """
+
+    def body() -> int:
+        from trust.pull import NullReporter, pull
+
+        settings = _settings(config, disable_trust=disable_trust, offline=offline)
+        if not settings.content_trust:
+            click.echo("WARNING: content trust is off: the image is not verified", err=True)
+        results = []
+        for text in references:
+            reporter = TextReporter(quiet) if output == "text" else NullReporter()
+            result = pull(text, settings, reporter=reporter, all_tags=all_tags, platform=platform)
+            results.append(result)
+            if output == "text":
+                if result.error is not None:
+                    _fail(result.error, verbose)
+                elif result.reference is not None:
+                    ref = result.reference
+                    click.echo(ref.name if all_tags else str(ref))
+        if output == "json":
+            _print_json([item for r in results for item in r.to_json()])
+        return combined_exit_code(r.exit_code for r in results)
+
+    _run(verbose, body)
+
+
+# ------------------------------------------------------------------------------------ resolve
+
+
+@main.command("resolve", epilog=f"\b\nExit codes:\n{EXIT_TABLE}")
+@click.argument("references", nargs=-1, required=True, metavar="NAME[:TAG|@DIGEST]...")
+@click.option("--all-tags", "-a", is_flag=True, help="Every signed tag of each repository.")
+@_common
+def resolve_command(
+    references: Sequence[str],
+    all_tags: bool,
+    config: str | None,
+    output: str,
+    offline: bool,
+    verbose: bool,
+) -> None:
+    """Verify and print the pinned reference (NAME:TAG@sha256:...) of each image.
+
+    No engine is needed, and trust is always on here, whatever DOCKER_CONTENT_TRUST says.
+
+    \b
+    Examples:
+      trustpull resolve alpine:3.19
+      trustpull resolve --output json registry.example.com/team/app:1.4
+    """
+
+    def body() -> int:
+        from trust.pull import resolve_reference
+        from trust.reference import parse
+
+        settings = _settings(config, offline=offline)
+        codes: list[int] = []
+        items: list[dict[str, object]] = []
+
+        def notice(text: str) -> None:
+            click.echo(text if text.startswith("trust on first use") else f"WARNING: {text}", err=True)
+
+        for text in references:
+            try:
+                ref = parse(text, default_tag=not all_tags)
+                if all_tags and ref.tag_given:
+                    raise UsageError("tag can't be used with --all-tags/-a")
+                resolutions = resolve_reference(ref, settings, all_tags=all_tags, notice=notice)
+            except TrustpullError as error:
+                codes.append(error.exit_code)
+                if output == "json":
+                    items.append({"input": text, "error": error.to_json()})
+                else:
+                    _fail(error, verbose)
+                continue
+            codes.append(0)
+            for resolution in resolutions:
+                if output == "json":
+                    items.append(resolution.to_json())
+                else:
+                    click.echo(resolution.reference)
+        if output == "json":
+            _print_json(items)
+        return combined_exit_code(codes)
+
+    _run(verbose, body)
+
+
+# ------------------------------------------------------------------------------------ inspect
+
+
+@main.command("inspect", epilog=f"\b\nExit codes:\n{EXIT_TABLE}")
+@click.argument("references", nargs=-1, required=True, metavar="NAME[:TAG]...")
+@click.option("--pretty", is_flag=True, help="Human-friendly tables, as docker trust inspect --pretty.")
+@click.option("--config", "config", metavar="FILE", help="Configuration file (TOML).")
+@click.option("--offline", is_flag=True, help="No network: verify the cached trust data only.")
+@click.option("--verbose", "-v", is_flag=True, help="Show tracebacks of unexpected errors.")
+def inspect_command(
+    references: Sequence[str], pretty: bool, config: str | None, offline: bool, verbose: bool
+) -> None:
+    """Show signed tags, signers and administrative keys, as `docker trust inspect` does.
+
+    \b
+    Examples:
+      trustpull inspect registry.example.com/team/app
+      trustpull inspect --pretty registry.example.com/team/app:1.4
+    """
+
+    def body() -> int:
+        from cli.render import render_inspect_pretty
+        from trust.notary.client import NotaryClient
+        from trust.reference import parse
+        from trust.resolve import inspect_repository
+
+        settings = _settings(config, offline=offline)
+        codes: list[int] = []
+        documents: list[dict[str, object]] = []
+        for text in references:
+            try:
+                ref = parse(text, default_tag=False)
+                if ref.digest is not None:
+                    raise UsageError("inspect takes NAME[:TAG], not a digest")
+                client = NotaryClient(
+                    settings, warn=lambda t: click.echo(f"WARNING: {t}", err=True)
+                )
+                data = client.update(ref)
+                documents.append(
+                    inspect_repository(data, text, ref.tag if ref.tag_given else None)
+                )
+                codes.append(0)
+            except TrustpullError as error:
+                codes.append(error.exit_code)
+                _fail(error, verbose)
+        if pretty:
+            click.echo(render_inspect_pretty(documents), nl=False)
+        else:
+            _print_json(documents)
+        return combined_exit_code(codes)
+
+    _run(verbose, body)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

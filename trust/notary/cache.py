@@ -1,0 +1,147 @@
+"""The on-disk trust cache, in docker's own layout so the docker CLI can share it (dct.md §5).
+
+`<trust_dir>/tuf/<GUN>/metadata/<role>.json` holds the exact server bytes. trustpull only ever
+reads and writes those files (never `private/` or `changelist/`), and is careful where notary is
+not (attacks.md H03–H07):
+
+- every write is a temporary file in the same directory plus `os.replace`, so a concurrent
+  reader (the docker CLI included) sees the old file or the new one, never half of one;
+- trustpull's writers hold `tuf/<GUN>/.trustpull.lock` (a leading dot is never a valid GUN
+  component) around read, verify and write;
+- files are opened with `O_NOFOLLOW` and must be regular files: a planted link is refused;
+- directories are 0700 and files 0600; every path is checked to stay inside the cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from trust.errors import CacheError, InputError
+
+__all__ = ["TrustCache"]
+
+_DIR_MODE = 0o700
+_FILE_MODE = 0o600
+
+
+class TrustCache:
+    """Read and write one GUN's cached metadata."""
+
+    def __init__(self, trust_dir: Path, gun: str) -> None:
+        parts = gun.split("/")
+        if any(part in ("", ".", "..") or part.startswith(".") for part in parts):
+            raise InputError(f"repository name {gun!r} cannot be used as a cache path")
+        self.trust_dir = trust_dir
+        self.gun = gun
+        self.repo_dir = trust_dir.joinpath("tuf", *parts)
+        self.metadata_dir = self.repo_dir / "metadata"
+
+    # ------------------------------------------------------------------ paths
+
+    def _path(self, role: str) -> Path:
+        parts = role.split("/")
+        if any(part in ("", ".", "..") or "\\" in part for part in parts):
+            raise InputError(f"role name {role!r} cannot be used as a cache path")
+        path = self.metadata_dir.joinpath(*parts[:-1], parts[-1] + ".json")
+        base = os.path.abspath(self.metadata_dir)
+        if os.path.commonpath([base, os.path.abspath(path)]) != base:
+            raise InputError(f"role name {role!r} leaves the cache directory")
+        return path
+
+    def _check_no_links(self, path: Path) -> None:
+        """Refuse a symlink anywhere between the trust directory and `path` (H06)."""
+        current = self.trust_dir
+        for part in path.relative_to(self.trust_dir).parts:
+            current = current / part
+            try:
+                info = os.lstat(current)
+            except FileNotFoundError:
+                return
+            except OSError as exc:
+                raise CacheError(f"cannot inspect {current}: {exc.strerror}") from None
+            if stat.S_ISLNK(info.st_mode):
+                raise CacheError(
+                    f"{current} is a symbolic link: refusing to use the trust cache",
+                    hint=f"remove {self.metadata_dir} to forget the cached trust data",
+                )
+
+    # ------------------------------------------------------------------ reading
+
+    def read(self, role: str, max_bytes: int) -> bytes | None:
+        """The cached bytes, or None if absent or larger than `max_bytes` (treated as absent)."""
+        path = self._path(role)
+        self._check_no_links(path)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except FileNotFoundError:
+            return None
+        except NotADirectoryError:
+            return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise CacheError(f"{path} is a symbolic link: refusing it") from None
+            raise CacheError(f"cannot read {path}: {exc.strerror}") from None
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise CacheError(f"{path} is not a regular file: refusing the trust cache")
+            if info.st_size > max_bytes:
+                return None
+            data = handle.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            return None
+        return data
+
+    # ------------------------------------------------------------------ writing
+
+    def _make_dirs(self, directory: Path) -> None:
+        self._check_no_links(directory)
+        directory.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+        self._check_no_links(directory)
+
+    def write(self, role: str, data: bytes) -> None:
+        """Atomically replace the cached file for `role` (temp file + rename, 0600)."""
+        path = self._path(role)
+        self._make_dirs(path.parent)
+        fd, temp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                os.fchmod(handle.fileno(), _FILE_MODE)
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp_name, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp_name)
+            raise
+
+    def delete(self, role: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._path(role))
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Exclusive per-GUN lock; without a writable cache, go on unlocked (H05)."""
+        try:
+            self._make_dirs(self.repo_dir)
+            fd = os.open(
+                self.repo_dir / ".trustpull.lock",
+                os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW,
+                _FILE_MODE,
+            )
+        except OSError:
+            yield
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)

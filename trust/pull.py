@@ -1,0 +1,263 @@
+"""The trusted-pull path: reference → verified trust data → signed digest → pinned pull → tag.
+
+With trust on, the only request this module ever sends to the engine's pull endpoint carries a
+`sha256:` digest that came out of `trust.resolve` over verified trust data; the tag step uses
+that digest reference as its source. With trust off it is a plain pull of the reference as given.
+Printing is not done here: progress and notices go to a `PullReporter` the caller supplies.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from trust.config import Settings
+from trust.credentials import RegistryAuth, resolve_registry_auth
+from trust.errors import EngineError, InputError, TrustpullError
+from trust.notary.client import NotaryClient, trust_server_for
+from trust.notary.trusted_set import TrustData
+from trust.reference import Reference, parse
+from trust.resolve import (
+    Resolution,
+    find_by_digest,
+    list_signed_tags,
+    lookup_tag,
+    resolution_for,
+    root_key_id,
+)
+
+__all__ = [
+    "NullReporter",
+    "PullReporter",
+    "PullResult",
+    "pull",
+    "resolve_reference",
+    "tofu_notice",
+]
+
+
+class PullReporter(Protocol):
+    """Where the pull path reports what it does (the CLI renders; tests record)."""
+
+    def default_tag(self) -> None: ...
+
+    def pulling(self, index: int, total: int, pinned_familiar: str) -> None: ...
+
+    def event(self, message: dict[str, Any]) -> None: ...
+
+    def tagging(self, source_familiar: str, target_familiar: str) -> None: ...
+
+    def notice(self, text: str) -> None: ...
+
+
+class NullReporter:
+    """Reports nothing (JSON output, library use)."""
+
+    def default_tag(self) -> None:
+        return None
+
+    def pulling(self, index: int, total: int, pinned_familiar: str) -> None:
+        return None
+
+    def event(self, message: dict[str, Any]) -> None:
+        return None
+
+    def tagging(self, source_familiar: str, target_familiar: str) -> None:
+        return None
+
+    def notice(self, text: str) -> None:
+        return None
+
+
+@dataclass
+class PullResult:
+    """What happened to one reference; rendered as text or JSON by the CLI."""
+
+    input: str
+    reference: Reference | None = None
+    trusted: bool = True
+    pulled: bool = False
+    resolutions: list[Resolution] = field(default_factory=list)
+    error: TrustpullError | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.error is None else self.error.exit_code
+
+    def to_json(self) -> list[dict[str, object]]:
+        base: dict[str, object] = {"input": self.input, "trusted": self.trusted}
+        if self.reference is not None:
+            base["name"] = self.reference.name
+        if self.error is not None:
+            base["pulled"] = self.pulled
+            base["error"] = self.error.to_json()
+            return [base]
+        if not self.resolutions:
+            assert self.reference is not None
+            item = dict(base)
+            item.update(
+                {
+                    "reference": str(self.reference),
+                    "tag": self.reference.tag,
+                    "digest": self.reference.digest,
+                    "pulled": self.pulled,
+                }
+            )
+            return [item]
+        items = []
+        for resolution in self.resolutions:
+            item = resolution.to_json()
+            item.update({"input": self.input, "trusted": True, "pulled": self.pulled})
+            items.append(item)
+        return items
+
+
+def tofu_notice(data: TrustData, gun: str) -> str:
+    """One line naming the root key trusted on first use, and how to pin it."""
+    root_ids = list(data.root.roles["root"].keyids)
+    canonical = root_key_id(data)
+    return (
+        f"trust on first use: trusting root key {root_ids[0] if root_ids else '?'} "
+        f"(canonical ID {canonical}) for {gun}; to pin it, add "
+        f'"{gun}" = ["{canonical}"] under [trust_pinning.certs] in the config file'
+    )
+
+
+def resolve_reference(
+    ref: Reference,
+    settings: Settings,
+    *,
+    client: NotaryClient | None = None,
+    all_tags: bool = False,
+    notice: Callable[[str], None] | None = None,
+) -> list[Resolution]:
+    """Verify `ref`'s trust data and return the signed digest(s) it stands for.
+
+    - `NAME:TAG`: the tag's signed digest (docker's lookup);
+    - `NAME:TAG@sha256:X`: only if the tag's signed digest is X (attacks.md I05);
+    - `NAME@sha256:X`: only if X is signed for some tag (attacks.md I04);
+    - all tags (`-a`, or a name given without a tag for `resolve`): every signed tag.
+    """
+    client = client or NotaryClient(settings, warn=notice)
+    data = client.update(ref)
+    if data.first_use and notice is not None:
+        notice(tofu_notice(data, ref.name))
+    server = trust_server_for(ref.domain, settings)
+    if all_tags:
+        return [resolution_for(data, ref, t, server) for t in list_signed_tags(data)]
+    if ref.digest is not None and not ref.tag_given:
+        return [resolution_for(data, ref, find_by_digest(data, ref.digest), server)]
+    assert ref.tag is not None
+    target = lookup_tag(data, ref.tag)
+    if ref.digest is not None and target.digest != ref.digest:
+        from trust.errors import NoSuchTagError
+
+        raise NoSuchTagError(
+            f"tag {ref.tag} of {ref.name} is signed for {target.digest}, not {ref.digest}"
+        )
+    return [resolution_for(data, ref, target, server)]
+
+
+def _engine_auth(ref: Reference, settings: Settings, environ: Mapping[str, str]) -> RegistryAuth:
+    return resolve_registry_auth(ref.domain, settings.docker_config, environ) or RegistryAuth()
+
+
+def pull(
+    text: str,
+    settings: Settings,
+    *,
+    reporter: PullReporter | None = None,
+    all_tags: bool = False,
+    platform: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    engine_factory: Callable[[], Any] | None = None,
+    client: NotaryClient | None = None,
+) -> PullResult:
+    """Pull one reference: trusted (verified, by digest) unless trust is off. Never raises a
+    TrustpullError: the failure is in the result, with its exit code."""
+    env = os.environ if environ is None else environ
+    report = reporter or NullReporter()
+    result = PullResult(input=text, trusted=settings.content_trust)
+    try:
+        ref = parse(text, default_tag=not all_tags)
+        result.reference = ref
+        if all_tags and ref.tag_given:
+            raise InputError("tag can't be used with --all-tags/-a")
+        if all_tags and ref.digest is not None:
+            raise InputError("a digest can't be used with --all-tags/-a")
+        if not all_tags and not ref.tag_given and ref.digest is None:
+            report.default_tag()
+        if settings.content_trust:
+            result.resolutions = resolve_reference(
+                ref, settings, client=client, all_tags=all_tags, notice=report.notice
+            )
+        engine = _connect(engine_factory, env, settings, result)
+        try:
+            auth = _engine_auth(ref, settings, env)
+            if settings.content_trust:
+                _pull_pinned(engine, ref, result, auth, report, platform)
+            else:
+                tag_or_digest = ref.digest or ref.tag
+                engine.pull(
+                    ref.name, tag_or_digest, auth=auth, on_event=report.event,
+                    all_tags=all_tags, platform=platform,
+                )
+                result.pulled = True
+        finally:
+            engine.close()
+    except TrustpullError as error:
+        result.error = error
+    return result
+
+
+def _connect(
+    engine_factory: Callable[[], Any] | None,
+    environ: Mapping[str, str],
+    settings: Settings,
+    result: PullResult,
+) -> Any:
+    from trust.engine import Engine
+
+    try:
+        if engine_factory is not None:
+            return engine_factory()
+        return Engine.connect(environ, timeout=settings.limits.engine_timeout)
+    except EngineError as error:
+        if result.resolutions:
+            pinned = ", ".join(r.reference for r in result.resolutions)
+            error.hint = f"verification succeeded: the signed reference is {pinned}"
+        raise
+
+
+def _pull_pinned(
+    engine: Any,
+    ref: Reference,
+    result: PullResult,
+    auth: RegistryAuth,
+    report: PullReporter,
+    platform: str | None,
+) -> None:
+    """docker's trustedPull loop: each pull is by verified digest, then tagged from it."""
+    total = len(result.resolutions)
+    for index, resolution in enumerate(result.resolutions, start=1):
+        digest_ref = ref.trimmed().with_digest(resolution.digest)
+        shown = ref.trimmed().with_tag(resolution.tag).familiar() if resolution.tag else ref.familiar_name()
+        report.pulling(index, total, f"{shown}@{resolution.digest}")
+        try:
+            engine.pull(
+                ref.name, resolution.digest, auth=auth, on_event=report.event, platform=platform
+            )
+        except TrustpullError as error:
+            error.hint = (
+                f"verification succeeded ({resolution.reference}) but the content could not be "
+                "pulled"
+            )
+            raise
+        result.pulled = True
+        if ref.digest is not None or resolution.tag is None:
+            continue  # a digest reference is pulled by digest only, as docker does
+        target = ref.trimmed().with_tag(resolution.tag)
+        report.tagging(digest_ref.familiar(), target.familiar())
+        engine.tag(digest_ref.familiar(), target.name, resolution.tag)
