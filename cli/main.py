@@ -96,10 +96,17 @@ def _common(func: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--config", "config", metavar="FILE", help="Configuration file (TOML)."),
         click.option(
-            "--output", "-o", "output", type=click.Choice(["text", "json"]), default="text",
-            show_default=True, help="Output format.",
+            "--output",
+            "-o",
+            "output",
+            type=click.Choice(["text", "json"]),
+            default="text",
+            show_default=True,
+            help="Output format.",
         ),
-        click.option("--offline", is_flag=True, help="No network: verify the cached trust data only."),
+        click.option(
+            "--offline", is_flag=True, help="No network: verify the cached trust data only."
+        ),
         click.option("--verbose", "-v", is_flag=True, help="Show tracebacks of unexpected errors."),
     ]
     for option in reversed(options):
@@ -107,7 +114,11 @@ def _common(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-@click.group(cls=DefaultCommandGroup, help=MAIN_HELP, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=DefaultCommandGroup,
+    help=MAIN_HELP,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.version_option(__version__, "--version", prog_name="trustpull")
 def main() -> None:
     """Entry point (see MAIN_HELP)."""
@@ -139,15 +150,24 @@ class TextReporter:
         click.echo(f"Tagging {source_familiar} as {target_familiar}", err=True)
 
     def notice(self, text: str) -> None:
-        click.echo(f"WARNING: {text}" if not text.startswith("trust on first use") else text, err=True)
+        click.echo(
+            f"WARNING: {text}" if not text.startswith("trust on first use") else text, err=True
+        )
 
 
 @main.command("pull", epilog=f"\b\nExit codes:\n{EXIT_TABLE}")
 @click.argument("references", nargs=-1, required=True, metavar="NAME[:TAG|@DIGEST]...")
 @click.option("--all-tags", "-a", is_flag=True, help="Pull every signed tag (each by digest).")
-@click.option("--disable-content-trust", "disable_trust", is_flag=True, help="Skip image verification (plain pull).")
+@click.option(
+    "--disable-content-trust",
+    "disable_trust",
+    is_flag=True,
+    help="Skip image verification (plain pull).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="Suppress progress output.")
-@click.option("--platform", metavar="OS/ARCH", help="Platform to pull, if the image is multi-platform.")
+@click.option(
+    "--platform", metavar="OS/ARCH", help="Platform to pull, if the image is multi-platform."
+)
 @_common
 def pull_command(
     references: Sequence[str],
@@ -227,7 +247,9 @@ def resolve_command(
         items: list[dict[str, object]] = []
 
         def notice(text: str) -> None:
-            click.echo(text if text.startswith("trust on first use") else f"WARNING: {text}", err=True)
+            click.echo(
+                text if text.startswith("trust on first use") else f"WARNING: {text}", err=True
+            )
 
         for text in references:
             try:
@@ -260,7 +282,9 @@ def resolve_command(
 
 @main.command("inspect", epilog=f"\b\nExit codes:\n{EXIT_TABLE}")
 @click.argument("references", nargs=-1, required=True, metavar="NAME[:TAG]...")
-@click.option("--pretty", is_flag=True, help="Human-friendly tables, as docker trust inspect --pretty.")
+@click.option(
+    "--pretty", is_flag=True, help="Human-friendly tables, as docker trust inspect --pretty."
+)
 @click.option("--config", "config", metavar="FILE", help="Configuration file (TOML).")
 @click.option("--offline", is_flag=True, help="No network: verify the cached trust data only.")
 @click.option("--verbose", "-v", is_flag=True, help="Show tracebacks of unexpected errors.")
@@ -293,9 +317,7 @@ def inspect_command(
                     settings, warn=lambda t: click.echo(f"WARNING: {t}", err=True)
                 )
                 data = client.update(ref)
-                documents.append(
-                    inspect_repository(data, text, ref.tag if ref.tag_given else None)
-                )
+                documents.append(inspect_repository(data, text, ref.tag if ref.tag_given else None))
                 codes.append(0)
             except TrustpullError as error:
                 codes.append(error.exit_code)

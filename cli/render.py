@@ -53,7 +53,9 @@ def _one_inspect_block(document: dict[str, Any]) -> str:
     # docker sorts by notary role name descending: "targets" (Repository) before "root" (Root).
     role_names = {"Repository": "targets", "Root": "root"}
     admins = sorted(
-        document["AdministrativeKeys"], key=lambda a: role_names.get(a["Name"], a["Name"]), reverse=True
+        document["AdministrativeKeys"],
+        key=lambda a: role_names.get(a["Name"], a["Name"]),
+        reverse=True,
     )
     for admin in admins:
         keys = ", ".join(sorted(key["ID"] for key in admin["Keys"]))

@@ -271,9 +271,7 @@ def _parse_pinning(reader: _FileReader, table: Mapping[str, Any]) -> TrustPinnin
     ca_raw = table.get("ca", {})
     if not isinstance(ca_raw, dict) or not all(isinstance(v, str) for v in ca_raw.values()):
         raise reader.fail("trust_pinning", "ca", "must be a table of GUN prefix = CA file")
-    ca = {
-        prefix: str((reader.path.parent / value).resolve()) for prefix, value in ca_raw.items()
-    }
+    ca = {prefix: str((reader.path.parent / value).resolve()) for prefix, value in ca_raw.items()}
     disable_tofu = table.get("disable_tofu", False)
     if not isinstance(disable_tofu, bool):
         raise reader.fail("trust_pinning", "disable_tofu", "must be true or false")

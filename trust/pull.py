@@ -201,8 +201,12 @@ def pull(
             else:
                 tag_or_digest = ref.digest or ref.tag
                 engine.pull(
-                    ref.name, tag_or_digest, auth=auth, on_event=report.event,
-                    all_tags=all_tags, platform=platform,
+                    ref.name,
+                    tag_or_digest,
+                    auth=auth,
+                    on_event=report.event,
+                    all_tags=all_tags,
+                    platform=platform,
                 )
                 result.pulled = True
         finally:
@@ -243,7 +247,11 @@ def _pull_pinned(
     total = len(result.resolutions)
     for index, resolution in enumerate(result.resolutions, start=1):
         digest_ref = ref.trimmed().with_digest(resolution.digest)
-        shown = ref.trimmed().with_tag(resolution.tag).familiar() if resolution.tag else ref.familiar_name()
+        shown = (
+            ref.trimmed().with_tag(resolution.tag).familiar()
+            if resolution.tag
+            else ref.familiar_name()
+        )
         report.pulling(index, total, f"{shown}@{resolution.digest}")
         try:
             engine.pull(

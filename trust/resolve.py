@@ -86,9 +86,7 @@ def _convert(tag: str, meta: FileMeta, role: str) -> SignedTarget:
     return SignedTarget(tag=tag, digest="sha256:" + digest.hex(), size=meta.length, role=role)
 
 
-def _walk(
-    data: TrustData, target: str, role_path: str, skip: tuple[str, ...]
-) -> Iterator[str]:
+def _walk(data: TrustData, target: str, role_path: str, skip: tuple[str, ...]) -> Iterator[str]:
     """notary's WalkTargets: breadth-first, yielding the roles that would be visited."""
     queue = ["targets"]
     while queue:
@@ -203,8 +201,7 @@ def resolution_for(
 def natural_key(text: str) -> list[tuple[int, int | str]]:
     """Natural order (digit runs compare as numbers), as docker sorts signed tags."""
     return [
-        (0, int(chunk)) if chunk.isdigit() else (1, chunk)
-        for chunk in re.findall(r"\d+|\D+", text)
+        (0, int(chunk)) if chunk.isdigit() else (1, chunk) for chunk in re.findall(r"\d+|\D+", text)
     ]
 
 

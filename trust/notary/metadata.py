@@ -28,8 +28,8 @@ __all__ = [
     "Delegation",
     "Envelope",
     "FileMeta",
-    "Root",
     "RoleKeys",
+    "Root",
     "Snapshot",
     "Targets",
     "Timestamp",
@@ -43,7 +43,12 @@ __all__ = [
 ]
 
 BASE_ROLES = ("root", "targets", "snapshot", "timestamp")
-_TYPE_NAMES = {"root": "Root", "targets": "Targets", "snapshot": "Snapshot", "timestamp": "Timestamp"}
+_TYPE_NAMES = {
+    "root": "Root",
+    "targets": "Targets",
+    "snapshot": "Snapshot",
+    "timestamp": "Timestamp",
+}
 _HASH_SIZES = {"sha256": 32, "sha512": 64}
 
 _RFC3339 = re.compile(
@@ -134,7 +139,9 @@ def _object(value: Any, what: str) -> dict[str, Any]:
     return value
 
 
-def _fields(value: Any, what: str, required: set[str], optional: set[str] = frozenset()) -> dict[str, Any]:  # type: ignore[assignment]
+def _fields(
+    value: Any, what: str, required: set[str], optional: frozenset[str] | set[str] = frozenset()
+) -> dict[str, Any]:
     obj = _object(value, what)
     known = required | optional
     lowered: dict[str, str] = {}
@@ -228,7 +235,9 @@ def _common(signed: Any, role: str) -> tuple[dict[str, Any], int, dt.datetime]:
     kind = obj["_type"]
     if kind != expected_type:
         # A correctly signed file served at another role's URL (attacks.md A13).
-        raise MalformedError(f"{role}: metadata has type {str(kind)[:20]!r}, expected {expected_type!r}")
+        raise MalformedError(
+            f"{role}: metadata has type {str(kind)[:20]!r}, expected {expected_type!r}"
+        )
     version = _int(obj["version"], f"{role}.version", minimum=1)
     return obj, version, parse_expires(obj["expires"])
 
@@ -240,7 +249,9 @@ def parse_envelope(data: bytes, role: str) -> Envelope:
     """Split a metadata file into raw bytes, the `signed` value and its signatures."""
     document = _fields(loads_strict(data), f"{role} metadata", {"signed", "signatures"})
     signed = _object(document["signed"], f"{role}.signed")
-    return Envelope(raw=bytes(data), signed=signed, signatures=tuple(parse_signatures(document["signatures"])))
+    return Envelope(
+        raw=bytes(data), signed=signed, signatures=tuple(parse_signatures(document["signatures"]))
+    )
 
 
 def _role_keys(value: Any, what: str, keys: Mapping[str, Any]) -> RoleKeys:
@@ -283,10 +294,14 @@ def parse_timestamp(envelope: Envelope) -> Timestamp:
     obj, version, expires = _common(envelope.signed, "timestamp")
     meta = _object(obj["meta"], "timestamp.meta")
     if "snapshot" not in meta:
-        raise MalformedError("timestamp type metadata invalid: missing snapshot sha256 checksum information")
+        raise MalformedError(
+            "timestamp type metadata invalid: missing snapshot sha256 checksum information"
+        )
     snapshot = _file_meta(meta["snapshot"], "timestamp.meta.snapshot")
     if "sha256" not in snapshot.hashes:
-        raise MalformedError("timestamp type metadata invalid: missing snapshot sha256 checksum information")
+        raise MalformedError(
+            "timestamp type metadata invalid: missing snapshot sha256 checksum information"
+        )
     return Timestamp(version, expires, snapshot)
 
 
@@ -296,7 +311,9 @@ def parse_snapshot(envelope: Envelope) -> Snapshot:
     meta = {name: _file_meta(value, f"snapshot.meta.{name}") for name, value in meta_obj.items()}
     for required in ("root", "targets"):
         if required not in meta or "sha256" not in meta[required].hashes:
-            raise MalformedError(f"snapshot type metadata invalid: missing {required} sha256 checksum")
+            raise MalformedError(
+                f"snapshot type metadata invalid: missing {required} sha256 checksum"
+            )
     return Snapshot(version, expires, meta)
 
 
@@ -319,7 +336,8 @@ def parse_targets(envelope: Envelope, role: str) -> Targets:
     obj, version, expires = _common(envelope.signed, role)
     targets_obj = _object(obj["targets"], f"{role}.targets")
     targets = {
-        name: _file_meta(value, f"{role}.targets[{name[:40]!r}]") for name, value in targets_obj.items()
+        name: _file_meta(value, f"{role}.targets[{name[:40]!r}]")
+        for name, value in targets_obj.items()
     }
     delegation_keys: dict[str, PublicKey] = {}
     delegations: list[Delegation] = []
@@ -333,14 +351,18 @@ def parse_targets(envelope: Envelope, role: str) -> Targets:
         seen: set[str] = set()
         for entry in roles_list:
             entry_obj = _fields(
-                entry, f"{role}.delegations.roles[]", {"name", "keyids", "threshold"},
+                entry,
+                f"{role}.delegations.roles[]",
+                {"name", "keyids", "threshold"},
                 {"paths", "path_hash_prefixes", "terminating"},
             )
             name = _str(entry_obj["name"], "delegation name")
             # E07: an invalid or non-child delegation name makes the whole file invalid, as in
             # notary; a name listed twice is refused too (TUF spec §4: role names are unique).
             if not is_valid_delegation_name(name) or posixpath.dirname(name) != role:
-                raise MalformedError(f"{role} type metadata invalid: delegation role {name[:80]!r} invalid")
+                raise MalformedError(
+                    f"{role} type metadata invalid: delegation role {name[:80]!r} invalid"
+                )
             if name in seen:
                 raise MalformedError(f"{role}: delegation role {name!r} listed twice")
             seen.add(name)
@@ -356,4 +378,6 @@ def parse_targets(envelope: Envelope, role: str) -> Targets:
                 ignored.append(name)
                 continue
             delegations.append(Delegation(name, keys.keyids, keys.threshold, tuple(paths_raw)))
-    return Targets(role, version, expires, targets, delegation_keys, tuple(delegations), tuple(ignored))
+    return Targets(
+        role, version, expires, targets, delegation_keys, tuple(delegations), tuple(ignored)
+    )

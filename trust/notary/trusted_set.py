@@ -66,7 +66,9 @@ LOOKUP_ROLES = (RELEASES_ROLE, "targets")
 def check_meta(role: str, data: bytes, meta: FileMeta) -> None:
     """Length cap and every present hash over the raw bytes (dct.md §2.7 CheckHashes)."""
     if len(data) > meta.length:
-        raise LengthError(f"{role}: {len(data)} bytes is longer than the {meta.length} its parent allows")
+        raise LengthError(
+            f"{role}: {len(data)} bytes is longer than the {meta.length} its parent allows"
+        )
     if not meta.hashes:
         raise HashMismatchError(f"no checksums for supported algorithms were provided for {role}")
     for algorithm, expected in meta.hashes.items():
@@ -177,7 +179,9 @@ class TrustedSet:
             raise VerificationError("no trusted root loaded")  # a client bug, not an attack
         return self.root
 
-    def _floor(self, role: str, keys: Mapping[str, PublicKey], role_keys: RoleKeys) -> _Floor | None:
+    def _floor(
+        self, role: str, keys: Mapping[str, PublicKey], role_keys: RoleKeys
+    ) -> _Floor | None:
         """The cached copy's version, if it verifies under the current keys (expiry allowed)."""
         data = self.cached.get(role)
         if data is None:
@@ -236,9 +240,7 @@ class TrustedSet:
 
     def trust_first_root(self, data: bytes) -> None:
         """Trust on first use, or a pinned first use (dct.md §2.9 step 5)."""
-        root, check = self._validate_root(
-            data, None, tofu_allowed=not self.pinning.disable_tofu
-        )
+        root, check = self._validate_root(data, None, tofu_allowed=not self.pinning.disable_tofu)
         self._check_expiry("root", root.expires)
         self.root, self.root_bytes, self.root_check = root, data, check
         self.first_use = True
@@ -288,7 +290,9 @@ class TrustedSet:
     def update_timestamp(self, data: bytes) -> bool:
         """Verify a timestamp; returns False when the cached copy was kept instead (B02)."""
         root = self._require_root()
-        envelope = self._verified_envelope("timestamp", data, root.keys, root.roles["timestamp"], None)
+        envelope = self._verified_envelope(
+            "timestamp", data, root.keys, root.roles["timestamp"], None
+        )
         timestamp = parse_timestamp(envelope)
         floor = self._floor("timestamp", root.keys, root.roles["timestamp"])
         self._check_version("timestamp", timestamp.version, floor)
@@ -366,7 +370,9 @@ class TrustedSet:
         """Verify a delegated targets role against its (already trusted) parent's keys."""
         parent, delegation = self.delegation_of(name)
         if parent.depth + 1 > self.limits.max_delegation_depth:
-            raise DelegationError(f"{name}: delegation deeper than {self.limits.max_delegation_depth}")
+            raise DelegationError(
+                f"{name}: delegation deeper than {self.limits.max_delegation_depth}"
+            )
         if len(self.roles) > self.limits.max_delegations:
             raise DelegationError(f"more than {self.limits.max_delegations} delegated roles")
         meta = self.meta_for(name)
