@@ -1,0 +1,187 @@
+"""The CLI's contract (exit-code table, default command, usage errors) and strict settings."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cli.main import main
+from trust.config import (
+    Limits,
+    content_trust_from_env,
+    load_settings,
+    parse_go_bool,
+    validate_trust_server_url,
+)
+from trust.errors import (
+    EXIT_CODES,
+    ConfigError,
+    InputError,
+    TrustpullError,
+    combined_exit_code,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_readme_exit_code_table_matches_the_error_module() -> None:
+    text = (ROOT / "README.md").read_text()
+    block = text.split("<!-- exit-codes:start -->")[1].split("<!-- exit-codes:end -->")[0]
+    rows = dict(re.findall(r"^\| (\d) \| (.+?) \|$", block, flags=re.M))
+    assert {int(k): v for k, v in rows.items()} == EXIT_CODES
+
+
+def test_help_lists_every_exit_code() -> None:
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    for code, meaning in EXIT_CODES.items():
+        assert f"{code}  {meaning}" in result.output
+
+
+def test_every_error_class_has_a_documented_exit_code() -> None:
+    def walk(cls: type[TrustpullError]) -> list[type[TrustpullError]]:
+        return [cls, *(c for sub in cls.__subclasses__() for c in walk(sub))]
+
+    for cls in walk(TrustpullError):
+        assert cls.exit_code in EXIT_CODES, cls
+
+
+@pytest.mark.parametrize(
+    ("codes", "expected"),
+    [([0, 0], 0), ([4, 5], 5), ([3, 8], 8), ([6, 7], 7), ([4, 9, 5], 5), ([3], 3), ([8, 4], 4)],
+)
+def test_combined_exit_code_severity(codes: list[int], expected: int) -> None:
+    assert combined_exit_code(codes) == expected
+
+
+def test_bad_reference_is_exit_3_without_engine_or_network() -> None:
+    result = CliRunner().invoke(main, ["Alpine"])
+    assert result.exit_code == 3
+    assert "must be lowercase" in result.output
+
+
+def test_all_tags_with_tag_is_refused() -> None:
+    result = CliRunner().invoke(main, ["pull", "-a", "alpine:3.19"])
+    assert result.exit_code == 3
+    assert "tag can't be used with --all-tags/-a" in result.output
+
+
+def test_unknown_option_is_usage_error() -> None:
+    assert CliRunner().invoke(main, ["pull", "--no-such-option", "alpine"]).exit_code == 2
+
+
+def test_version() -> None:
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0 and "trustpull" in result.output
+
+
+@pytest.mark.parametrize(
+    ("value", "on"),
+    [
+        ("", True),
+        ("1", True),
+        ("yes", True),
+        (" 1", True),
+        ("0", False),
+        ("f", False),
+        ("F", False),
+        ("false", False),
+        ("FALSE", False),
+        ("False", False),
+        ("no", True),
+    ],
+)
+def test_content_trust_defaults_on(value: str, on: bool) -> None:
+    env = {"DOCKER_CONTENT_TRUST": value} if value else {}
+    assert content_trust_from_env(env) is on
+
+
+def test_go_bool() -> None:
+    assert parse_go_bool("T") is True and parse_go_bool("0") is False
+    assert parse_go_bool("yes") is None
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://notary.test",
+        "ftp://notary.test",
+        "notary.test",
+        "https://user:pw@notary.test",
+        "https://notary.test/?x=1",
+        "https://notary.test/#frag",
+        "https://",
+        "file:///etc",
+    ],
+)
+def test_trust_server_url_refused(url: str) -> None:
+    with pytest.raises(InputError):
+        validate_trust_server_url(url)
+
+
+def test_trust_server_url_trailing_slash_dropped() -> None:
+    assert validate_trust_server_url("https://notary.test:4443/prefix/") == (
+        "https://notary.test:4443/prefix"
+    )
+
+
+def test_config_unknown_key_names_file_line_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text("[trust_pinning]\ncerts = {}\ndisable_tofus = true\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings({}, config_file=path)
+    assert f"{path}:3" in info.value.message and "disable_tofus" in info.value.message
+
+
+def test_config_wrong_type_refused(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[limits]\nmax_delegations = "many"\n')
+    with pytest.raises(ConfigError) as info:
+        load_settings({}, config_file=path)
+    assert f"{path}:2" in info.value.message
+
+
+def test_config_unknown_section_refused(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text("[trust_pinnin]\n")
+    with pytest.raises(ConfigError):
+        load_settings({}, config_file=path)
+
+
+def test_config_values_and_precedence(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    key_id = "a" * 64
+    path.write_text(
+        '[trust_servers]\n"reg.test" = "https://notary.test/"\n'
+        f'[trust_pinning]\ncerts = {{ "reg.test/app" = ["{key_id}"] }}\ndisable_tofu = true\n'
+        "[limits]\nmax_delegations = 10\nread_timeout = 2\n"
+    )
+    env = {"DOCKER_CONTENT_TRUST_SERVER": "https://override.test", "DOCKER_CONTENT_TRUST": "0"}
+    settings = load_settings(env, config_file=path)
+    assert settings.trust_servers == {"reg.test": "https://notary.test"}
+    assert settings.trust_pinning.certs == {"reg.test/app": (key_id,)}
+    assert settings.trust_pinning.disable_tofu is True
+    assert settings.limits.max_delegations == 10 and settings.limits.read_timeout == 2.0
+    assert settings.trust_server_override == "https://override.test"
+    assert settings.content_trust is False
+    assert load_settings(env, config_file=path, content_trust=True).content_trust is True
+
+
+def test_missing_explicit_config_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        load_settings({}, config_file=tmp_path / "absent.toml")
+
+
+def test_bad_config_via_cli_is_exit_3(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text("[limits]\nnope = 1\n")
+    result = CliRunner().invoke(main, ["resolve", "--config", str(path), "alpine:3.19"])
+    assert result.exit_code == 3
+
+
+def test_limits_refuse_negative_values() -> None:
+    with pytest.raises(ConfigError):
+        Limits(max_delegations=-1)
