@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import http.cookiejar
 import ipaddress
 import json
 import socket
@@ -22,6 +23,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlencode, urljoin, urlsplit
@@ -366,14 +368,22 @@ def _retry_after(value: str | None) -> float | None:
     if value.isdigit():
         return float(value)
     try:
-        from email.utils import parsedate_to_datetime
-
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
     return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
+
+
+class _NoCookies(http.cookiejar.DefaultCookiePolicy):
+    """Trust metadata needs no cookies; accepting them would only add state an attacker sets."""
+
+    def set_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
+        return False
+
+    def return_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
+        return False
 
 
 class TrustServerSession:
@@ -405,10 +415,10 @@ class TrustServerSession:
         self._session = requests.Session()
         # No env: that would let ~/.netrc add credentials and REQUESTS_CA_BUNDLE swap our CAs.
         self._session.trust_env = False
-        self._session.max_redirects = 0
-        adapter = _Adapter(context)
-        self._session.mount("https://", adapter)
-        self._session.mount("http://", adapter)
+        self._session.cookies.set_policy(_NoCookies())
+        self._adapter = _Adapter(context)
+        self._session.mount("https://", self._adapter)
+        self._session.mount("http://", self._adapter)
         self._session.headers.clear()
         self._session.headers.update(
             {"User-Agent": user_agent, "Accept-Encoding": "identity", "Accept": "*/*"}
@@ -489,7 +499,7 @@ class TrustServerSession:
         if status == 429 or status >= 500:
             raise NetworkError(f"unable to reach trust server at this time: {status}.")
         raise NetworkError(
-            f"trust server refused the request for {name}.json: {status}{_detail(reply.body)}"
+            f"unexpected answer from trust server for {name}.json: {status}{_detail(reply.body)}"
         )
 
     # ----------------------------------------------------------------- auth
@@ -761,15 +771,18 @@ class TrustServerSession:
         proxies = requests.utils.get_environ_proxies(url)
         self._requests += 1
         try:
-            return self._session.request(
-                method,
-                url,
-                headers=dict(headers),
-                data=dict(data) if data is not None else None,
-                timeout=timeout,
-                allow_redirects=False,
-                stream=True,
-                proxies=proxies,
+            prepared = self._session.prepare_request(
+                requests.Request(
+                    method,
+                    url,
+                    headers=dict(headers),
+                    data=dict(data) if data is not None else None,
+                )
+            )
+            # The adapter directly, not Session.send: with allow_redirects=False requests still
+            # reads a redirect's whole body (unbounded) and keeps cookies; we want neither.
+            return self._adapter.send(
+                prepared, stream=True, timeout=timeout, verify=True, cert=None, proxies=proxies
             )
         except requests.exceptions.SSLError as exc:
             if watch.fired:
