@@ -268,4 +268,7 @@ def _pull_pinned(
             continue  # a digest reference is pulled by digest only, as docker does
         target = ref.trimmed().with_tag(resolution.tag)
         report.tagging(digest_ref.familiar(), target.familiar())
-        engine.tag(digest_ref.familiar(), target.name, resolution.tag)
+        # The tag source is the fully qualified digest reference. docker sends the familiar
+        # form, but that can name another repository (`docker.io/localhost/app` becomes
+        # `localhost/app`, which re-parses with registry `localhost`): stricter here.
+        engine.tag(str(digest_ref), target.name, resolution.tag)
