@@ -332,10 +332,6 @@ class _Token:
     expires: float  # on the session clock
 
 
-class _Deadline(Exception):
-    """Internal: the wall-clock budget ran out."""
-
-
 def _is_loopback_literal(host: str) -> bool:
     """127.0.0.0/8, ::1 or "localhost", by text only: no DNS lookup (G11)."""
     if host.lower() == "localhost":
@@ -437,6 +433,7 @@ class TrustServerSession:
 
     @property
     def base_url(self) -> str:
+        """`<server>/v2/<GUN>/_trust/tuf/`, for messages and logs."""
         return self._base
 
     def close(self) -> None:
@@ -508,7 +505,7 @@ class TrustServerSession:
         """The Authorization value for `url`: only for the trust server's own `/v2/` paths."""
         if not self._challenges or _origin(url) != self._origin:
             return None
-        if self._v2_prefix not in urlsplit(url).path:
+        if not urlsplit(url).path.startswith(self._v2_prefix):
             return None
         bearer = next((c for c in self._challenges if c.scheme == "bearer"), None)
         if bearer is not None:

@@ -25,7 +25,13 @@ import pytest
 from fixtures.tlsgen import CertificateAuthority, make_ca
 from trust.config import Limits
 from trust.errors import AuthError, ConfigError, InputError, LengthError, NetworkError
-from trust.transport import Challenge, NotFoundError, TrustServerSession, parse_challenges
+from trust.transport import (
+    Challenge,
+    NotFoundError,
+    TrustServerSession,
+    _tls_context,
+    parse_challenges,
+)
 
 GUN = "registry.test/org/app"
 TUF = f"/v2/{GUN}/_trust/tuf/"
@@ -579,7 +585,10 @@ def test_trickling_headers_are_cut_at_the_deadline(
 def test_silent_server_hits_read_timeout(
     server: LocalServer, connect: Callable[..., TrustServerSession]
 ) -> None:
-    server.routes[TUF + "root.json"] = lambda req: req.server.stop.wait(2) and None
+    def silent(req: Handler) -> None:
+        req.server.stop.wait(2)
+
+    server.routes[TUF + "root.json"] = silent
     started = time.monotonic()
     with pytest.raises(NetworkError):
         connect(
@@ -916,3 +925,29 @@ def test_credentials_only_go_to_the_trust_server(
     assert "authorization" not in ping.headers
     assert token.headers["authorization"].startswith("Basic ")
     assert meta.headers["authorization"] == "Bearer good-token"
+
+
+# ------------------------------------------------------------------------------ environment
+
+
+def test_proxy_comes_from_the_environment(
+    server: LocalServer, connect: Callable[..., TrustServerSession], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server.routes[TUF + "root.json"] = serve(b"{}")
+    for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:1")  # nothing listens there
+    with pytest.raises(NetworkError, match="error contacting notary server"):
+        connect(Limits(retries=0)).get_metadata("root", 10)
+    assert server.seen == []
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    assert connect(Limits(retries=0)).get_metadata("root", 10) == b"{}"
+
+
+def test_tls_context_floor_and_verification(docker_config: Path) -> None:
+    context = _tls_context(docker_config, "notary.test")
+    assert context.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert context.verify_mode == ssl.CERT_REQUIRED
+    assert context.check_hostname
+    with pytest.raises(InputError):
+        _tls_context(docker_config, "..")
