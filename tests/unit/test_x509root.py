@@ -611,20 +611,21 @@ def test_ca_pin_longest_prefix_wins_and_certs_beat_ca(tmp_path: Path) -> None:
 
 
 def test_disable_tofu() -> None:
+    """`tofu_allowed` decides when no pin applies; `disable_tofu` reaches it via the caller."""
     pair = leaf_key()
     root = build_root([pair])
     with pytest.raises(TrustPinError, match="invalid trust pinning specified"):
-        check(root, pinning=TrustPinning(disable_tofu=True))
-    with pytest.raises(TrustPinError, match="invalid trust pinning specified"):
         check(root, tofu_allowed=False)
-    # With a trusted previous root, notary's DisableTOFU does not apply ...
-    assert check(root, previous=root, pinning=TrustPinning(disable_tofu=True)).tofu
-    # ... unless the caller forbids TOFU outright.
-    with pytest.raises(TrustPinError):
+    with pytest.raises(TrustPinError, match="invalid trust pinning specified"):
         check(root, previous=root, tofu_allowed=False)
-    # A pin that applies is not TOFU.
+    # A root loaded from the trusted cache is itself the pin: the caller allows it.
+    assert check(root, pinning=TrustPinning(disable_tofu=True), tofu_allowed=True).tofu
+    # A pin that applies is not TOFU, and needs no permission.
     pinned = TrustPinning(certs={GUN: (pair[0].key_id,)}, disable_tofu=True)
     assert not check(root, pinning=pinned, tofu_allowed=False).tofu
+    unrelated = TrustPinning(certs={"other.test/*": ("0" * 64,)})
+    with pytest.raises(TrustPinError, match="invalid trust pinning specified"):
+        check(root, pinning=unrelated, tofu_allowed=False)
 
 
 def test_rotation_must_also_pass_the_pin() -> None:

@@ -349,8 +349,8 @@ def validate_root(
     """notary `ValidateRoot` for an already structure-checked root (dct.md §2.9 steps 2–6).
 
     `previous` is the trusted root's (keys, root role keyids, root threshold), or None on first
-    use. TOFU is permitted only if `tofu_allowed` and not (`pinning.disable_tofu` and no
-    previous root); the caller decides the first, e.g. to let a configured pin outrank the cache.
+    use. When no pin applies, `tofu_allowed` alone decides: the caller maps `disable_tofu`
+    (notary refuses only a first contact; a root loaded from the trusted cache is itself the pin).
     """
     warnings: list[str] = []
     leaves = _filter_leaves(
@@ -373,7 +373,7 @@ def validate_root(
 
     checker = _PinChecker(gun, pinning, now)
     tofu = not checker.applies
-    if tofu and not (tofu_allowed and not (pinning.disable_tofu and previous is None)):
+    if tofu and not tofu_allowed:
         raise TrustPinError(PIN_NO_TOFU)
     pinned = [item for item in leaves if checker.check(item)]
     if not pinned:
