@@ -407,7 +407,11 @@ class _Run:
         """Cached bytes if they match the parent's hashes, else a download by checksum name."""
         cached = self.cached.get(role)
         if cached is None and role not in ("timestamp", "snapshot", "targets", "root"):
-            cached = self.read_cache(role, min(meta.length, self.limits.metadata_max_bytes))
+            # Read up to the absolute ceiling, not the new meta's length: the cached copy is
+            # also the rollback floor, and a newer (longer) cached delegation must not be
+            # treated as absent when the snapshot points at an older, shorter one (attacks.md
+            # B04; notary loses the floor this way, dct.md §6.12). Reuse still needs a match.
+            cached = self.read_cache(role, self.limits.metadata_max_bytes)
         if cached is not None and len(cached) <= meta.length:
             from trust.notary.trusted_set import check_meta
 

@@ -1,0 +1,801 @@
+"""NotaryClient against a FixtureServer over real HTTPS on loopback (attacks.md A–I).
+
+Every refused case goes through `trust.pull.pull` with a recording fake engine and checks
+REFUSE + KEEP + NOPULL (`Env.refuse`): the exact error class and exit code, the trust cache
+byte-identical to before, no temporary file left, and no pull or tag sent to the engine.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import datetime as dt
+import hashlib
+import stat
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fixtures.notarygen import (
+    Repo,
+    RepoBuilder,
+    consistent_name,
+    encode_envelope,
+    file_meta,
+    sign_envelope,
+)
+from fixtures.swizzle import DELETE
+from tests.unit._trust_env import (
+    D1,
+    D2,
+    D_ALICE,
+    D_ONLY_TARGETS,
+    D_TARGETS,
+    GUN,
+    NOW,
+    REF,
+    CacheState,
+    Env,
+    b64,
+    baseline_builder,
+    env_factory,
+)
+from trust.errors import (
+    AuthError,
+    DelegationError,
+    ExpiredError,
+    HashMismatchError,
+    LengthError,
+    MalformedError,
+    NetworkError,
+    NoSuchTagError,
+    RollbackError,
+    SignatureError,
+    ThresholdError,
+)
+from trust.notary.cjson import encode_canonical
+from trust.pull import resolve_reference
+from trust.reference import parse
+from trust.resolve import list_signed_tags, lookup_tag
+
+MakeEnv = Callable[..., Env]
+DAY = dt.timedelta(days=1)
+
+
+@pytest.fixture
+def make_env(isolated_home: Path) -> Iterator[MakeEnv]:
+    yield from env_factory()
+
+
+def tuf_name(request_path: str) -> str | None:
+    marker = "/_trust/tuf/"
+    return request_path.split(marker, 1)[1] if marker in request_path else None
+
+
+def names_requested(env: Env) -> list[str]:
+    return [name for r in env.server.requests if (name := tuf_name(r.path)) is not None]
+
+
+def warm(make_env: MakeEnv, builder: RepoBuilder | None = None) -> Env:
+    """State S0: one verified run has filled the cache."""
+    env = make_env(builder)
+    env.update()
+    env.server.clear_requests()
+    return env
+
+
+def digest_of(env: Env, ref: str = REF, **kwargs: Any) -> str:
+    data = env.update(ref, **kwargs)
+    return lookup_tag(data, parse(ref).tag or "latest").digest
+
+
+# =========================================================================== 1. happy paths
+
+
+def test_first_use_writes_exact_bytes_with_private_modes(make_env: MakeEnv) -> None:
+    env = make_env()
+    repo = env.builder.repo
+    data = env.update()
+    assert data.first_use
+    assert lookup_tag(data, "1.0").digest == "sha256:" + D1
+    expected = ["root", "timestamp", "snapshot", "targets", *env.builder.delegations]
+    for role in expected:
+        path = env.metadata_dir / f"{role}.json"
+        assert path.read_bytes() == repo.role_bytes(role), role
+        assert stat.S_IMODE(path.lstat().st_mode) == 0o600, role
+    written = {
+        str(p.relative_to(env.metadata_dir))
+        for p in env.metadata_dir.rglob("*.json")
+        if p.is_file()
+    }
+    assert written == {f"{role}.json" for role in expected}
+    # Every directory trustpull created, from trust/ down, is private (dct.md §5).
+    directory = env.metadata_dir
+    while directory != env.docker_config:
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
+        directory = directory.parent
+    assert stat.S_IMODE((env.metadata_dir / "targets" / "releases").stat().st_mode) == 0o700
+
+
+def test_warm_run_sends_only_ping_and_timestamp(make_env: MakeEnv) -> None:
+    env = warm(make_env)
+    before = env.cache()
+    data = env.update()
+    assert lookup_tag(data, "1.0").digest == "sha256:" + D1
+    assert [r.path for r in env.server.requests] == [
+        "/v2/",
+        f"/v2/{GUN}/_trust/tuf/timestamp.json",
+    ]
+    assert env.cache() == before
+
+
+def test_new_publish_downloads_only_changed_files_by_consistent_name(make_env: MakeEnv) -> None:
+    env = warm(make_env)
+    env.builder.add_target("3.0", "33" * 32, 600, role="targets/releases")
+    repo = env.serve()
+    data = env.update()
+    assert lookup_tag(data, "3.0").digest == "sha256:" + "33" * 32
+    assert names_requested(env) == [
+        "timestamp.json",
+        consistent_name("snapshot", repo.role_bytes("snapshot")),
+        consistent_name("targets/releases", repo.role_bytes("targets/releases")),
+    ]
+    for role in ("timestamp", "snapshot", "targets/releases", "targets", "root"):
+        assert (env.metadata_dir / f"{role}.json").read_bytes() == repo.role_bytes(role)
+
+
+def test_tag_lookup_releases_wins_over_targets(make_env: MakeEnv) -> None:
+    env = make_env()
+    data = env.update()
+    hit = lookup_tag(data, "1.0")
+    assert (hit.digest, hit.role, hit.size) == ("sha256:" + D1, "targets/releases", 530)
+    only = lookup_tag(data, "only-targets")
+    assert (only.digest, only.role) == ("sha256:" + D_ONLY_TARGETS, "targets")
+
+
+def test_E02_tag_only_in_other_delegation_is_not_signed(make_env: MakeEnv) -> None:
+    env = make_env()
+    data = env.update()
+    for tag in ("alice-only", "ci-only", "never-signed"):
+        with pytest.raises(NoSuchTagError):
+            lookup_tag(data, tag)
+    env.refuse(NoSuchTagError, f"{GUN}:alice-only")
+    env.refuse(NoSuchTagError, f"{GUN}:ci-only")
+
+
+def test_list_signed_tags_reads_releases_and_targets_only(make_env: MakeEnv) -> None:
+    env = make_env()
+    tags = {t.tag: (t.digest, t.role) for t in list_signed_tags(env.update())}
+    assert tags == {
+        "1.0": ("sha256:" + D1, "targets/releases"),
+        "2.0": ("sha256:" + D2, "targets/releases"),
+        "only-targets": ("sha256:" + D_ONLY_TARGETS, "targets"),
+    }
+    assert "alice-only" not in tags and D_ALICE not in str(tags)
+
+
+def test_pull_is_by_signed_digest_then_tagged(make_env: MakeEnv) -> None:
+    env = make_env()
+    result, engine = env.pull()
+    assert result.error is None and result.pulled
+    assert engine.calls == [
+        ("pull", GUN, "sha256:" + D1),
+        ("tag", f"{GUN}@sha256:{D1}", GUN, "1.0"),
+        ("close",),
+    ]
+
+
+def test_I04_digest_only_reference_must_be_signed(make_env: MakeEnv) -> None:
+    env = make_env()
+    [resolution] = resolve_reference(parse(f"{GUN}@sha256:{D2}"), env.settings, client=env.client())
+    assert (resolution.tag, resolution.digest) == ("2.0", "sha256:" + D2)
+    result, engine = env.pull(f"{GUN}@sha256:{D2}")
+    assert result.error is None
+    assert [c for c in engine.calls if c[0] == "pull"] == [("pull", GUN, "sha256:" + D2)]
+    # Signed only outside releases/targets, or not at all: refused.
+    env.refuse(NoSuchTagError, f"{GUN}@sha256:{D_ALICE}")
+    env.refuse(NoSuchTagError, f"{GUN}@sha256:{'ee' * 32}")
+
+
+def test_I05_tag_and_digest_must_agree(make_env: MakeEnv) -> None:
+    env = make_env()
+    result, _ = env.pull(f"{GUN}:1.0@sha256:{D1}")
+    assert result.error is None
+    env.refuse(NoSuchTagError, f"{GUN}:1.0@sha256:{D_TARGETS}")
+    env.refuse(NoSuchTagError, f"{GUN}:1.0@sha256:{D2}")
+
+
+# =========================================================================== A. signatures
+
+
+def first_use_variant(make_env: MakeEnv, mutate: Callable[[Env, Repo], Repo]) -> Env:
+    env = make_env(publish=False)
+    repo = env.builder.publish()
+    env.serve(mutate(env, repo))
+    return env
+
+
+@pytest.mark.parametrize("role", ["root", "timestamp", "snapshot", "targets", "targets/releases"])
+def test_A01_unsigned_metadata(make_env: MakeEnv, role: str) -> None:
+    def mutate(env: Env, repo: Repo) -> Repo:
+        bad = env.sw.clear_signatures(repo, role)
+        return bad if role in ("root", "timestamp") else env.sw.rechain(bad, [role])
+
+    env = first_use_variant(make_env, mutate)
+    env.refuse(SignatureError)
+
+
+def test_A01_signatures_field_missing(make_env: MakeEnv) -> None:
+    env = first_use_variant(
+        make_env, lambda env, repo: env.sw.rechain(env.sw.remove_signatures_field(repo, "targets"))
+    )
+    env.refuse(MalformedError)
+
+
+@pytest.mark.parametrize("role", ["timestamp", "snapshot", "targets", "targets/releases"])
+def test_A02_signed_by_unauthorised_key(make_env: MakeEnv, role: str) -> None:
+    def mutate(env: Env, repo: Repo) -> Repo:
+        other = "snapshot" if role == "timestamp" else "timestamp"
+        bad = env.sw.sign_with_wrong_key(repo, role, env.builder.keys(other)[0])
+        return bad if role == "timestamp" else env.sw.rechain(bad, [role])
+
+    first_use_variant(make_env, mutate).refuse(ThresholdError)
+
+
+def test_A02_attacker_key_on_warm_cache(make_env: MakeEnv) -> None:
+    env = warm(make_env)
+    env.builder.add_target("1.0", "66" * 32, 530, role="targets/releases")
+    repo = env.builder.publish()
+    bad = env.sw.rechain(env.sw.sign_with_wrong_key(repo, "targets/releases"), ["targets/releases"])
+    env.serve(bad)
+    env.refuse(ThresholdError)
+
+
+@pytest.mark.parametrize("how", ["edited-content", "flipped-signature-bit"])
+def test_A03_tampered_content(make_env: MakeEnv, how: str) -> None:
+    def mutate(env: Env, repo: Repo) -> Repo:
+        if how == "edited-content":
+            path = ["targets", "1.0", "hashes", "sha256"]
+            bad = env.sw.set_field(repo, "targets/releases", path, b64("66" * 32))
+        else:
+            bad = env.sw.corrupt_signatures(repo, "targets/releases")
+        return env.sw.rechain(bad, ["targets/releases"])
+
+    first_use_variant(make_env, mutate).refuse(ThresholdError)
+
+
+def test_A04_below_threshold(make_env: MakeEnv) -> None:
+    builder = baseline_builder()
+    first, second = builder.keys("targets")[0], builder.new_key()
+    builder.rotate_key("targets", [first, second], threshold=2)
+    builder.set_signers("targets", [first])
+    env = make_env(builder)
+    env.refuse(ThresholdError)
+    builder.set_signers("targets", None)  # both keys sign: accepted (the test can fail)
+    env.serve()
+    assert digest_of(env) == "sha256:" + D1
+
+
+def test_A06_duplicate_keyids_in_a_role(make_env: MakeEnv) -> None:
+    def mutate(env: Env, repo: Repo) -> Repo:
+        keyid = env.builder.keys("snapshot")[0].keyid
+        signed = copy.deepcopy(repo.signed("root"))
+        signed["roles"]["snapshot"] = {"keyids": [keyid] * 6, "threshold": 6}
+        bad = env.sw.resign_envelope(repo, "root", signed)
+        bad = env.sw.duplicate_signatures(env.sw.rechain(bad, ["root"]), "snapshot", 6)
+        return env.sw.rechain(bad, ["snapshot"])
+
+    first_use_variant(make_env, mutate).refuse(MalformedError)
+
+
+def test_A08_declared_keyid_does_not_match_key(make_env: MakeEnv) -> None:
+    def mutate(env: Env, repo: Repo) -> Repo:
+        real = env.builder.keys("targets")[0]
+        fake_id = hashlib.sha256(b"not the key").hexdigest()
+        signed = copy.deepcopy(repo.signed("root"))
+        signed["keys"][fake_id] = signed["keys"].pop(real.keyid)
+        signed["roles"]["targets"]["keyids"] = [fake_id]
+        bad = env.sw.resign_envelope(repo, "root", signed)
+        bad = env.sw.sign_with_wrong_key(bad, "targets", real, claim_keyid=fake_id)
+        return env.sw.rechain(bad, ["root", "targets"])
+
+    first_use_variant(make_env, mutate).refuse(MalformedError)
+
+
+@pytest.mark.parametrize(
+    ("threshold", "error"),
+    [(0, MalformedError), (-1, MalformedError), ("1", MalformedError), (6, ThresholdError)],
+)
+def test_A09_degenerate_thresholds(
+    make_env: MakeEnv, threshold: Any, error: type[Exception]
+) -> None:
+    def mutate(env: Env, repo: Repo) -> Repo:
+        signed = copy.deepcopy(repo.signed("root"))
+        signed["roles"]["timestamp"]["threshold"] = threshold
+        bad = env.sw.resign_envelope(repo, "root", signed)
+        if threshold == 0:
+            bad = env.sw.clear_signatures(bad, "timestamp")
+        return env.sw.rechain(bad, ["root"])
+
+    first_use_variant(make_env, mutate).refuse(error)  # type: ignore[arg-type]
+
+
+def _der_signature(env: Env, repo: Repo, role: str) -> Repo:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = env.builder.keys(role)[0]
+    assert isinstance(key.private_key, ec.EllipticCurvePrivateKey)
+    der = key.private_key.sign(encode_canonical(repo.signed(role)), ec.ECDSA(hashes.SHA256()))
+    envelope = {
+        "signed": repo.signed(role),
+        "signatures": [
+            {"keyid": key.keyid, "method": "ecdsa", "sig": base64.b64encode(der).decode()}
+        ],
+    }
+    return env.sw.set_envelope(repo, role, envelope)
+
+
+@pytest.mark.parametrize("how", ["rsapss-on-ecdsa", "eddsa", "unknown", "der", "zero"])
+def test_A10_wrong_method_or_encoding_is_not_counted(make_env: MakeEnv, how: str) -> None:
+    def mutate(env: Env, repo: Repo) -> Repo:
+        role = "targets"
+        if how == "rsapss-on-ecdsa":
+            bad = env.sw.set_method(repo, role, "rsapss")
+        elif how == "eddsa":
+            bad = env.sw.set_method(repo, role, "eddsa")
+        elif how == "unknown":
+            bad = env.sw.set_method(repo, role, "ecdsa-sha3-whatever")
+        elif how == "der":
+            bad = _der_signature(env, repo, role)
+        else:
+            envelope = copy.deepcopy(repo.envelope(role))
+            envelope["signatures"][0]["sig"] = base64.b64encode(bytes(64)).decode()
+            bad = env.sw.set_envelope(repo, role, envelope)
+        return env.sw.rechain(bad, [role])
+
+    first_use_variant(make_env, mutate).refuse(ThresholdError)
+
+
+@pytest.mark.parametrize("junk", ["empty-sig-of-listed-key", "unknown-keyid", "bad-sig-first"])
+def test_A11_junk_signatures_beside_a_quorum_are_accepted(make_env: MakeEnv, junk: str) -> None:
+    builder = baseline_builder()
+    good, extra = builder.keys("timestamp")[0], builder.new_key()
+    builder.rotate_key("timestamp", [good, extra], threshold=1)
+    env = make_env(builder, publish=False)
+    repo = builder.publish()
+    sw = env.sw
+    if junk == "empty-sig-of-listed-key":
+        envelope = copy.deepcopy(repo.envelope("timestamp"))
+        for sig in envelope["signatures"]:
+            if sig["keyid"] == extra.keyid:
+                sig["sig"] = ""
+        repo = sw.set_envelope(repo, "timestamp", envelope)
+    elif junk == "unknown-keyid":
+        repo = sw.add_junk_signature(repo, "timestamp")
+    else:
+        repo = sw.add_junk_signature(repo, "timestamp", keyid=extra.keyid, first=True)
+    env.serve(repo)
+    assert digest_of(env) == "sha256:" + D1
+
+
+def test_A13_snapshot_served_as_timestamp(make_env: MakeEnv) -> None:
+    builder = baseline_builder()
+    builder.rotate_key("snapshot", builder.keys("timestamp"))  # a key shared by two roles
+    env = make_env(builder, publish=False)
+    repo = builder.publish()
+    env.serve(repo.with_role_bytes("timestamp", repo.role_bytes("snapshot")))
+    env.refuse(MalformedError)
+
+
+def _envelope_edit(role: str, edit: Callable[[dict[str, Any]], Any]) -> Callable[[Env, Repo], Repo]:
+    def mutate(env: Env, repo: Repo) -> Repo:
+        envelope = copy.deepcopy(repo.envelope(role))
+        edit(envelope)
+        bad = env.sw.set_envelope(repo, role, envelope)
+        return bad if role in ("root", "timestamp") else env.sw.rechain(bad, [role])
+
+    return mutate
+
+
+def _root_keys_as_list(env: Env, repo: Repo) -> Repo:
+    signed = copy.deepcopy(repo.signed("root"))
+    signed["keys"] = list(signed["keys"].values())
+    return env.sw.rechain(env.sw.resign_envelope(repo, "root", signed), ["root"])
+
+
+def _short_ed25519_key(env: Env, repo: Repo) -> Repo:
+    signed = copy.deepcopy(repo.signed("targets"))
+    key_id = next(iter(signed["delegations"]["keys"]))
+    signed["delegations"]["keys"][key_id] = {
+        "keytype": "ed25519",
+        "keyval": {"private": None, "public": "AAA="},
+    }
+    return env.sw.rechain(env.sw.resign_envelope(repo, "targets", signed), ["targets"])
+
+
+A14_CASES: dict[str, Callable[[Env, Repo], Repo]] = {
+    "not-json": lambda env, repo: env.sw.rechain(env.sw.invalid_json(repo, "targets"), ["targets"]),
+    "signed-is-a-string": _envelope_edit("targets", lambda e: e.update(signed="x")),
+    "signatures-is-an-object": _envelope_edit("timestamp", lambda e: e.update(signatures={})),
+    "keys-is-a-list": _root_keys_as_list,
+    "required-field-missing": lambda env, repo: env.sw.rechain(
+        env.sw.set_field(repo, "targets", ["targets"], DELETE, resign=True), ["targets"]
+    ),
+    "sig-not-base64": _envelope_edit(
+        "timestamp", lambda e: e["signatures"][0].update(sig="!!not base64!!")
+    ),
+    "ed25519-key-of-2-bytes": _short_ed25519_key,
+}
+
+
+@pytest.mark.parametrize("case", sorted(A14_CASES))
+def test_A14_malformed_documents(make_env: MakeEnv, case: str) -> None:
+    first_use_variant(make_env, A14_CASES[case]).refuse(MalformedError)
+
+
+# =========================================================================== B. freshness
+
+
+def two_publishes(make_env: MakeEnv) -> tuple[Env, list[Repo]]:
+    """S0: timestamp, snapshot, targets and releases at version 2 are cached."""
+    env = make_env()
+    env.update()
+    env.builder.add_target("1.1", "12" * 32, 534)
+    env.builder.add_target("1.1", "13" * 32, 535, role="targets/releases")
+    env.serve()
+    env.update()
+    env.server.clear_requests()
+    return env, list(env.builder.history)
+
+
+def test_B01_timestamp_rollback(make_env: MakeEnv) -> None:
+    env, history = two_publishes(make_env)
+    env.serve(history[0])
+    env.refuse(RollbackError)
+
+
+def test_B02_same_timestamp_version_other_content_keeps_cache(make_env: MakeEnv) -> None:
+    env, history = two_publishes(make_env)
+    before = env.cache()
+    env.builder.add_target("1.0", "77" * 32, 530, role="targets/releases")
+    newer = env.builder.publish()
+    old_version = history[-1].signed("timestamp")["version"]
+    replay = env.sw.set_version(newer, "timestamp", old_version)  # re-signed, same version
+    env.serve(replay)
+    result, engine = env.pull()
+    assert result.error is None, result.error
+    assert ("pull", GUN, "sha256:" + D1) in engine.calls  # the cached pointer, not the new one
+    assert any("keeping the cached copy" in w for w in env.warnings)
+    new_snapshot = consistent_name("snapshot", newer.role_bytes("snapshot"))
+    assert new_snapshot not in names_requested(env)
+    assert env.cache() == before
+
+
+def test_B03_snapshot_rollback_and_H08_nothing_persisted(make_env: MakeEnv) -> None:
+    env, history = two_publishes(make_env)
+    bad = env.sw.take(history[-1], "snapshot", history[0])
+    bad = env.sw.rechain(bad, ["snapshot"], bump=True)  # timestamp v3 → snapshot v1
+    env.serve(bad)
+    env.refuse(RollbackError)
+    assert (env.metadata_dir / "timestamp.json").read_bytes() == history[-1].role_bytes("timestamp")
+
+
+@pytest.mark.parametrize("role", ["targets", "targets/releases"])
+def test_B04_targets_or_delegation_rollback(make_env: MakeEnv, role: str) -> None:
+    env, history = two_publishes(make_env)
+    bad = env.sw.rechain(env.sw.take(history[-1], role, history[0]), [role], bump=True)
+    env.serve(bad)
+    env.refuse(RollbackError)
+
+
+@pytest.mark.parametrize("role", ["timestamp", "snapshot", "targets"])
+def test_B05_expired_top_level_metadata(make_env: MakeEnv, role: str) -> None:
+    env = warm(make_env)
+    repo = env.builder.publish()
+    bad = env.sw.expire(repo, role)
+    if role != "timestamp":
+        bad = env.sw.rechain(bad, [role])
+    env.serve(bad)
+    env.refuse(ExpiredError)
+
+
+def test_B06_expired_releases_refused_without_fallback(make_env: MakeEnv) -> None:
+    env = warm(make_env)
+    env.builder.set_expiry("targets/releases", NOW - dt.timedelta(minutes=1))
+    env.serve()
+    env.refuse(ExpiredError)  # "1.0" is also in targets: it must not be used instead
+
+
+def test_B07a_expired_final_root_is_refused_but_persisted(make_env: MakeEnv) -> None:
+    env = warm(make_env)
+    env.builder.set_expiry("root", NOW - dt.timedelta(minutes=1))
+    repo = env.serve()
+    new_root = repo.role_bytes("root")
+
+    def only_root_rotated(before: CacheState, after: CacheState) -> None:
+        key = f"tuf/{GUN}/metadata/root.json"
+        assert after[key] == (new_root, 0o600)
+        assert {k: v for k, v in after.items() if k != key} == {
+            k: v for k, v in before.items() if k != key
+        }
+
+    env.refuse(ExpiredError, cache_may_change=only_root_rotated)
+
+
+def test_B07b_expired_intermediate_root_is_fine(make_env: MakeEnv) -> None:
+    env = warm(make_env)
+    env.builder.set_expiry("root", NOW - dt.timedelta(minutes=1))
+    env.builder.rotate_key("root")  # v2: new key, expired metadata
+    env.builder.publish()
+    env.builder.set_expiry("root", None)
+    env.builder.rotate_key("root")  # v3: signed by v2's key and its own only
+    repo = env.serve()
+    assert digest_of(env) == "sha256:" + D1
+    assert "2.root.json" in names_requested(env)
+    assert (env.metadata_dir / "root.json").read_bytes() == repo.role_bytes("root")
+
+
+def _fast_forwarded(make_env: MakeEnv) -> Env:
+    env = warm(make_env)
+    repo = env.builder.repo
+    env.serve(env.sw.set_version(repo, "timestamp", 1_000_000))
+    env.update()  # a validly signed timestamp v1000000 is now cached
+    return env
+
+
+def test_B10_fast_forward_recovers_after_timestamp_key_rotation(make_env: MakeEnv) -> None:
+    env = _fast_forwarded(make_env)
+    env.builder.rotate_key("timestamp")
+    env.serve()
+    assert digest_of(env) == "sha256:" + D1
+
+
+def test_B10_fast_forward_without_rotation_is_rollback(make_env: MakeEnv) -> None:
+    env = _fast_forwarded(make_env)
+    env.serve()  # a legitimate timestamp, version far below the cached one
+    env.refuse(RollbackError)
+
+
+@pytest.mark.parametrize(
+    ("expires", "error"),
+    [
+        ("2116-01-11T16:58:57.119711158-08:00", None),
+        ("2099-12-31T23:59:59Z", None),
+        ("2030-01-01T00:00:00", MalformedError),
+        ("2030-02-30T00:00:00Z", MalformedError),
+        ("10000-01-01T00:00:00Z", MalformedError),
+        ("2030-01-01T23:59:60Z", MalformedError),
+        ("2030-01-01 00:00:00Z", MalformedError),
+        ("20300101T000000Z", MalformedError),
+        (1893456000, MalformedError),
+        ("0001-01-01T00:00:00Z", ExpiredError),
+    ],
+)
+def test_B11_expiry_formats(make_env: MakeEnv, expires: Any, error: Any) -> None:
+    env = first_use_variant(
+        make_env,
+        lambda env, repo: env.sw.set_field(repo, "timestamp", ["expires"], expires, resign=True),
+    )
+    if error is None:
+        assert digest_of(env) == "sha256:" + D1
+    else:
+        env.refuse(error)
+
+
+def _timestamp_with_version_text(env: Env, repo: Repo, text: bytes, signed_as: Any) -> Repo:
+    """A timestamp whose file says `"version":<text>`, signed over `signed_as` (what a Go
+    verifier would canonicalise the value to), so only the type of the value is wrong."""
+    signed = copy.deepcopy(repo.signed("timestamp"))
+    signed["version"] = signed_as
+    envelope = sign_envelope(signed, env.builder.signing_keys("timestamp"))
+    signed["version"] = 777_777_777
+    data = encode_envelope({"signed": signed, "signatures": envelope["signatures"]})
+    assert data.count(b'"version":777777777') == 1
+    return repo.with_role_bytes(
+        "timestamp", data.replace(b'"version":777777777', b'"version":' + text)
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "signed_as"),
+    [
+        (b"true", True),
+        (b'"2"', "2"),
+        (b"2.0", 2),
+        (b"1e3", 1000),
+        (b"-1", -1),
+        (b"0", 0),
+        (b"18446744073709551616", 2**53),
+    ],
+)
+def test_B12_version_types(make_env: MakeEnv, text: bytes, signed_as: Any) -> None:
+    env = first_use_variant(
+        make_env, lambda env, repo: _timestamp_with_version_text(env, repo, text, signed_as)
+    )
+    env.refuse(MalformedError)
+
+
+def test_B12_control_plain_integer_version_accepted(make_env: MakeEnv) -> None:
+    env = first_use_variant(
+        make_env, lambda env, repo: _timestamp_with_version_text(env, repo, b"5", 5)
+    )
+    assert digest_of(env) == "sha256:" + D1
+
+
+@pytest.mark.parametrize("how", ["server-stopped", "timestamp-404", "timestamp-503"])
+def test_B13a_unreachable_server_with_fresh_cache(make_env: MakeEnv, how: str) -> None:
+    env = warm(make_env)
+    before = env.cache()
+    if how == "server-stopped":
+        env.server.stop()
+    elif how == "timestamp-404":
+        env.server.add_fault("*/timestamp.json", status=404)
+    else:
+        env.server.add_fault("*/timestamp.json", status=503)
+    result, engine = env.pull()
+    assert result.error is None, result.error
+    assert ("pull", GUN, "sha256:" + D1) in engine.calls
+    assert any("using cached trust data" in w for w in env.warnings)
+    assert env.cache() == before
+
+
+def test_B13a_auth_failure_never_falls_back(make_env: MakeEnv) -> None:
+    env = warm(make_env)
+    env.server.add_fault("*/timestamp.json", status=401)
+    env.refuse(AuthError)
+
+
+def test_B13b_unreachable_server_with_expired_cache(make_env: MakeEnv) -> None:
+    env = warm(make_env)
+    env.server.stop()
+    error = env.refuse(NetworkError, now=dt.datetime.now(dt.UTC) + dt.timedelta(days=15))
+    assert "expired" in error.message
+
+
+# =========================================================================== C. consistency
+
+
+def test_C01_snapshot_hash_differs_from_timestamp(make_env: MakeEnv) -> None:
+    def mutate(env: Env, repo: Repo) -> Repo:
+        version = repo.signed("snapshot")["version"]
+        return env.sw.set_version(repo, "snapshot", version + 1)  # same length, re-signed
+
+    first_use_variant(make_env, mutate).refuse(HashMismatchError)
+
+
+@pytest.mark.parametrize(("how", "error"), [("padded", LengthError), ("cut", HashMismatchError)])
+def test_C03_length_limits(make_env: MakeEnv, how: str, error: Any) -> None:
+    def mutate(env: Env, repo: Repo) -> Repo:
+        if how == "padded":
+            return env.sw.pad(repo, "snapshot", 1024 * 1024)
+        return env.sw.truncate(repo, "snapshot", len(repo.role_bytes("snapshot")) - 10)
+
+    first_use_variant(make_env, mutate).refuse(error)
+
+
+@pytest.mark.parametrize("role", ["targets", "targets/releases"])
+def test_C04_targets_hash_differs_from_snapshot(make_env: MakeEnv, role: str) -> None:
+    def mutate(env: Env, repo: Repo) -> Repo:
+        version = repo.signed(role)["version"]
+        return env.sw.set_version(repo, role, version + 1)  # validly signed, not the bound one
+
+    first_use_variant(make_env, mutate).refuse(HashMismatchError)
+
+
+def test_C05_snapshot_names_a_root_the_server_withholds(make_env: MakeEnv) -> None:
+    env = warm(make_env)
+    old_root = env.builder.repo.role_bytes("root")
+    env.builder.bump("root")
+    repo = env.builder.publish()
+    new_root = repo.role_bytes("root")
+    files = dict(repo.files)
+    for name, value in repo.files.items():
+        if value == new_root:
+            files[name] = old_root  # a stale root replayed under every root name
+    env.serve(Repo(repo.gun, files, repo.roles))
+    env.refuse(HashMismatchError)
+
+
+def test_C05_snapshot_names_an_older_root(make_env: MakeEnv) -> None:
+    env = warm(make_env)
+    old_root = env.builder.repo.role_bytes("root")
+    env.builder.bump("root")
+    env.serve()
+    env.update()  # root v2 trusted now
+    repo = env.builder.publish()
+    signed = copy.deepcopy(repo.signed("snapshot"))
+    signed["meta"]["root"] = file_meta(old_root)
+    bad = env.sw.rechain(env.sw.resign_envelope(repo, "snapshot", signed), ["snapshot"])
+    env.serve(bad)
+    env.refuse(HashMismatchError)
+
+
+@pytest.mark.parametrize(
+    ("role", "entry"), [("timestamp", "snapshot"), ("snapshot", "targets"), ("snapshot", "root")]
+)
+def test_C06_required_meta_missing(make_env: MakeEnv, role: str, entry: str) -> None:
+    def mutate(env: Env, repo: Repo) -> Repo:
+        bad = env.sw.remove_meta(repo, role, entry)
+        return bad if role == "timestamp" else env.sw.rechain(bad, ["snapshot"])
+
+    first_use_variant(make_env, mutate).refuse(MalformedError)
+
+
+def test_C07_releases_missing_from_snapshot(make_env: MakeEnv) -> None:
+    def mutate(env: Env, repo: Repo) -> Repo:
+        return env.sw.rechain(
+            env.sw.remove_meta(repo, "snapshot", "targets/releases"), ["snapshot"]
+        )
+
+    env = first_use_variant(make_env, mutate)
+    env.refuse(DelegationError)
+    assert not any("releases" in name for name in names_requested(env))
+
+
+def test_C08_releases_dropped_from_new_snapshot(make_env: MakeEnv) -> None:
+    env = warm(make_env)
+    repo = env.builder.publish()
+    bad = env.sw.rechain(
+        env.sw.remove_meta(repo, "snapshot", "targets/releases"), ["snapshot"], bump=True
+    )
+    env.serve(bad)
+    env.refuse(RollbackError)
+
+
+def test_C08_legitimate_signer_remove_is_accepted(make_env: MakeEnv) -> None:
+    env = warm(make_env)
+    env.builder.remove_delegation("targets/releases")
+    env.serve()
+    assert digest_of(env) == "sha256:" + D_TARGETS
+
+
+def only_verified_updates(env: Env) -> Callable[[CacheState, CacheState], None]:
+    """For refusals *after* a fully verified update (the metadata is fine, the entry is not):
+    every file that changed holds exactly the bytes the server now serves."""
+
+    def check(before: CacheState, after: CacheState) -> None:
+        repo = env.builder.repo
+        prefix = f"tuf/{GUN}/metadata/"
+        for key, (data, mode) in after.items():
+            if before.get(key) != (data, mode):
+                role = key.removeprefix(prefix).removesuffix(".json")
+                assert (data, mode) == (repo.role_bytes(role), 0o600), key
+
+    return check
+
+
+@pytest.mark.parametrize(
+    ("case", "hashes", "length"),
+    [
+        ("a-only-sha512", {"sha512": base64.b64encode(bytes(64)).decode()}, 530),
+        ("b-sha256-31-bytes", {"sha256": base64.b64encode(bytes(31)).decode()}, 530),
+        ("c-base64-junk", {"sha256": b64(D1)[:-4] + "*" + b64(D1)[-3:]}, 530),
+        ("c-base64-no-padding", {"sha256": b64(D1).rstrip("=")}, 530),
+        ("d-length-0", {"sha256": b64(D1)}, 0),
+        ("d-length-negative", {"sha256": b64(D1)}, -1),
+        ("d-length-huge", {"sha256": b64(D1)}, 2**60),
+    ],
+)
+def test_C09_bad_target_entry(make_env: MakeEnv, case: str, hashes: Any, length: int) -> None:
+    env = warm(make_env)
+    env.builder.add_target("1.0", D1, length, role="targets/releases", hashes=hashes)
+    env.serve()
+    env.refuse(MalformedError, cache_may_change=only_verified_updates(env))
+
+
+def test_C10_releases_replayed_from_another_repository(make_env: MakeEnv) -> None:
+    env = make_env(publish=False)
+    repo = env.builder.publish()
+    other = RepoBuilder("127.0.0.1:5000/ns/other", now=NOW)
+    other.add_delegation("targets/releases", keys=env.builder.keys("targets/releases"))
+    other.add_target("1.0", "99" * 32, 530, role="targets/releases")
+    other.add_target("2.0", "98" * 32, 531, role="targets/releases")
+    for name in ("targets/alice", "targets/releases/ci"):
+        other.add_delegation(name)  # same shape, so the copy has the same length
+    theirs = other.publish()
+    assert len(theirs.role_bytes("targets/releases")) == len(repo.role_bytes("targets/releases"))
+    env.serve(env.sw.take(repo, "targets/releases", theirs))
+    env.refuse(HashMismatchError)
