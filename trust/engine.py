@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -40,6 +41,18 @@ def _unreachable(host: str) -> EngineError:
     return EngineError(
         f"Cannot connect to the Docker daemon at {host}. Is the docker daemon running?"
     )
+
+
+def _probe_unix_socket(host: str) -> None:
+    """Fail fast, and without docker-py's leaked socket, when a unix socket does not answer."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(5.0)
+        sock.connect(host[len("unix://") :])
+    except OSError:
+        raise _unreachable(host) from None
+    finally:
+        sock.close()
 
 
 def _classify(message: str, status: int | None = None) -> EngineError | AuthError:
@@ -105,6 +118,8 @@ class Engine:
         except TLSParameterError as exc:
             raise EngineError(f"invalid Docker TLS settings: {exc}") from None
         kwargs.setdefault("base_url", host)
+        if host.startswith("unix://"):
+            _probe_unix_socket(host)
         try:
             api = docker.APIClient(version="auto", timeout=timeout, **kwargs)
         except DockerException as exc:
