@@ -16,8 +16,10 @@ import base64
 import binascii
 import json
 import logging
+import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +32,7 @@ __all__ = [
     "RegistryAuth",
     "credential_key",
     "resolve_registry_auth",
+    "store_registry_auth",
 ]
 
 logger = logging.getLogger(__name__)
@@ -228,3 +231,89 @@ def resolve_registry_auth(
     if helper is not None:
         return _run_helper(helper, key, environ)
     return _from_auths(doc, key, str(path))
+
+
+def store_registry_auth(
+    registry_domain: str,
+    auth: RegistryAuth,
+    docker_config: Path,
+    environ: Mapping[str, str],
+) -> str:
+    """Store `auth` for `registry_domain` where `docker login` would; returns where it went.
+
+    Through the configured helper (`credHelpers[key]`, else `credsStore`) with the
+    `docker-credential-<helper> store` protocol, else as `auths[key].auth` in config.json,
+    written atomically with mode 0600 and every other key kept. Only called when the user asked
+    (`--save-credentials`): typed credentials are never stored silently.
+    """
+    if not auth.username or not (auth.password or auth.identitytoken):
+        raise AuthError("refusing to store incomplete credentials")
+    key = credential_key(registry_domain)
+    path = docker_config / "config.json"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        text = ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read docker configuration: {exc}") from None
+    doc = _load_json(text, str(path)) if text.strip() else {}
+    helper = _helper_for(doc, key, str(path))
+    if helper is not None:
+        _store_with_helper(helper, key, auth, environ)
+        return f"docker-credential-{helper}"
+    auths = doc.setdefault("auths", {})
+    if not isinstance(auths, dict):
+        raise ConfigError(f"{path}: auths must be an object")
+    pair = f"{auth.username}:{auth.password}".encode()
+    entry: dict[str, str] = {"auth": base64.b64encode(pair).decode("ascii")}
+    if auth.identitytoken:
+        entry = {"auth": base64.b64encode(f"{auth.username}:".encode()).decode("ascii")}
+        entry["identitytoken"] = auth.identitytoken
+    auths[key] = entry
+    _write_private(path, json.dumps(doc, indent="\t") + "\n")
+    return str(path)
+
+
+def _store_with_helper(
+    helper: str, key: str, auth: RegistryAuth, environ: Mapping[str, str]
+) -> None:
+    """`docker-credential-<helper> store` with {ServerURL, Username, Secret} on stdin."""
+    program = f"docker-credential-{helper}"
+    executable = shutil.which(program, path=environ.get("PATH"))
+    if executable is None:
+        raise AuthError(f"cannot store credentials: {program} not found on PATH")
+    if auth.identitytoken:
+        username, secret = _TOKEN_USERNAME, auth.identitytoken
+    else:
+        username, secret = auth.username, auth.password
+    payload = json.dumps({"ServerURL": key, "Username": username, "Secret": secret})
+    try:
+        proc = subprocess.run(
+            [executable, "store"],
+            input=payload.encode("utf-8"),
+            capture_output=True,
+            env=dict(environ),
+            timeout=_HELPER_TIMEOUT,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise AuthError(f"error storing credentials with {program}: {exc}") from None
+    if proc.returncode != 0:
+        detail = (proc.stdout or proc.stderr).decode("utf-8", "replace").strip()
+        raise AuthError(f"error storing credentials with {program}: {detail[:300]}")
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Replace `path` atomically by a 0600 file (it holds secrets)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".config.json.", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot write docker configuration: {exc.strerror}") from None

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from trust.config import Settings
-from trust.credentials import RegistryAuth, resolve_registry_auth
-from trust.errors import EngineError, InputError, TrustpullError
+from trust.credentials import RegistryAuth, credential_key, resolve_registry_auth
+from trust.errors import AuthError, EngineError, InputError, TrustpullError
 from trust.notary.client import NotaryClient, trust_server_for
 from trust.notary.trusted_set import TrustData
 from trust.reference import Reference, parse
@@ -30,6 +30,7 @@ from trust.resolve import (
 
 __all__ = [
     "NullReporter",
+    "PrivilegeFunc",
     "PullReporter",
     "PullResult",
     "pull",
@@ -71,6 +72,13 @@ class NullReporter:
         return None
 
 
+#: docker's privilege function: called at most once per reference when the engine refuses the
+#: pull as unauthorized, with the credential key (`host[:port]`, Docker Hub's legacy URL) and the
+#: refusal; returns credentials to retry once with, or None to give up. The library never
+#: prompts by itself: only an interactive caller passes one (dct.md §1.8, CLI-20's behaviour).
+PrivilegeFunc = Callable[[str, AuthError], RegistryAuth | None]
+
+
 @dataclass
 class PullResult:
     """What happened to one reference; rendered as text or JSON by the CLI."""
@@ -81,6 +89,9 @@ class PullResult:
     pulled: bool = False
     resolutions: list[Resolution] = field(default_factory=list)
     error: TrustpullError | None = None
+    #: Credentials from the privilege function that the engine accepted (the caller may store
+    #: them when the user asked to); None when none were asked for or they were refused.
+    prompted_auth: RegistryAuth | None = field(default=None, repr=False)
 
     @property
     def exit_code(self) -> int:
@@ -174,6 +185,7 @@ def pull(
     environ: Mapping[str, str] | None = None,
     engine_factory: Callable[[], Any] | None = None,
     client: NotaryClient | None = None,
+    privilege: PrivilegeFunc | None = None,
 ) -> PullResult:
     """Pull one reference: trusted (verified, by digest) unless trust is off. Never raises a
     TrustpullError: the failure is in the result, with its exit code."""
@@ -197,16 +209,22 @@ def pull(
         try:
             auth = _engine_auth(ref, settings, env)
             if settings.content_trust:
-                _pull_pinned(engine, ref, result, auth, report, platform)
+                _pull_pinned(engine, ref, result, auth, report, platform, privilege)
             else:
                 tag_or_digest = ref.digest or ref.tag
-                engine.pull(
-                    ref.name,
-                    tag_or_digest,
-                    auth=auth,
-                    on_event=report.event,
-                    all_tags=all_tags,
-                    platform=platform,
+                _privileged_pull(
+                    lambda a: engine.pull(
+                        ref.name,
+                        tag_or_digest,
+                        auth=a,
+                        on_event=report.event,
+                        all_tags=all_tags,
+                        platform=platform,
+                    ),
+                    auth,
+                    ref,
+                    result,
+                    privilege,
                 )
                 result.pulled = True
         finally:
@@ -235,6 +253,32 @@ def _connect(
         raise
 
 
+def _privileged_pull(
+    do_pull: Callable[[RegistryAuth], None],
+    auth: RegistryAuth,
+    ref: Reference,
+    result: PullResult,
+    privilege: PrivilegeFunc | None,
+) -> RegistryAuth:
+    """One engine pull; on an auth refusal, ask `privilege` once per reference and retry once.
+
+    Returns the credentials that worked, so the next pull of an `-a` run reuses them. Without a
+    privilege function (non-interactive runs) the refusal is raised at once.
+    """
+    try:
+        do_pull(auth)
+        return auth
+    except AuthError as refusal:
+        if privilege is None or result.prompted_auth is not None:
+            raise
+        typed = privilege(credential_key(ref.domain), refusal)
+        if typed is None or typed.is_anonymous:
+            raise
+    do_pull(typed)
+    result.prompted_auth = typed
+    return typed
+
+
 def _pull_pinned(
     engine: Any,
     ref: Reference,
@@ -242,6 +286,7 @@ def _pull_pinned(
     auth: RegistryAuth,
     report: PullReporter,
     platform: str | None,
+    privilege: PrivilegeFunc | None = None,
 ) -> None:
     """docker's trustedPull loop: each pull is by verified digest, then tagged from it."""
     total = len(result.resolutions)
@@ -253,10 +298,14 @@ def _pull_pinned(
             else ref.familiar_name()
         )
         report.pulling(index, total, f"{shown}@{resolution.digest}")
-        try:
+
+        def pull_one(credentials: RegistryAuth, digest: str = resolution.digest) -> None:
             engine.pull(
-                ref.name, resolution.digest, auth=auth, on_event=report.event, platform=platform
+                ref.name, digest, auth=credentials, on_event=report.event, platform=platform
             )
+
+        try:
+            auth = _privileged_pull(pull_one, auth, ref, result, privilege)
         except TrustpullError as error:
             error.hint = (
                 f"verification succeeded ({resolution.reference}) but the content could not be "
