@@ -168,6 +168,11 @@ class TextReporter:
 @click.option(
     "--platform", metavar="OS/ARCH", help="Platform to pull, if the image is multi-platform."
 )
+@click.option(
+    "--save-credentials",
+    is_flag=True,
+    help="Store credentials typed at the login prompt (credential helper, else config.json).",
+)
 @_common
 def pull_command(
     references: Sequence[str],
@@ -175,6 +180,7 @@ def pull_command(
     disable_trust: bool,
     quiet: bool,
     platform: str | None,
+    save_credentials: bool,
     config: str | None,
     output: str,
     offline: bool,
@@ -198,8 +204,17 @@ def pull_command(
         results = []
         for text in references:
             reporter = TextReporter(quiet) if output == "text" else NullReporter()
-            result = pull(text, settings, reporter=reporter, all_tags=all_tags, platform=platform)
+            result = pull(
+                text,
+                settings,
+                reporter=reporter,
+                all_tags=all_tags,
+                platform=platform,
+                privilege=_login_prompt() if sys.stdin.isatty() else None,
+            )
             results.append(result)
+            if save_credentials and result.prompted_auth is not None and result.error is None:
+                _save_credentials(result, settings)
             if output == "text":
                 if result.error is not None:
                     _fail(result.error, verbose)
@@ -211,6 +226,43 @@ def pull_command(
         return combined_exit_code(r.exit_code for r in results)
 
     _run(verbose, body)
+
+
+def _login_prompt() -> Callable[[str, TrustpullError], Any]:
+    """docker's privilege function: ask for username and password (not echoed) on a terminal.
+
+    Only passed when stdin is a terminal, so CI gets the auth error at once. Prompts go to
+    stderr so that stdout stays the pull's output.
+    """
+
+    def ask(key: str, refusal: TrustpullError) -> Any:
+        from trust.credentials import RegistryAuth
+
+        click.echo(f"{refusal.message}\nPlease login prior to pull ({key}):", err=True)
+        username = click.prompt("Username", err=True, default="", show_default=False).strip()
+        if not username:
+            return None
+        password = click.prompt("Password", hide_input=True, err=True, default="")
+        if not password:
+            return None
+        return RegistryAuth(username=username, password=password, serveraddress=key)
+
+    return ask
+
+
+def _save_credentials(result: Any, settings: Any) -> None:
+    """`--save-credentials`: store what was typed at the prompt and accepted by the registry."""
+    from trust.credentials import store_registry_auth
+
+    ref = result.reference
+    try:
+        where = store_registry_auth(
+            ref.domain, result.prompted_auth, settings.docker_config, os.environ
+        )
+    except TrustpullError as error:
+        click.echo(f"WARNING: credentials not saved: {error.diagnostics()}", err=True)
+        return
+    click.echo(f"Login credentials for {ref.domain} saved in {where}", err=True)
 
 
 # ------------------------------------------------------------------------------------ resolve
