@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from trust.errors import ConfigError, InputError
+from trust.sources import TrustSourceConfig
 
 __all__ = [
     "Limits",
@@ -103,6 +104,8 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     offline: bool = False
     config_file: Path | None = None
+    #: `[[trust_sources]]`: repository scopes verified by a TUF repository instead of Notary.
+    trust_sources: tuple[TrustSourceConfig, ...] = ()
 
     @property
     def trust_dir(self) -> Path:
@@ -213,7 +216,7 @@ class _FileReader:
         return value
 
 
-_SECTIONS = {"trust_servers", "trust_pinning", "limits"}
+_SECTIONS = {"trust_servers", "trust_pinning", "limits", "trust_sources"}
 _PINNING_KEYS = {"certs", "ca", "disable_tofu"}
 
 
@@ -290,6 +293,106 @@ def _parse_servers(reader: _FileReader, table: Mapping[str, Any]) -> dict[str, s
     return servers
 
 
+_SOURCE_KEYS = {"scope", "type", "metadata_url", "root", "cache_dir"}
+_SOURCE_TYPES = {"tuf"}
+
+
+def _scope_pattern() -> re.Pattern[str]:
+    from trust.reference import _DOMAIN_AND_PORT, _REMOTE_NAME
+
+    return re.compile(rf"{_DOMAIN_AND_PORT}(?:/{_REMOTE_NAME})?")
+
+
+def _entry_line(text: str, section: str, index: int, key: str | None) -> int | None:
+    """Line of `key` in the `index`-th `[[section]]` block (its header line if key is None
+    or absent): `_line_of` cannot tell the entries of an array of tables apart."""
+    header = re.compile(rf"^\s*\[\[\s*{re.escape(section)}\s*\]\]")
+    other = re.compile(r"^\s*\[")
+    key_pattern = re.compile(rf"^\s*(\"?){re.escape(key)}\1\s*=") if key else None
+    seen = -1
+    inside = False
+    header_line: int | None = None
+    for number, line in enumerate(text.splitlines(), start=1):
+        if header.match(line):
+            seen += 1
+            inside = seen == index
+            if inside:
+                header_line = number
+            continue
+        if other.match(line):
+            inside = False
+            continue
+        if inside and key_pattern is not None and key_pattern.match(line):
+            return number
+    return header_line
+
+
+def _parse_trust_sources(reader: _FileReader, value: Any) -> tuple[TrustSourceConfig, ...]:
+    """`[[trust_sources]]`: strict keys, https metadata URL, an existing root file, unique scopes.
+
+    Relative paths are taken from the config file's directory, so a config and the root.json it
+    names can be moved together.
+    """
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise reader.fail(None, "trust_sources", "must be an array of tables ([[trust_sources]])")
+
+    def fail(index: int, key: str | None, problem: str) -> ConfigError:
+        line = _entry_line(reader.text, "trust_sources", index, key)
+        where = f"{reader.path}:{line}" if line else str(reader.path)
+        dotted = f"trust_sources[{index}]" + (f".{key}" if key else "")
+        return ConfigError(f"{where}: {dotted}: {problem}")
+
+    scope_re = _scope_pattern()
+    sources: list[TrustSourceConfig] = []
+    seen: dict[str, int] = {}
+    for index, entry in enumerate(value):
+        for key in entry:
+            if key not in _SOURCE_KEYS:
+                raise fail(index, key, "unknown key")
+        for key in ("scope", "type", "metadata_url", "root"):
+            if key not in entry:
+                raise fail(index, None, f"missing key {key!r}")
+        for key, item in entry.items():
+            if not isinstance(item, str) or not item:
+                raise fail(index, key, "must be a non-empty string")
+        scope = entry["scope"]
+        first = scope.split("/", 1)[0]
+        if not scope_re.fullmatch(scope) or not (
+            "." in first or ":" in first or first == "localhost"
+        ):
+            raise fail(
+                index,
+                "scope",
+                "must be a registry host or a repository prefix starting with one "
+                "(registry.example.com, registry.example.com/team), without tag or digest",
+            )
+        if first != first.lower():
+            raise fail(index, "scope", "the registry host must be lower case")
+        if scope in seen:
+            raise fail(index, "scope", f"same scope as trust_sources[{seen[scope]}]")
+        seen[scope] = index
+        if entry["type"] not in _SOURCE_TYPES:
+            raise fail(index, "type", f'unknown source type {entry["type"]!r} (expected "tuf")')
+        try:
+            url = validate_trust_server_url(entry["metadata_url"])
+        except InputError as exc:
+            raise fail(index, "metadata_url", exc.message) from None
+        root = (reader.path.parent / entry["root"]).resolve()
+        if not root.is_file():
+            raise fail(index, "root", f"trusted root file {root} does not exist")
+        cache_dir = entry.get("cache_dir")
+        sources.append(
+            TrustSourceConfig(
+                scope=scope,
+                metadata_url=url,
+                root=root,
+                type=entry["type"],
+                cache_dir=(reader.path.parent / cache_dir).resolve() if cache_dir else None,
+            )
+        )
+    return tuple(sources)
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None,
     *,
@@ -306,6 +409,7 @@ def load_settings(
     limits = Limits()
     pinning = TrustPinning()
     servers: dict[str, str] = {}
+    sources: tuple[TrustSourceConfig, ...] = ()
     used_file: Path | None = None
     if explicit or path.is_file():
         doc, reader = _read_file(path)
@@ -316,6 +420,8 @@ def load_settings(
         limits = _parse_limits(reader, reader.table(doc, "limits"))
         pinning = _parse_pinning(reader, reader.table(doc, "trust_pinning"))
         servers = _parse_servers(reader, reader.table(doc, "trust_servers"))
+        if "trust_sources" in doc:
+            sources = _parse_trust_sources(reader, doc["trust_sources"])
     override = env.get("DOCKER_CONTENT_TRUST_SERVER") or None
     if override is not None:
         override = validate_trust_server_url(override)
@@ -328,4 +434,5 @@ def load_settings(
         limits=limits,
         offline=offline,
         config_file=used_file,
+        trust_sources=sources,
     )

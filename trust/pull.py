@@ -151,6 +151,11 @@ def resolve_reference(
     - `NAME@sha256:X`: only if X is signed for some tag (attacks.md I04);
     - all tags (`-a`, or a name given without a tag for `resolve`): every signed tag.
     """
+    from trust.sources import resolve_with_source, select_source
+
+    source = select_source(ref, settings)
+    if source is not None:  # a configured TUF repository answers, never Notary as a fallback
+        return resolve_with_source(source, ref, settings, all_tags=all_tags, notice=notice)
     client = client or NotaryClient(settings, warn=notice)
     data = client.update(ref)
     if data.first_use and notice is not None:
