@@ -11,8 +11,10 @@ import base64
 import copy
 import datetime as dt
 import hashlib
+import os
 import stat
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ from tests.unit._trust_env import (
     D_ALICE,
     D_ONLY_TARGETS,
     D_TARGETS,
+    FAST,
     GUN,
     NOW,
     REF,
@@ -42,23 +45,31 @@ from tests.unit._trust_env import (
     baseline_builder,
     env_factory,
 )
+from trust.config import TrustPinning
 from trust.errors import (
     AuthError,
+    CacheError,
+    CertificateError,
     DelegationError,
     ExpiredError,
     HashMismatchError,
+    InputError,
     LengthError,
     MalformedError,
     NetworkError,
     NoSuchTagError,
+    NoTrustDataError,
     RollbackError,
+    RootRotationError,
     SignatureError,
     ThresholdError,
+    TrustPinError,
 )
 from trust.notary.cjson import encode_canonical
 from trust.pull import resolve_reference
 from trust.reference import parse
-from trust.resolve import list_signed_tags, lookup_tag
+from trust.resolve import list_signed_tags, lookup_tag, root_key_id
+from trust.transport import NotFoundError
 
 MakeEnv = Callable[..., Env]
 DAY = dt.timedelta(days=1)
@@ -194,15 +205,25 @@ def test_I04_digest_only_reference_must_be_signed(make_env: MakeEnv) -> None:
     result, engine = env.pull(f"{GUN}@sha256:{D2}")
     assert result.error is None
     assert [c for c in engine.calls if c[0] == "pull"] == [("pull", GUN, "sha256:" + D2)]
+
+
+def test_I04_unsigned_digest_is_refused(make_env: MakeEnv) -> None:
+    env = make_env()
+    env.update()
     # Signed only outside releases/targets, or not at all: refused.
     env.refuse(NoSuchTagError, f"{GUN}@sha256:{D_ALICE}")
     env.refuse(NoSuchTagError, f"{GUN}@sha256:{'ee' * 32}")
 
 
-def test_I05_tag_and_digest_must_agree(make_env: MakeEnv) -> None:
+def test_I05_tag_and_digest_agree(make_env: MakeEnv) -> None:
     env = make_env()
     result, _ = env.pull(f"{GUN}:1.0@sha256:{D1}")
     assert result.error is None
+
+
+def test_I05_tag_and_digest_disagree(make_env: MakeEnv) -> None:
+    env = make_env()
+    env.update()
     env.refuse(NoSuchTagError, f"{GUN}:1.0@sha256:{D_TARGETS}")
     env.refuse(NoSuchTagError, f"{GUN}:1.0@sha256:{D2}")
 
@@ -799,3 +820,404 @@ def test_C10_releases_replayed_from_another_repository(make_env: MakeEnv) -> Non
     assert len(theirs.role_bytes("targets/releases")) == len(repo.role_bytes("targets/releases"))
     env.serve(env.sw.take(repo, "targets/releases", theirs))
     env.refuse(HashMismatchError)
+
+
+# =========================================================================== D. root, pinning
+
+
+def _rotated_twice(make_env: MakeEnv) -> tuple[Env, list[Any], list[Any]]:
+    """Cached root v1 (K1); the server has v2 (K2, signed K1+K2) and v3 (K3, signed K2+K3)."""
+    env = warm(make_env)
+    k1 = env.builder.keys("root")
+    k2 = env.builder.rotate_key("root")
+    env.builder.publish()
+    env.builder.rotate_key("root")
+    return env, k1, k2
+
+
+def test_D03_walk_of_version_roots(make_env: MakeEnv) -> None:
+    env, _, _ = _rotated_twice(make_env)
+    repo = env.serve()
+    assert digest_of(env) == "sha256:" + D1
+    assert "2.root.json" in names_requested(env)
+    assert (env.metadata_dir / "root.json").read_bytes() == repo.role_bytes("root")
+
+
+def test_D03_missing_intermediate_root(make_env: MakeEnv) -> None:
+    env, _, _ = _rotated_twice(make_env)
+    repo = env.builder.publish()
+    files = {name: data for name, data in repo.files.items() if name != "2.root.json"}
+    env.serve(Repo(repo.gun, files, repo.roles))
+    env.refuse(NotFoundError)
+
+
+def test_D03_wrong_version_at_version_url(make_env: MakeEnv) -> None:
+    env, k1, k2 = _rotated_twice(make_env)
+    repo = env.builder.publish()
+    v2 = copy.deepcopy(env.builder.history[-2].signed("root"))
+    assert v2["version"] == 2
+    v2["version"] = 5  # validly signed by the old and its own key, but not version 2
+    forged = encode_envelope(sign_envelope(v2, [*k1, *k2]))
+    env.serve(Repo(repo.gun, {**repo.files, "2.root.json": forged}, repo.roles))
+    env.refuse(RootRotationError)
+
+
+def _root_edit(edit: Callable[[dict[str, Any]], Any]) -> Callable[[Env, Repo], Repo]:
+    def mutate(env: Env, repo: Repo) -> Repo:
+        signed = copy.deepcopy(repo.signed("root"))
+        edit(signed)
+        return env.sw.rechain(env.sw.resign_envelope(repo, "root", signed), ["root"])
+
+    return mutate
+
+
+D05_CASES: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "no-snapshot-role": lambda s: s["roles"].pop("snapshot"),
+    "targets-keyids-empty": lambda s: s["roles"]["targets"].update(keyids=[]),
+    "keyid-without-key": lambda s: s["roles"]["targets"]["keyids"].append("ab" * 32),
+    "consistent-snapshot-not-bool": lambda s: s.update(consistent_snapshot="yes"),
+    "roles-is-a-list": lambda s: s.update(roles=list(s["roles"].values())),
+}
+
+
+@pytest.mark.parametrize("case", sorted(D05_CASES))
+def test_D05_structurally_broken_root(make_env: MakeEnv, case: str) -> None:
+    first_use_variant(make_env, _root_edit(D05_CASES[case])).refuse(MalformedError)
+
+
+def test_D06_first_use_is_trusted_persisted_and_reported(make_env: MakeEnv) -> None:
+    env = make_env()
+    notices: list[str] = []
+    resolve_reference(parse(REF), env.settings, client=env.client(), notice=notices.append)
+    assert len(notices) == 1 and "trust on first use" in notices[0]
+    assert env.builder.keys("root")[0].canonical_id in notices[0]
+    assert (env.metadata_dir / "root.json").read_bytes() == env.builder.repo.role_bytes("root")
+    resolve_reference(parse(REF), env.settings, client=env.client(), notice=notices.append)
+    assert len(notices) == 1  # the second run is not a first use
+
+
+def test_D06_disable_tofu_refuses_first_use(make_env: MakeEnv) -> None:
+    env = make_env()
+    env.refuse(TrustPinError, trust_pinning=TrustPinning(disable_tofu=True))
+    assert not env.metadata_dir.exists() or not any(env.metadata_dir.iterdir())
+
+
+def test_D07_pinned_certificate_mismatch(make_env: MakeEnv) -> None:
+    env = make_env()
+    env.refuse(TrustPinError, trust_pinning=TrustPinning(certs={GUN: ("0" * 64,)}))
+    right = env.builder.keys("root")[0].canonical_id
+    data = env.update(trust_pinning=TrustPinning(certs={GUN: (right,)}))
+    assert root_key_id(data) == right
+
+
+def test_D09a_configured_pin_outranks_the_cache(make_env: MakeEnv) -> None:
+    env = warm(make_env)
+    error = env.refuse(TrustPinError, trust_pinning=TrustPinning(certs={GUN: ("0" * 64,)}))
+    assert str(env.metadata_dir) in (error.hint or "")
+
+
+def test_D10_root_keys_that_are_not_certificates(make_env: MakeEnv) -> None:
+    env = make_env(baseline_builder_with(root_keytype="ecdsa"))
+    env.refuse(CertificateError)
+
+
+def baseline_builder_with(**kwargs: Any) -> RepoBuilder:
+    builder = RepoBuilder(GUN, now=NOW, **kwargs)
+    builder.add_target("1.0", D_TARGETS, 528)
+    builder.add_delegation("targets/releases")
+    builder.add_target("1.0", D1, 530, role="targets/releases")
+    return builder
+
+
+def test_D11_timestamp_key_rotation_with_version_reset(make_env: MakeEnv) -> None:
+    env = warm(make_env)
+    env.builder.rotate_key("timestamp")
+    repo = env.builder.publish()
+    env.serve(env.sw.set_version(repo, "timestamp", 1))  # signed by the new key
+    assert digest_of(env) == "sha256:" + D1
+
+
+# =========================================================================== E. delegations
+
+
+def test_E04_child_paths_are_restricted_by_the_parent(make_env: MakeEnv) -> None:
+    builder = baseline_builder(others=False)
+    builder.remove_delegation("targets/releases")
+    builder.add_delegation("targets/releases", paths=["stable-"])
+    builder.add_delegation("targets/releases/ci", paths=[""])
+    builder.add_target("latest", "c2" * 32, 540, role="targets/releases/ci")
+    builder.add_target("stable-1", "c3" * 32, 541, role="targets/releases/ci")
+    env = make_env(builder)
+    data = env.update()
+    assert data.roles["targets/releases/ci"].paths == ()
+    assert data.roles["targets/releases"].paths == ("stable-",)
+    env.refuse(NoSuchTagError, f"{GUN}:latest")
+    env.refuse(NoSuchTagError, f"{GUN}:stable-1")
+
+
+def test_E05_delegation_without_paths_has_no_authority(make_env: MakeEnv) -> None:
+    builder = baseline_builder(others=False)
+    builder.remove_delegation("targets/releases")
+    builder.add_delegation("targets/releases", paths=None)
+    builder.add_target("1.0", D1, 530, role="targets/releases")
+    builder.add_target("2.0", D2, 531, role="targets/releases")
+    env = make_env(builder)
+    assert digest_of(env) == "sha256:" + D_TARGETS
+    env.refuse(NoSuchTagError, f"{GUN}:2.0")
+
+
+def _releases_threshold_two(env: Env, repo: Repo) -> Repo:
+    return repo
+
+
+E06_CASES: dict[str, tuple[Callable[[Env, Repo], Repo], type[Exception]]] = {
+    "bad-signature": (
+        lambda env, repo: env.sw.rechain(
+            env.sw.corrupt_signatures(repo, "targets/releases"), ["targets/releases"]
+        ),
+        ThresholdError,
+    ),
+    "expired": (
+        lambda env, repo: env.sw.rechain(
+            env.sw.expire(repo, "targets/releases"), ["targets/releases"]
+        ),
+        ExpiredError,
+    ),
+    "hash-mismatch": (
+        lambda env, repo: env.sw.set_version(repo, "targets/releases", 2),
+        HashMismatchError,
+    ),
+    "404-while-listed": (
+        lambda env, repo: Repo(
+            repo.gun,
+            {n: d for n, d in repo.files.items() if not n.startswith("targets/releases.")},
+            repo.roles,
+        ),
+        NotFoundError,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(E06_CASES))
+def test_E06_broken_releases_never_falls_back_to_targets(make_env: MakeEnv, case: str) -> None:
+    mutate, error = E06_CASES[case]
+    first_use_variant(make_env, mutate).refuse(error)  # type: ignore[arg-type]
+
+
+def test_E06_releases_below_threshold(make_env: MakeEnv) -> None:
+    builder = baseline_builder()
+    first, second = builder.keys("targets/releases")[0], builder.new_key()
+    builder.rotate_key("targets/releases", [first, second], threshold=2)
+    builder.set_signers("targets/releases", [first])
+    make_env(builder).refuse(ThresholdError)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "root",
+        "targets",
+        "targets/../root",
+        "targets//releases",
+        "targets/releases/",
+        "targets/Releases",
+        "targets/releases%2F..",
+        "targets/rel\u0435ases",  # Cyrillic "е"
+        "targets/" + "r" * 250,
+        "targets/alice/deeper",  # not a direct child of targets
+        "targets/releases",  # listed twice
+    ],
+)
+def test_E07_invalid_delegation_names(make_env: MakeEnv, name: str) -> None:
+    def mutate(env: Env, repo: Repo) -> Repo:
+        signed = copy.deepcopy(repo.signed("targets"))
+        keyid = env.builder.keys("targets/releases")[0].keyid
+        signed["delegations"]["roles"].append(
+            {"name": name, "keyids": [keyid], "threshold": 1, "paths": [""]}
+        )
+        return env.sw.rechain(env.sw.resign_envelope(repo, "targets", signed), ["targets"])
+
+    first_use_variant(make_env, mutate).refuse(MalformedError)
+
+
+def test_E08_too_many_delegations(make_env: MakeEnv) -> None:
+    builder = baseline_builder(others=False)
+    for index in range(5):
+        builder.add_delegation(f"targets/d{index}")
+    env = make_env(builder)
+    env.refuse(DelegationError, limits=replace(FAST, max_delegations=3))
+    assert digest_of(env, limits=replace(FAST, max_delegations=6)) == "sha256:" + D1
+
+
+def test_E08_too_deep(make_env: MakeEnv) -> None:
+    builder = baseline_builder(others=False)
+    for name in ("targets/a", "targets/a/b", "targets/a/b/c"):
+        builder.add_delegation(name)
+    env = make_env(builder)
+    env.refuse(DelegationError, limits=replace(FAST, max_delegation_depth=2))
+    assert digest_of(env, limits=replace(FAST, max_delegation_depth=3)) == "sha256:" + D1
+
+
+def test_E08_self_delegation_is_an_invalid_name(make_env: MakeEnv) -> None:
+    """A cycle needs a role to list itself or an ancestor; neither is a direct child, so the
+    listing file is refused as malformed (E07's decided rule) before any walk."""
+
+    def mutate(env: Env, repo: Repo) -> Repo:
+        role = "targets/alice"
+        signed = copy.deepcopy(repo.signed(role))
+        key = env.builder.keys(role)[0]
+        signed["delegations"] = {
+            "keys": {key.keyid: key.to_dict()},
+            "roles": [{"name": role, "keyids": [key.keyid], "threshold": 1, "paths": [""]}],
+        }
+        return env.sw.rechain(env.sw.resign_envelope(repo, role, signed), [role])
+
+    first_use_variant(make_env, mutate).refuse(MalformedError)
+
+
+def test_E09_delegation_key_not_defined(make_env: MakeEnv) -> None:
+    def mutate(env: Env, repo: Repo) -> Repo:
+        signed = copy.deepcopy(repo.signed("targets"))
+        del signed["delegations"]["keys"][env.builder.keys("targets/releases")[0].keyid]
+        return env.sw.rechain(env.sw.resign_envelope(repo, "targets", signed), ["targets"])
+
+    first_use_variant(make_env, mutate).refuse(MalformedError)
+
+
+def test_E10_cached_releases_after_its_key_was_rotated(make_env: MakeEnv) -> None:
+    env = warm(make_env)
+    old = env.builder.repo
+    env.builder.rotate_key("targets/releases")
+    repo = env.builder.publish()
+    stale = env.sw.rechain(env.sw.take(repo, "targets/releases", old), ["targets/releases"])
+    env.serve(stale)
+    env.refuse(ThresholdError)
+    assert not any(n.startswith("targets/releases.") for n in names_requested(env))
+
+
+# =========================================================================== F. x509
+
+
+def test_F01_root_certificate_for_another_repository(make_env: MakeEnv) -> None:
+    builder = baseline_builder()
+    builder.rotate_key(
+        "root", [builder.new_key("ecdsa-x509", cn="docker.io/library/ubuntu")], sign_with="new"
+    )
+    make_env(builder).refuse(CertificateError)
+
+
+@pytest.mark.parametrize(
+    ("not_before", "not_after"),
+    [
+        (NOW - dt.timedelta(days=3660), NOW - DAY),  # expired
+        (NOW + 3 * DAY, NOW + dt.timedelta(days=3650)),  # not yet valid (beyond 1 day leeway)
+    ],
+)
+def test_F02_root_certificate_validity(
+    make_env: MakeEnv, not_before: dt.datetime, not_after: dt.datetime
+) -> None:
+    builder = baseline_builder()
+    key = builder.new_key("ecdsa-x509", not_before=not_before, not_after=not_after)
+    builder.rotate_key("root", [key], sign_with="new")
+    make_env(builder).refuse(CertificateError)
+
+
+def test_F02_not_before_within_one_day_leeway_is_accepted(make_env: MakeEnv) -> None:
+    builder = baseline_builder()
+    key = builder.new_key("ecdsa-x509", not_before=dt.datetime.now(dt.UTC) + dt.timedelta(hours=12))
+    builder.rotate_key("root", [key], sign_with="new")
+    assert digest_of(make_env(builder)) == "sha256:" + D1
+
+
+# =========================================================================== G. transport
+
+
+def test_G02_no_trust_data(make_env: MakeEnv) -> None:
+    env = make_env(publish=False)
+    env.refuse(NoTrustDataError)
+
+
+def test_G02_404_on_snapshot_is_a_network_error(make_env: MakeEnv) -> None:
+    first_use_variant(make_env, lambda env, repo: env.sw.remove(repo, "snapshot")).refuse(
+        NotFoundError
+    )
+
+
+def test_G03_503_after_bounded_retries(make_env: MakeEnv) -> None:
+    env = make_env()
+    env.server.add_fault("*/snapshot.*", status=503)
+    env.refuse(NetworkError)
+    assert len(env.server.requests_for("*/snapshot.*")) == FAST.retries + 1
+
+
+@pytest.mark.parametrize("how", ["oversize", "endless"])
+def test_G06_oversized_timestamp(make_env: MakeEnv, how: str) -> None:
+    env = make_env()
+    if how == "oversize":
+        env.server.add_fault("*/timestamp.json", oversize=FAST.timestamp_max_bytes + 1)
+    else:
+        env.server.add_fault("*/timestamp.json", endless=True, endless_limit=8 << 20)
+    env.refuse(LengthError)
+
+
+def test_G06_false_small_content_length(make_env: MakeEnv) -> None:
+    """HTTP framing ends the body at the declared length: what arrives is a whole, wrong
+    body (G05: Malformed), never more than the header allowed."""
+    env = make_env()
+    env.server.add_fault("*/timestamp.json", oversize=1 << 20, content_length=100)
+    env.refuse(MalformedError)
+
+
+# =========================================================================== H. cache
+
+
+@pytest.mark.parametrize("role", ["timestamp", "snapshot", "targets", "targets/releases"])
+def test_H02_corrupt_cached_file_is_downloaded_again(make_env: MakeEnv, role: str) -> None:
+    env = warm(make_env)
+    path = env.metadata_dir / f"{role}.json"
+    path.write_bytes(b'{"signed": garbage')
+    assert digest_of(env) == "sha256:" + D1
+    assert path.read_bytes() == env.builder.repo.role_bytes(role)
+
+
+@pytest.mark.parametrize("role", ["root", "targets", "targets/releases"])
+def test_H06_symlink_planted_in_cache(make_env: MakeEnv, tmp_path: Path, role: str) -> None:
+    env = warm(make_env)
+    path = env.metadata_dir / f"{role}.json"
+    decoy = tmp_path / "decoy.json"
+    decoy.write_bytes(path.read_bytes())
+    path.unlink()
+    os.symlink(decoy, path)
+    error = env.refuse(CacheError)
+    assert error.exit_code == 5
+    assert decoy.read_bytes() == env.builder.repo.role_bytes(role)
+
+
+def test_H06_symlinked_metadata_directory(make_env: MakeEnv, tmp_path: Path) -> None:
+    env = warm(make_env)
+    elsewhere = tmp_path / "elsewhere"
+    env.metadata_dir.rename(elsewhere)
+    os.symlink(elsewhere, env.metadata_dir)
+    env.refuse(CacheError)
+
+
+def test_H07_gun_with_metadata_component(make_env: MakeEnv) -> None:
+    env = make_env()
+    env.refuse(InputError, "127.0.0.1:5000/ns/metadata/app:1.0")
+    env.refuse(InputError, "127.0.0.1:5000/metadata:1.0")
+    assert env.server.requests == []
+
+
+@pytest.mark.parametrize("name", ["targets/metadata", "targets/releases/metadata"])
+def test_H07_delegation_named_metadata_is_ignored(make_env: MakeEnv, name: str) -> None:
+    builder = baseline_builder(others=False)
+    builder.add_delegation(name)
+    builder.add_target("meta-only", "4d" * 32, 560, role=name)
+    env = make_env(builder)
+    data = env.update()
+    assert name not in data.roles
+    assert any(name in w and "ignor" in w for w in env.warnings)
+    assert not any(n.startswith(name + ".") for n in names_requested(env))
+    assert not (env.metadata_dir / f"{name}.json").exists()
+    assert lookup_tag(data, "1.0").digest == "sha256:" + D1
+    env.refuse(NoSuchTagError, f"{GUN}:meta-only")

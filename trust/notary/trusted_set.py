@@ -354,6 +354,11 @@ class TrustedSet:
         self._check_version("targets", targets.version, self._floor("targets", root.keys, keys))
         self._check_expiry("targets", targets.expires)
         self.roles["targets"] = LoadedRole(targets, ("",), None, 0)
+        # attacks.md H07 promises a warning for every ignored `metadata` delegation; the
+        # top-level targets file lists most delegations, so it must warn too, not only
+        # `update_delegation`.
+        for ignored in targets.ignored_delegations:
+            self.warnings.append(f"ignoring delegation {ignored}: a 'metadata' path component")
         return targets
 
     def delegation_of(self, name: str) -> tuple[LoadedRole, Delegation]:
