@@ -201,12 +201,24 @@ class TufRepo:
 class _Handler(SimpleHTTPRequestHandler):
     server: _Server
 
+    def do_GET(self) -> None:
+        forced = self.server.forced.get(self.path)
+        if forced is not None:
+            self.send_response(forced)
+            if forced == 401:
+                self.send_header("WWW-Authenticate", 'Basic realm="tuf"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        super().do_GET()
+
     def log_message(self, format: str, *args: Any) -> None:
         self.server.paths.append(self.path)
 
 
 class _Server(ThreadingHTTPServer):
     paths: list[str]
+    forced: dict[str, int]
 
 
 class StaticHttps:
@@ -221,6 +233,7 @@ class StaticHttps:
         handler = functools.partial(_Handler, directory=str(directory))
         self._server = _Server(("127.0.0.1", 0), handler)
         self._server.paths = []
+        self._server.forced = {}
         self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self.port: int = self._server.server_address[1]
         self.url = f"https://127.0.0.1:{self.port}"
@@ -231,6 +244,10 @@ class StaticHttps:
     def paths(self) -> list[str]:
         """Request paths served so far (any status)."""
         return self._server.paths
+
+    def force(self, path: str, status: int) -> None:
+        """Answer `status` (empty body) for `path`, e.g. "/timestamp.json" → 403."""
+        self._server.forced[path] = status
 
     def install_ca(self, docker_config: Path) -> None:
         """Trust this server's CA the docker way: `<DOCKER_CONFIG>/tls/127.0.0.1:PORT/ca.crt`."""
