@@ -358,6 +358,7 @@ def inspect_command(
         from trust.notary.client import NotaryClient
         from trust.reference import parse
         from trust.resolve import inspect_repository
+        from trust.sources import inspect_with_source, select_source
 
         settings = _settings(config, offline=offline)
         codes: list[int] = []
@@ -367,11 +368,17 @@ def inspect_command(
                 ref = parse(text, default_tag=False)
                 if ref.digest is not None:
                     raise UsageError("inspect takes NAME[:TAG], not a digest")
+                tag = ref.tag if ref.tag_given else None
+                source = select_source(ref, settings)
+                if source is not None:
+                    documents.append(inspect_with_source(source, ref, settings, text, tag))
+                    codes.append(0)
+                    continue
                 client = NotaryClient(
                     settings, warn=lambda t: click.echo(f"WARNING: {t}", err=True)
                 )
                 data = client.update(ref)
-                documents.append(inspect_repository(data, text, ref.tag if ref.tag_given else None))
+                documents.append(inspect_repository(data, text, tag))
                 codes.append(0)
             except TrustpullError as error:
                 codes.append(error.exit_code)
