@@ -6,7 +6,8 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 missing=()
-for binary in dockerd docker-registry notary-server; do
+# htpasswd (apache2-utils) and tinyproxy: the authentication tests' Basic registry and proxy.
+for binary in dockerd docker-registry notary-server htpasswd tinyproxy; do
     command -v "$binary" >/dev/null 2>&1 || missing+=("$binary")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -15,7 +16,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     export DEBIAN_FRONTEND=noninteractive
     $sudo apt-get update -qq
-    $sudo apt-get install -y -qq --no-install-recommends notary docker-registry docker.io
+    $sudo apt-get install -y -qq --no-install-recommends notary docker-registry docker.io \
+        apache2-utils tinyproxy
 fi
 
 python3 -m pip install --quiet --disable-pip-version-check -e "${here}[test]"
