@@ -229,3 +229,50 @@ def test_store_refuses_incomplete_credentials_and_bad_config(tmp_path: Path) -> 
     (config / "config.json").write_text("{not json")
     with pytest.raises(ConfigError):
         store_registry_auth(REGISTRY, TYPED, config, {})
+
+
+# ------------------------------------------------------- which credentials the trust server gets
+
+
+def _auths(**hosts: tuple[str, str]) -> str:
+    return json.dumps(
+        {
+            "auths": {
+                host.replace("_", ":"): {"auth": base64.b64encode(f"{u}:{p}".encode()).decode()}
+                for host, (u, p) in hosts.items()
+            }
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("gun", "expected"),
+    [
+        ("127.0.0.1:5000/ns/app", ("alice", "a-pw")),
+        ("127.0.0.1:6000/ns/app", ("erin", "e-pw")),
+        ("127.0.0.1:7000/ns/app", None),  # no entry for this registry: anonymous, never borrowed
+    ],
+)
+def test_trust_session_gets_the_guns_registry_credentials(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    gun: str,
+    expected: tuple[str, str] | None,
+) -> None:
+    """make_session resolves the credentials of the GUN's own registry (J07), whatever trust
+    server is used, DOCKER_AUTH_CONFIG first."""
+    from trust.notary.client import NotaryClient
+
+    config = tmp_path / "docker"
+    config.mkdir()
+    (config / "config.json").write_text(_auths(**{"127.0.0.1_6000": ("erin", "e-pw")}))
+    monkeypatch.setenv("DOCKER_AUTH_CONFIG", _auths(**{"127.0.0.1_5000": ("alice", "a-pw")}))
+    settings = Settings(docker_config=config, trust_server_override="https://127.0.0.1:4443")
+    session = NotaryClient(settings).make_session("https://127.0.0.1:4443", gun)
+    try:
+        provider = getattr(session, "_credentials")  # noqa: B009 - the wiring under test
+        found = provider()
+        got = None if found is None else (found.username, found.password)
+        assert got == expected
+    finally:
+        session.close()
