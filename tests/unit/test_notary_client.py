@@ -28,6 +28,7 @@ from fixtures.notarygen import (
     file_meta,
     sign_envelope,
 )
+from fixtures.server import FixtureServer
 from fixtures.swizzle import DELETE
 from tests.unit._trust_env import (
     D1,
@@ -44,8 +45,9 @@ from tests.unit._trust_env import (
     b64,
     baseline_builder,
     env_factory,
+    install_ca,
 )
-from trust.config import TrustPinning
+from trust.config import Settings, TrustPinning
 from trust.errors import (
     AuthError,
     CacheError,
@@ -66,6 +68,7 @@ from trust.errors import (
     TrustPinError,
 )
 from trust.notary.cjson import encode_canonical
+from trust.notary.client import NotaryClient
 from trust.pull import resolve_reference
 from trust.reference import parse
 from trust.resolve import list_signed_tags, lookup_tag, root_key_id
@@ -1221,3 +1224,33 @@ def test_H07_delegation_named_metadata_is_ignored(make_env: MakeEnv, name: str) 
     assert not (env.metadata_dir / f"{name}.json").exists()
     assert lookup_tag(data, "1.0").digest == "sha256:" + D1
     env.refuse(NoSuchTagError, f"{GUN}:meta-only")
+
+
+# =========================================================================== real-world data
+
+
+@pytest.mark.parametrize("name", ["connaisseur-eve-image", "connaisseur-phbelitz-sample"])
+def test_realworld_incomplete_sets_refused_over_https(isolated_home: Path, name: str) -> None:
+    """The snapshot lists delegations whose files were never kept: the server 404s them and
+    the client refuses, at a date when everything kept was valid and today."""
+    from tests.unit.test_trusted_set import real_set, valid_moment
+
+    rs = real_set(name)
+    files = rs.load()
+    served = {"root.json": files["root"], "timestamp.json": files["timestamp"]}
+    for role, data in files.items():
+        served[consistent_name(role, data)] = data
+    with FixtureServer({rs.gun: served}) as server:
+        install_ca(server, Path(os.environ["DOCKER_CONFIG"]))
+        settings = Settings(
+            trust_server_override=server.url,
+            docker_config=Path(os.environ["DOCKER_CONFIG"]),
+            limits=FAST,
+        )
+        ref = parse(f"{rs.gun}:test")
+        with pytest.raises(NotFoundError):
+            NotaryClient(settings, now=valid_moment(files), warn=lambda _: None).update(ref)
+        with pytest.raises((ExpiredError, NotFoundError)):
+            NotaryClient(settings, warn=lambda _: None).update(ref)
+        metadata = Path(os.environ["DOCKER_CONFIG"]) / "trust" / "tuf" / rs.gun / "metadata"
+        assert not metadata.exists() or not any(p.is_file() for p in metadata.rglob("*"))

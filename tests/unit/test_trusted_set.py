@@ -1,0 +1,455 @@
+"""The pure TrustedSet: bytes and one fixed `now` in, verified trust data or a typed error out.
+
+Synthetic repositories come from fixtures/notarygen.py; the real-world sets are read in place
+from shared/realworld/trustdata (never copied into the project): missing data fails when
+CI=true and skips otherwise.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from fixtures.notarygen import Repo, RepoBuilder
+from fixtures.swizzle import Swizzler
+from trust.config import Limits
+from trust.errors import (
+    CertificateError,
+    DelegationError,
+    ExpiredError,
+    HashMismatchError,
+    LengthError,
+    MalformedError,
+    NoSuchTagError,
+    RollbackError,
+    RootRotationError,
+    SignatureError,
+    ThresholdError,
+    TrustpullError,
+    VerificationError,
+)
+from trust.notary.metadata import FileMeta, parse_expires
+from trust.notary.trusted_set import TrustData, TrustedSet, check_meta
+from trust.resolve import lookup_tag
+
+GUN = "registry.test/org/app"
+NOW = dt.datetime(2024, 6, 1, 12, 0, tzinfo=dt.UTC)
+LATER = NOW + dt.timedelta(days=1)
+TRUSTDATA = Path(__file__).resolve().parents[2].parent / "shared" / "realworld" / "trustdata"
+
+
+def verify(
+    files: Mapping[str, bytes],
+    gun: str = GUN,
+    now: dt.datetime = LATER,
+    *,
+    cached: Mapping[str, bytes] | None = None,
+    limits: Limits | None = None,
+) -> TrustData:
+    """Feed a repository through a TrustedSet in the client's order (no I/O at all)."""
+    trusted = TrustedSet(gun, now=now, cached=dict(cached or {}), limits=limits or Limits())
+    if cached and "root" in cached:
+        trusted.load_cached_root(cached["root"])
+    else:
+        trusted.trust_first_root(files["root"])
+    trusted.update_timestamp(files["timestamp"])
+    trusted.update_snapshot(files["snapshot"])
+    targets = trusted.update_targets(files["targets"])
+    work = [d.name for d in targets.delegations]
+    while work:
+        name = work.pop(0)
+        if trusted.meta_for(name) is None:
+            continue
+        if name not in files:
+            raise DelegationError(f"{name} is listed in the snapshot but was not kept")
+        child = trusted.update_delegation(name, files[name])
+        work[0:0] = [d.name for d in child.delegations]
+    return trusted.result()
+
+
+def role_files(repo: Repo) -> dict[str, bytes]:
+    return {role: repo.role_bytes(role) for role in repo.roles}
+
+
+def builder() -> RepoBuilder:
+    b = RepoBuilder(GUN, now=NOW)
+    b.add_target("1.0", "aa" * 32, 10)
+    b.add_delegation("targets/releases")
+    b.add_target("1.0", "11" * 32, 11, role="targets/releases")
+    return b
+
+
+# =========================================================================== synthetic data
+
+
+def test_accepts_a_good_repository_and_reads_releases_first() -> None:
+    data = verify(role_files(builder().publish()))
+    assert data.first_use
+    assert lookup_tag(data, "1.0").digest == "sha256:" + "11" * 32
+
+
+def test_expiry_is_compared_with_the_one_fixed_now() -> None:
+    b = builder()
+    b.set_expiry("timestamp", LATER)
+    files = role_files(b.publish())
+    verify(files, now=LATER - dt.timedelta(microseconds=1))
+    with pytest.raises(ExpiredError):
+        verify(files, now=LATER)  # expires == now is expired (no grace)
+
+
+def test_check_meta_length_is_a_cap_and_every_hash_must_match() -> None:
+    data = b"x" * 10
+    good = FileMeta(10, {"sha256": hashlib.sha256(data).digest()})
+    check_meta("r", data, good)
+    with pytest.raises(LengthError):
+        check_meta("r", data + b" ", good)
+    with pytest.raises(HashMismatchError):
+        check_meta("r", data[:9], good)
+    both = FileMeta(10, {"sha256": good.hashes["sha256"], "sha512": bytes(64)})
+    with pytest.raises(HashMismatchError):
+        check_meta("r", data, both)
+    with pytest.raises(HashMismatchError):
+        check_meta("r", data, FileMeta(10, {}))
+
+
+def test_B01_floor_survives_expiry_of_the_cached_copy() -> None:
+    """Stricter than notary (dct.md §6.12): the cached version stays the floor even after
+    the cached file itself expired."""
+    b = builder()
+    old = b.publish()
+    b.set_expiry("timestamp", NOW + dt.timedelta(hours=1))
+    newer = b.publish()
+    b.set_expiry("timestamp", None)
+    cached = {"root": newer.role_bytes("root"), "timestamp": newer.role_bytes("timestamp")}
+    trusted = TrustedSet(GUN, now=LATER, cached=cached)
+    trusted.load_cached_root(cached["root"])
+    with pytest.raises(RollbackError):
+        trusted.update_timestamp(old.role_bytes("timestamp"))
+
+
+def test_B02_same_version_other_content_keeps_the_cached_copy() -> None:
+    b = builder()
+    repo = b.publish()
+    version = repo.signed("timestamp")["version"]
+    other = Swizzler(b).set_version(b.publish(), "timestamp", version)
+    cached = {"root": repo.role_bytes("root"), "timestamp": repo.role_bytes("timestamp")}
+    trusted = TrustedSet(GUN, now=LATER, cached=cached)
+    trusted.load_cached_root(cached["root"])
+    assert trusted.update_timestamp(other.role_bytes("timestamp")) is False
+    assert trusted.timestamp_bytes == repo.role_bytes("timestamp")
+    assert trusted.snapshot_meta().hex() == hashlib.sha256(repo.role_bytes("snapshot")).hexdigest()
+
+
+def test_B10_a_rotated_key_drops_the_floor() -> None:
+    b = builder()
+    repo = b.publish()
+    sw = Swizzler(b)
+    forward = sw.set_version(repo, "timestamp", 1_000_000)
+    b.rotate_key("timestamp")
+    rotated = b.publish()
+    cached = {"root": rotated.role_bytes("root"), "timestamp": forward.role_bytes("timestamp")}
+    data = verify(role_files(rotated), cached=cached)
+    assert data.timestamp.version < 1_000_000
+    # Under the old root the fast-forwarded copy still verifies: it is the floor.
+    with pytest.raises(RollbackError):
+        verify(role_files(repo), cached={**cached, "root": repo.role_bytes("root")})
+
+
+def test_rotate_root_rules() -> None:
+    b = builder()
+    v1 = b.publish()
+    b.rotate_key("root")
+    v2 = b.publish()
+    trusted = TrustedSet(GUN, now=LATER)
+    trusted.load_cached_root(v1.role_bytes("root"))
+    with pytest.raises(RootRotationError):
+        trusted.rotate_root(v2.role_bytes("root"), exact_version=3)
+    with pytest.raises(RollbackError):
+        trusted.rotate_root(v1.role_bytes("root"))
+    trusted.rotate_root(v2.role_bytes("root"), exact_version=2)
+    assert trusted.rotated_roots == [v2.role_bytes("root")]
+    b.rotate_key("root", sign_with="new")  # v3 not signed by v2's key
+    v3 = b.publish()
+    with pytest.raises(RootRotationError):
+        trusted.rotate_root(v3.role_bytes("root"))
+
+
+def test_E04_effective_paths_are_restricted_by_every_parent() -> None:
+    b = RepoBuilder(GUN, now=NOW)
+    b.add_delegation("targets/releases", paths=["stable-"])
+    b.add_delegation("targets/releases/wide", paths=["", "stable-1", "other"])
+    data = verify(role_files(b.publish()))
+    assert data.roles["targets/releases"].paths == ("stable-",)
+    assert data.roles["targets/releases/wide"].paths == ("stable-1",)
+
+
+def test_E08_limits_are_enforced_by_the_trusted_set_itself() -> None:
+    b = RepoBuilder(GUN, now=NOW)
+    for name in ("targets/a", "targets/a/b", "targets/a/b/c"):
+        b.add_delegation(name)
+    files = role_files(b.publish())
+    with pytest.raises(DelegationError):
+        verify(files, limits=Limits(max_delegation_depth=2))
+    with pytest.raises(DelegationError):
+        verify(files, limits=Limits(max_delegations=1))
+    verify(files, limits=Limits(max_delegation_depth=3, max_delegations=3))
+
+
+def test_a_delegation_cannot_be_loaded_before_its_parent() -> None:
+    b = RepoBuilder(GUN, now=NOW)
+    b.add_delegation("targets/a")
+    b.add_delegation("targets/a/b")
+    repo = b.publish()
+    trusted = TrustedSet(GUN, now=LATER)
+    trusted.trust_first_root(repo.role_bytes("root"))
+    trusted.update_timestamp(repo.role_bytes("timestamp"))
+    trusted.update_snapshot(repo.role_bytes("snapshot"))
+    trusted.update_targets(repo.role_bytes("targets"))
+    with pytest.raises(DelegationError):
+        trusted.update_delegation("targets/a/b", repo.role_bytes("targets/a/b"))
+
+
+# =========================================================================== real-world data
+
+
+@dataclass(frozen=True)
+class RealSet:
+    name: str
+    gun: str
+    files: dict[str, Path]
+
+    def load(self) -> dict[str, bytes]:
+        return {role: path.read_bytes() for role, path in self.files.items()}
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"real trust data missing: {path}")
+        pytest.skip(f"real trust data missing: {path}")
+    return path
+
+
+def _collect(base: Path, names: Mapping[str, str]) -> dict[str, Path]:
+    return {role: _require(base / name) for role, name in names.items()}
+
+
+def _plain(base: Path, delegations: tuple[str, ...] = ()) -> dict[str, str]:
+    roles = ("root", "timestamp", "snapshot", "targets", *delegations)
+    return {role: f"{role}.json" for role in roles}
+
+
+def _harbor(base: Path) -> dict[str, str]:
+    names = {"root": "root.json", "timestamp": "timestamp.json"}
+    for role in ("snapshot", "targets"):
+        [found] = sorted(_require(base).glob(f"{role}.*.json"))
+        names[role] = found.name
+    return names
+
+
+SETS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    # name: (GUN, layout, delegations kept)
+    "notary-fixture-0.1": ("docker.com/notary0.1/samplerepo", "notary", ()),
+    "notary-fixture-0.3": ("docker.com/notary0.3/tst", "notary", ("targets/releases",)),
+    "docker-library-alpine-2018": ("docker.io/library/alpine", "plain", ()),
+    "dockertrusttest-busybox-good": ("dockertrusttest.docker.io/library/busybox", "plain", ()),
+    "dockertrusttest-busybox-bad": ("dockertrusttest.docker.io/library/busybox", "plain", ()),
+    "harbor-busybox-2017-03-07": ("10.117.4.142/notary-demo/busybox", "harbor", ()),
+    "harbor-busybox-2017-03-15": ("10.117.4.142/notary-demo/busybox", "harbor", ()),
+    "harbor-busybox-2020-02-24": ("jt-dev.local.goharbor.io/library/busybox", "harbor", ()),
+    "connaisseur-sample-image": ("docker.io/phbelitz/sample-image", "compact", ()),
+    "connaisseur-alice-image": (
+        "docker.io/phbelitz/alice-image",
+        "compact",
+        ("targets/releases", "targets/phbelitz", "targets/chamsen"),
+    ),
+    "connaisseur-bob-image": ("docker.io/phbelitz/delegation", "compact", ()),
+    "connaisseur-charlie-image": (
+        "docker.io/phbelitz/delegation",
+        "compact",
+        ("targets/releases", "targets/del1"),
+    ),
+    "connaisseur-dave-image": (
+        "docker.io/phbelitz/delegation",
+        "compact",
+        ("targets/releases", "targets/del1", "targets/del2"),
+    ),
+    "connaisseur-sample-san-sama": ("docker.io/phbelitz/sample-san-sama", "sample2", ()),
+    "connaisseur-eve-image": ("docker.io/phbelitz/delegation", "compact", ()),
+    "connaisseur-phbelitz-sample": (
+        "docker.io/phbelitz/sample",
+        "sample",
+        ("targets/releases",),
+    ),
+}
+INCOMPLETE = ("connaisseur-eve-image", "connaisseur-phbelitz-sample")
+COMPLETE = sorted(name for name in SETS if name not in INCOMPLETE)
+
+
+def real_set(name: str) -> RealSet:
+    gun, layout, delegations = SETS[name]
+    base = _require(TRUSTDATA / name)
+    if layout == "notary":
+        base = base / "tuf" / gun / "metadata"
+        names = _plain(base, delegations)
+    elif layout == "plain":
+        names = _plain(base)
+    elif layout == "harbor":
+        base = base / "valid"
+        names = _harbor(base)
+    elif layout == "compact":
+        base = base / "_compact"
+        names = _plain(base, delegations)
+    else:
+        base = base / "_compact"
+        prefix = "sample2_" if layout == "sample2" else "sample_"
+        names = {r: f"{prefix}{r}.json" for r in ("root", "timestamp", "snapshot", "targets")}
+        if delegations:
+            names["targets/releases"] = f"{prefix}releases.json"
+    return RealSet(name, gun, _collect(base, names))
+
+
+def _signed(data: bytes) -> dict[str, object]:
+    signed = json.loads(data)["signed"]
+    assert isinstance(signed, dict)
+    return signed
+
+
+def _root_certificates(files: Mapping[str, bytes]) -> list[x509.Certificate]:
+    root = _signed(files["root"])
+    certs = []
+    for keyid in root["roles"]["root"]["keyids"]:  # type: ignore[index]
+        public = base64.b64decode(root["keys"][keyid]["keyval"]["public"])  # type: ignore[index]
+        certs.append(x509.load_pem_x509_certificate(public))
+    return certs
+
+
+def valid_moment(files: Mapping[str, bytes]) -> dt.datetime:
+    """A day before the earliest expiry of any file or root certificate."""
+    ends = [parse_expires(_signed(data)["expires"]) for data in files.values()]
+    ends += [cert.not_valid_after_utc for cert in _root_certificates(files)]
+    moment = min(ends) - dt.timedelta(days=1)
+    assert all(cert.not_valid_before_utc <= moment for cert in _root_certificates(files))
+    return moment
+
+
+def expected_digests(files: Mapping[str, bytes]) -> tuple[dict[str, str | None], set[str]]:
+    """Decoded straight from the JSON: releases first, then targets (None for an entry of
+    length 0, which attacks.md C09 refuses although docker ignores the length); and the tags
+    signed only by other delegations (docker refuses those)."""
+    expected: dict[str, str | None] = {}
+    elsewhere: set[str] = set()
+    for role in ("targets/releases", "targets"):
+        if role in files:
+            for tag, meta in _signed(files[role])["targets"].items():  # type: ignore[attr-defined]
+                digest = base64.b64decode(meta["hashes"]["sha256"]).hex()
+                expected.setdefault(tag, "sha256:" + digest if meta["length"] >= 1 else None)
+    for role, data in files.items():
+        if role.startswith("targets/") and role != "targets/releases":
+            elsewhere |= set(_signed(data)["targets"]) - set(expected)  # type: ignore[arg-type]
+    return expected, elsewhere
+
+
+@pytest.mark.parametrize("name", COMPLETE)
+def test_realworld_accepted_when_valid(name: str) -> None:
+    rs = real_set(name)
+    files = rs.load()
+    when = valid_moment(files)
+    data = verify(files, rs.gun, when)
+    expected, elsewhere = expected_digests(files)
+    assert expected, "every complete set signs at least one tag"
+    assert any(expected.values())
+    for tag, digest in expected.items():
+        if digest is None:  # notary's 0.3 fixture signs "hello" with length 0
+            with pytest.raises(MalformedError):
+                lookup_tag(data, tag)
+        else:
+            assert lookup_tag(data, tag).digest == digest, tag
+    for tag in elsewhere:
+        with pytest.raises(NoSuchTagError):
+            lookup_tag(data, tag)
+
+
+def _today_should_refuse(files: Mapping[str, bytes], today: dt.datetime) -> bool:
+    """From the data alone: a file has expired, or a root leaf certificate has."""
+    if any(parse_expires(_signed(d)["expires"]) <= today for d in files.values()):
+        return True
+    return any(cert.not_valid_after_utc < today for cert in _root_certificates(files))
+
+
+@pytest.mark.parametrize("name", COMPLETE)
+def test_realworld_today(name: str) -> None:
+    rs = real_set(name)
+    files = rs.load()
+    today = dt.datetime.now(dt.UTC)
+    if _today_should_refuse(files, today):
+        with pytest.raises((ExpiredError, CertificateError)):
+            verify(files, rs.gun, today)
+    else:  # still valid today (e.g. notary's 0.1 fixture, valid until 2116): accepted
+        verify(files, rs.gun, today)
+
+
+@pytest.mark.parametrize("name", INCOMPLETE)
+def test_realworld_incomplete_sets_refused_at_every_date(name: str) -> None:
+    rs = real_set(name)
+    files = rs.load()
+    for when in (valid_moment(files), dt.datetime.now(dt.UTC)):
+        with pytest.raises(VerificationError):
+            verify(files, rs.gun, when)
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "when"),
+    [
+        (
+            "dockertrusttest-busybox-good",
+            "dockertrusttest-busybox-bad",
+            dt.datetime(2018, 9, 20, tzinfo=dt.UTC),
+        ),
+        (
+            "harbor-busybox-2017-03-07",
+            "harbor-busybox-2017-03-15",
+            dt.datetime(2017, 3, 16, tzinfo=dt.UTC),
+        ),
+    ],
+)
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_realworld_root_key_change_without_old_signature(
+    first: str, second: str, when: dt.datetime, direction: str
+) -> None:
+    a, b = real_set(first), real_set(second)
+    if direction == "backward":
+        a, b = b, a
+    trusted_files, presented = a.load(), b.load()
+    assert a.gun == b.gun
+    trusted = TrustedSet(a.gun, now=when)
+    trusted.load_cached_root(trusted_files["root"])
+    # The other set's timestamp is not signed by any key the trusted root knows ...
+    with pytest.raises((SignatureError, ThresholdError)):
+        trusted.update_timestamp(presented["timestamp"])
+    # ... and its root is not signed by the trusted root's key: no rotation.
+    with pytest.raises(RootRotationError):
+        trusted.rotate_root(presented["root"])
+    # Each set on its own verifies at that date's root (the refusal is about the pairing).
+    TrustedSet(b.gun, now=when).load_cached_root(presented["root"])
+
+
+def test_realworld_errors_are_typed() -> None:
+    """Nothing in the real data may escape as a non-trustpull exception."""
+    for name in SETS:
+        rs = real_set(name)
+        files = rs.load()
+        for when in (valid_moment(files), dt.datetime.now(dt.UTC)):
+            try:
+                verify(files, rs.gun, when)
+            except TrustpullError:
+                pass
