@@ -180,11 +180,18 @@ class TrustedSet:
         return self.root
 
     def _floor(
-        self, role: str, keys: Mapping[str, PublicKey], role_keys: RoleKeys
+        self,
+        role: str,
+        keys: Mapping[str, PublicKey],
+        role_keys: RoleKeys,
+        candidate: bytes | None = None,
     ) -> _Floor | None:
-        """The cached copy's version, if it verifies under the current keys (expiry allowed)."""
+        """The cached copy's version, if it verifies under the current keys (expiry allowed).
+
+        When the cached bytes are the `candidate` being verified they cannot be a rollback of
+        themselves, so the second verification is skipped (it doubled a warm run's work)."""
         data = self.cached.get(role)
-        if data is None:
+        if data is None or data == candidate:
             return None
         try:
             envelope = self._verified_envelope(role, data, keys, role_keys, None)
@@ -294,7 +301,7 @@ class TrustedSet:
             "timestamp", data, root.keys, root.roles["timestamp"], None
         )
         timestamp = parse_timestamp(envelope)
-        floor = self._floor("timestamp", root.keys, root.roles["timestamp"])
+        floor = self._floor("timestamp", root.keys, root.roles["timestamp"], data)
         self._check_version("timestamp", timestamp.version, floor)
         kept = False
         if floor is not None and timestamp.version == floor.version and data != floor.raw:
@@ -321,13 +328,17 @@ class TrustedSet:
         keys = root.roles["snapshot"]
         envelope = self._verified_envelope("snapshot", data, root.keys, keys, self.snapshot_meta())
         snapshot = parse_snapshot(envelope)
-        self._check_version("snapshot", snapshot.version, self._floor("snapshot", root.keys, keys))
+        self._check_version(
+            "snapshot", snapshot.version, self._floor("snapshot", root.keys, keys, data)
+        )
         self._check_expiry("snapshot", snapshot.expires)
         self.snapshot, self.snapshot_bytes = snapshot, data
 
     def previous_snapshot_roles(self) -> set[str]:
         """Roles the last trusted snapshot listed (only if it verifies under today's keys)."""
         root = self._require_root()
+        if self.snapshot is not None and self.cached.get("snapshot") == self.snapshot_bytes:
+            return set(self.snapshot.meta)
         floor = self._floor("snapshot", root.keys, root.roles["snapshot"])
         if floor is None:
             return set()
@@ -351,7 +362,9 @@ class TrustedSet:
         keys = root.roles["targets"]
         envelope = self._verified_envelope("targets", data, root.keys, keys, meta)
         targets = parse_targets(envelope, "targets")
-        self._check_version("targets", targets.version, self._floor("targets", root.keys, keys))
+        self._check_version(
+            "targets", targets.version, self._floor("targets", root.keys, keys, data)
+        )
         self._check_expiry("targets", targets.expires)
         self.roles["targets"] = LoadedRole(targets, ("",), None, 0)
         # attacks.md H07 promises a warning for every ignored `metadata` delegation; the
@@ -387,7 +400,7 @@ class TrustedSet:
         role_keys = RoleKeys(delegation.keyids, delegation.threshold)
         envelope = self._verified_envelope(name, data, keys, role_keys, meta)
         targets = parse_targets(envelope, name)
-        self._check_version(name, targets.version, self._floor(name, keys, role_keys))
+        self._check_version(name, targets.version, self._floor(name, keys, role_keys, data))
         self._check_expiry(name, targets.expires)
         paths = tuple(
             path for path in delegation.paths if any(path.startswith(p) for p in parent.paths)
