@@ -103,7 +103,13 @@ class TrustCache:
 
     def _make_dirs(self, directory: Path) -> None:
         self._check_no_links(directory)
-        directory.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+        # mkdir(parents=True) gives the *intermediate* directories the default mode (0755
+        # under a 022 umask), so `trust/`, `tuf/` and the GUN components would be readable by
+        # everyone; notary's MkdirAll(…, 0700) makes all of them private (dct.md §5). Create
+        # each missing component with 0700 instead.
+        missing = [d for d in (directory, *directory.parents) if not d.exists()]
+        for component in reversed(missing):
+            component.mkdir(mode=_DIR_MODE, exist_ok=True)
         self._check_no_links(directory)
 
     def write(self, role: str, data: bytes) -> None:
