@@ -256,6 +256,22 @@ def test_good_credentials_trustpull_and_docker_agree(
     assert f"{repo}@{digest}" in world.repo_digests(f"{repo}:1.0")
 
 
+def test_tokens_naming_their_key_by_libtrust_kid_work_too(
+    world: World, auth: AuthStack, signed: tuple[str, str]
+) -> None:
+    """The servers' other accepted JWT form: `kid` (libtrust key ID) instead of `x5c`."""
+    repo, digest = signed
+    auth.issuer.header = "kid"
+    auth.issuer.write_config()
+    try:
+        config = world.config("kid", {world.reg: ("alice", "alice-pw")})
+        resolved = ok(world.tp("resolve", "-o", "json", f"{repo}:1.0", config=config))
+    finally:
+        auth.issuer.header = "x5c"
+        auth.issuer.write_config()
+    assert _resolved_digest(resolved) == digest
+
+
 def test_wrong_password_is_exit_7_for_both(world: World, signed: tuple[str, str]) -> None:
     repo, _ = signed
     config = world.config("badpw", {world.reg: ("alice", "not-her-password")})
