@@ -121,8 +121,14 @@ class NotaryClient:
         session_factory: Callable[[str, str], MetadataSource] | None = None,
         now: dt.datetime | None = None,
         warn: Callable[[str], None] | None = None,
+        required_roles: frozenset[str] = frozenset(),
     ) -> None:
         self.settings = settings
+        #: Delegation roles a policy rule names as required signers (trust.policy). They are
+        #: treated like `targets/releases`: on the lookup path, so any failure of one (expired,
+        #: under threshold, not in the snapshot) refuses the update (exit 5) instead of being
+        #: skipped with a warning, which would turn an attack into a mere "missing signer".
+        self.required_roles = required_roles
         self.limits = settings.limits
         self._session_factory = session_factory
         self.now = now or dt.datetime.now(dt.UTC)
@@ -463,7 +469,7 @@ class _Run:
     def _load_delegation(
         self, name: str, meta: FileMeta | None, previous_roles: set[str]
     ) -> list[str]:
-        on_lookup_path = name == RELEASES_ROLE
+        on_lookup_path = name == RELEASES_ROLE or name in self.client.required_roles
         if meta is None:
             if name in previous_roles:
                 # attacks.md C08: the snapshot dropped a role that is still delegated.
