@@ -15,13 +15,14 @@ import dataclasses
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from trust.errors import ConfigError, InputError
+from trust.policy import Policy, check_trust_sources, parse_rules
 from trust.sources import TrustSourceConfig
 
 __all__ = [
@@ -106,6 +107,8 @@ class Settings:
     config_file: Path | None = None
     #: `[[trust_sources]]`: repository scopes verified by a TUF repository instead of Notary.
     trust_sources: tuple[TrustSourceConfig, ...] = ()
+    #: `[[rules]]` (or `--policy FILE`): when set, every verification obeys it (trust.policy).
+    policy: Policy | None = None
 
     @property
     def trust_dir(self) -> Path:
@@ -216,7 +219,7 @@ class _FileReader:
         return value
 
 
-_SECTIONS = {"trust_servers", "trust_pinning", "limits", "trust_sources"}
+_SECTIONS = {"trust_servers", "trust_pinning", "limits", "trust_sources", "rules"}
 _PINNING_KEYS = {"certs", "ca", "disable_tofu"}
 
 
@@ -393,14 +396,59 @@ def _parse_trust_sources(reader: _FileReader, value: Any) -> tuple[TrustSourceCo
     return tuple(sources)
 
 
+def _rules_fail(reader: _FileReader) -> Callable[[int, str | None, str], ConfigError]:
+    """A `[[rules]]` error naming file, line (of the key in that rule) and field."""
+
+    def fail(index: int, key: str | None, problem: str) -> ConfigError:
+        if index < 0:
+            return reader.fail(None, "rules", problem)
+        line = _entry_line(reader.text, "rules", index, key)
+        where = f"{reader.path}:{line}" if line else str(reader.path)
+        dotted = f"rules[{index}]" + (f".{key}" if key else "")
+        return ConfigError(f"{where}: {dotted}: {problem}")
+
+    return fail
+
+
+def _parse_rules(reader: _FileReader, value: Any) -> Policy:
+    """`[[rules]]`, the same way for the config file and a rules-only `--policy` file."""
+
+    def origin(index: int) -> str:
+        line = _entry_line(reader.text, "rules", index, None)
+        return f"{reader.path}:{line}" if line else str(reader.path)
+
+    return parse_rules(
+        value,
+        _rules_fail(reader),
+        base_dir=reader.path.parent,
+        origin=origin,
+        source=str(reader.path),
+    )
+
+
+def load_policy_file(path: Path) -> tuple[Policy, _FileReader]:
+    """A rules-only file (`--policy FILE`): `[[rules]]` and nothing else."""
+    doc, reader = _read_file(path)
+    for key in doc:
+        if key != "rules":
+            raise reader.fail(None, key, "unknown section (a policy file holds [[rules]] only)")
+    return _parse_rules(reader, doc.get("rules", [])), reader
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None,
     *,
     config_file: str | Path | None = None,
     content_trust: bool | None = None,
     offline: bool = False,
+    policy_file: str | Path | None = None,
 ) -> Settings:
-    """Build `Settings` from (highest first) explicit arguments, environment, file, defaults."""
+    """Build `Settings` from (highest first) explicit arguments, environment, file, defaults.
+
+    A policy (`[[rules]]`, replaced by `policy_file` when given) turns content trust on whatever
+    `DOCKER_CONTENT_TRUST` says; only an explicit `content_trust=False` (the command line's
+    `--disable-content-trust`) bypasses it.
+    """
     env = os.environ if environ is None else environ
     explicit = config_file is not None
     path = Path(config_file) if config_file is not None else default_config_path(env)
@@ -410,6 +458,7 @@ def load_settings(
     pinning = TrustPinning()
     servers: dict[str, str] = {}
     sources: tuple[TrustSourceConfig, ...] = ()
+    policy: Policy | None = None
     used_file: Path | None = None
     if explicit or path.is_file():
         doc, reader = _read_file(path)
@@ -422,11 +471,19 @@ def load_settings(
         servers = _parse_servers(reader, reader.table(doc, "trust_servers"))
         if "trust_sources" in doc:
             sources = _parse_trust_sources(reader, doc["trust_sources"])
+        if "rules" in doc and policy_file is None:
+            policy = _parse_rules(reader, doc["rules"])
+            check_trust_sources(policy, sources, _rules_fail(reader))
+    if policy_file is not None:
+        policy, policy_reader = load_policy_file(Path(policy_file))
+        check_trust_sources(policy, sources, _rules_fail(policy_reader))
     override = env.get("DOCKER_CONTENT_TRUST_SERVER") or None
     if override is not None:
         override = validate_trust_server_url(override)
+    if content_trust is None:
+        content_trust = True if policy is not None else content_trust_from_env(env)
     return Settings(
-        content_trust=content_trust_from_env(env) if content_trust is None else content_trust,
+        content_trust=content_trust,
         docker_config=docker_config_dir(env),
         trust_server_override=override,
         trust_servers=servers,
@@ -435,4 +492,5 @@ def load_settings(
         offline=offline,
         config_file=used_file,
         trust_sources=sources,
+        policy=policy,
     )

@@ -92,6 +92,9 @@ class PullResult:
     #: Credentials from the privilege function that the engine accepted (the caller may store
     #: them when the user asked to); None when none were asked for or they were refused.
     prompted_auth: RegistryAuth | None = field(default=None, repr=False)
+    #: Set only when a policy rule explicitly accepts this repository UNSIGNED (no trust data):
+    #: the one message every such pull prints (trust.policy.UnsignedAccepted).
+    unsigned: str | None = None
 
     @property
     def exit_code(self) -> int:
@@ -101,6 +104,8 @@ class PullResult:
         base: dict[str, object] = {"input": self.input, "trusted": self.trusted}
         if self.reference is not None:
             base["name"] = self.reference.name
+        if self.unsigned is not None:
+            base["unsigned"] = self.unsigned
         if self.error is not None:
             base["pulled"] = self.pulled
             base["error"] = self.error.to_json()
@@ -153,6 +158,10 @@ def resolve_reference(
     """
     from trust.sources import resolve_with_source, select_source
 
+    if settings.policy is not None:  # the configured rules decide (trust.policy)
+        from trust.policy import resolve_with_policy
+
+        return resolve_with_policy(ref, settings, all_tags=all_tags, notice=notice)
     source = select_source(ref, settings)
     if source is not None:  # a configured TUF repository answers, never Notary as a fallback
         return resolve_with_source(source, ref, settings, all_tags=all_tags, notice=notice)
@@ -207,13 +216,22 @@ def pull(
         if not all_tags and not ref.tag_given and ref.digest is None:
             report.default_tag()
         if settings.content_trust:
-            result.resolutions = resolve_reference(
-                ref, settings, client=client, all_tags=all_tags, notice=report.notice
-            )
+            from trust.policy import UnsignedAccepted
+
+            try:
+                result.resolutions = resolve_reference(
+                    ref, settings, client=client, all_tags=all_tags, notice=report.notice
+                )
+            except UnsignedAccepted as accepted:
+                # The one unverified pull with trust on: a policy rule accepts a repository
+                # that has no trust data at all. Said on every such pull, never quietly.
+                result.unsigned = accepted.message
+                result.trusted = False
+                report.notice(accepted.message)
         engine = _connect(engine_factory, env, settings, result)
         try:
             auth = _engine_auth(ref, settings, env)
-            if settings.content_trust:
+            if settings.content_trust and result.unsigned is None:
                 _pull_pinned(engine, ref, result, auth, report, platform, privilege)
             else:
                 tag_or_digest = ref.digest or ref.tag
