@@ -77,7 +77,13 @@ def _run(verbose: bool, body: Callable[[], int]) -> None:
     sys.exit(code)
 
 
-def _settings(config: str | None, *, disable_trust: bool = False, offline: bool = False) -> Any:
+def _settings(
+    config: str | None,
+    *,
+    disable_trust: bool = False,
+    offline: bool = False,
+    policy: str | None = None,
+) -> Any:
     from trust.config import load_settings
 
     return load_settings(
@@ -85,6 +91,7 @@ def _settings(config: str | None, *, disable_trust: bool = False, offline: bool 
         config_file=config,
         content_trust=False if disable_trust else None,
         offline=offline,
+        policy_file=policy,
     )
 
 
@@ -108,6 +115,12 @@ def _common(func: Callable[..., Any]) -> Callable[..., Any]:
             "--offline", is_flag=True, help="No network: verify the cached trust data only."
         ),
         click.option("--verbose", "-v", is_flag=True, help="Show tracebacks of unexpected errors."),
+        click.option(
+            "--policy",
+            "policy",
+            metavar="FILE",
+            help="Policy rules file ([[rules]]); replaces the config file's rules.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -185,6 +198,7 @@ def pull_command(
     output: str,
     offline: bool,
     verbose: bool,
+    policy: str | None,
 ) -> None:
     """Pull images, verified by their signed trust data unless trust is off.
 
@@ -198,9 +212,15 @@ def pull_command(
     def body() -> int:
         from trust.pull import NullReporter, pull
 
-        settings = _settings(config, disable_trust=disable_trust, offline=offline)
+        settings = _settings(config, disable_trust=disable_trust, offline=offline, policy=policy)
         if not settings.content_trust:
             click.echo("WARNING: content trust is off: the image is not verified", err=True)
+            if settings.policy is not None:
+                click.echo(
+                    f"WARNING: --disable-content-trust bypasses the policy in "
+                    f"{settings.policy.origin}",
+                    err=True,
+                )
         results = []
         for text in references:
             reporter = TextReporter(quiet) if output == "text" else NullReporter()
@@ -213,6 +233,8 @@ def pull_command(
                 privilege=_login_prompt() if sys.stdin.isatty() else None,
             )
             results.append(result)
+            if result.unsigned is not None and output == "json":
+                click.echo(f"WARNING: {result.unsigned}", err=True)  # text: the reporter said it
             if save_credentials and result.prompted_auth is not None and result.error is None:
                 _save_credentials(result, settings)
             if output == "text":
@@ -271,16 +293,33 @@ def _save_credentials(result: Any, settings: Any) -> None:
 
 
 @main.command("resolve", epilog=f"\b\nExit codes:\n{EXIT_TABLE}")
-@click.argument("references", nargs=-1, required=True, metavar="NAME[:TAG|@DIGEST]...")
+@click.argument("references", nargs=-1, metavar="NAME[:TAG|@DIGEST]...")
 @click.option("--all-tags", "-a", is_flag=True, help="Every signed tag of each repository.")
+@click.option(
+    "--write",
+    "write_files",
+    multiple=True,
+    metavar="FILE",
+    help="Rewrite the images of a compose file or Kubernetes manifests to NAME:TAG@sha256:...",
+)
+@click.option(
+    "--check",
+    "check_only",
+    is_flag=True,
+    help="With --write: change nothing, fail "
+    "(exit 9) unless every image is already pinned to its verified digest.",
+)
 @_common
 def resolve_command(
     references: Sequence[str],
     all_tags: bool,
+    write_files: Sequence[str],
+    check_only: bool,
     config: str | None,
     output: str,
     offline: bool,
     verbose: bool,
+    policy: str | None,
 ) -> None:
     """Verify and print the pinned reference (NAME:TAG@sha256:...) of each image.
 
@@ -292,11 +331,25 @@ def resolve_command(
       trustpull resolve --output json registry.example.com/team/app:1.4
     """
 
+    if write_files or check_only:
+        from cli.batch import resolve_write
+
+        if not write_files or references or all_tags:
+            raise click.UsageError("--write FILE... takes no references; --check needs --write")
+        _run(
+            verbose,
+            lambda: resolve_write(
+                write_files, _settings(config, offline=offline, policy=policy), check_only, output
+            ),
+        )
+    if not references:
+        raise click.UsageError("Missing argument 'NAME[:TAG|@DIGEST]...'.")
+
     def body() -> int:
         from trust.pull import resolve_reference
         from trust.reference import parse
 
-        settings = _settings(config, offline=offline)
+        settings = _settings(config, offline=offline, policy=policy)
         codes: list[int] = []
         items: list[dict[str, object]] = []
 
@@ -391,6 +444,11 @@ def inspect_command(
 
     _run(verbose, body)
 
+
+from cli.batch import check_command, policy_group  # noqa: E402  (commands in their own file)
+
+main.add_command(check_command)
+main.add_command(policy_group)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from typing import Any, TextIO
 
-__all__ = ["PullProgress"]
+__all__ = ["BatchProgress", "PullProgress"]
 
 _CLEAR_LINE = "\x1b[2K\r"
 
@@ -60,3 +60,39 @@ class PullProgress:
         distance = len(self._lines) - self._lines[layer]
         self.out.write(f"{_cursor_up(distance)}{_CLEAR_LINE}{text}\r{_cursor_down(distance)}")
         self.out.flush()
+
+
+class BatchProgress:
+    """`trustpull check` on a terminal: one line per image as it finishes, and an overall bar.
+
+    The bar is the last line and is redrawn in place; each finished image's line is printed
+    above it. Nothing at all when `out` is not a terminal (CI logs get the final table only).
+    """
+
+    WIDTH = 30
+
+    def __init__(self, total: int, out: TextIO | None = None, *, tty: bool | None = None):
+        self.out = sys.stderr if out is None else out
+        self.total = total
+        self.done = 0
+        self.enabled = (self.out.isatty() if tty is None else tty) and total > 0
+        if self.enabled:
+            self._bar()
+
+    def _bar(self) -> None:
+        filled = self.WIDTH * self.done // self.total
+        bar = "#" * filled + "." * (self.WIDTH - filled)
+        self.out.write(f"{_CLEAR_LINE}[{bar}] {self.done}/{self.total}")
+        self.out.flush()
+
+    def finished(self, verdict: str, image: str, detail: str) -> None:
+        if not self.enabled:
+            return
+        self.done += 1
+        self.out.write(f"{_CLEAR_LINE}{verdict:<8} {image}  {detail}\n")
+        self._bar()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.out.write(_CLEAR_LINE)
+            self.out.flush()

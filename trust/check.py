@@ -1,0 +1,116 @@
+"""`trustpull check`: verify many references against the policy, concurrently.
+
+References are de-duplicated by their normalised form (`alpine` and
+`docker.io/library/alpine:latest` are one image), then grouped by repository (GUN): one worker
+takes a whole group, so each repository's trust data is fetched and verified once, under the
+cache lock, with one trust server session (one ping, one token) for all of its tags. Groups run
+in a bounded thread pool and share one `Evaluator` (its memo is thread-safe). Results come back
+in input order whatever order they finished in, so the report is stable.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from trust.errors import TrustpullError, combined_exit_code
+from trust.policy import Evaluator, Outcome
+from trust.reference import Reference, parse
+
+if TYPE_CHECKING:
+    from trust.config import Settings
+
+__all__ = ["CheckReport", "check_references"]
+
+DEFAULT_WORKERS = 8
+
+
+@dataclass
+class CheckReport:
+    """Every outcome (input order, duplicates removed) and how many inputs were duplicates."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    duplicates: int = 0
+    requests: int = 0
+
+    @property
+    def exit_code(self) -> int:
+        return combined_exit_code(o.exit_code for o in self.outcomes)
+
+    def counts(self) -> dict[str, int]:
+        counts = {"pass": 0, "unsigned": 0, "fail": 0}
+        for outcome in self.outcomes:
+            counts[outcome.verdict] += 1
+        return counts
+
+    def summary(self) -> str:
+        counts = self.counts()
+        total = len(self.outcomes)
+        dup = f" ({self.duplicates} duplicates removed)" if self.duplicates else ""
+        text = f"{total} image{'s' if total != 1 else ''}{dup}: {counts['pass']} passed"
+        if counts["unsigned"]:
+            text += f", {counts['unsigned']} accepted UNSIGNED by rule"
+        return text + f", {counts['fail']} failed"
+
+
+def check_references(
+    texts: Sequence[str],
+    settings: Settings,
+    *,
+    workers: int = DEFAULT_WORKERS,
+    on_done: Callable[[Outcome], None] | None = None,
+    notice: Callable[[str], None] | None = None,
+    evaluator: Evaluator | None = None,
+) -> CheckReport:
+    """Check every reference; `on_done` is called (from worker threads, serialised) as each
+    one finishes. Never raises a TrustpullError: failures are in the outcomes."""
+    report = CheckReport()
+    evaluator = evaluator or Evaluator(settings, notice=notice)
+    done_lock = threading.Lock()
+
+    def finished(outcome: Outcome) -> None:
+        if on_done is not None:
+            with done_lock:
+                on_done(outcome)
+
+    slots: dict[str, Outcome] = {}
+    order: list[str] = []
+    groups: dict[str, list[tuple[str, str, Reference]]] = {}
+    for text in texts:
+        try:
+            ref = parse(text)
+        except TrustpullError as error:
+            key = f"invalid:{text}"
+            if key in slots:
+                report.duplicates += 1
+                continue
+            slots[key] = Outcome(input=text, error=error)
+            order.append(key)
+            finished(slots[key])
+            continue
+        key = str(ref)
+        if key in slots or any(key == k for k, _, _ in groups.get(ref.name, [])):
+            report.duplicates += 1
+            continue
+        order.append(key)
+        groups.setdefault(ref.name, []).append((key, text, ref))
+
+    def run_group(items: list[tuple[str, str, Reference]]) -> list[tuple[str, Outcome]]:
+        results = []
+        for key, text, ref in items:
+            outcome = evaluator.check(text, ref)
+            finished(outcome)
+            results.append((key, outcome))
+        return results
+
+    if groups:
+        size = max(1, min(workers, len(groups)))
+        with ThreadPoolExecutor(max_workers=size, thread_name_prefix="trustpull-check") as pool:
+            for results in pool.map(run_group, groups.values()):
+                slots.update(results)
+    report.outcomes = [slots[key] for key in order]
+    report.requests = evaluator.requests
+    return report
