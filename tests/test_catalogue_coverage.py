@@ -74,3 +74,21 @@ def test_matching_rule_is_exact() -> None:
     ]
     assert covering("B07", ["test_B07a_final_root"]) == ["test_B07a_final_root"]
     assert covering("A01", ["test_A011_x", "test_A01xy_z", "test_xA01_y", "test_a01_x"]) == []
+
+
+def test_security_md_table_is_up_to_date() -> None:
+    """SECURITY.md's case table is generated from the catalogue and these tests: regenerate it
+    with `python scripts/security_table.py` when either changes."""
+    import subprocess
+    import sys
+
+    catalogue_ids()  # skip (or fail on CI) like the other checks when the catalogue is missing
+    root = TESTS.parent
+    proc = subprocess.run(
+        [sys.executable, str(root / "scripts" / "security_table.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
