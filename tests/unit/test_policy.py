@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.unit._trust_env import D_ALICE, GUN, REF, Env, env_factory
 from trust.config import load_settings
-from trust.errors import ConfigError, InputError, PolicyError
+from trust.errors import ConfigError, ExpiredError, InputError, PolicyError
 from trust.manifests import (
     pinned_text,
     refs_from_dockerfile,
@@ -15,11 +17,13 @@ from trust.manifests import (
     rewrite,
     yaml_sites,
 )
+from trust.notary.client import NotaryClient
 from trust.policy import (
     BUILTIN_DEFAULT,
     AllOf,
     AtLeast,
     Context,
+    Evaluator,
     Policy,
     Refuse,
     Rule,
@@ -386,3 +390,49 @@ def test_pinned_text_keeps_spelling() -> None:
     assert pinned_text("localhost:5000/app:1", "1", digest) == f"localhost:5000/app:1@{digest}"
     assert pinned_text("app:1@sha256:" + "0" * 64, "1", digest) == f"app:1@{digest}"
     assert pinned_text("app@sha256:" + "0" * 64, "1", digest) == f"app@{digest}"
+
+
+# ------------------------------------------------------------------------------ evaluation
+
+
+@pytest.fixture
+def make_env(isolated_home: Path) -> Iterator[Callable[..., Env]]:
+    yield from env_factory()
+
+
+def test_named_signer_failure_is_a_verification_failure(make_env: Callable[..., Env]) -> None:
+    """E06 for policy signers: an expired targets/alice named by a rule refuses (exit 5);
+    unnamed, it is skipped with a warning as before."""
+    env = make_env(publish=False)
+    repo = env.builder.publish()
+    env.serve(env.sw.rechain(env.sw.expire(repo, "targets/alice"), ["targets/alice"]))
+    data = env.update()
+    assert "targets/alice" not in data.roles
+    assert any("targets/alice" in w for w in env.warnings)
+    with pytest.raises(ExpiredError):
+        NotaryClient(env.settings, required_roles=frozenset({"targets/alice"})).update(parse(REF))
+    policy = Policy((Rule("need-alice", 0, Scope(), signers=("alice",)),), "test")
+    outcome = Evaluator(env.settings, policy, notice=env.warnings.append).check(f"{GUN}:alice-only")
+    assert isinstance(outcome.error, ExpiredError) and outcome.exit_code == 5
+
+
+def test_signers_and_unsigned_verdicts(make_env: Callable[..., Env]) -> None:
+    env = make_env()
+    policy = Policy((Rule("need-alice", 0, Scope(), signers=("alice",)),), "test")
+    evaluator = Evaluator(env.settings, policy, notice=env.warnings.append)
+    ok = evaluator.check(f"{GUN}:alice-only")
+    assert ok.verdict == "pass" and ok.resolutions[0].digest == "sha256:" + D_ALICE
+    missing = evaluator.check(f"{GUN}:1.0")
+    assert missing.exit_code == 9 and "alice" in missing.reason
+    default = Evaluator(env.settings, Policy((), "test")).check(f"{GUN}:alice-only")
+    assert default.exit_code == 9  # not signed in releases/targets: a rule not met
+    assert Evaluator(env.settings).check(f"{GUN}:alice-only").exit_code == 4  # no policy
+
+    other = f"{GUN}-unsigned:1.0"  # the trust server has nothing for this repository
+    lenient = Policy((Rule("legacy", 0, Scope(), allow_unsigned=True, origin="p:1"),), "p")
+    outcome = Evaluator(env.settings, lenient).check(other)
+    assert outcome.verdict == "unsigned", outcome.reason
+    assert outcome.reason.startswith("UNSIGNED, accepted by rule legacy (p:1)")
+    assert Evaluator(env.settings, Policy((), "p")).check(other).exit_code == 9
+    # the rule accepts no trust data at all, not an unsigned tag of a signed repository
+    assert Evaluator(env.settings, lenient).check(f"{GUN}:never-signed").exit_code == 9
