@@ -2,51 +2,19 @@
 
 Kept apart from cli/main.py so that file stays small; no trust logic here either: references
 are collected by `trust.manifests`, checked by `trust.check`/`trust.policy`, and rendered here.
-Helpers of cli/main.py are imported inside the command bodies (this module is imported by
-cli/main.py at its end).
+Shared plumbing comes from cli/common.py (this module is imported by cli/main.py at its end).
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
-from trust.errors import EXIT_CODES
-
-_EXIT_TABLE = "\n".join(f"  {code}  {meaning}" for code, meaning in EXIT_CODES.items())
-_EPILOG = f"\b\nExit codes:\n{_EXIT_TABLE}"
-
-
-def _options(func: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
-        click.option("--config", "config", metavar="FILE", help="Configuration file (TOML)."),
-        click.option(
-            "--policy",
-            "policy",
-            metavar="FILE",
-            help="Policy rules file ([[rules]]); replaces the config file's rules.",
-        ),
-        click.option(
-            "--output",
-            "-o",
-            "output",
-            type=click.Choice(["text", "json"]),
-            default="text",
-            show_default=True,
-            help="Output format.",
-        ),
-        click.option(
-            "--offline", is_flag=True, help="No network: verify the cached trust data only."
-        ),
-        click.option("--verbose", "-v", is_flag=True, help="Show tracebacks of unexpected errors."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+from cli.common import EPILOG, common_options, load_cli_settings, print_json, run
 
 
 def _notice(text: str) -> None:
@@ -90,7 +58,7 @@ def _collect(
     return texts
 
 
-@click.command("check", epilog=_EPILOG)
+@click.command("check", epilog=EPILOG)
 @click.argument("references", nargs=-1, metavar="[NAME[:TAG|@DIGEST]]...")
 @click.option(
     "-f",
@@ -119,7 +87,7 @@ def _collect(
     help="Repositories verified at the same time.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines; only the table and summary.")
-@_options
+@common_options
 def check_command(
     references: Sequence[str],
     lists: Sequence[str],
@@ -146,7 +114,6 @@ def check_command(
       trustpull check --k8s deploy/*.yaml --dockerfile Dockerfile -o json
       trustpull check -f images.txt registry.example.com/team/app:1.4
     """
-    from cli.main import _run, _settings
 
     def body() -> int:
         from cli.progress import BatchProgress
@@ -159,7 +126,7 @@ def check_command(
             raise click.UsageError(
                 "no images: give references, -f, --compose, --k8s or --dockerfile"
             )
-        settings = _settings(config, offline=offline, policy=policy)
+        settings = load_cli_settings(config, offline=offline, policy=policy)
         progress = BatchProgress(
             len(set(texts)), tty=None if output == "text" and not quiet else False
         )
@@ -195,7 +162,7 @@ def check_command(
         click.echo(report.summary())
         return report.exit_code
 
-    _run(verbose, body)
+    run(verbose, body)
 
 
 # ------------------------------------------------------------------------------ policy show
@@ -206,9 +173,9 @@ def policy_group() -> None:
     """Inspect the signing policy."""
 
 
-@policy_group.command("show", epilog=_EPILOG)
+@policy_group.command("show", epilog=EPILOG)
 @click.argument("references", nargs=-1, required=True, metavar="NAME[:TAG|@DIGEST]...")
-@_options
+@common_options
 def policy_show(
     references: Sequence[str],
     config: str | None,
@@ -223,13 +190,12 @@ def policy_show(
     Example:
       trustpull policy show --policy policy.toml registry.example.com/team/app:1.4
     """
-    from cli.main import _print_json, _run, _settings
 
     def body() -> int:
         from trust.policy import Policy
         from trust.reference import parse
 
-        settings = _settings(config, offline=offline, policy=policy)
+        settings = load_cli_settings(config, offline=offline, policy=policy)
         configured = settings.policy is not None
         active = settings.policy if configured else Policy()
         explained = []
@@ -239,7 +205,7 @@ def policy_show(
             item["policy"] = active.origin if configured else None
             explained.append(item)
         if output == "json":
-            _print_json(explained)
+            print_json(explained)
             return 0
         for item in explained:
             where = item["policy"] or "no policy configured"
@@ -254,7 +220,7 @@ def policy_show(
                 click.echo(f"  also matches, less specific: {other['rule']} ({other['scope']})")
         return 0
 
-    _run(verbose, body)
+    run(verbose, body)
 
 
 # ------------------------------------------------------------------------------ resolve --write

@@ -6,19 +6,16 @@ repository named like a subcommand is pulled with `trustpull pull NAME`.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
 
+from cli.common import EPILOG, EXIT_TABLE, common_options, fail, load_cli_settings, print_json, run
 from trust import __version__
-from trust.errors import EXIT_CODES, TrustpullError, UsageError, combined_exit_code
-
-EXIT_TABLE = "\n".join(f"  {code}  {meaning}" for code, meaning in EXIT_CODES.items())
+from trust.errors import TrustpullError, UsageError, combined_exit_code
 
 MAIN_HELP = f"""Verified docker pulls with Docker Content Trust (Notary v1).
 
@@ -50,81 +47,6 @@ class DefaultCommandGroup(click.Group):
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
             args = [self.default_command, *args]
         return super().parse_args(ctx, args)
-
-
-def _fail(error: TrustpullError, verbose: bool) -> None:
-    click.echo(f"Error: {error.diagnostics()}", err=True)
-    if verbose and error.__cause__ is not None:
-        traceback.print_exception(error.__cause__, file=sys.stderr)
-
-
-def _run(verbose: bool, body: Callable[[], int]) -> None:
-    """Run a command body; map errors to exit codes. Unexpected exceptions are exit 1."""
-    try:
-        code = body()
-    except TrustpullError as error:
-        _fail(error, verbose)
-        code = error.exit_code
-    except click.exceptions.Exit:
-        raise
-    except click.ClickException:
-        raise
-    except Exception as error:  # the one place a bug becomes exit 1 with a message
-        click.echo(f"Error: internal error: {type(error).__name__}: {error}", err=True)
-        if verbose:
-            traceback.print_exc()
-        code = 1
-    sys.exit(code)
-
-
-def _settings(
-    config: str | None,
-    *,
-    disable_trust: bool = False,
-    offline: bool = False,
-    policy: str | None = None,
-) -> Any:
-    from trust.config import load_settings
-
-    return load_settings(
-        os.environ,
-        config_file=config,
-        content_trust=False if disable_trust else None,
-        offline=offline,
-        policy_file=policy,
-    )
-
-
-def _print_json(value: object) -> None:
-    click.echo(json.dumps(value, indent=4))
-
-
-def _common(func: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
-        click.option("--config", "config", metavar="FILE", help="Configuration file (TOML)."),
-        click.option(
-            "--output",
-            "-o",
-            "output",
-            type=click.Choice(["text", "json"]),
-            default="text",
-            show_default=True,
-            help="Output format.",
-        ),
-        click.option(
-            "--offline", is_flag=True, help="No network: verify the cached trust data only."
-        ),
-        click.option("--verbose", "-v", is_flag=True, help="Show tracebacks of unexpected errors."),
-        click.option(
-            "--policy",
-            "policy",
-            metavar="FILE",
-            help="Policy rules file ([[rules]]); replaces the config file's rules.",
-        ),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
 
 
 @click.group(
@@ -168,7 +90,7 @@ class TextReporter:
         )
 
 
-@main.command("pull", epilog=f"\b\nExit codes:\n{EXIT_TABLE}")
+@main.command("pull", epilog=EPILOG)
 @click.argument("references", nargs=-1, required=True, metavar="NAME[:TAG|@DIGEST]...")
 @click.option("--all-tags", "-a", is_flag=True, help="Pull every signed tag (each by digest).")
 @click.option(
@@ -186,7 +108,7 @@ class TextReporter:
     is_flag=True,
     help="Store credentials typed at the login prompt (credential helper, else config.json).",
 )
-@_common
+@common_options
 def pull_command(
     references: Sequence[str],
     all_tags: bool,
@@ -212,7 +134,9 @@ def pull_command(
     def body() -> int:
         from trust.pull import NullReporter, pull
 
-        settings = _settings(config, disable_trust=disable_trust, offline=offline, policy=policy)
+        settings = load_cli_settings(
+            config, disable_trust=disable_trust, offline=offline, policy=policy
+        )
         if not settings.content_trust:
             click.echo("WARNING: content trust is off: the image is not verified", err=True)
             if settings.policy is not None:
@@ -239,15 +163,15 @@ def pull_command(
                 _save_credentials(result, settings)
             if output == "text":
                 if result.error is not None:
-                    _fail(result.error, verbose)
+                    fail(result.error, verbose)
                 elif result.reference is not None:
                     ref = result.reference
                     click.echo(ref.name if all_tags else str(ref))
         if output == "json":
-            _print_json([item for r in results for item in r.to_json()])
+            print_json([item for r in results for item in r.to_json()])
         return combined_exit_code(r.exit_code for r in results)
 
-    _run(verbose, body)
+    run(verbose, body)
 
 
 def _login_prompt() -> Callable[[str, TrustpullError], Any]:
@@ -292,7 +216,7 @@ def _save_credentials(result: Any, settings: Any) -> None:
 # ------------------------------------------------------------------------------------ resolve
 
 
-@main.command("resolve", epilog=f"\b\nExit codes:\n{EXIT_TABLE}")
+@main.command("resolve", epilog=EPILOG)
 @click.argument("references", nargs=-1, metavar="NAME[:TAG|@DIGEST]...")
 @click.option("--all-tags", "-a", is_flag=True, help="Every signed tag of each repository.")
 @click.option(
@@ -309,7 +233,7 @@ def _save_credentials(result: Any, settings: Any) -> None:
     help="With --write: change nothing, fail "
     "(exit 9) unless every image is already pinned to its verified digest.",
 )
-@_common
+@common_options
 def resolve_command(
     references: Sequence[str],
     all_tags: bool,
@@ -336,10 +260,13 @@ def resolve_command(
 
         if not write_files or references or all_tags:
             raise click.UsageError("--write FILE... takes no references; --check needs --write")
-        _run(
+        run(
             verbose,
             lambda: resolve_write(
-                write_files, _settings(config, offline=offline, policy=policy), check_only, output
+                write_files,
+                load_cli_settings(config, offline=offline, policy=policy),
+                check_only,
+                output,
             ),
         )
     if not references:
@@ -349,7 +276,7 @@ def resolve_command(
         from trust.pull import resolve_reference
         from trust.reference import parse
 
-        settings = _settings(config, offline=offline, policy=policy)
+        settings = load_cli_settings(config, offline=offline, policy=policy)
         codes: list[int] = []
         items: list[dict[str, object]] = []
 
@@ -369,7 +296,7 @@ def resolve_command(
                 if output == "json":
                     items.append({"input": text, "error": error.to_json()})
                 else:
-                    _fail(error, verbose)
+                    fail(error, verbose)
                 continue
             codes.append(0)
             for resolution in resolutions:
@@ -378,16 +305,16 @@ def resolve_command(
                 else:
                     click.echo(resolution.reference)
         if output == "json":
-            _print_json(items)
+            print_json(items)
         return combined_exit_code(codes)
 
-    _run(verbose, body)
+    run(verbose, body)
 
 
 # ------------------------------------------------------------------------------------ inspect
 
 
-@main.command("inspect", epilog=f"\b\nExit codes:\n{EXIT_TABLE}")
+@main.command("inspect", epilog=EPILOG)
 @click.argument("references", nargs=-1, required=True, metavar="NAME[:TAG]...")
 @click.option(
     "--pretty", is_flag=True, help="Human-friendly tables, as docker trust inspect --pretty."
@@ -413,7 +340,7 @@ def inspect_command(
         from trust.resolve import inspect_repository
         from trust.sources import inspect_with_source, select_source
 
-        settings = _settings(config, offline=offline)
+        settings = load_cli_settings(config, offline=offline)
         codes: list[int] = []
         documents: list[dict[str, object]] = []
         for text in references:
@@ -435,14 +362,14 @@ def inspect_command(
                 codes.append(0)
             except TrustpullError as error:
                 codes.append(error.exit_code)
-                _fail(error, verbose)
+                fail(error, verbose)
         if pretty:
             click.echo(render_inspect_pretty(documents), nl=False)
         else:
-            _print_json(documents)
+            print_json(documents)
         return combined_exit_code(codes)
 
-    _run(verbose, body)
+    run(verbose, body)
 
 
 from cli.batch import check_command, policy_group  # noqa: E402  (commands in their own file)

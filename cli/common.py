@@ -1,0 +1,95 @@
+"""Plumbing shared by every command: options, settings, error-to-exit-code mapping, JSON.
+
+The commands (cli/main.py, cli/batch.py) only parse options, call the library and render.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from trust.errors import EXIT_CODES, TrustpullError
+
+EXIT_TABLE = "\n".join(f"  {code}  {meaning}" for code, meaning in EXIT_CODES.items())
+EPILOG = f"\b\nExit codes:\n{EXIT_TABLE}"
+
+
+def fail(error: TrustpullError, verbose: bool) -> None:
+    click.echo(f"Error: {error.diagnostics()}", err=True)
+    if verbose and error.__cause__ is not None:
+        traceback.print_exception(error.__cause__, file=sys.stderr)
+
+
+def run(verbose: bool, body: Callable[[], int]) -> None:
+    """Run a command body; map errors to exit codes. Unexpected exceptions are exit 1."""
+    try:
+        code = body()
+    except TrustpullError as error:
+        fail(error, verbose)
+        code = error.exit_code
+    except click.exceptions.Exit:
+        raise
+    except click.ClickException:
+        raise
+    except Exception as error:  # the one place a bug becomes exit 1 with a message
+        click.echo(f"Error: internal error: {type(error).__name__}: {error}", err=True)
+        if verbose:
+            traceback.print_exc()
+        code = 1
+    sys.exit(code)
+
+
+def load_cli_settings(
+    config: str | None,
+    *,
+    disable_trust: bool = False,
+    offline: bool = False,
+    policy: str | None = None,
+) -> Any:
+    from trust.config import load_settings
+
+    return load_settings(
+        os.environ,
+        config_file=config,
+        content_trust=False if disable_trust else None,
+        offline=offline,
+        policy_file=policy,
+    )
+
+
+def print_json(value: object) -> None:
+    click.echo(json.dumps(value, indent=4))
+
+
+def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--config", "config", metavar="FILE", help="Configuration file (TOML)."),
+        click.option(
+            "--output",
+            "-o",
+            "output",
+            type=click.Choice(["text", "json"]),
+            default="text",
+            show_default=True,
+            help="Output format.",
+        ),
+        click.option(
+            "--offline", is_flag=True, help="No network: verify the cached trust data only."
+        ),
+        click.option("--verbose", "-v", is_flag=True, help="Show tracebacks of unexpected errors."),
+        click.option(
+            "--policy",
+            "policy",
+            metavar="FILE",
+            help="Policy rules file ([[rules]]); replaces the config file's rules.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
