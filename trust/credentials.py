@@ -161,6 +161,23 @@ def _helper_for(doc: Mapping[str, Any], key: str, where: str) -> str | None:
     return helper
 
 
+def _call_helper(
+    executable: str, verb: str, stdin: str, environ: Mapping[str, str], failure: str
+) -> subprocess.CompletedProcess[bytes]:
+    """Run `docker-credential-<x> <verb>` with `stdin`, bounded in time; no shell, ever."""
+    try:
+        return subprocess.run(
+            [executable, verb],
+            input=stdin.encode("utf-8"),
+            capture_output=True,
+            env=dict(environ),
+            timeout=_HELPER_TIMEOUT,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise AuthError(f"{failure}: {exc}") from None
+
+
 def _run_helper(helper: str, key: str, environ: Mapping[str, str]) -> RegistryAuth | None:
     """`docker-credential-<helper> get` with the server address on stdin (native_store.go)."""
     program = f"docker-credential-{helper}"
@@ -171,17 +188,9 @@ def _run_helper(helper: str, key: str, environ: Mapping[str, str]) -> RegistryAu
             "credential helper %s not found on PATH; no credentials for %s", program, key
         )
         return None
-    try:
-        proc = subprocess.run(
-            [executable, "get"],
-            input=key.encode("utf-8"),
-            capture_output=True,
-            env=dict(environ),
-            timeout=_HELPER_TIMEOUT,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise AuthError(f"error getting credentials from {program}: {exc}") from None
+    proc = _call_helper(
+        executable, "get", key, environ, f"error getting credentials from {program}"
+    )
     out = proc.stdout.decode("utf-8", "replace").strip()
     if proc.returncode != 0:
         if "credentials not found" in out.lower():
@@ -287,17 +296,9 @@ def _store_with_helper(
     else:
         username, secret = auth.username, auth.password
     payload = json.dumps({"ServerURL": key, "Username": username, "Secret": secret})
-    try:
-        proc = subprocess.run(
-            [executable, "store"],
-            input=payload.encode("utf-8"),
-            capture_output=True,
-            env=dict(environ),
-            timeout=_HELPER_TIMEOUT,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise AuthError(f"error storing credentials with {program}: {exc}") from None
+    proc = _call_helper(
+        executable, "store", payload, environ, f"error storing credentials with {program}"
+    )
     if proc.returncode != 0:
         detail = (proc.stdout or proc.stderr).decode("utf-8", "replace").strip()
         raise AuthError(f"error storing credentials with {program}: {detail[:300]}")

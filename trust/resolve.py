@@ -29,6 +29,7 @@ __all__ = [
     "list_signed_tags",
     "lookup_tag",
     "natural_key",
+    "pinned_reference",
     "resolution_for",
 ]
 
@@ -172,17 +173,21 @@ def root_key_id(data: TrustData) -> str:
     return ids[0] if ids else ""
 
 
+def pinned_reference(ref: Reference, tag: str, digest: str) -> Reference:
+    """`NAME@sha256:X` stays digest-only; anything else is pinned to `NAME:TAG@sha256:X`."""
+    pinned = ref.trimmed()
+    if ref.digest is None or ref.tag_given:
+        pinned = pinned.with_tag(tag)
+    return pinned.with_digest(digest)
+
+
 def resolution_for(
     data: TrustData, ref: Reference, target: SignedTarget, trust_server: str
 ) -> Resolution:
     """The answer for `ref`: `NAME@sha256:X` stays digest-only, anything else is pinned
     to `NAME:TAG@sha256:X`; `tag` is always the signed tag that vouches for the digest."""
-    pinned = ref.trimmed()
-    if ref.digest is None or ref.tag_given:
-        pinned = pinned.with_tag(target.tag)
-    pinned = pinned.with_digest(target.digest)
     return Resolution(
-        reference=str(pinned),
+        reference=str(pinned_reference(ref, target.tag, target.digest)),
         name=ref.name,
         tag=target.tag,
         digest=target.digest,

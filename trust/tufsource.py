@@ -56,7 +56,7 @@ from trust.errors import (
     VerificationError,
 )
 from trust.reference import Reference
-from trust.resolve import REPO_ADMIN, Resolution, natural_key
+from trust.resolve import REPO_ADMIN, Resolution, natural_key, pinned_reference
 from trust.sources import TrustSourceConfig
 from trust.transport import TrustServerSession, parse_challenges
 
@@ -570,10 +570,7 @@ class TufSource:
         return tuple(sorted(set(names))) or (REPO_ADMIN,)
 
     def _resolution(self, updater: _Updater, ref: Reference, signed: _Signed) -> Resolution:
-        pinned = ref.trimmed()
-        if ref.digest is None or ref.tag_given:
-            pinned = pinned.with_tag(signed.tag)
-        pinned = pinned.with_digest(signed.digest)
+        pinned = pinned_reference(ref, signed.tag, signed.digest)
         root_ids = sorted(updater.trusted_root.roles["root"].keyids)
         return Resolution(
             reference=str(pinned),
