@@ -24,6 +24,7 @@ from tests.unit._notary_helpers import (
     trustdata,
 )
 from trust.errors import CertificateError, MalformedError
+from trust.notary.cjson import loads_strict
 from trust.notary.keys import PublicKey, key_from_certificates, key_id_for
 
 MESSAGE = b'{"_type":"Targets","version":1}'
@@ -59,7 +60,10 @@ def test_every_real_key_id_recomputes(relative: str) -> None:
     try:
         document = load_json(relative)
     except ValueError:
-        pytest.skip("not JSON (negative material for the parser, not for keys)")
+        # Negative material for the JSON parser, not for keys: the strict loader must refuse it.
+        with pytest.raises(MalformedError):
+            loads_strict((TRUSTDATA / relative).read_bytes())
+        return
     for declared, obj in _keys_in(document).items():
         if relative.endswith("wrong_key_format.json") and obj["keyval"]["public"] == "iamwrong":
             # Tampered on purpose: the declared ID no longer matches the (junk) content.
