@@ -9,11 +9,10 @@ id (`test_B07a_…`, `test_B13b_…`), as the catalogue itself splits cases into
 from __future__ import annotations
 
 import ast
-import os
 import re
 from pathlib import Path
 
-import pytest
+from tests.ci import skip_or_fail
 
 TESTS = Path(__file__).resolve().parent
 ATTACKS = Path(__file__).resolve().parents[1].parent / "shared" / "spec" / "attacks.md"
@@ -26,9 +25,7 @@ def catalogue_ids() -> list[str]:
     """The case ids of attacks.md, in catalogue order; fail on CI, skip elsewhere, if missing."""
     if not ATTACKS.is_file():
         message = f"attack catalogue missing: {ATTACKS}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_or_fail(message)
     return _CASE_RE.findall(ATTACKS.read_text(encoding="utf-8"))
 
 

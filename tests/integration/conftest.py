@@ -6,7 +6,6 @@ so a developer without the Debian packages can still run the unit tests.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 import pytest
 
 from fixtures.stack import Stack, StackError, ensure_installed
+from tests.ci import skip_or_fail
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -33,9 +33,7 @@ def stack() -> Iterator[Stack]:
         started = Stack().start()
     except (StackError, OSError) as exc:
         message = f"test stack did not start: {exc}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_or_fail(message)
     print(f"\ntest stack up in {started.startup_seconds:.2f}s at {started.dir}", file=sys.stderr)
     try:
         yield started

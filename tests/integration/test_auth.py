@@ -34,6 +34,7 @@ from fixtures.stack import (
     StackError,
     free_port,
 )
+from tests.ci import skip_or_fail
 from trust.config import Limits
 from trust.credentials import RegistryAuth
 from trust.transport import TrustServerSession
@@ -76,9 +77,7 @@ def auth(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Aut
         servers.start()
     except (StackError, OSError, subprocess.CalledProcessError) as exc:
         message = f"authenticated test servers did not start: {exc}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_or_fail(message)
     try:
         yield servers
     finally:

@@ -10,13 +10,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
+from tests.ci import skip_or_fail
 from trust.config import TrustPinning
 from trust.notary.cjson import encode_canonical
 from trust.notary.keys import PublicKey, key_from_certificates
@@ -34,13 +34,10 @@ TRUSTDATA = SHARED / "realworld" / "trustdata"
 
 def trustdata(relative: str) -> Path:
     """A path under shared/realworld/trustdata; fail in CI, skip elsewhere, when it is missing."""
-    import os
 
     path = TRUSTDATA / relative
     if not path.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"real trust data missing: {path}")
-        pytest.skip(f"real trust data missing: {path}")
+        skip_or_fail(f"real trust data missing: {path}")
     return path
 
 

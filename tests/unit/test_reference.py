@@ -8,7 +8,6 @@ follow the upstream extraction. Without the file the vector tests skip locally a
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from tests.ci import skip_or_fail
 from trust.errors import InvalidReferenceError
 from trust.reference import (
     ANCHORED_IDENTIFIER_RE,
@@ -85,9 +85,7 @@ SUITE_COUNTS = {
 
 def _missing() -> None:
     message = f"reference vectors not found at {VECTORS_PATH}"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    skip_or_fail(message)
 
 
 def suite(name: str) -> list[Any]:

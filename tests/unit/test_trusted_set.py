@@ -11,7 +11,6 @@ import base64
 import datetime as dt
 import hashlib
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from cryptography import x509
 
 from fixtures.notarygen import Repo, RepoBuilder
 from fixtures.swizzle import Swizzler
+from tests.ci import skip_or_fail
 from trust.config import Limits
 from trust.errors import (
     CertificateError,
@@ -233,9 +233,7 @@ class RealSet:
 
 def _require(path: Path) -> Path:
     if not path.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"real trust data missing: {path}")
-        pytest.skip(f"real trust data missing: {path}")
+        skip_or_fail(f"real trust data missing: {path}")
     return path
 
 
