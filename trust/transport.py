@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import http.cookiejar
 import ipaddress
 import json
@@ -171,6 +172,31 @@ def parse_challenges(headers: Iterable[str]) -> list[Challenge]:
 
 
 def _tls_context(docker_config: Path, netloc: str) -> ssl.SSLContext:
+    """The TLS context for a trust server, built once per process for the same certificate files.
+
+    Building one costs ~40 ms of CPU (the system store); `trustpull check` opens a session per
+    repository. The key includes each file's name, size and mtime, so a changed CA is reloaded.
+    """
+    if not netloc or netloc in (".", "..") or "/" in netloc or "\\" in netloc:
+        raise InputError(f"invalid trust server host {netloc!r}")
+    directory = docker_config / "tls" / netloc
+    try:
+        stamp = tuple(
+            sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in directory.iterdir())
+        )
+    except OSError:
+        stamp = ()
+    return _cached_tls_context(str(docker_config), netloc, stamp)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_tls_context(
+    docker_config: str, netloc: str, stamp: tuple[tuple[str, int, int], ...]
+) -> ssl.SSLContext:
+    return _build_tls_context(Path(docker_config), netloc)
+
+
+def _build_tls_context(docker_config: Path, netloc: str) -> ssl.SSLContext:
     """System and certifi roots plus `<docker_config>/tls/<host[:port]>/` (dct.md §1.5).
 
     Mirrors docker's `ReadCertsDirectory`: `*.crt` are extra CAs (added, not replacing), each
