@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from fixtures.tlsgen import CertificateAuthority, make_ca
+from tests.unit._trust_env import FAST
 from trust.config import Limits
 from trust.errors import AuthError, ConfigError, InputError, LengthError, NetworkError
 from trust.transport import (
@@ -35,16 +36,6 @@ from trust.transport import (
 
 GUN = "registry.test/org/app"
 TUF = f"/v2/{GUN}/_trust/tuf/"
-FAST = Limits(
-    connect_timeout=1.0,
-    read_timeout=1.0,
-    file_timeout=2.0,
-    total_timeout=10.0,
-    ping_timeout=1.0,
-    retries=2,
-    retry_backoff=0.01,
-    retry_after_cap=0.05,
-)
 
 
 # ------------------------------------------------------------------------------ test server
