@@ -78,23 +78,26 @@ def check_references(
 
     slots: dict[str, Outcome] = {}
     order: list[str] = []
+    seen: set[str] = set()
     groups: dict[str, list[tuple[str, str, Reference]]] = {}
     for text in texts:
         try:
             ref = parse(text)
         except TrustpullError as error:
             key = f"invalid:{text}"
-            if key in slots:
+            if key in seen:
                 report.duplicates += 1
                 continue
+            seen.add(key)
             slots[key] = Outcome(input=text, error=error)
             order.append(key)
             finished(slots[key])
             continue
         key = str(ref)
-        if key in slots or any(key == k for k, _, _ in groups.get(ref.name, [])):
+        if key in seen:
             report.duplicates += 1
             continue
+        seen.add(key)
         order.append(key)
         groups.setdefault(ref.name, []).append((key, text, ref))
 

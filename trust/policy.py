@@ -28,7 +28,7 @@ import dataclasses
 import datetime as dt
 import re
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -1095,8 +1095,3 @@ def resolve_with_policy(
         worst = combined_exit_code(e.exit_code for e in errors)
         raise next(e for e in errors if e.exit_code == worst)
     return results
-
-
-def iter_unique(items: Iterable[str]) -> list[str]:
-    """Order-preserving de-duplication."""
-    return list(dict.fromkeys(items))
