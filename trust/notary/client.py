@@ -18,8 +18,9 @@ One `update()` call runs the whole workflow for one GUN under the cache lock:
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -42,7 +43,7 @@ from trust.errors import (
 from trust.notary.cache import TrustCache
 from trust.notary.cjson import loads_strict
 from trust.notary.metadata import FileMeta
-from trust.notary.trusted_set import RELEASES_ROLE, TrustData, TrustedSet
+from trust.notary.trusted_set import RELEASES_ROLE, TrustData, TrustedSet, check_meta
 from trust.reference import Reference
 
 __all__ = ["MetadataSource", "NotaryClient", "UpdateStats", "trust_server_for"]
@@ -161,7 +162,7 @@ class NotaryClient:
         domain = gun.split("/", 1)[0]
 
         def credentials() -> object:
-            return resolve_registry_auth(domain, settings.docker_config, _environ())
+            return resolve_registry_auth(domain, settings.docker_config, os.environ)
 
         return TrustServerSession(
             server,
@@ -173,12 +174,6 @@ class NotaryClient:
 
     def warn(self, text: str) -> None:
         self._warn_sink(text)
-
-
-def _environ() -> Mapping[str, str]:
-    import os
-
-    return os.environ
 
 
 class _Run:
@@ -365,8 +360,6 @@ class _Run:
         current = self.trusted.root
         assert current is not None
         data = self.fetch(f"root.{meta.hex()}", min(meta.length, self.limits.root_max_bytes))
-        from trust.notary.trusted_set import check_meta
-
         check_meta("root", data, meta)
         if _peek_version(data) <= current.version:
             # attacks.md C05: the snapshot binds a root that is not newer than ours.
@@ -419,8 +412,6 @@ class _Run:
             # B04; notary loses the floor this way, dct.md §6.12). Reuse still needs a match.
             cached = self.read_cache(role, self.limits.metadata_max_bytes)
         if cached is not None and len(cached) <= meta.length:
-            from trust.notary.trusted_set import check_meta
-
             try:
                 check_meta(role, cached, meta)
                 return cached, False
