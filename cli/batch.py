@@ -1,7 +1,7 @@
 """`trustpull check`, `trustpull policy show` and `resolve --write`: commands over many images.
 
 Kept apart from cli/main.py so that file stays small; no trust logic here either: references
-are collected by `trust.manifests`, checked by `trust.check`/`trust.policy`, and rendered here.
+are collected by `trust.manifests`, checked by `trust.batch`/`trust.policy`, and rendered here.
 Shared plumbing comes from cli/common.py (this module is imported by cli/main.py at its end).
 """
 
@@ -10,15 +10,22 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
-from cli.common import EPILOG, common_options, load_cli_settings, print_json, run
+from cli.common import (
+    EPILOG,
+    common_options,
+    load_cli_config,
+    notice,
+    print_json,
+    run,
+    service_for,
+)
 
-
-def _notice(text: str) -> None:
-    click.echo(text if text.startswith("trust on first use") else f"WARNING: {text}", err=True)
+if TYPE_CHECKING:
+    from trust.config import Configuration
 
 
 def _short(digest: str | None) -> str:
@@ -118,32 +125,28 @@ def check_command(
     def body() -> int:
         from cli.progress import BatchProgress
         from cli.render import tabwrite
-        from trust.check import check_references
-        from trust.policy import Outcome
+        from trust.batch import check_references
+        from trust.service import Verification
 
         texts = _collect(references, lists, compose, k8s, dockerfile, build_args)
         if not texts:
             raise click.UsageError(
                 "no images: give references, -f, --compose, --k8s or --dockerfile"
             )
-        settings = load_cli_settings(config, offline=offline, policy=policy)
+        service = service_for(load_cli_config(config, offline=offline, policy=policy))
         progress = BatchProgress(
             len(set(texts)), tty=None if output == "text" and not quiet else False
         )
 
-        def done(outcome: Outcome) -> None:
+        def done(outcome: Verification) -> None:
             progress.finished(outcome.verdict.upper(), outcome.input, outcome.reason)
 
         try:
-            report = check_references(
-                texts, settings, workers=workers, on_done=done, notice=_notice
-            )
+            report = check_references(texts, service, workers=workers, on_done=done)
         finally:
             progress.close()
         if output == "json":
-            import json
-
-            click.echo(json.dumps([o.to_json() for o in report.outcomes], indent=4))
+            print_json([o.to_json() for o in report.outcomes])
             click.echo(report.summary(), err=True)
             return report.exit_code
         rows = [["VERDICT", "IMAGE", "DIGEST", "RULE", "REASON"]]
@@ -195,9 +198,9 @@ def policy_show(
         from trust.policy import Policy
         from trust.reference import parse
 
-        settings = load_cli_settings(config, offline=offline, policy=policy)
-        configured = settings.policy is not None
-        active = settings.policy if configured else Policy()
+        configured_policy = load_cli_config(config, offline=offline, policy=policy).policy
+        configured = configured_policy is not None
+        active = configured_policy if configured_policy is not None else Policy()
         explained = []
         for text in references:
             item = active.explain(parse(text))
@@ -226,14 +229,14 @@ def policy_show(
 # ------------------------------------------------------------------------------ resolve --write
 
 
-def resolve_write(files: Sequence[str], settings: Any, check_only: bool, output: str) -> int:
+def resolve_write(
+    files: Sequence[str], configuration: Configuration, check_only: bool, output: str
+) -> int:
     """`resolve --write FILE...` (and `--check`): pin every image to its verified digest."""
     from trust.errors import PolicyError, TrustpullError, combined_exit_code
     from trust.manifests import pinned_text, read_text, rewrite, yaml_sites
-    from trust.policy import Evaluator, UnsignedAccepted
-    from trust.reference import parse
 
-    evaluator = Evaluator(settings, notice=_notice)
+    service = service_for(configuration)
     codes: list[int] = []
     items: list[dict[str, object]] = []
     for path in files:
@@ -244,8 +247,16 @@ def resolve_write(files: Sequence[str], settings: Any, check_only: bool, output:
         for site in sites:
             item: dict[str, object] = {"file": path, "line": site.line, "input": site.text}
             try:
-                ref = parse(site.text)
-                resolutions = evaluator.resolve(ref)
+                verification = service.verify(site.text)
+                ref = verification.reference
+                assert ref is not None
+                if verification.unsigned is not None:
+                    notice(f"{site.origin}: {verification.unsigned}; left as it is")
+                    item["unsigned"] = verification.unsigned
+                    codes.append(0)
+                    items.append(item)
+                    continue
+                resolutions = verification.resolutions
                 new = pinned_text(site.text, resolutions[0].tag, resolutions[0].digest)
                 item["reference"] = new
                 if check_only and (ref.digest is None or new != site.text):
@@ -256,10 +267,6 @@ def resolve_write(files: Sequence[str], settings: Any, check_only: bool, output:
                 if new != site.text:
                     changes[site] = new
                 codes.append(0)
-            except UnsignedAccepted as accepted:
-                _notice(f"{site.origin}: {accepted.message}; left as it is")
-                item["unsigned"] = accepted.message
-                codes.append(0)
             except TrustpullError as error:
                 if check_only and error.exit_code == 4:
                     error = PolicyError(
@@ -267,7 +274,7 @@ def resolve_write(files: Sequence[str], settings: Any, check_only: bool, output:
                         f"{error.message}"
                     )
                 elif not error.message.startswith(site.origin):
-                    error.message = f"{site.origin}: {error.message}"
+                    error = error.derive(prefix=f"{site.origin}: ")
                 item["error"] = error.to_json()
                 codes.append(error.exit_code)
                 if output != "json":
@@ -286,7 +293,5 @@ def resolve_write(files: Sequence[str], settings: Any, check_only: bool, output:
             verb = "pinned to verified digests" if check_only else "already pinned"
             click.echo(f"{path}: every image {verb}")
     if output == "json":
-        import json
-
-        click.echo(json.dumps(items, indent=4))
+        print_json(items)
     return combined_exit_code(codes)

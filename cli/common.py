@@ -10,11 +10,15 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from trust.errors import EXIT_CODES, TrustpullError
+
+if TYPE_CHECKING:
+    from trust.config import Configuration
+    from trust.service import TrustService
 
 EXIT_TABLE = "\n".join(f"  {code}  {meaning}" for code, meaning in EXIT_CODES.items())
 EPILOG = f"\b\nExit codes:\n{EXIT_TABLE}"
@@ -45,22 +49,37 @@ def run(verbose: bool, body: Callable[[], int]) -> None:
     sys.exit(code)
 
 
-def load_cli_settings(
+def load_cli_config(
     config: str | None,
     *,
     disable_trust: bool = False,
     offline: bool = False,
     policy: str | None = None,
-) -> Any:
-    from trust.config import load_settings
+) -> Configuration:
+    """The settings and policy for this run: command line over environment over file."""
+    from trust.config import load_config
 
-    return load_settings(
+    return load_config(
         os.environ,
         config_file=config,
         content_trust=False if disable_trust else None,
         offline=offline,
         policy_file=policy,
     )
+
+
+def notice(text: str) -> None:
+    """The library's notices on stderr: trust-on-first-use lines as they are, others as
+    warnings."""
+    plain = text.startswith(("trust on first use", "first use of"))
+    click.echo(text if plain else f"WARNING: {text}", err=True)
+
+
+def service_for(configuration: Configuration) -> TrustService:
+    """The one verification service every command asks."""
+    from trust.service import TrustService
+
+    return TrustService(configuration.settings, configuration.policy, notice=notice)
 
 
 def print_json(value: object) -> None:

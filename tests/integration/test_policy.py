@@ -250,10 +250,15 @@ def test_at_least_k_of_n_signers(world: World) -> None:
         f"{s}:ab": "pass",
         f"{s}:a": "fail",
         f"{s}:split": "fail",
-        f"{s}:two": "pass",
+        # alice and bob agree, carol (named by the rule) signed another image: a threshold
+        # counts signatures, it never outvotes a named signer (issue 11 #9; was "pass").
+        f"{s}:two": "fail",
         f"{s}:1.0": "fail",
     }, _why(proc)
-    assert items[f"{s}:two"]["digest"] == d["two-ab"]
+    reason = items[f"{s}:two"]["reason"]
+    assert "disagree" in reason and d["two-ab"] in reason and d["two-carol"] in reason
+    assert "carol signed" in reason and "alice, bob signed" in reason
+    assert items[f"{s}:two"]["error"]["exit_code"] == 9
     assert "only 1 of the 2 required" in items[f"{s}:a"]["reason"]
 
 

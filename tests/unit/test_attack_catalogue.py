@@ -1,8 +1,8 @@
 """Catalogue cases (shared/spec/attacks.md) not covered by test_notary_client.py, end to end.
 
 Same harness as test_notary_client.py: a generated repository (fixtures/notarygen.py) served by
-FixtureServer over real HTTPS on loopback, `trust.pull.pull` with a recording fake engine, and
-`Env.refuse` checking REFUSE + KEEP + NOPULL: the exact error class and exit code, the trust
+FixtureServer over real HTTPS on loopback, `trust.trusted_pull.pull` with a recording fake
+engine, and `Env.refuse` checking REFUSE + KEEP + NOPULL: the exact error class and exit code, the trust
 cache byte-identical, no temporary file, no pull or tag sent to the engine.
 
 The transport module has finer-grained tests of the same faults (tests/unit/test_transport.py);
@@ -38,7 +38,7 @@ from tests.unit._trust_env import (
     baseline_builder,
     env_factory,
 )
-from trust.config import TrustPinning, load_settings
+from trust.config import load_config
 from trust.credentials import RegistryAuth
 from trust.errors import (
     AuthError,
@@ -50,9 +50,10 @@ from trust.errors import (
     NetworkError,
     TrustPinError,
 )
+from trust.lookup import lookup_tag
 from trust.notary.client import trust_server_for
 from trust.reference import parse
-from trust.resolve import lookup_tag
+from trust.settings import TrustPinning
 
 MakeEnv = Callable[..., Env]
 DAY = dt.timedelta(days=1)
@@ -348,7 +349,7 @@ def test_G10_trust_server_url_forms_refused(make_env: MakeEnv, url: str) -> None
     env = make_env()
     value = url.format(host=f"127.0.0.1:{env.server.port}")
     with pytest.raises(InputError):
-        load_settings({"DOCKER_CONTENT_TRUST_SERVER": value})
+        load_config({"DOCKER_CONTENT_TRUST_SERVER": value})
     # Even when handed in directly, an insecure URL never reaches the network.
     if value.startswith("http://"):
         env.refuse(InputError, trust_server_override=value)
@@ -499,7 +500,7 @@ def test_I06_malformed_digests_refused_before_io(make_env: MakeEnv, digest: str)
 def test_I07_docker_hub_forms_normalise_to_one_gun(text: str) -> None:
     ref = parse(text)
     assert ref.name == "docker.io/library/alpine" and ref.tag == "latest"
-    from trust.config import Settings
+    from trust.settings import Settings
 
     assert trust_server_for(ref.domain, Settings()) == "https://notary.docker.io"
 
@@ -564,11 +565,11 @@ def test_J07_credentials_are_chosen_by_the_exact_registry_host(make_env: MakeEnv
         def close(self) -> None:
             return None
 
-    from trust.notary.client import NotaryClient
-    from trust.pull import pull
+    from trust.service import TrustService
+    from trust.trusted_pull import pull
 
-    client = NotaryClient(env.settings, warn=env.warnings.append)
-    result = pull(REF, env.settings, environ={}, engine_factory=Recording, client=client)
+    service = TrustService(env.settings, notice=env.warnings.append)
+    result = pull(REF, env.settings, environ={}, engine_factory=Recording, service=service)
     assert result.error is None
     assert len(seen) == 1 and seen[0] is not None
     assert (seen[0].username, seen[0].password) == ("right", "pw-right")
