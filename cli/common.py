@@ -67,14 +67,18 @@ def print_json(value: object) -> None:
     click.echo(json.dumps(value, indent=4))
 
 
-def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
+def common_options(
+    func: Callable[..., Any] | None = None, *, outputs: tuple[str, ...] = ("text", "json")
+) -> Any:
+    if func is None:
+        return lambda f: common_options(f, outputs=outputs)
     options = [
         click.option("--config", "config", metavar="FILE", help="Configuration file (TOML)."),
         click.option(
             "--output",
             "-o",
             "output",
-            type=click.Choice(["text", "json"]),
+            type=click.Choice(list(outputs)),
             default="text",
             show_default=True,
             help="Output format.",
