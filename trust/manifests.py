@@ -79,7 +79,8 @@ class ImageSite:
     column: int = 0  # 0-based column of the value's first character (a quote, if quoted)
     #: Set for sites whose value cannot be rewritten in place (why not).
     fixed: str | None = None
-    #: What kind of reference: image (YAML), list, from, copy-from, mount-from, syntax, argument.
+    #: What kind of reference: image (YAML), list, command-line, from, copy-from, mount-from,
+    #: syntax, argument (a Dockerfile FROM pinned through its ARG default).
     kind: str = "image"
     #: Dockerfile sites: where the pin is written (None: YAML, located by line/column).
     edit: Edit | None = field(default=None, compare=False)

@@ -231,7 +231,7 @@ def collect(
 ) -> list[ImageSite]:
     """Every image site, each with its file:line (command-line references have line 0)."""
     max_bytes, max_sites = _limits(settings)
-    sites = [ImageSite(text, "", 0, kind="argument") for text in sources.references]
+    sites = [ImageSite(text, "", 0, kind="command-line") for text in sources.references]
     for path in sources.lists:
         if path == "-":
             import sys
