@@ -581,7 +581,10 @@ def _site(
     text = value
     if "$" in value and env is not None:
         text = compose_interpolate(value, env, f"{path}:{line + 1}")
-        fixed = "it uses variable interpolation"
+        fixed = (
+            "it uses variable interpolation (pin the resolved images without editing the "
+            "file: resolve --compose FILE --override OUT)"
+        )
     return ImageSite(text, path, line + 1, column, fixed, kind)
 
 

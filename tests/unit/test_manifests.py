@@ -383,3 +383,45 @@ def test_sarif_validates_and_locates(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert [r["ruleIndex"] for r in results] == [
         [rule["id"] for rule in rules].index(r["ruleId"]) for r in results
     ]
+
+
+# ------------------------------------------------------------------------------ CLI wiring
+
+
+def test_cli_resolve_and_check_call_the_library(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "Dockerfile").write_text("ARG BASE\nFROM $BASE\nFROM r.io/nope:1\n")
+    runner = CliRunner()
+    result = runner.invoke(
+        main,
+        ["check", "-o", "sarif", "--dockerfile", "Dockerfile", "--build-arg", "BASE=r.io/base:2"],
+    )
+    assert result.exit_code == 4, result.output
+    log = json.loads(result.stdout)
+    (only,) = log["runs"][0]["results"]
+    assert only["properties"]["image"] == "r.io/nope:1"
+    assert only["locations"][0]["physicalLocation"]["region"]["startLine"] == 3
+    (tmp_path / "Dockerfile").write_text("ARG BASE\nFROM $BASE\n")
+    result = runner.invoke(
+        main, ["resolve", "--write", "Dockerfile", "--build-arg", "BASE=r.io/base:2"]
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "Dockerfile").read_text() == f"ARG BASE=r.io/base:2@{D2}\nFROM $BASE\n"
+    assert "pinned through the default of ARG BASE" in result.stdout
+    (tmp_path / "compose.yaml").write_text("services:\n  web:\n    image: r.io/app:1\n")
+    result = runner.invoke(main, ["resolve", "--compose", "compose.yaml", "--override", "o.yaml"])
+    assert result.exit_code == 0, result.output
+    assert f'image: "r.io/app:1@{D1}"' in (tmp_path / "o.yaml").read_text()
+    for argv in (
+        ["resolve", "--override", "o.yaml"],
+        ["resolve", "--compose", "c", "--override", "o", "--write", "x"],
+    ):
+        assert runner.invoke(main, argv).exit_code == 2
+    result = runner.invoke(main, ["resolve", "-o", "sarif", "x"])
+    assert result.exit_code == 2  # sarif is check's format only
