@@ -155,10 +155,11 @@ def compose_images(
     docs = _load_yaml(read_text(path, max_bytes), path, max_bytes)
     if len(docs) != 1:
         raise InputError(f"{path}: a compose file is one YAML document")
-    cache: dict[str, Any] = {os.path.abspath(path): _services(docs[0], path)}
+    #: absolute path → (the path as the user or the `extends` spelled it, its services)
+    cache: dict[str, tuple[str, Any]] = {os.path.abspath(path): (path, _services(docs[0], path))}
 
-    def lookup(file: str, name: str, depth: int) -> ServiceImage:
-        services = cache[file]
+    def lookup(key: str, name: str, depth: int) -> ServiceImage:
+        file, services = cache[key]
         service = services.get(name)
         if not hasattr(service, "get"):
             raise InputError(f"{file}: service {name!r} is not a mapping")
@@ -173,28 +174,28 @@ def compose_images(
         if depth > 8:
             raise InputError(f"{file}: extends nested more than 8 deep at {name!r}")
         extends = service["extends"]
-        target_file = file
+        target_key = key
         if isinstance(extends, str):
             target = extends
         elif hasattr(extends, "get") and isinstance(extends.get("service"), str):
             target = extends["service"]
             if extends.get("file") is not None:
                 other = os.path.join(os.path.dirname(file), str(extends["file"]))
-                target_file = os.path.abspath(other)
-                if target_file not in cache:
+                target_key = os.path.abspath(other)
+                if target_key not in cache:
                     others = _load_yaml(read_text(other, max_bytes), other, max_bytes)
                     if len(others) != 1:
                         raise InputError(f"{other}: a compose file is one YAML document")
-                    cache[target_file] = _services(others[0], other)
+                    cache[target_key] = (other, _services(others[0], other))
         else:
             raise InputError(f"{file}: service {name!r}: extends must name a service")
-        if target not in cache[target_file]:
+        if target not in cache[target_key][1]:
             raise InputError(f"{file}: service {name!r} extends unknown service {target!r}")
-        base = lookup(target_file, target, depth + 1)
+        base = lookup(target_key, target, depth + 1)
         return ServiceImage(name, base.site, base.builds, profiles)
 
     main = os.path.abspath(path)
-    found = [lookup(main, str(name), 0) for name in cache[main]]
+    found = [lookup(main, str(name), 0) for name in cache[main][1]]
     return docs[0], found
 
 
@@ -295,12 +296,12 @@ def _file_sites(
     if kind == "compose":
         env = compose_environment(path, env_file)
         _doc, images = compose_images(path, env)
-        outside = [i for i in images if i.site and i.site.path != path]
-        for image in outside:
-            raise InputError(
-                f"{path}: service {image.service!r} takes its image from {image.site.origin} "  # type: ignore[union-attr]
-                "(extends): pin that file"
-            )
+        for image in images:
+            if image.site is not None and image.site.path != path:
+                raise InputError(
+                    f"{path}: service {image.service!r} takes its image from "
+                    f"{image.site.origin} (extends): pin that file"
+                )
         return kind, yaml_sites(text, path, "compose", env=env, max_sites=max_sites)[1]
     return kind, yaml_sites(text, path, "k8s", max_sites=max_sites)[1]
 

@@ -425,3 +425,21 @@ def test_cli_resolve_and_check_call_the_library(
         assert runner.invoke(main, argv).exit_code == 2
     result = runner.invoke(main, ["resolve", "-o", "sarif", "x"])
     assert result.exit_code == 2  # sarif is check's format only
+
+
+def test_relative_compose_paths_and_extends_from_another_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("base.yaml").write_text("services:\n  common:\n    image: r.io/base:2\n")
+    Path("compose.yaml").write_text(
+        "services:\n  web:\n    image: r.io/app:1\n"
+        "  db:\n    extends: {file: base.yaml, service: common}\n"
+    )
+    sites = pinning.collect(pinning.Sources(compose=["compose.yaml"]))
+    assert [s.origin for s in sites] == ["compose.yaml:3", "base.yaml:3"]
+    report = pin(Path("compose.yaml"))
+    assert report.exit_code == 3 and "takes its image from base.yaml:3" in report.errors[0].message
+    Path("compose.yaml").write_text("services:\n  web:\n    image: r.io/app:1\n")
+    assert pin(Path("compose.yaml")).exit_code == 0
+    assert D1 in Path("compose.yaml").read_text()
