@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trust import pinning
 from trust.check import CheckReport
@@ -443,3 +445,67 @@ def test_relative_compose_paths_and_extends_from_another_file(
     Path("compose.yaml").write_text("services:\n  web:\n    image: r.io/app:1\n")
     assert pin(Path("compose.yaml")).exit_code == 0
     assert D1 in Path("compose.yaml").read_text()
+
+
+# ------------------------------------------------------------------------------ no crash
+
+_DOCKERFILE_WORDS = st.sampled_from(
+    [
+        "FROM",
+        "from",
+        "ARG",
+        "COPY",
+        "RUN",
+        "ONBUILD",
+        "AS",
+        "--from=",
+        "--mount=type=bind,from=",
+        "--platform=x",
+        "<<EOF",
+        "<<-'E'",
+        "EOF",
+        "E",
+        "\\",
+        "`",
+        "# escape=`",
+        "# syntax=",
+        "docker/dockerfile:1",
+        "${A}",
+        "$A",
+        "${A:-x}",
+        "A=r.io/a:1",
+        "0",
+        "1",
+        "scratch",
+        "b",
+        "r.io/app:1",
+        '"',
+        "'",
+        "#",
+        " ",
+        "\t",
+        "\n",
+        "\r\n",
+        "\ufeff",
+    ]
+)
+
+
+@settings(derandomize=True, max_examples=400, deadline=None)
+@given(
+    st.lists(_DOCKERFILE_WORDS, max_size=40).map("".join),
+    st.dictionaries(
+        st.sampled_from(["A", "B"]), st.sampled_from(["r.io/x:1", "", "$A"]), max_size=2
+    ),
+)
+def test_dockerfile_reader_only_refuses(text: str, args: dict[str, str]) -> None:
+    try:
+        sites = refs_from_dockerfile(text, "D", args)
+    except InputError:
+        return
+    for site in sites:
+        assert site.text and "$" not in site.text
+        if site.edit is not None and site.fixed is None:
+            row = text.split("\n")[site.edit.line - 1]
+            row = row[1:] if site.edit.line == 1 and row.startswith("\ufeff") else row
+            assert site.edit.old in row
