@@ -7,9 +7,7 @@ Shared plumbing comes from cli/common.py (this module is imported by cli/main.py
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -19,6 +17,7 @@ from cli.common import (
     common_options,
     load_cli_config,
     notice,
+    output_options,
     print_json,
     run,
     service_for,
@@ -35,36 +34,6 @@ def _short(digest: str | None) -> str:
 # ------------------------------------------------------------------------------ check
 
 
-def _collect(
-    references: Sequence[str],
-    lists: Sequence[str],
-    compose: Sequence[str],
-    k8s: Sequence[str],
-    dockerfiles: Sequence[str],
-    build_args: Sequence[str],
-) -> list[str]:
-    from trust.errors import UsageError
-    from trust.manifests import read_text, refs_from_dockerfile, refs_from_list, yaml_sites
-
-    texts = list(references)
-    for path in lists:
-        text = sys.stdin.read() if path == "-" else read_text(path)
-        texts.extend(site.text for site in refs_from_list(text, path))
-    for path in compose:
-        texts.extend(site.text for site in yaml_sites(read_text(path), path, "compose")[1])
-    for path in k8s:
-        texts.extend(site.text for site in yaml_sites(read_text(path), path, "k8s")[1])
-    args: dict[str, str] = {}
-    for item in build_args:
-        name, eq, value = item.partition("=")
-        if not name or not eq:
-            raise UsageError(f"--build-arg {item!r}: expected NAME=VALUE")
-        args[name] = value
-    for path in dockerfiles:
-        texts.extend(site.text for site in refs_from_dockerfile(read_text(path), path, args))
-    return texts
-
-
 @click.command("check", epilog=EPILOG)
 @click.argument("references", nargs=-1, metavar="[NAME[:TAG|@DIGEST]]...")
 @click.option(
@@ -77,7 +46,13 @@ def _collect(
 )
 @click.option("--compose", multiple=True, metavar="FILE", help="Compose file: services' image:.")
 @click.option("--k8s", multiple=True, metavar="FILE", help="Kubernetes manifests (every pod spec).")
-@click.option("--dockerfile", multiple=True, metavar="FILE", help="Dockerfile: FROM images.")
+@click.option(
+    "--dockerfile",
+    multiple=True,
+    metavar="FILE",
+    help="Dockerfile: FROM, COPY --from and RUN --mount from= images.",
+)
+@click.option("--env-file", metavar="PATH", help="Compose env file, as docker-compose --env-file.")
 @click.option(
     "--build-arg",
     "build_args",
@@ -94,7 +69,7 @@ def _collect(
     help="Repositories verified at the same time.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines; only the table and summary.")
-@common_options
+@output_options(("text", "json", "sarif"))
 def check_command(
     references: Sequence[str],
     lists: Sequence[str],
@@ -102,6 +77,7 @@ def check_command(
     k8s: Sequence[str],
     dockerfile: Sequence[str],
     build_args: Sequence[str],
+    env_file: str | None,
     workers: int,
     quiet: bool,
     config: str | None,
@@ -125,15 +101,19 @@ def check_command(
     def body() -> int:
         from cli.progress import BatchProgress
         from cli.render import tabwrite
-        from trust.batch import check_references
+        from trust.pinning import Sources, collect, parse_build_args, verify
         from trust.service import Verification
 
-        texts = _collect(references, lists, compose, k8s, dockerfile, build_args)
+        service = service_for(load_cli_config(config, offline=offline, policy=policy))
+        sources = Sources(
+            references, lists, compose, k8s, dockerfile, parse_build_args(build_args), env_file
+        )
+        sites = collect(sources, service.settings.limits)
+        texts = [site.text for site in sites]
         if not texts:
             raise click.UsageError(
                 "no images: give references, -f, --compose, --k8s or --dockerfile"
             )
-        service = service_for(load_cli_config(config, offline=offline, policy=policy))
         progress = BatchProgress(
             len(set(texts)), tty=None if output == "text" and not quiet else False
         )
@@ -142,9 +122,15 @@ def check_command(
             progress.finished(outcome.verdict.upper(), outcome.input, outcome.reason)
 
         try:
-            report = check_references(texts, service, workers=workers, on_done=done)
+            report = verify(texts, service, workers=workers, on_done=done)
         finally:
             progress.close()
+        if output == "sarif":
+            from trust.sarif import sarif_log
+
+            print_json(sarif_log(report, sites))
+            click.echo(report.summary(), err=True)
+            return report.exit_code
         if output == "json":
             print_json([o.to_json() for o in report.outcomes])
             click.echo(report.summary(), err=True)
@@ -230,68 +216,35 @@ def policy_show(
 
 
 def resolve_write(
-    files: Sequence[str], configuration: Configuration, check_only: bool, output: str
+    files: Sequence[str],
+    configuration: Configuration,
+    check_only: bool,
+    output: str,
+    build_args: Sequence[str] = (),
+    env_file: str | None = None,
+    override: tuple[str, str] | None = None,
 ) -> int:
-    """`resolve --write FILE...` (and `--check`): pin every image to its verified digest."""
-    from trust.errors import PolicyError, TrustpullError, combined_exit_code
-    from trust.manifests import pinned_text, read_text, rewrite, yaml_sites
+    """`resolve --write FILE...` (and `--check`), `resolve --compose FILE --override OUT`."""
+    from trust.pinning import parse_build_args, pin_files, write_override
 
     service = service_for(configuration)
-    codes: list[int] = []
-    items: list[dict[str, object]] = []
-    for path in files:
-        text = read_text(path)
-        _kind, sites = yaml_sites(text, path)
-        changes = {}
-        first = len(codes)
-        for site in sites:
-            item: dict[str, object] = {"file": path, "line": site.line, "input": site.text}
-            try:
-                verification = service.verify(site.text)
-                ref = verification.reference
-                assert ref is not None
-                if verification.unsigned is not None:
-                    notice(f"{site.origin}: {verification.unsigned}; left as it is")
-                    item["unsigned"] = verification.unsigned
-                    codes.append(0)
-                    items.append(item)
-                    continue
-                resolutions = verification.resolutions
-                new = pinned_text(site.text, resolutions[0].tag, resolutions[0].digest)
-                item["reference"] = new
-                if check_only and (ref.digest is None or new != site.text):
-                    raise PolicyError(
-                        f"{site.origin}: {site.text} is not pinned to its verified digest "
-                        f"(expected {new})"
-                    )
-                if new != site.text:
-                    changes[site] = new
-                codes.append(0)
-            except TrustpullError as error:
-                if check_only and error.exit_code == 4:
-                    error = PolicyError(
-                        f"{site.origin}: {site.text} is not pinned to a verified digest: "
-                        f"{error.message}"
-                    )
-                elif not error.message.startswith(site.origin):
-                    error = error.derive(prefix=f"{site.origin}: ")
-                item["error"] = error.to_json()
-                codes.append(error.exit_code)
-                if output != "json":
-                    click.echo(f"Error: {error.diagnostics()}", err=True)
-            items.append(item)
-        file_ok = combined_exit_code(codes[first:]) == 0
-        if changes and not check_only and file_ok:
-            new_text = rewrite(text, path, changes)
-            target = Path(path)
-            temp = target.with_name(f".{target.name}.trustpull-tmp")
-            temp.write_text(new_text, encoding="utf-8")
-            temp.replace(target)
-            if output != "json":
-                click.echo(f"{path}: {len(changes)} image(s) pinned to verified digests")
-        elif output != "json" and file_ok:
-            verb = "pinned to verified digests" if check_only else "already pinned"
-            click.echo(f"{path}: every image {verb}")
+    if override is not None:
+        report = write_override(*override, service, env_file=env_file, notice=notice)
+    else:
+        args = parse_build_args(build_args)
+        report = pin_files(
+            files,
+            service,
+            check_only=check_only,
+            build_args=args,
+            env_file=env_file,
+            notice=notice,
+        )
     if output == "json":
-        print_json(items)
-    return combined_exit_code(codes)
+        print_json(report.items)
+    else:
+        for error in report.errors:
+            click.echo(f"Error: {error.diagnostics()}", err=True)
+        for line in report.lines:
+            click.echo(line)
+    return report.exit_code

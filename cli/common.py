@@ -10,7 +10,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -86,14 +86,31 @@ def print_json(value: object) -> None:
     click.echo(json.dumps(value, indent=4))
 
 
-def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def common_options(func: F) -> F:
+    """The options every verifying command takes, with `-o text|json`."""
+    return output_options(("text", "json"))(func)
+
+
+def output_options(outputs: tuple[str, ...]) -> Callable[[F], F]:
+    """The common options with the given `-o` formats (`check` adds sarif)."""
+
+    def decorate(func: F) -> F:
+        return _add_options(func, outputs)
+
+    return decorate
+
+
+def _add_options(func: F, outputs: tuple[str, ...]) -> F:
     options = [
         click.option("--config", "config", metavar="FILE", help="Configuration file (TOML)."),
         click.option(
             "--output",
             "-o",
             "output",
-            type=click.Choice(["text", "json"]),
+            type=click.Choice(list(outputs)),
             default="text",
             show_default=True,
             help="Output format.",

@@ -245,12 +245,22 @@ def _save_credentials(result: Any, settings: Any) -> None:
     help="With --write: change nothing, fail "
     "(exit 9) unless every image is already pinned to its verified digest.",
 )
+@click.option(
+    "--build-arg", "build_args", multiple=True, metavar="NAME=VALUE", help="Dockerfile ARG."
+)
+@click.option("--env-file", metavar="PATH", help="Compose env file, as docker-compose --env-file.")
+@click.option("--compose", "compose_file", metavar="FILE", help="With --override: compose file.")
+@click.option("--override", metavar="OUT", help="Write a compose override pinning every image.")
 @common_options
 def resolve_command(
     references: Sequence[str],
     all_tags: bool,
     write_files: Sequence[str],
     check_only: bool,
+    build_args: Sequence[str],
+    env_file: str | None,
+    compose_file: str | None,
+    override: str | None,
     config: str | None,
     output: str,
     offline: bool,
@@ -267,10 +277,13 @@ def resolve_command(
       trustpull resolve --output json registry.example.com/team/app:1.4
     """
 
-    if write_files or check_only:
+    if write_files or check_only or compose_file or override:
         from cli.batch import resolve_write
 
-        if not write_files or references or all_tags:
+        pair = (compose_file, override) if compose_file and override else None
+        if (compose_file or override) and (pair is None or write_files or check_only):
+            raise click.UsageError("--compose FILE and --override OUT go together, alone")
+        if (not write_files and pair is None) or references or all_tags:
             raise click.UsageError("--write FILE... takes no references; --check needs --write")
         run(
             verbose,
@@ -279,6 +292,9 @@ def resolve_command(
                 load_cli_config(config, offline=offline, policy=policy),
                 check_only,
                 output,
+                build_args,
+                env_file,
+                pair,
             ),
         )
     if not references:

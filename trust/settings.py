@@ -61,6 +61,11 @@ class Limits:
     max_redirects: int = 10
     #: Engine API timeout for non-streaming calls (the pull stream itself is not time-bounded).
     engine_timeout: float = 60.0
+    #: Deployment files read by `check` and `resolve --write/--compose` (Dockerfile, compose,
+    #: Kubernetes, reference lists): bytes per file, and image sites per run (YAML aliases
+    #: are visited once, so a site is counted once however often it is referenced).
+    manifest_max_bytes: int = 4 * 1024 * KIB
+    manifest_max_sites: int = 10_000
 
     def __post_init__(self) -> None:
         for item in dataclasses.fields(self):

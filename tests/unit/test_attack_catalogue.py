@@ -2,8 +2,8 @@
 
 Same harness as test_notary_client.py: a generated repository (fixtures/notarygen.py) served by
 FixtureServer over real HTTPS on loopback, `trust.trusted_pull.pull` with a recording fake
-engine, and `Env.refuse` checking REFUSE + KEEP + NOPULL: the exact error class and exit code, the trust
-cache byte-identical, no temporary file, no pull or tag sent to the engine.
+engine, and `Env.refuse` checking REFUSE + KEEP + NOPULL: the exact error class and exit code,
+the trust cache byte-identical, no temporary file, no pull or tag sent to the engine.
 
 The transport module has finer-grained tests of the same faults (tests/unit/test_transport.py);
 these prove the whole path, from reference to engine, refuses them.

@@ -262,6 +262,7 @@ def test_dockerfile_references() -> None:
     )
     sites = refs_from_dockerfile(text, "Dockerfile", {"TAG": "1.1"})
     assert [(s.text, s.line) for s in sites] == [
+        ("docker/dockerfile:1", 1),  # the BuildKit frontend: pulled and run, so verified
         ("registry.example.com/team/build:1.1", 5),
         ("registry.example.com/team/run:2.0", 10),
         ("alpine", 13),
