@@ -376,6 +376,9 @@ from cli.batch import check_command, policy_group  # noqa: E402  (commands in th
 
 main.add_command(check_command)
 main.add_command(policy_group)
+from cli.plugin import docker_plugin_group  # noqa: E402
+
+main.add_command(docker_plugin_group)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
