@@ -971,7 +971,7 @@ class Evaluator:
         finally:
             with self._lock:
                 self.requests += client.stats.requests
-        if data.first_use and self.notice is not None:
+        if data.first_use and data.root_check.tofu and self.notice is not None:
             from trust.pull import tofu_notice
 
             self.notice(tofu_notice(data, ref.name))

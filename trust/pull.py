@@ -167,7 +167,7 @@ def resolve_reference(
         return resolve_with_source(source, ref, settings, all_tags=all_tags, notice=notice)
     client = client or NotaryClient(settings, warn=notice)
     data = client.update(ref)
-    if data.first_use and notice is not None:
+    if data.first_use and data.root_check.tofu and notice is not None:
         notice(tofu_notice(data, ref.name))
     server = trust_server_for(ref.domain, settings)
     if all_tags:
