@@ -20,7 +20,12 @@ def _render(result: object) -> str:
     ref = result.reference
     verified = result.verified
     lines: list[str] = []
-    how = " (trust on first use: nothing was cached or pinned)" if verified.first_use else ""
+    if verified.first_use:
+        how = " (trust on first use: nothing was cached or pinned)"
+    elif not verified.data.root_check.tofu:
+        how = " (its root matches a configured pin)"
+    else:
+        how = " (against its cached root, trusted on first use earlier)"
     servers = sorted({r.trust_server for r in verified.resolutions})
     lines.append(f"Verified {ref.name}{how}")
     if servers:

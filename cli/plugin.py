@@ -358,7 +358,17 @@ def plugin_main(argv: Sequence[str] | None = None) -> None:
     _watch_cli_socket(os.environ)
     from cli.main import main
 
+    main.help = (main.help or "") + PLUGIN_HELP
     main.main(args=prepared or ["--help"], prog_name=f"docker {PLUGIN_NAME}")
+
+
+PLUGIN_HELP = f"""
+\b
+As a docker CLI plugin, `docker {PLUGIN_NAME} X` is `trustpull X`, with docker's global
+options applied: --config (DOCKER_CONFIG), -H/--host (DOCKER_HOST), --context and the
+current context (the context's docker endpoint), --tlsverify; -D and -l are accepted and
+ignored. The exit code is trustpull's.
+"""
 
 
 # ------------------------------------------------------------------------ install / uninstall

@@ -477,6 +477,16 @@ def _replace(path: Path, candidate: Path, original: str) -> None:
     os.replace(candidate, path)
 
 
+def _wrapped(error: TrustpullError, message: str) -> TrustpullError:
+    """A new error of the same kind and exit code, saying that nothing was written."""
+    hint = "\n".join(h for h in (error.hint, "pin wrote nothing") if h)
+    for klass in type(error).__mro__:  # the nearest class with the plain constructor
+        if getattr(klass, "__init__", None) is TrustpullError.__init__:
+            made: TrustpullError = klass(message, hint=hint)
+            return made
+    return TrustpullError(message, hint=hint)  # pragma: no cover (the base has it)
+
+
 def make_pin(
     ref: Reference,
     verified: Verified,
@@ -542,15 +552,15 @@ def pin_repository(
 
     try:
         verified = verify_repository(ref, settings, notice=notice)
-    except TrustPinError as error:
-        if error.message != PIN_NO_TOFU:
-            raise
-        raise TrustPinError(
-            f"nothing is cached or pinned for {ref.name} and disable_tofu is set: "
-            "pin does not trust a root on first use against that setting",
-            hint="run pin where trust on first use is allowed (e.g. --config with a file "
-            "without disable_tofu) and check the key ID it shows out of band",
-        ) from error
+    except TrustpullError as error:
+        if isinstance(error, TrustPinError) and error.message == PIN_NO_TOFU:
+            raise TrustPinError(
+                f"nothing is cached or pinned for {ref.name} and disable_tofu is set: "
+                "pin does not trust a root on first use against that setting",
+                hint="run pin where trust on first use is allowed (e.g. --config with a file "
+                "without disable_tofu) and check the key ID it shows out of band",
+            ) from error
+        raise _wrapped(error, f"{ref.name} did not verify: {error.message}") from error
     pin = make_pin(ref, verified, rule=rule, ca=ca)
     moment = now or dt.datetime.now(dt.UTC)
     if pin.kind == "ca":
@@ -563,7 +573,7 @@ def pin_repository(
     except TrustpullError as error:
         raise TrustPinError(
             f"the {pin.table} pin does not accept the verified root of {ref.name}: {error.message}",
-            hint="nothing was written",
+            hint="pin wrote nothing",
         ) from error
 
     edited = add_pin(original, pin, path)
@@ -579,9 +589,7 @@ def pin_repository(
             _check_in_force(pin, ref, pinned_settings)
             again = verify_repository(ref, pinned_settings)
         except TrustpullError as error:
-            raise type(error)(
-                f"with the pin in force: {error.message}", hint="nothing was written"
-            ) from error
+            raise _wrapped(error, f"with the pin in force: {error.message}") from error
         if again.data.root_check.tofu:
             raise TrustPinError(f"with the pin in force, {ref.name} was not checked against it")
         if write and edited is not None:
