@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -320,12 +321,12 @@ def _watch_cli_socket(environ: Mapping[str, str]) -> None:
         return
 
     def wait() -> None:
-        import _thread
-
         with contextlib.suppress(OSError):
             while sock.recv(1):
                 pass
-        _thread.interrupt_main()  # KeyboardInterrupt in the main thread: click aborts, exit 1
+        # A real SIGINT (not _thread.interrupt_main) also interrupts a blocking network read:
+        # KeyboardInterrupt in the main thread, click prints "Aborted!", exit 1.
+        os.kill(os.getpid(), signal.SIGINT)
 
     threading.Thread(target=wait, name="docker-cli-socket", daemon=True).start()
 

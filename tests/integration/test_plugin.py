@@ -8,12 +8,16 @@ its own argv (global options first) and passes its exit code through; trustpull 
 from __future__ import annotations
 
 import json
+import signal
+import socket
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from cli.plugin import METADATA
-from fixtures.stack import Stack
+from fixtures.stack import DOCKER_CLI, Stack
 from tests.integration._signed import Signed, _why
 
 pytestmark = pytest.mark.integration
@@ -158,3 +162,34 @@ def test_global_options_config_host_and_context(signed: Signed) -> None:
         "-H", engine, "--context", "tpctx", "trustpull", "resolve", ref, config=chosen
     )
     assert proc.returncode != 0 and "--context" in proc.stderr, _why(proc)
+
+
+def test_interrupted_docker_cli_stops_the_plugin(signed: Signed) -> None:
+    """SIGINT to the docker CLI (output not a terminal): it closes the plugin socket, and the
+    plugin, blocked on a trust server that never answers, stops at once instead of waiting."""
+    config = signed.config("consumer")
+    _install(signed, config)
+    with socket.socket() as silent:  # accepts connections, never says a word
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        limits = signed.tmp / "slow.toml"
+        limits.write_text("[limits]\nconnect_timeout = 60.0\nread_timeout = 60.0\n")
+        env = signed.run_env(config, {"DOCKER_CONTENT_TRUST_SERVER": f"https://127.0.0.1:{port}"})
+        argv = [DOCKER_CLI, "trustpull", "resolve", "--config", str(limits), f"{signed.repo}:1"]
+        proc = subprocess.Popen(
+            argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            silent.settimeout(30)
+            conn, _ = silent.accept()  # the plugin is now waiting for the TLS handshake
+            began = time.monotonic()
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=20)
+            conn.close()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert time.monotonic() - began < 10, err
+    assert proc.returncode == 1 and "Aborted!" in err, f"[exit {proc.returncode}]\n{out}\n{err}"
