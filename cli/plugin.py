@@ -342,11 +342,34 @@ def _plugin_args(rest: list[str]) -> list[str]:
     return rest  # run by hand: `docker-trustpull pull NAME` is `trustpull pull NAME`
 
 
+#: cobra's ShellCompDirective values (the docker CLI's completion protocol).
+_COMPLETE_DEFAULT = 0
+_COMPLETE_NO_FILES = 4
+
+
+def _complete(words: list[str]) -> None:
+    """`docker-trustpull __complete trustpull ARGS... PARTIAL` (docker's tab completion):
+    subcommand names for the first word, the shell's default completion after it."""
+    from cli.main import main
+
+    if len(words) == 1:
+        for name in sorted(main.commands):
+            command = main.commands[name]
+            if name.startswith(words[0]) and not command.hidden:
+                click.echo(f"{name}\t{command.get_short_help_str(limit=60)}")
+        click.echo(f":{_COMPLETE_NO_FILES}")
+    else:
+        click.echo(f":{_COMPLETE_DEFAULT}")
+
+
 def plugin_main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `docker-trustpull` executable (never returns)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args == [METADATA_COMMAND]:
         click.echo(json.dumps(METADATA, indent=2))
+        sys.exit(0)
+    if args[:2] == ["__complete", PLUGIN_NAME]:
+        _complete(args[2:] or [""])
         sys.exit(0)
 
     try:

@@ -584,7 +584,13 @@ def pin_repository(
     result.first_rules = pin.kind == "rule" and not tomllib.loads(original).get("rules")
     text = original if edited is None else edited
     with _candidate(directory, text) as candidate:
-        pinned_settings = load_settings(environ, config_file=candidate)
+        try:
+            pinned_settings = load_settings(environ, config_file=candidate)
+        except ConfigError as error:  # name the user's file, not the temporary copy
+            raise ConfigError(
+                error.message.replace(str(candidate), f"{path} (with the pin)"),
+                hint="pin wrote nothing",
+            ) from None
         try:
             _check_in_force(pin, ref, pinned_settings)
             again = verify_repository(ref, pinned_settings)

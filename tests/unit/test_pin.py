@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from fixtures.notarygen import generate_key
 from tests.unit._trust_env import GUN, REF, Env, baseline_builder, env_factory
 from trust.config import TrustPinning
-from trust.errors import InputError, TrustPinError
+from trust.errors import ConfigError, InputError, TrustPinError
 from trust.pin import EditRefused, Pin, add_pin, pin_in_force, pin_repository, toml_string
 from trust.reference import parse
 
@@ -201,3 +201,16 @@ def test_print_only_writes_nothing_and_pinned_first_use_is_not_tofu(
     )
     assert again.already and not again.written and not again.verified.first_use
     assert not any(n.startswith("trust on first use") for n in notices)
+
+
+def test_a_rule_name_the_loader_refuses_names_the_users_file(
+    make_env: MakeEnv, tmp_path: Path
+) -> None:
+    env = make_env()
+    config = tmp_path / "config.toml"
+    with pytest.raises(ConfigError, match=r"config\.toml \(with the pin\):\d+: rules\[0\]\.name"):
+        pin_repository(
+            parse(REF), config=config, write=True, environ=_environ(env), rule="bad name!"
+        )
+    assert not config.exists()
+    assert not list(tmp_path.glob(".trustpull-pin-*"))
