@@ -500,6 +500,8 @@ def install_plugin(directory: str | None, environ: Mapping[str, str]) -> Install
     path = target_dir / EXECUTABLE
     replaced = _check_existing(path)
     source_dir = str(Path(cli.__file__).resolve().parent.parent)
+    if not sys.executable:
+        raise InternalError("cannot tell which Python runs trustpull (sys.executable is empty)")
     text = launcher_text(os.path.abspath(sys.executable), source_dir)
     handle, temp = tempfile.mkstemp(dir=target_dir, prefix=f".{EXECUTABLE}.")
     try:
