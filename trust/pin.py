@@ -411,6 +411,24 @@ def _check_in_force(pin: Pin, ref: Reference, settings: Settings) -> None:
         )
 
 
+def _refuse_replacing_a_rule(pin: Pin, ref: Reference, settings: Settings, path: Path) -> None:
+    """A new, more specific rule would replace every requirement of the rule that applies now
+    (its signers, threshold, min_validity ...): refuse, and say where to add root_keys."""
+    from trust.policy import BUILTIN_DEFAULT
+
+    assert settings.policy is not None
+    current = settings.policy.match(ref)
+    if current is BUILTIN_DEFAULT or current.label == pin.rule_name:
+        return
+    keys = _toml_list(pin.key_ids)
+    raise EditRefused(
+        f"{path}: rule {current.label} ({current.origin}) applies to {ref.name}; a new rule "
+        f"{pin.rule_name} would replace its requirements ({'; '.join(current.describe())})",
+        hint=f"add root_keys = {keys} to rule {current.label} yourself, or pin with "
+        "[trust_pinning.certs] (without --rule)",
+    )
+
+
 # ------------------------------------------------------------------------------ the command
 
 
@@ -562,6 +580,8 @@ def pin_repository(
             ) from error
         raise _wrapped(error, f"{ref.name} did not verify: {error.message}") from error
     pin = make_pin(ref, verified, rule=rule, ca=ca)
+    if pin.kind == "rule" and settings.policy is not None:
+        _refuse_replacing_a_rule(pin, ref, settings, path)
     moment = now or dt.datetime.now(dt.UTC)
     if pin.kind == "ca":
         assert pin.ca_file is not None and pin.prefix is not None

@@ -214,3 +214,16 @@ def test_a_rule_name_the_loader_refuses_names_the_users_file(
         )
     assert not config.exists()
     assert not list(tmp_path.glob(".trustpull-pin-*"))
+
+
+def test_a_rule_that_would_replace_another_rules_requirements_is_refused(
+    make_env: MakeEnv, tmp_path: Path
+) -> None:
+    env = make_env()
+    config = tmp_path / "config.toml"
+    text = '[[rules]]\nname = "team"\nregistry = "127.0.0.1:5000"\nsigners = ["releases"]\n'
+    config.write_text(text)
+    with pytest.raises(EditRefused, match=r"rule team .* applies to") as caught:
+        pin_repository(parse(REF), config=config, write=True, environ=_environ(env), rule="app")
+    assert caught.value.hint is not None and "root_keys = [" in caught.value.hint
+    assert config.read_text() == text
