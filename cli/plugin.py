@@ -508,24 +508,24 @@ def install_plugin(directory: str | None, environ: Mapping[str, str]) -> Install
         with os.fdopen(handle, "w") as out:
             out.write(text)
         os.chmod(temp, 0o755)  # noqa: S103  (an executable for every user, as docker's own)
+        # Ask the new launcher for its metadata before it replaces anything.
+        proc = subprocess.run(
+            [temp, METADATA_COMMAND], capture_output=True, text=True, timeout=60, check=False
+        )
+        try:
+            answered = json.loads(proc.stdout) == METADATA
+        except ValueError:
+            answered = False
+        if proc.returncode != 0 or not answered:
+            raise InternalError(
+                f"the new {EXECUTABLE} did not answer {METADATA_COMMAND} "
+                f"(exit {proc.returncode}): {proc.stderr.strip()}; nothing installed"
+            )
         os.replace(temp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
-    proc = subprocess.run(
-        [str(path), METADATA_COMMAND], capture_output=True, text=True, timeout=60, check=False
-    )
-    try:
-        answered = json.loads(proc.stdout) == METADATA
-    except ValueError:
-        answered = False
-    if proc.returncode != 0 or not answered:
-        path.unlink()
-        raise InternalError(
-            f"the installed {path} did not answer {METADATA_COMMAND} (exit {proc.returncode}): "
-            f"{proc.stderr.strip()}; removed it again"
-        )
     searched = {p.resolve() for p in _docker_search_dirs(environ)}
     return Installed(path, replaced, target_dir.resolve() in searched)
 
