@@ -384,6 +384,11 @@ from cli.batch import check_command, policy_group  # noqa: E402  (commands in th
 
 main.add_command(check_command)
 main.add_command(policy_group)
+from cli.pin import pin_command  # noqa: E402
+from cli.plugin import docker_plugin_group  # noqa: E402
+
+main.add_command(docker_plugin_group)
+main.add_command(pin_command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
