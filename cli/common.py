@@ -51,6 +51,7 @@ def load_cli_settings(
     disable_trust: bool = False,
     offline: bool = False,
     policy: str | None = None,
+    engine_socket: str | None = None,
 ) -> Any:
     from trust.config import load_settings
 
@@ -60,6 +61,7 @@ def load_cli_settings(
         content_trust=False if disable_trust else None,
         offline=offline,
         policy_file=policy,
+        engine_socket=engine_socket,
     )
 
 

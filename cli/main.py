@@ -108,6 +108,11 @@ class TextReporter:
     is_flag=True,
     help="Store credentials typed at the login prompt (credential helper, else config.json).",
 )
+@click.option(
+    "--engine-socket",
+    metavar="PATH",
+    help="The engine's unix socket (e.g. podman's /run/podman/podman.sock); overrides DOCKER_HOST.",
+)
 @common_options
 def pull_command(
     references: Sequence[str],
@@ -116,6 +121,7 @@ def pull_command(
     quiet: bool,
     platform: str | None,
     save_credentials: bool,
+    engine_socket: str | None,
     config: str | None,
     output: str,
     offline: bool,
@@ -135,7 +141,11 @@ def pull_command(
         from trust.pull import NullReporter, pull
 
         settings = load_cli_settings(
-            config, disable_trust=disable_trust, offline=offline, policy=policy
+            config,
+            disable_trust=disable_trust,
+            offline=offline,
+            policy=policy,
+            engine_socket=engine_socket,
         )
         if not settings.content_trust:
             click.echo("WARNING: content trust is off: the image is not verified", err=True)

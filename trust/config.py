@@ -109,6 +109,9 @@ class Settings:
     trust_sources: tuple[TrustSourceConfig, ...] = ()
     #: `[[rules]]` (or `--policy FILE`): when set, every verification obeys it (trust.policy).
     policy: Policy | None = None
+    #: The engine to pull through as a `DOCKER_HOST` value (`unix:///run/podman/podman.sock`):
+    #: `--engine-socket`, else `[engine] socket` unless `DOCKER_HOST` is set; None: `DOCKER_HOST`.
+    engine_host: str | None = None
 
     @property
     def trust_dir(self) -> Path:
@@ -219,7 +222,7 @@ class _FileReader:
         return value
 
 
-_SECTIONS = {"trust_servers", "trust_pinning", "limits", "trust_sources", "rules"}
+_SECTIONS = {"trust_servers", "trust_pinning", "limits", "trust_sources", "rules", "engine"}
 _PINNING_KEYS = {"certs", "ca", "disable_tofu"}
 
 
@@ -282,6 +285,29 @@ def _parse_pinning(reader: _FileReader, table: Mapping[str, Any]) -> TrustPinnin
     if not isinstance(disable_tofu, bool):
         raise reader.fail("trust_pinning", "disable_tofu", "must be true or false")
     return TrustPinning(certs=certs, ca=ca, disable_tofu=disable_tofu)
+
+
+def engine_socket_host(value: str) -> str:
+    """`--engine-socket` / `[engine] socket`: an absolute unix socket path (or `unix://` URL)."""
+    path = value.removeprefix("unix://")
+    if not path.startswith("/") or "://" in path:
+        raise InputError(f"engine socket must be an absolute unix socket path, got {value!r}")
+    return f"unix://{path}"
+
+
+def _parse_engine(reader: _FileReader, table: Mapping[str, Any]) -> str | None:
+    for key in table:
+        if key != "socket":
+            raise reader.fail("engine", key, "unknown key")
+    value = table.get("socket")
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise reader.fail("engine", "socket", "must be a string (a unix socket path)")
+    try:
+        return engine_socket_host(value)
+    except InputError as exc:
+        raise reader.fail("engine", "socket", exc.message) from None
 
 
 def _parse_servers(reader: _FileReader, table: Mapping[str, Any]) -> dict[str, str]:
@@ -442,6 +468,7 @@ def load_settings(
     content_trust: bool | None = None,
     offline: bool = False,
     policy_file: str | Path | None = None,
+    engine_socket: str | None = None,
 ) -> Settings:
     """Build `Settings` from (highest first) explicit arguments, environment, file, defaults.
 
@@ -460,6 +487,7 @@ def load_settings(
     sources: tuple[TrustSourceConfig, ...] = ()
     policy: Policy | None = None
     used_file: Path | None = None
+    file_engine: str | None = None
     if explicit or path.is_file():
         doc, reader = _read_file(path)
         used_file = path
@@ -469,6 +497,7 @@ def load_settings(
         limits = _parse_limits(reader, reader.table(doc, "limits"))
         pinning = _parse_pinning(reader, reader.table(doc, "trust_pinning"))
         servers = _parse_servers(reader, reader.table(doc, "trust_servers"))
+        file_engine = _parse_engine(reader, reader.table(doc, "engine"))
         if "trust_sources" in doc:
             sources = _parse_trust_sources(reader, doc["trust_sources"])
         if "rules" in doc and policy_file is None:
@@ -482,6 +511,9 @@ def load_settings(
         override = validate_trust_server_url(override)
     if content_trust is None:
         content_trust = True if policy is not None else content_trust_from_env(env)
+    engine_host = engine_socket_host(engine_socket) if engine_socket is not None else None
+    if engine_host is None and not env.get("DOCKER_HOST"):
+        engine_host = file_engine
     return Settings(
         content_trust=content_trust,
         docker_config=docker_config_dir(env),
@@ -493,4 +525,5 @@ def load_settings(
         config_file=used_file,
         trust_sources=sources,
         policy=policy,
+        engine_host=engine_host,
     )
