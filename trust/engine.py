@@ -9,7 +9,7 @@ Podman's Docker-compatible service (`podman system service`) is an engine too; w
 differ from dockerd's, this module evens them out (README, "Podman"): it is recognised by the
 `Libpod-Api-Version` header it sends on every answer; a pull of every tag (docker's `fromImage`
 without `tag`) is refused there, because podman pulls only `:latest` then; `image_tags` leaves
-out the `NAME@sha256:…` names that podman lists among `RepoTags` after a pull by digest; and a
+out the `NAME@sha256:…` names that podman gives an image pulled by digest; and a
 registry that the engine reaches over HTTPS but that answers plain HTTP gets the engine's own
 way to mark it insecure in the error.
 
@@ -287,7 +287,9 @@ class Engine:
     def image_tags(self, ref: str) -> list[str]:
         """`RepoTags` of a local image, `NAME:TAG` only.
 
-        After a pull by digest podman also lists `NAME@sha256:…` among the RepoTags (docker
-        only in RepoDigests): those are left out, so both engines answer alike.
+        After a pull by digest podman names the image `NAME@sha256:…` too, and its image list
+        (`GET /images/json`, what `docker images` shows) has that name among the RepoTags;
+        docker has it only in RepoDigests. Podman 4.3's inspect answer already leaves it out;
+        any such name is dropped here all the same, so that both engines answer alike.
         """
         return [tag for tag in self._inspect_list(ref, "RepoTags") if "@" not in tag]
