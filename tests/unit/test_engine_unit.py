@@ -67,9 +67,12 @@ def _handler(fake: FakeEngine) -> type[BaseHTTPRequestHandler]:
             for name, value in fake.headers.items():
                 self.send_header(name, value)
             self.end_headers()
-            for chunk in chunks:
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-            self.wfile.write(b"0\r\n\r\n")
+            try:
+                for chunk in chunks:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                self.wfile.write(b"0\r\n\r\n")
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client stopped reading at an error message, as it should
 
         def do_GET(self) -> None:
             self._answer("GET")
