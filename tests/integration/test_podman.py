@@ -12,6 +12,7 @@ from the config file's `[engine] socket`), the pull progress, and the engine's i
 (a signed digest the registry does not have, an unknown tag, a registry podman reaches over HTTPS
 that speaks HTTP, a tag of an absent image), and podman's API differences that trustpull evens
 out or refuses (`NAME@sha256:…` among the image list's RepoTags; no all-tags pull).
+Registry credentials through podman: the podman tests at the end of test_auth.py.
 """
 
 from __future__ import annotations
