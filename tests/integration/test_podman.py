@@ -71,6 +71,16 @@ def podman(stack: Stack) -> Iterator[PodmanService]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def _podman_log_on_failure(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Print podman's log when a test that used it failed (shown in the report)."""
+    failed_before = request.session.testsfailed
+    yield
+    if request.session.testsfailed > failed_before and "podman" in request.fixturenames:
+        service: PodmanService = request.getfixturevalue("podman")
+        print(service.logs(), file=sys.stderr)
+
+
 @pytest.fixture()
 def engine(podman: PodmanService) -> Iterator[Engine]:
     with Engine.connect({"DOCKER_HOST": podman.docker_host}, timeout=30) as engine:
