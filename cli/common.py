@@ -55,6 +55,7 @@ def load_cli_config(
     disable_trust: bool = False,
     offline: bool = False,
     policy: str | None = None,
+    engine_socket: str | None = None,
 ) -> Configuration:
     """The settings and policy for this run: command line over environment over file."""
     from trust.config import load_config
@@ -65,6 +66,7 @@ def load_cli_config(
         content_trust=False if disable_trust else None,
         offline=offline,
         policy_file=policy,
+        engine_socket=engine_socket,
     )
 
 

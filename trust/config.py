@@ -30,6 +30,7 @@ from trust.settings import (
     TrustPinning,
     TrustSourceConfig,
     content_trust_from_env,
+    engine_socket_host,
     parse_go_bool,
     validate_trust_server_url,
 )
@@ -119,7 +120,7 @@ class _FileReader:
         return value
 
 
-_SECTIONS = {"trust_servers", "trust_pinning", "limits", "trust_sources", "rules"}
+_SECTIONS = {"trust_servers", "trust_pinning", "limits", "trust_sources", "rules", "engine"}
 _PINNING_KEYS = {"certs", "ca", "disable_tofu"}
 
 
@@ -182,6 +183,21 @@ def _parse_pinning(reader: _FileReader, table: Mapping[str, Any]) -> TrustPinnin
     if not isinstance(disable_tofu, bool):
         raise reader.fail("trust_pinning", "disable_tofu", "must be true or false")
     return TrustPinning(certs=certs, ca=ca, disable_tofu=disable_tofu)
+
+
+def _parse_engine(reader: _FileReader, table: Mapping[str, Any]) -> str | None:
+    for key in table:
+        if key != "socket":
+            raise reader.fail("engine", key, "unknown key")
+    value = table.get("socket")
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise reader.fail("engine", "socket", "must be a string (a unix socket path)")
+    try:
+        return engine_socket_host(value)
+    except InputError as exc:
+        raise reader.fail("engine", "socket", exc.message) from None
 
 
 def _parse_servers(reader: _FileReader, table: Mapping[str, Any]) -> dict[str, str]:
@@ -340,6 +356,7 @@ def load_config(
     content_trust: bool | None = None,
     offline: bool = False,
     policy_file: str | Path | None = None,
+    engine_socket: str | None = None,
 ) -> Configuration:
     """Build the settings and the policy from (highest first) explicit arguments, the
     environment, the file, and defaults.
@@ -359,6 +376,7 @@ def load_config(
     sources: tuple[TrustSourceConfig, ...] = ()
     policy: Policy | None = None
     used_file: Path | None = None
+    file_engine: str | None = None
     if explicit or path.is_file():
         doc, reader = _read_file(path)
         used_file = path
@@ -368,6 +386,7 @@ def load_config(
         limits = _parse_limits(reader, reader.table(doc, "limits"))
         pinning = _parse_pinning(reader, reader.table(doc, "trust_pinning"))
         servers = _parse_servers(reader, reader.table(doc, "trust_servers"))
+        file_engine = _parse_engine(reader, reader.table(doc, "engine"))
         if "trust_sources" in doc:
             sources = _parse_trust_sources(reader, doc["trust_sources"])
         if "rules" in doc and policy_file is None:
@@ -381,6 +400,9 @@ def load_config(
         override = validate_trust_server_url(override)
     if content_trust is None:
         content_trust = True if policy is not None else content_trust_from_env(env)
+    engine_host = engine_socket_host(engine_socket) if engine_socket is not None else None
+    if engine_host is None and not env.get("DOCKER_HOST"):
+        engine_host = file_engine
     settings = Settings(
         content_trust=content_trust,
         docker_config=docker_config_dir(env),
@@ -391,5 +413,6 @@ def load_config(
         offline=offline,
         config_file=used_file,
         trust_sources=sources,
+        engine_host=engine_host,
     )
     return Configuration(settings, policy)

@@ -14,10 +14,12 @@ import json
 import os
 import pty
 import select
+import shutil
 import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -30,12 +32,16 @@ from fixtures.stack import (
     DOCKER_CLI,
     REPOSITORY_PASSPHRASE,
     ROOT_PASSPHRASE,
+    PodmanService,
     Stack,
     StackError,
+    ensure_installed,
     free_port,
 )
 from tests.ci import skip_or_fail
 from trust.credentials import RegistryAuth
+from trust.engine import Engine
+from trust.errors import EngineError
 from trust.settings import Limits
 from trust.transport import TrustServerSession
 
@@ -590,3 +596,65 @@ def test_interactive_retry_on_a_trusted_pull(world: World, auth: AuthStack) -> N
     assert code == 0, output
     assert f"Pull (1 of 1): {repo}:2.0@{digest}" in output
     assert f"{repo}@{digest}" in world.repo_digests(f"{repo}:2.0")
+
+
+# ------------------------------------------------------------- podman's engine, authenticated
+
+
+@pytest.fixture(scope="module")
+def podman(auth: AuthStack) -> Iterator[PodmanService]:
+    """podman system service with this module's registries marked insecure (test_podman.py)."""
+    directory = Path(tempfile.mkdtemp(prefix="tpp-", dir="/tmp"))
+    service = PodmanService(
+        directory, insecure_registries=[auth.registry.host, auth.basic_registry.host]
+    )
+    try:
+        ensure_installed(["podman"], ["podman"])
+        service.start()
+    except (StackError, OSError) as exc:
+        shutil.rmtree(directory, ignore_errors=True)
+        skip_or_fail(f"podman system service did not start: {exc}")
+    try:
+        yield service
+    finally:
+        service.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _podman_digests(podman: PodmanService, ref: str) -> list[str]:
+    with Engine.connect({"DOCKER_HOST": podman.docker_host}, timeout=30) as engine:
+        try:
+            return engine.image_repo_digests(ref)
+        except EngineError:
+            return []
+
+
+def test_podman_sends_the_registrys_credentials_and_reports_a_refusal_as_exit_7(
+    world: World, auth: AuthStack, podman: PodmanService
+) -> None:
+    """Trust data readable anonymously, the image not: verified, then podman's in-band refusal
+    without credentials (exit 7); with alice's, podman pulls the signed digest (X-Registry-Auth)."""
+    repo = f"{auth.registry.host}/pubtrust/podman"
+    digest = world.publish(repo, "1.0", "private image, pulled by podman")
+    engine = {"DOCKER_HOST": podman.docker_host}
+    refused = world.tp(f"{repo}:1.0", config=world.config("podman-anon"), extra=engine)
+    assert refused.returncode == EXIT_AUTH, why(refused)
+    assert f"Pull (1 of 1): {repo}:1.0@{digest}" in refused.stdout, why(refused)
+    assert _podman_digests(podman, f"{repo}:1.0") == []
+    config = world.config("podman-alice", {world.reg: ("alice", "alice-pw")})
+    pulled = ok(world.tp(f"{repo}:1.0", config=config, extra=engine))
+    assert f"Tagging {repo}@{digest} as {repo}:1.0" in pulled.stderr, why(pulled)
+    assert _podman_digests(podman, f"{repo}:1.0") == [f"{repo}@{digest}"]
+
+
+def test_podman_basic_registry_good_and_bad_credentials(
+    world: World, podman: PodmanService, basic_image: tuple[str, str]
+) -> None:
+    repo, digest = basic_image
+    engine = {"DOCKER_HOST": podman.docker_host}
+    for name, auths in (("podman-bad", {world.basic: ("alice", "nope")}), ("podman-none", {})):
+        proc = world.tp(f"{repo}:1.0", config=world.config(name, auths), trust=False, extra=engine)
+        assert proc.returncode == EXIT_AUTH, why(proc)
+    good = world.config("podman-good", {world.basic: ("alice", "alice-pw")})
+    ok(world.tp(f"{repo}:1.0", config=good, trust=False, extra=engine))
+    assert _podman_digests(podman, f"{repo}:1.0") == [f"{repo}@{digest}"]
