@@ -109,6 +109,9 @@ class Settings:
     trust_sources: tuple[TrustSourceConfig, ...] = ()
     #: `[[rules]]` (or `--policy FILE`): when set, every verification obeys it (trust.policy).
     policy: Policy | None = None
+    #: `[auth] realms`: token realms besides the trust server's and registry's own hosts that may
+    #: receive registry credentials (https URLs; trust.http.auth.RealmPolicy).
+    auth_realms: tuple[str, ...] = ()
 
     @property
     def trust_dir(self) -> Path:
@@ -219,7 +222,7 @@ class _FileReader:
         return value
 
 
-_SECTIONS = {"trust_servers", "trust_pinning", "limits", "trust_sources", "rules"}
+_SECTIONS = {"trust_servers", "trust_pinning", "limits", "trust_sources", "rules", "auth"}
 _PINNING_KEYS = {"certs", "ca", "disable_tofu"}
 
 
@@ -294,6 +297,29 @@ def _parse_servers(reader: _FileReader, table: Mapping[str, Any]) -> dict[str, s
         except InputError as exc:
             raise reader.fail("trust_servers", registry, exc.message) from None
     return servers
+
+
+def _parse_auth(reader: _FileReader, table: Mapping[str, Any]) -> tuple[str, ...]:
+    """`[auth] realms = ["https://auth.example.com", ...]`: https URLs without credentials."""
+    for key in table:
+        if key != "realms":
+            raise reader.fail("auth", key, "unknown key")
+    realms = table.get("realms", [])
+    if not isinstance(realms, list) or not all(isinstance(r, str) for r in realms):
+        raise reader.fail("auth", "realms", "must be an array of https URL strings")
+    for realm in realms:
+        try:
+            parts = urlsplit(realm)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            raise reader.fail("auth", "realms", f"not a URL: {realm!r}") from None
+        if parts.scheme != "https" or not parts.hostname:
+            raise reader.fail("auth", "realms", f"must be an https URL: {realm!r}")
+        if parts.username is not None or "@" in parts.netloc or parts.query or parts.fragment:
+            raise reader.fail(
+                "auth", "realms", f"must not carry credentials, query or fragment: {realm!r}"
+            )
+    return tuple(realms)
 
 
 _SOURCE_KEYS = {"scope", "type", "metadata_url", "root", "cache_dir"}
@@ -459,6 +485,7 @@ def load_settings(
     servers: dict[str, str] = {}
     sources: tuple[TrustSourceConfig, ...] = ()
     policy: Policy | None = None
+    realms: tuple[str, ...] = ()
     used_file: Path | None = None
     if explicit or path.is_file():
         doc, reader = _read_file(path)
@@ -469,6 +496,7 @@ def load_settings(
         limits = _parse_limits(reader, reader.table(doc, "limits"))
         pinning = _parse_pinning(reader, reader.table(doc, "trust_pinning"))
         servers = _parse_servers(reader, reader.table(doc, "trust_servers"))
+        realms = _parse_auth(reader, reader.table(doc, "auth"))
         if "trust_sources" in doc:
             sources = _parse_trust_sources(reader, doc["trust_sources"])
         if "rules" in doc and policy_file is None:
@@ -493,4 +521,5 @@ def load_settings(
         config_file=used_file,
         trust_sources=sources,
         policy=policy,
+        auth_realms=realms,
     )

@@ -54,10 +54,12 @@ class TrustpullError(Exception):
     exit_code: ClassVar[int] = 1
     kind: ClassVar[str] = "Internal"
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(self, message: str, *, hint: str | None = None, detail: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        #: The raw low-level cause (a library's own wording), for `-v` only; never the message.
+        self.detail = detail
 
     def diagnostics(self) -> str:
         """The text shown to a person: the message, then a hint on what to do, if any."""

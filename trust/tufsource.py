@@ -15,7 +15,6 @@ repository or refused.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import fcntl
 import hashlib
@@ -55,10 +54,10 @@ from trust.errors import (
     TrustpullError,
     VerificationError,
 )
+from trust.http import Auth, HttpsSession, RealmPolicy
 from trust.reference import Reference
 from trust.resolve import REPO_ADMIN, Resolution, natural_key, pinned_reference
 from trust.sources import TrustSourceConfig
-from trust.transport import TrustServerSession, parse_challenges
 
 __all__ = ["TrustpullFetcher", "TufSource", "map_tuf_error", "target_path"]
 
@@ -132,54 +131,6 @@ def _mapped(where: str) -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------- transport
-
-
-class _RepositorySession(TrustServerSession):
-    """trustpull's bounded HTTPS session (TLS from `<DOCKER_CONFIG>/tls/<host:port>/`, caps,
-    deadlines, retries, https-only redirects, no cookies, environment proxies) aimed at a
-    static TUF repository instead of a Notary server's `/v2/` API.
-
-    Credentials: docker's credentials for exactly the metadata host, sent as Basic auth only
-    after that host asks for them with a Basic challenge.
-    """
-
-    _basic_auth: str | None = None
-
-    def get_url(self, url: str, max_bytes: int) -> tuple[int, bytes]:
-        """GET `url` (under the metadata URL) capped at `max_bytes`: (status, body)."""
-        if not url.startswith(self._server + "/"):
-            raise InputError(f"refusing to fetch {url!r}: outside {self._server}")
-        what = url[len(self._server) + 1 :]
-        reply = self._get(url, what, max_bytes, self._basic_auth)
-        if reply[0] == 401 and self._basic_auth is None:
-            challenges = parse_challenges(reply[2])
-            creds = self._creds()
-            if (
-                any(c.scheme == "basic" for c in challenges)
-                and creds is not None
-                and creds.username
-                and creds.password
-            ):
-                pair = f"{creds.username}:{creds.password}".encode()
-                self._basic_auth = f"Basic {base64.b64encode(pair).decode('ascii')}"
-                reply = self._get(url, what, max_bytes, self._basic_auth)
-        return reply[0], reply[1]
-
-    def _get(
-        self, url: str, what: str, max_bytes: int, auth: str | None
-    ) -> tuple[int, bytes, list[str]]:
-        deadline = min(self._clock() + self._limits.file_timeout, self._session_deadline())
-        reply = self._fetch(
-            "GET",
-            url,
-            label="TUF repository",
-            what=what,
-            deadline=deadline,
-            auth=auth,
-            max_bytes=max_bytes,
-            retries=self._limits.retries,
-        )
-        return reply.status, reply.body, reply.challenges
 
 
 class TrustpullFetcher(FetcherInterface):
@@ -391,15 +342,25 @@ class TufSource:
         def credentials() -> Any:
             return resolve_registry_auth(host, settings.docker_config, os.environ)
 
-        session = _RepositorySession(
+        # Credentials: docker's for exactly the metadata host, sent as Basic auth only after
+        # that host asks for them with a Basic challenge (no bearer flow for a file server).
+        session = HttpsSession(
             self.config.metadata_url,
-            gun,
             limits=self.limits,
             docker_config=self.settings.docker_config,
-            credentials=credentials,
+            auth=Auth(
+                credentials=credentials,
+                realms=RealmPolicy.for_server(self.config.metadata_url, None),
+            ),
+            label="TUF repository",
             user_agent=f"trustpull/{__version__}",
         )
-        return TrustpullFetcher(session.get_url, ceiling=ceiling), session.close
+
+        def get(url: str, max_bytes: int) -> tuple[int, bytes]:
+            reply = session.get(url, max_bytes=max_bytes)
+            return reply.status, reply.body
+
+        return TrustpullFetcher(get, ceiling=ceiling), session.close
 
     def _read_root(self) -> bytes:
         path = self.config.root

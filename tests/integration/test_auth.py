@@ -37,7 +37,7 @@ from fixtures.stack import (
 from tests.ci import skip_or_fail
 from trust.config import Limits
 from trust.credentials import RegistryAuth
-from trust.transport import TrustServerSession
+from trust.notary.remote import NotaryRemote as TrustServerSession
 
 pytestmark = pytest.mark.integration
 

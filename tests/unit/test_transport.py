@@ -1,4 +1,5 @@
-"""trust.transport against a real in-process HTTPS server (no mocks): attacks.md group G.
+"""trust.http (through trust.notary.remote) against a real in-process HTTPS server (no mocks):
+attacks.md group G.
 
 The server below is private to this file on purpose (fixtures/server.py is a separate piece of
 work): each test installs small route functions that misbehave in one specific way.
@@ -26,13 +27,9 @@ from fixtures.tlsgen import CertificateAuthority, make_ca
 from tests.unit._trust_env import FAST
 from trust.config import Limits
 from trust.errors import AuthError, ConfigError, InputError, LengthError, NetworkError
-from trust.transport import (
-    Challenge,
-    NotFoundError,
-    TrustServerSession,
-    _tls_context,
-    parse_challenges,
-)
+from trust.http import Challenge, parse_challenges, tls_context
+from trust.notary.remote import NotaryRemote as TrustServerSession
+from trust.notary.remote import NotFoundError
 
 GUN = "registry.test/org/app"
 TUF = f"/v2/{GUN}/_trust/tuf/"
@@ -392,12 +389,15 @@ def test_connection_refused_is_retried_then_network_error(
     assert len(clock.sleeps) == 2
 
 
-def test_ping_network_error_is_ignored(docker_config: Path) -> None:
-    with TrustServerSession(
-        "https://127.0.0.1:1", GUN, limits=FAST, docker_config=docker_config
-    ) as session:
-        session.ping()  # offline: no exception, the cache may still serve
-        assert session.request_count == 1
+def test_no_ping_the_first_request_is_the_metadata(
+    server: LocalServer, connect: Callable[..., TrustServerSession]
+) -> None:
+    """issue 13: no `/v2/` ping up front; `ping()` is kept for callers and sends nothing."""
+    server.routes[TUF + "timestamp.json"] = serve(b"{}")
+    session = connect()
+    assert session.request_count == 0
+    assert session.get_metadata("timestamp", 10) == b"{}"
+    assert [seen.path for seen in server.seen] == [TUF + "timestamp.json"]
 
 
 # ------------------------------------------------------------------------------ sizes
@@ -636,14 +636,18 @@ def test_authorization_dropped_when_redirect_changes_host(
 ) -> None:
     other: LocalServer = start()  # same CA, reached as "localhost": another host
     other.routes[TUF + "root.json"] = serve(b"{}")
-    server.routes["/v2/"] = serve(b"", 401, WWW_Authenticate='Basic realm="trust"')
-    server.routes[TUF + "root.json"] = serve(
-        b"", 302, Location=f"https://localhost:{other.port}{TUF}root.json"
-    )
+    to_other = serve(b"", 302, Location=f"https://localhost:{other.port}{TUF}root.json")
+
+    def root(req: Handler) -> None:
+        if req.headers.get("Authorization"):
+            to_other(req)
+        else:
+            req.reply(401, b"", {"WWW-Authenticate": 'Basic realm="trust"'})
+
+    server.routes[TUF + "root.json"] = root
     server.routes[TUF + "timestamp.json"] = serve(b"", 302, Location=TUF + "ts2.json")
     server.routes[TUF + "ts2.json"] = serve(b"{}")
     session = connect(credentials=lambda: Creds("alice", "pw"))
-    session.ping()
     assert session.get_metadata("root", 10) == b"{}"
     basic = "Basic " + base64.b64encode(b"alice:pw").decode()
     assert server.seen[-1].headers["authorization"] == basic
@@ -746,9 +750,6 @@ def bearer_setup(
 ) -> LocalServer:
     """The trust server demands `Bearer good-token`; the token endpoint hands it out."""
     tokens = token_server or server
-    server.routes["/v2/"] = serve(
-        b"", 401, WWW_Authenticate=f'Bearer realm="{realm}",service="notary.test"'
-    )
     doc = token_doc or {"token": "good-token", "expires_in": 300}
     tokens.routes["/token"] = serve(json.dumps(doc).encode())
 
@@ -756,7 +757,9 @@ def bearer_setup(
         if req.headers.get("Authorization") == "Bearer good-token":
             req.reply(200, b"{}")
         else:
-            req.reply(401, b"", {"WWW-Authenticate": f'Bearer realm="{realm}"'})
+            req.reply(
+                401, b"", {"WWW-Authenticate": f'Bearer realm="{realm}",service="notary.test"'}
+            )
 
     server.routes[TUF + "root.json"] = protected
     server.routes[TUF + "timestamp.json"] = protected
@@ -772,7 +775,6 @@ def test_bearer_anonymous_token_is_fetched_once_and_reused(
 ) -> None:
     bearer_setup(server, f"{server.url}/token")
     session = connect()
-    session.ping()
     assert session.get_metadata("root", 10) == b"{}"
     assert session.get_metadata("timestamp", 10) == b"{}"
     (token_req,) = token_requests(server)
@@ -790,7 +792,6 @@ def test_bearer_with_basic_credentials(
 ) -> None:
     bearer_setup(server, f"{server.url}/token", access_token="good-token", token="other")
     session = connect(credentials=lambda: Creds("bob", "s3cret"))
-    session.ping()
     assert session.get_metadata("root", 10) == b"{}"  # access_token wins over token
     (token_req,) = token_requests(server)
     assert token_req.query["account"] == ["bob"]
@@ -802,7 +803,6 @@ def test_bearer_with_identity_token_posts_refresh_grant(
 ) -> None:
     bearer_setup(server, f"{server.url}/token")
     session = connect(credentials=lambda: Creds("bob", "", identitytoken="refresh-me"))
-    session.ping()
     assert session.get_metadata("root", 10) == b"{}"
     (token_req,) = token_requests(server)
     assert token_req.method == "POST"
@@ -822,7 +822,6 @@ def test_expired_token_is_renewed(
     bearer_setup(server, f"{server.url}/token", token="good-token", expires_in=10)
     clock = Clock()
     session = connect(Limits(total_timeout=1000), clock=clock)
-    session.ping()
     session.get_metadata("root", 10)
     clock.offset = 30  # under the 60 s floor: still cached
     session.get_metadata("root", 10)
@@ -840,7 +839,6 @@ def test_http_realm_on_loopback_is_allowed(
     plain: LocalServer = start(tls=False)
     bearer_setup(server, f"{plain.url}/token", token_server=plain)
     session = connect()
-    session.ping()
     assert session.get_metadata("root", 10) == b"{}"
     assert len(token_requests(plain)) == 1
 
@@ -853,7 +851,6 @@ def test_bad_realms_are_refused_before_sending_anything(
 ) -> None:
     bearer_setup(server, realm)
     session = connect(credentials=lambda: Creds("bob", "pw"))
-    session.ping()
     with pytest.raises(AuthError, match="realm"):
         session.get_metadata("root", 10)
     assert session.request_count == 1
@@ -877,7 +874,6 @@ def test_token_endpoint_failures_are_auth_errors(
     bearer_setup(server, f"{server.url}/token")
     server.routes["/token"] = serve(body, status)
     session = connect()
-    session.ping()
     with pytest.raises(AuthError) as info:
         session.get_metadata("root", 10)
     assert info.value.exit_code == 7
@@ -888,7 +884,6 @@ def test_401_after_token_sent_is_auth_error(
 ) -> None:
     bearer_setup(server, f"{server.url}/token", token="wrong-token")
     session = connect()
-    session.ping()
     with pytest.raises(AuthError, match="401"):
         session.get_metadata("root", 10)
 
@@ -896,9 +891,8 @@ def test_401_after_token_sent_is_auth_error(
 def test_basic_challenge_without_credentials_is_auth_error(
     server: LocalServer, connect: Callable[..., TrustServerSession]
 ) -> None:
-    server.routes["/v2/"] = serve(b"", 401, WWW_Authenticate='Basic realm="trust"')
+    server.routes[TUF + "root.json"] = serve(b"", 401, WWW_Authenticate='Basic realm="trust"')
     session = connect(credentials=lambda: Creds("alice", ""))
-    session.ping()
     with pytest.raises(AuthError, match="no basic auth credentials"):
         session.get_metadata("root", 10)
     assert session.request_count == 1
@@ -907,13 +901,13 @@ def test_basic_challenge_without_credentials_is_auth_error(
 def test_credentials_only_go_to_the_trust_server(
     server: LocalServer, connect: Callable[..., TrustServerSession]
 ) -> None:
-    """The ping itself and non-/v2/ paths carry nothing; metadata carries the bearer token."""
+    """The first request carries nothing; the token endpoint gets the password, metadata the
+    bearer token."""
     bearer_setup(server, f"{server.url}/token")
     session = connect(credentials=lambda: Creds("bob", "pw"))
-    session.ping()
     session.get_metadata("root", 10)
-    ping, token, meta = server.seen
-    assert "authorization" not in ping.headers
+    first, token, meta = server.seen
+    assert "authorization" not in first.headers
     assert token.headers["authorization"].startswith("Basic ")
     assert meta.headers["authorization"] == "Bearer good-token"
 
@@ -936,9 +930,9 @@ def test_proxy_comes_from_the_environment(
 
 
 def test_tls_context_floor_and_verification(docker_config: Path) -> None:
-    context = _tls_context(docker_config, "notary.test")
+    context = tls_context(docker_config, "notary.test")
     assert context.minimum_version == ssl.TLSVersion.TLSv1_2
     assert context.verify_mode == ssl.CERT_REQUIRED
     assert context.check_hostname
     with pytest.raises(InputError):
-        _tls_context(docker_config, "..")
+        tls_context(docker_config, "..")
