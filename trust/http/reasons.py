@@ -82,21 +82,25 @@ def describe(exc: BaseException, url: str, docker_config: Path) -> str:
                     f"(put its CA in {directory}/, named *.crt)"
                 )
             return f"TLS: the certificate of {netloc} was refused ({inner.verify_message})"
+    words = (
+        ((urllib3.exceptions.NameResolutionError, socket.gaierror), f"cannot resolve {host}"),
+        ((ConnectionRefusedError,), f"connection refused by {netloc}"),
+        ((ConnectionResetError,), f"connection reset by {netloc}"),
+        ((urllib3.exceptions.ProxyError,), f"the HTTPS proxy for {netloc} failed"),
+        ((urllib3.exceptions.ReadTimeoutError,), f"{netloc} stopped answering (read timed out)"),
+    )
+    for kinds, text in words:  # most specific first, anywhere in the chain
+        if any(isinstance(inner, kinds) for inner in chain):
+            return text
     for inner in chain:
-        if isinstance(inner, urllib3.exceptions.NameResolutionError | socket.gaierror):
-            return f"cannot resolve {host}"
-        if isinstance(inner, ConnectionRefusedError):
-            return f"connection refused by {netloc}"
-        if isinstance(inner, urllib3.exceptions.ConnectTimeoutError):
-            return f"no answer from {netloc} (timed out connecting)"
-        if isinstance(inner, urllib3.exceptions.ReadTimeoutError | requests.exceptions.ReadTimeout):
-            return f"{netloc} stopped answering (read timed out)"
-        if isinstance(inner, urllib3.exceptions.ProxyError):
-            return f"the HTTPS proxy for {netloc} failed"
         if isinstance(inner, OSError) and inner.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
             return f"no route to {netloc} (network unreachable)"
-        if isinstance(inner, ConnectionResetError):
-            return f"connection reset by {netloc}"
+    for inner in chain:
+        # NewConnectionError is a ConnectTimeoutError subclass in urllib3: only a real timeout.
+        if isinstance(inner, urllib3.exceptions.ConnectTimeoutError) and not isinstance(
+            inner, urllib3.exceptions.NewConnectionError
+        ):
+            return f"no answer from {netloc} (timed out connecting)"
         if isinstance(inner, ssl.SSLError | urllib3.exceptions.SSLError):
             return f"TLS handshake with {netloc} failed"
     if isinstance(exc, requests.exceptions.Timeout):

@@ -66,6 +66,7 @@ class NotaryRemote:
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], None] | None = None,
         user_agent: str | None = None,
+        wall: Callable[[], float] | None = None,
     ) -> None:
         check_component(gun, "GUN")
         self._gun = gun
@@ -83,6 +84,8 @@ class NotaryRemote:
             timing["clock"] = clock
         if sleep is not None:
             timing["sleep"] = sleep
+        if wall is not None:
+            timing["wall"] = wall
         if user_agent is not None:
             timing["user_agent"] = user_agent
         self._session = HttpsSession(
