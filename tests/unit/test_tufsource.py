@@ -38,6 +38,7 @@ from trust.errors import (
 )
 from trust.pull import resolve_reference
 from trust.reference import parse
+from trust.resolve import Resolution, SignedTarget
 from trust.sources import TrustSourceConfig, select_source
 from trust.tufsource import TrustpullFetcher, TufSource, map_tuf_error
 
@@ -494,3 +495,69 @@ def test_cli_resolve_and_inspect(env: Env, tmp_path: Path, isolated_home: Path) 
     )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)[0]["SignedTags"][0]["Digest"] == D1.removeprefix("sha256:")
+
+
+# ------------------------------------------------------- the verified view (trust.tufview)
+
+
+def test_view_lookup_signed_tags_resolution_and_expiries(env: Env) -> None:
+    repo = env.repo
+    repo.delegate("targets", "team", paths=["127.0.0.1:5999/it/*"])
+    repo.add_tag(GUN, "10.0", D3, role="team")
+    repo.add_tag(GUN, "2.0", D2)
+    repo.publish()
+    source = TufSource(env.source, env.settings)
+    with source.view(GUN) as view:
+        assert view.lookup("2.0") == SignedTarget("2.0", D2, view.lookup("2.0").size, "targets")
+        with pytest.raises(NoSuchTagError, match=r"No valid trust data for 9\.9"):
+            view.lookup("9.9")
+        tags = view.signed_tags()
+        assert [(t.tag, t.digest, t.role) for t in tags] == [
+            ("1.0", D1, "targets"),
+            ("2.0", D2, "targets"),
+            ("10.0", D3, "team"),  # natural order, and a delegated role's tag
+        ]
+        assert all(isinstance(t, SignedTarget) for t in tags)
+        res = view.resolution(parse(f"{GUN}@{D3}", default_tag=False), tags[2])
+        assert isinstance(res, Resolution)
+        assert (res.reference, res.tag, res.signers, res.source) == (
+            f"{GUN}@{D3}",
+            "10.0",
+            ("team",),
+            "tuf",
+        )
+        expiries = view.expiries(("team",))
+        assert set(expiries) == {"root", "timestamp", "snapshot", "targets", "team"}
+        assert all(e.tzinfo is not None for e in expiries.values())
+
+
+def test_view_lists_a_delegated_role_no_lookup_has_loaded_yet(env: Env) -> None:
+    """The first listing of a fresh cache: `team.json` is not on disk until the view makes
+    python-tuf load it (a target search routed to it), and its tag is listed."""
+    env.repo.delegate("targets", "team", paths=["127.0.0.1:5999/it/app:7*"])
+    env.repo.add_tag(GUN, "7.1", D2, role="team")
+    env.repo.publish()
+    with TufSource(env.source, env.settings).view(GUN) as view:
+        assert [t.tag for t in view.signed_tags()] == ["1.0", "7.1"]
+
+
+def test_python_tuf_is_used_through_its_public_api_only() -> None:
+    """No subclass of python-tuf classes, no private attribute of anything from tuf."""
+    import ast
+
+    for name in ("tufsource.py", "tufview.py"):
+        tree = ast.parse((Path(__file__).parents[2] / "trust" / name).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):
+                bases = {ast.unparse(b) for b in node.bases}
+                assert not bases & {"Updater", "Metadata", "Targets", "TrustedMetadataSet"}, name
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+            ):
+                owner = ast.unparse(node.value)
+                assert owner == "self" or owner.startswith("self."), (name, ast.unparse(node))
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tuf"):
+                assert "_internal" not in node.module, name
+                assert all(not alias.name.startswith("_") for alias in node.names), name
