@@ -38,7 +38,7 @@ from trust.errors import (
     TrustpullError,
 )
 from trust.http import Challenge, RealmPolicy, TokenStore, parse_challenges, tls_context
-from trust.http.auth import StoredToken
+from trust.http.auth import StoredToken, credential_fingerprint
 from trust.notary.client import NotaryClient
 from trust.notary.remote import DOCKER_HUB_NOTICE, NotFoundError
 from trust.notary.remote import NotaryRemote as TrustServerSession
@@ -1053,12 +1053,28 @@ def test_a_kept_token_makes_the_next_run_one_request(
     assert stat.S_IMODE(kept.stat().st_mode) == 0o600
     assert stat.S_IMODE(store.directory.stat().st_mode) == 0o700
     assert "pw" not in kept.read_text()  # a pull token, never the password
-    calls: list[int] = []
-    warm = connect(credentials=lambda: calls.append(1) or Creds("bob", "pw"), token_store=store)
+    warm = connect(credentials=lambda: Creds("bob", "pw"), token_store=store)
     assert warm.get_metadata("timestamp", 10) == b"{}"
     assert warm.request_count == 1
-    assert calls == []  # not even the credential helper runs
     assert server.seen[-1].headers["authorization"] == "Bearer good-token"
+
+
+@pytest.mark.parametrize("changed", [Creds("bob", "new-pw"), Creds("eve", "pw"), None])
+def test_a_kept_token_is_only_used_with_the_credentials_it_was_issued_for(
+    server: LocalServer,
+    connect: Callable[..., TrustServerSession],
+    docker_config: Path,
+    changed: Creds | None,
+) -> None:
+    bearer_setup(server, f"{server.url}/token")
+    store = TokenStore(docker_config / "trust" / "tokens")
+    assert connect(credentials=lambda: Creds("bob", "pw"), token_store=store).get_metadata(
+        "timestamp", 10
+    )
+    session = connect(credentials=lambda: changed, token_store=store)
+    assert session.get_metadata("timestamp", 10) == b"{}"
+    assert session.request_count == 3  # the kept token was not sent: 401, token, timestamp
+    assert "authorization" not in server.seen[-3].headers
 
 
 def test_a_kept_token_is_never_used_for_another_scope_or_host(
@@ -1090,7 +1106,8 @@ def test_a_refused_kept_token_is_forgotten_and_the_handshake_runs_again(
     bearer_setup(server, f"{server.url}/token")
     store = TokenStore(docker_config / "trust" / "tokens")
     scope = f"repository:{GUN}:pull"
-    store.save(server.url, scope, StoredToken("x", "y", "revoked", time.time() + 300))
+    anonymous = credential_fingerprint("", "", "")
+    store.save(server.url, scope, StoredToken("x", "y", "revoked", time.time() + 300, anonymous))
     session = connect(token_store=store)
     assert session.get_metadata("root", 10) == b"{}"
     assert session.request_count == 3  # the kept token refused (401), token, retry

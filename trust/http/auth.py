@@ -9,7 +9,8 @@
   `max(expires_in, 60)` s from `issued_at`; dct.md §1.5), validated strictly.
 * `TokenStore`: bearer tokens kept between runs (issue 13: one request per warm resolve), one
   file per (server origin, scope), mode 0600 in a 0700 directory, used only until they expire.
-  A token is a pull grant for one repository on one server, never a password; a store that
+  A token is a pull grant for one repository on one server, never a password; it is used only
+  with the credentials it was issued for (a salted hash of them is kept beside it); a store that
   cannot be read or written is ignored (the handshake then runs again).
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import hmac
 import ipaddress
 import json
 import os
@@ -37,6 +39,8 @@ __all__ = [
     "Token",
     "TokenStore",
     "check_realm_url",
+    "credential_fingerprint",
+    "fingerprint_matches",
     "is_loopback_literal",
     "parse_token",
 ]
@@ -211,6 +215,31 @@ class StoredToken:
     value: str
     #: Wall-clock (epoch seconds) end of validity.
     expires_at: float
+    #: `credential_fingerprint` of the credentials the token was issued for ("" when unknown).
+    fingerprint: str = ""
+
+
+def credential_fingerprint(
+    username: str, password: str, identitytoken: str, salt: bytes | None = None
+) -> str:
+    """`<salt hex>:<sha256(salt, credentials) hex>`: a kept token is used only with the same
+    credentials it was issued for (another user, a changed password: the handshake runs again).
+    Salted per token so that equal credentials do not show as equal across files."""
+    salt = salt if salt is not None else os.urandom(16)
+    digest = hashlib.sha256(
+        salt + "\0".join((username, password, identitytoken)).encode("utf-8", "surrogatepass")
+    ).hexdigest()
+    return f"{salt.hex()}:{digest}"
+
+
+def fingerprint_matches(fingerprint: str, username: str, password: str, identity: str) -> bool:
+    salt_hex, _, _ = fingerprint.partition(":")
+    try:
+        salt = bytes.fromhex(salt_hex)
+    except ValueError:
+        return False
+    expected = credential_fingerprint(username, password, identity, salt)
+    return bool(salt) and hmac.compare_digest(expected, fingerprint)
 
 
 class TokenStore:
@@ -240,12 +269,16 @@ class TokenStore:
                 service=doc["service"],
                 value=doc["token"],
                 expires_at=float(doc["expires_at"]),
+                fingerprint=doc.get("credentials", ""),
             )
             valid = (
                 len(data) <= _STORE_MAX_BYTES
                 and doc.get("origin") == origin
                 and doc.get("scope") == scope
-                and all(isinstance(v, str) for v in (token.realm, token.service, token.value))
+                and all(
+                    isinstance(v, str)
+                    for v in (token.realm, token.service, token.value, token.fingerprint)
+                )
                 and all(0x21 <= ord(char) < 0x7F for char in token.value)
             )
         except (OSError, ValueError, KeyError, TypeError):
@@ -267,6 +300,7 @@ class TokenStore:
             "service": token.service,
             "token": token.value,
             "expires_at": token.expires_at,
+            "credentials": token.fingerprint,
         }
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)

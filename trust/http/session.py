@@ -46,6 +46,8 @@ from trust.http.auth import (
     StoredToken,
     TokenStore,
     check_realm_url,
+    credential_fingerprint,
+    fingerprint_matches,
     parse_token,
 )
 from trust.http.challenge import Challenge, parse_challenges
@@ -279,10 +281,25 @@ class HttpsSession:
         if store is not None and scope is not None and not self._store_checked:
             self._store_checked = True
             kept = store.load(self._base, scope)
+            if kept is not None and not self._same_credentials(kept.fingerprint):
+                store.forget(self._base, scope)
+                kept = None
             if kept is not None:
                 left = kept.expires_at - self._wall()
                 self._held = _Held(f"Bearer {kept.value}", self._clock() + left, stored=True)
         return self._held
+
+    def _fingerprint(self) -> str:
+        creds = self._credentials()
+        if creds is None:
+            return credential_fingerprint("", "", "")
+        return credential_fingerprint(creds.username, creds.password, creds.identitytoken)
+
+    def _same_credentials(self, fingerprint: str) -> bool:
+        creds = self._credentials()
+        if creds is None:
+            return fingerprint_matches(fingerprint, "", "", "")
+        return fingerprint_matches(fingerprint, creds.username, creds.password, creds.identitytoken)
 
     def _forget_stored(self) -> None:
         if self._auth.store is not None and self._auth.scope is not None:
@@ -358,7 +375,9 @@ class HttpsSession:
             self._auth.store.save(
                 self._base,
                 scope,
-                StoredToken(realm, service, token.value, self._wall() + token.lifetime),
+                StoredToken(
+                    realm, service, token.value, self._wall() + token.lifetime, self._fingerprint()
+                ),
             )
         return _Held(f"Bearer {token.value}", self._clock() + token.lifetime)
 

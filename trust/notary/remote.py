@@ -24,8 +24,9 @@ __all__ = ["DOCKER_HUB_NOTICE", "DOCKER_HUB_TRUST_SERVER", "NotFoundError", "Not
 DOCKER_HUB_TRUST_SERVER = "https://notary.docker.io"
 #: What a user of a Docker Hub image is told when Docker Hub's Notary has nothing or is gone.
 DOCKER_HUB_NOTICE = (
-    "Docker Hub no longer serves content trust data (its Notary service, notary.docker.io, "
-    "shuts down on 2026-12-08), so Docker Hub images cannot be verified with Notary. "
+    "Docker Hub no longer serves content trust data (Docker retired its Notary service, "
+    "notary.docker.io; shutdown date 2026-12-08), so Docker Hub images cannot be verified with "
+    "Notary. "
     "To pull them with trustpull: add a policy rule for these images ([[rules]] in the config), "
     "sign them on a trust server of your own ([trust_servers] or DOCKER_CONTENT_TRUST_SERVER), "
     "or publish them in a TUF repository you control ([[trust_sources]])."
