@@ -7,6 +7,7 @@
 | `watchdog` | a per-attempt wall-clock deadline that cuts sockets; the requests adapter | sockets |
 | `auth` | realm policy, token answers, the token store between runs | token files |
 | `reasons` | connection failures in words (and the raw detail for -v) | none |
+| `body` | a body read within a byte cap and a deadline (bounded gzip decoding) | sockets |
 | `session` | `HttpsSession`: bounded GET, caps, deadlines, retries, redirects, auth | network |
 
 Users: `trust.notary.remote.NotaryRemote` (the Notary server's metadata API) and

@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 from trust.errors import AuthError
 
 __all__ = [
+    "TOKEN_MAX_BYTES",
     "WELL_KNOWN_REALM_HOSTS",
     "RealmPolicy",
     "StoredToken",
@@ -40,6 +41,7 @@ __all__ = [
     "TokenStore",
     "check_realm_url",
     "credential_fingerprint",
+    "error_detail",
     "fingerprint_matches",
     "is_loopback_literal",
     "parse_token",

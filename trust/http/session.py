@@ -14,8 +14,7 @@ answered once: `Bearer` by docker's token flow for `Auth.scope` (credentials onl
 refused is forgotten and the handshake runs again. 401/403 otherwise come back to the caller.
 
 The one public class is used by the Notary client (`trust.notary.remote`) and by the TUF
-fetcher (`trust.tufsource`) alike. This module is over 500 lines: the request core (redirects,
-retries, bounded reads, deadlines) and the auth flow share one state and are kept together.
+fetcher (`trust.tufsource`) alike; bodies are read by `trust.http.body`.
 """
 
 from __future__ import annotations
@@ -23,9 +22,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import http.cookiejar
-import ssl
 import time
-import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -35,11 +32,10 @@ from urllib.parse import urlencode, urljoin, urlsplit
 
 import requests
 import requests.utils
-import urllib3.exceptions
 
 from trust import __version__
 from trust.config import Limits, validate_trust_server_url
-from trust.errors import AuthError, InputError, LengthError, NetworkError
+from trust.errors import AuthError, InputError, NetworkError
 from trust.http.auth import (
     TOKEN_MAX_BYTES,
     RealmPolicy,
@@ -50,6 +46,7 @@ from trust.http.auth import (
     fingerprint_matches,
     parse_token,
 )
+from trust.http.body import BodyReader, RetryableError
 from trust.http.challenge import Challenge, parse_challenges
 from trust.http.reasons import describe, raw_reason
 from trust.http.tls import tls_context
@@ -57,8 +54,6 @@ from trust.http.watchdog import BoundedAdapter, Watch, watch
 
 __all__ = ["Auth", "Credentials", "HttpsSession", "Reply"]
 
-#: Bodies are read this much at a time (at most one socket read each, see `_read_body`).
-_CHUNK = 64 * 1024
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
@@ -151,15 +146,6 @@ class _NoCookies(http.cookiejar.DefaultCookiePolicy):
         return False
 
 
-class _Retryable(Exception):
-    """Internal: a connection failure or timeout that a GET may try again."""
-
-    def __init__(self, words: str, detail: str) -> None:
-        super().__init__(words)
-        self.words = words
-        self.detail = detail
-
-
 def _basic(username: str, password: str) -> str:
     pair = f"{username}:{password}".encode()
     return f"Basic {base64.b64encode(pair).decode('ascii')}"
@@ -217,6 +203,7 @@ class HttpsSession:
         self._creds_loaded = False
         self._creds: Credentials | None = None
         self._started = clock()
+        self._body = BodyReader(limits, clock, self._slow_message)
 
     # -------------------------------------------------------------- public API
 
@@ -406,7 +393,7 @@ class HttpsSession:
             self._check_time(deadline, what)
             try:
                 raw = self._attempt(method, url, label, what, deadline, auth, max_bytes, data)
-            except _Retryable as exc:
+            except RetryableError as exc:
                 if attempt >= retries or not self._backoff(attempt, None, deadline):
                     raise NetworkError(
                         f"error contacting {label}: {exc.words}", detail=exc.detail
@@ -489,9 +476,9 @@ class HttpsSession:
                         url = target
                         continue
                     if status == 200:
-                        body = self._read_body(response, max_bytes, deadline, what, current)
+                        body = self._body.read(response, max_bytes, deadline, what, current)
                     else:
-                        body = self._read_error_body(response, deadline, current)
+                        body = self._body.read_error(response, deadline, current)
                     return _Raw(
                         status,
                         body,
@@ -539,117 +526,9 @@ class HttpsSession:
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
             if current.fired:
                 raise NetworkError(self._slow_message(what)) from None
-            raise _Retryable(describe(exc, url, self._docker_config), raw_reason(exc)) from None
+            raise RetryableError(describe(exc, url, self._docker_config), raw_reason(exc)) from None
         except requests.exceptions.RequestException as exc:
             raise NetworkError(
                 f"error contacting {label}: {describe(exc, url, self._docker_config)}",
                 detail=raw_reason(exc),
             ) from None
-
-    def _read_body(
-        self, response: requests.Response, max_bytes: int, deadline: float, what: str, w: Watch
-    ) -> bytes:
-        """Read the whole body, capped at `max_bytes` decoded bytes, within the deadline.
-
-        Content-Length is only used to refuse early and to detect a short body; it is never
-        trusted as the cap. Compression is decoded here, bounded, so a gzip bomb cannot expand
-        beyond the cap (G07).
-        """
-        declared = _content_length(response)
-        if declared is not None and declared > max_bytes:
-            raise LengthError(
-                f"{what} is {declared} bytes according to the server, more than the "
-                f"{max_bytes}-byte limit"
-            )
-        decoder = _decoder(response.headers.get("Content-Encoding", ""), what)
-        parts: list[bytes] = []
-        total = 0
-        received = 0
-        while True:
-            chunk = self._read_chunk(response.raw, deadline, what, w)
-            if not chunk:
-                break
-            received += len(chunk)
-            if decoder is not None:
-                # max_length stops a bomb inside zlib: at most one byte past the cap is made.
-                chunk = decoder.decompress(chunk, max_bytes + 1 - total)
-            total += len(chunk)
-            if total > max_bytes:
-                raise LengthError(f"{what} is longer than the {max_bytes}-byte limit")
-            parts.append(chunk)
-        if declared is not None and received != declared:
-            raise NetworkError(
-                f"{what}: incomplete answer ({received} of {declared} bytes received)"
-            )
-        if decoder is not None:
-            if not decoder.eof:
-                raise NetworkError(f"{what}: compressed body is truncated")
-            tail = decoder.flush()
-            total += len(tail)
-            if total > max_bytes:
-                raise LengthError(f"{what} is longer than the {max_bytes}-byte limit")
-            parts.append(tail)
-        return b"".join(parts)
-
-    def _read_chunk(self, raw: Any, deadline: float, what: str, w: Watch) -> bytes:
-        """At most one socket read, with its timeout shrunk to what is left of the deadline."""
-        remaining = deadline - self._clock()
-        if remaining <= 0 or w.fired:
-            raise NetworkError(self._slow_message(what))
-        sock = getattr(getattr(raw, "connection", None), "sock", None)
-        if sock is not None:
-            try:
-                sock.settimeout(min(self._limits.read_timeout, remaining))
-            except OSError:
-                pass
-        try:
-            data = raw.read1(_CHUNK, decode_content=False)
-        except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
-            if w.fired or self._clock() >= deadline:
-                raise NetworkError(self._slow_message(what)) from None
-            if isinstance(exc, urllib3.exceptions.SSLError | ssl.SSLError):
-                raise NetworkError(
-                    f"TLS error while reading {what}", detail=raw_reason(exc)
-                ) from None
-            raise _Retryable(f"connection broken while reading {what}", raw_reason(exc)) from None
-        if w.fired:
-            raise NetworkError(self._slow_message(what))
-        return bytes(data) if data else b""
-
-    def _read_error_body(self, response: requests.Response, deadline: float, w: Watch) -> bytes:
-        """At most `error_body_max_bytes` of an error answer; failures here are not interesting."""
-        cap = self._limits.error_body_max_bytes
-        parts: list[bytes] = []
-        total = 0
-        try:
-            while total < cap:
-                chunk = self._read_chunk(response.raw, deadline, "error answer", w)
-                if not chunk:
-                    break
-                parts.append(chunk[: cap - total])
-                total += len(chunk)
-        except (NetworkError, _Retryable):
-            pass
-        return b"".join(parts)
-
-
-def _content_length(response: requests.Response) -> int | None:
-    value = response.headers.get("Content-Length")
-    if value is None:
-        return None
-    value = value.strip()
-    if not value.isdigit():
-        raise NetworkError(f"trust server sent an invalid Content-Length {value[:40]!r}")
-    return int(value)
-
-
-def _decoder(encoding: str, what: str) -> Any:
-    """A bounded decompressor for the Content-Encoding the server used anyway, or None."""
-    name = encoding.strip().lower()
-    if name in ("", "identity"):
-        return None
-    if name in ("gzip", "x-gzip"):
-        return zlib.decompressobj(16 + zlib.MAX_WBITS)
-    if name == "deflate":
-        return zlib.decompressobj()
-    raise NetworkError(f"{what}: unsupported Content-Encoding {name[:40]!r}")

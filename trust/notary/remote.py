@@ -89,6 +89,7 @@ class NotaryRemote:
             timing["wall"] = wall
         if user_agent is not None:
             timing["user_agent"] = user_agent
+        self._auth = auth
         self._session = HttpsSession(
             server_url,
             limits=limits,
@@ -105,6 +106,11 @@ class NotaryRemote:
     def request_count(self) -> int:
         """HTTP requests sent so far (tokens, redirects and retries included)."""
         return self._session.request_count
+
+    @property
+    def auth(self) -> Auth:
+        """How this remote may authenticate: credentials source, scope, realm policy, store."""
+        return self._auth
 
     @property
     def base_url(self) -> str:
