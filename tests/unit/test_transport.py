@@ -1100,6 +1100,16 @@ def test_an_expired_kept_token_is_dropped(docker_config: Path) -> None:
     assert list(store.directory.iterdir()) == []
 
 
+def test_a_token_the_server_refuses_is_not_kept(
+    server: LocalServer, connect: Callable[..., TrustServerSession], docker_config: Path
+) -> None:
+    bearer_setup(server, f"{server.url}/token", token="wrong-token")
+    store = TokenStore(docker_config / "trust" / "tokens")
+    with pytest.raises(AuthError, match="401"):
+        connect(token_store=store).get_metadata("root", 10)
+    assert not store.directory.exists() or list(store.directory.iterdir()) == []
+
+
 def test_a_refused_kept_token_is_forgotten_and_the_handshake_runs_again(
     server: LocalServer, connect: Callable[..., TrustServerSession], docker_config: Path
 ) -> None:

@@ -114,6 +114,8 @@ class _Held:
     header: str
     expires: float  # session clock; inf for Basic
     stored: bool = False
+    #: A fresh token, kept for the next run once a request with it was not refused.
+    keep: StoredToken | None = None
 
 
 def _origin(url: str) -> tuple[str, str]:
@@ -249,6 +251,11 @@ class HttpsSession:
             if answer is not None:
                 held = answer
                 raw = self._fetch("GET", url, what, deadline, held.header, max_bytes)
+        if held is not None and held.keep is not None and raw.status not in (401, 403):
+            # Kept only once the server took it: a refused token is never written.
+            if self._auth.store is not None and self._auth.scope is not None:
+                self._auth.store.save(self._base, self._auth.scope, held.keep)
+            held.keep = None
         return Reply(
             raw.status,
             raw.body,
@@ -358,15 +365,11 @@ class HttpsSession:
                 label="token",
             )
         token = parse_token(raw.status, raw.body)
+        keep = None
         if self._auth.store is not None:
-            self._auth.store.save(
-                self._base,
-                scope,
-                StoredToken(
-                    realm, service, token.value, self._wall() + token.lifetime, self._fingerprint()
-                ),
-            )
-        return _Held(f"Bearer {token.value}", self._clock() + token.lifetime)
+            expires_at = self._wall() + token.lifetime
+            keep = StoredToken(realm, service, token.value, expires_at, self._fingerprint())
+        return _Held(f"Bearer {token.value}", self._clock() + token.lifetime, keep=keep)
 
     # ------------------------------------------------------------ transport core
 
