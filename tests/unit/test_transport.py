@@ -1100,6 +1100,32 @@ def test_an_expired_kept_token_is_dropped(docker_config: Path) -> None:
     assert list(store.directory.iterdir()) == []
 
 
+def test_a_basic_challenge_is_remembered_without_the_password(
+    server: LocalServer, connect: Callable[..., TrustServerSession], docker_config: Path
+) -> None:
+    basic = "Basic " + base64.b64encode(b"alice:pw").decode()
+
+    def protected(req: Handler) -> None:
+        if req.headers.get("Authorization") == basic:
+            req.reply(200, b"{}")
+        else:
+            req.reply(401, b"", {"WWW-Authenticate": 'Basic realm="trust"'})
+
+    server.routes[TUF + "timestamp.json"] = protected
+    store = TokenStore(docker_config / "trust" / "tokens")
+    first = connect(credentials=lambda: Creds("alice", "pw"), token_store=store)
+    assert first.get_metadata("timestamp", 10) == b"{}" and first.request_count == 2
+    (kept,) = store.directory.iterdir()
+    assert "cHc" not in kept.read_text() and '"pw"' not in kept.read_text()
+    warm = connect(credentials=lambda: Creds("alice", "pw"), token_store=store)
+    assert warm.get_metadata("timestamp", 10) == b"{}" and warm.request_count == 1
+    assert server.seen[-1].headers["authorization"] == basic
+    other = connect(credentials=lambda: Creds("alice", "other"), token_store=store)
+    with pytest.raises(AuthError):
+        other.get_metadata("timestamp", 10)
+    assert other.request_count == 2  # not sent preemptively: 401, then the wrong password
+
+
 def test_a_token_the_server_refuses_is_not_kept(
     server: LocalServer, connect: Callable[..., TrustServerSession], docker_config: Path
 ) -> None:

@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 from trust.errors import AuthError
 
 __all__ = [
+    "BASIC_MARKER_SECONDS",
     "TOKEN_MAX_BYTES",
     "WELL_KNOWN_REALM_HOSTS",
     "RealmPolicy",
@@ -53,6 +54,8 @@ WELL_KNOWN_REALM_HOSTS: Mapping[str, frozenset[str]] = {
 }
 #: A token endpoint answer is a small JSON document; anything bigger is refused.
 TOKEN_MAX_BYTES = 256 * 1024
+#: How long "this server wants Basic auth" is remembered (no secret is stored for it).
+BASIC_MARKER_SECONDS = 24 * 3600.0
 #: A stored token is not used in its last seconds (clock skew, the request's own duration).
 _STORE_MARGIN = 10.0
 _STORE_MAX_BYTES = 64 * 1024
@@ -219,6 +222,9 @@ class StoredToken:
     expires_at: float
     #: `credential_fingerprint` of the credentials the token was issued for ("" when unknown).
     fingerprint: str = ""
+    #: "bearer", or "basic": the server asked for Basic auth (the value is a placeholder; the
+    #: password itself is never stored, it is sent from the credentials again).
+    scheme: str = "bearer"
 
 
 def credential_fingerprint(
@@ -272,11 +278,13 @@ class TokenStore:
                 value=doc["token"],
                 expires_at=float(doc["expires_at"]),
                 fingerprint=doc.get("credentials", ""),
+                scheme=doc.get("scheme", "bearer"),
             )
             valid = (
                 len(data) <= _STORE_MAX_BYTES
                 and doc.get("origin") == origin
                 and doc.get("scope") == scope
+                and token.scheme in ("bearer", "basic")
                 and all(
                     isinstance(v, str)
                     for v in (token.realm, token.service, token.value, token.fingerprint)
@@ -303,6 +311,7 @@ class TokenStore:
             "token": token.value,
             "expires_at": token.expires_at,
             "credentials": token.fingerprint,
+            "scheme": token.scheme,
         }
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -37,6 +37,7 @@ from trust import __version__
 from trust.config import Limits, validate_trust_server_url
 from trust.errors import AuthError, InputError, NetworkError
 from trust.http.auth import (
+    BASIC_MARKER_SECONDS,
     TOKEN_MAX_BYTES,
     RealmPolicy,
     StoredToken,
@@ -280,7 +281,13 @@ class HttpsSession:
                 kept = None
             if kept is not None:
                 left = kept.expires_at - self._wall()
-                self._held = _Held(f"Bearer {kept.value}", self._clock() + left, stored=True)
+                header = f"Bearer {kept.value}"
+                if kept.scheme == "basic":
+                    creds = self._credentials()
+                    if creds is None or not creds.username or not creds.password:
+                        return None
+                    header = _basic(creds.username, creds.password)
+                self._held = _Held(header, self._clock() + left, stored=True)
         return self._held
 
     def _fingerprint(self) -> str:
@@ -318,7 +325,11 @@ class HttpsSession:
             creds = self._credentials()
             if creds is None or not creds.username or not creds.password:
                 raise AuthError("no basic auth credentials")
-            self._held = _Held(_basic(creds.username, creds.password), float("inf"))
+            keep = None
+            if self._auth.store is not None and self._auth.scope is not None:
+                expires_at = self._wall() + BASIC_MARKER_SECONDS
+                keep = StoredToken("", "", "-", expires_at, self._fingerprint(), scheme="basic")
+            self._held = _Held(_basic(creds.username, creds.password), float("inf"), keep=keep)
             return self._held
         return None
 
