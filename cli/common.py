@@ -26,6 +26,8 @@ EPILOG = f"\b\nExit codes:\n{EXIT_TABLE}"
 
 def fail(error: TrustpullError, verbose: bool) -> None:
     click.echo(f"Error: {error.diagnostics()}", err=True)
+    if verbose and error.detail:
+        click.echo(f"detail: {error.detail}", err=True)
     if verbose and error.__cause__ is not None:
         traceback.print_exception(error.__cause__, file=sys.stderr)
 

@@ -43,8 +43,8 @@ from pathlib import Path
 import click
 
 from cli.common import run
-from trust import __version__
 from trust.errors import InputError, InternalError, UsageError
+from trust.version import __version__
 
 __all__ = [
     "METADATA",

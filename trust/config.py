@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from trust.errors import ConfigError, InputError
 from trust.policy import Policy
@@ -120,7 +121,15 @@ class _FileReader:
         return value
 
 
-_SECTIONS = {"trust_servers", "trust_pinning", "limits", "trust_sources", "rules", "engine"}
+_SECTIONS = {
+    "trust_servers",
+    "trust_pinning",
+    "limits",
+    "trust_sources",
+    "rules",
+    "engine",
+    "auth",
+}
 _PINNING_KEYS = {"certs", "ca", "disable_tofu"}
 
 
@@ -210,6 +219,29 @@ def _parse_servers(reader: _FileReader, table: Mapping[str, Any]) -> dict[str, s
         except InputError as exc:
             raise reader.fail("trust_servers", registry, exc.message) from None
     return servers
+
+
+def _parse_auth(reader: _FileReader, table: Mapping[str, Any]) -> tuple[str, ...]:
+    """`[auth] realms = ["https://auth.example.com", ...]`: https URLs without credentials."""
+    for key in table:
+        if key != "realms":
+            raise reader.fail("auth", key, "unknown key")
+    realms = table.get("realms", [])
+    if not isinstance(realms, list) or not all(isinstance(r, str) for r in realms):
+        raise reader.fail("auth", "realms", "must be an array of https URL strings")
+    for realm in realms:
+        try:
+            parts = urlsplit(realm)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            raise reader.fail("auth", "realms", f"not a URL: {realm!r}") from None
+        if parts.scheme != "https" or not parts.hostname:
+            raise reader.fail("auth", "realms", f"must be an https URL: {realm!r}")
+        if parts.username is not None or "@" in parts.netloc or parts.query or parts.fragment:
+            raise reader.fail(
+                "auth", "realms", f"must not carry credentials, query or fragment: {realm!r}"
+            )
+    return tuple(realms)
 
 
 _SOURCE_KEYS = {"scope", "type", "metadata_url", "root", "cache_dir"}
@@ -375,6 +407,7 @@ def load_config(
     servers: dict[str, str] = {}
     sources: tuple[TrustSourceConfig, ...] = ()
     policy: Policy | None = None
+    realms: tuple[str, ...] = ()
     used_file: Path | None = None
     file_engine: str | None = None
     if explicit or path.is_file():
@@ -387,6 +420,7 @@ def load_config(
         pinning = _parse_pinning(reader, reader.table(doc, "trust_pinning"))
         servers = _parse_servers(reader, reader.table(doc, "trust_servers"))
         file_engine = _parse_engine(reader, reader.table(doc, "engine"))
+        realms = _parse_auth(reader, reader.table(doc, "auth"))
         if "trust_sources" in doc:
             sources = _parse_trust_sources(reader, doc["trust_sources"])
         if "rules" in doc and policy_file is None:
@@ -414,5 +448,6 @@ def load_config(
         config_file=used_file,
         trust_sources=sources,
         engine_host=engine_host,
+        auth_realms=realms,
     )
     return Configuration(settings, policy)

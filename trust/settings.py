@@ -126,6 +126,9 @@ class Settings:
     #: The engine to pull through as a `DOCKER_HOST` value (`unix:///run/podman/podman.sock`):
     #: `--engine-socket`, else `[engine] socket` unless `DOCKER_HOST` is set; None: `DOCKER_HOST`.
     engine_host: str | None = None
+    #: `[auth] realms`: token realms besides the trust server's and registry's own hosts that may
+    #: receive registry credentials (https URLs; trust.http.auth.RealmPolicy).
+    auth_realms: tuple[str, ...] = ()
 
     @property
     def trust_dir(self) -> Path:

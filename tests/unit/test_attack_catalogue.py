@@ -17,9 +17,11 @@ import errno
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -381,6 +383,54 @@ def test_G11_token_authentication_faults(make_env: MakeEnv, case: str) -> None:
         assert not any(r.path.startswith("/token") for r in env.server.requests)
 
 
+class _RealmListener(ThreadingHTTPServer):
+    """A token endpoint on another host (plain http on 127.0.0.1, named "localhost" in the
+    realm): it records every request that reaches it and would hand out a token."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        seen: list[dict[str, str]] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                seen.append({"path": self.path, **{k.lower(): v for k, v in self.headers.items()}})
+                body = b'{"token": "attacker-token"}'
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_POST = do_GET
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.seen = seen
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+def test_G11_credentials_never_reach_a_realm_on_another_host(make_env: MakeEnv) -> None:
+    """issue 11 item 8: the trust server names the token realm; the registry password goes
+    there only if it is the trust server's or the registry's host (or configured)."""
+    env = make_env()
+    config = {"auths": {"127.0.0.1:5000": {"auth": _basic("alice", "alice-pw")}}}
+    (env.docker_config / "config.json").write_text(json.dumps(config))
+    listener = _RealmListener()
+    try:
+        realm = f"http://localhost:{listener.server_address[1]}/token"
+        env.server.add_fault("/v2/", status=401, headers=_challenge(realm))  # for a pinging client
+        env.server.add_fault("*/_trust/tuf/*", status=401, headers=_challenge(realm))
+        error = env.refuse(AuthError)
+        assert listener.seen == []  # not even a connection reached the other host
+        assert error.exit_code == 7
+        assert realm in error.message and "[auth] realms" in error.diagnostics()
+    finally:
+        listener.shutdown()
+        listener.server_close()
+
+
 # =========================================================================== H. cache
 
 
@@ -593,7 +643,10 @@ def test_J07_trust_server_gets_the_guns_registry_credentials_only(make_env: Make
         }
     }
     (env.docker_config / "config.json").write_text(json.dumps(config))
-    env.server.add_fault("/v2/", status=401, headers={"WWW-Authenticate": 'Basic realm="t"'})
+    env.server.add_fault(
+        "*/_trust/tuf/*", status=401, headers={"WWW-Authenticate": 'Basic realm="t"'}, times=1
+    )
     env.update()
     sent = {r.headers.get("Authorization") for r in env.server.requests if "/_trust/" in r.path}
-    assert sent == {"Basic " + _basic("right", "pw-right")}
+    # The first request goes out bare (no ping, issue 13), the challenge is answered once.
+    assert sent == {None, "Basic " + _basic("right", "pw-right")}

@@ -194,7 +194,9 @@ def test_engine_socket_precedence(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_text('[engine]\nsocket = "/run/podman/podman.sock"\n')
     assert load_config({}).settings.engine_host is None
-    assert load_config({}, config_file=path).settings.engine_host == "unix:///run/podman/podman.sock"
+    assert (
+        load_config({}, config_file=path).settings.engine_host == "unix:///run/podman/podman.sock"
+    )
     docker_host = {"DOCKER_HOST": "unix:///var/run/docker.sock"}
     assert load_config(docker_host, config_file=path).settings.engine_host is None
     chosen = load_config(docker_host, config_file=path, engine_socket="unix:///tmp/e.sock")
