@@ -373,9 +373,11 @@ def inspect_command(
 
 
 from cli.batch import check_command, policy_group  # noqa: E402  (commands in their own file)
+from cli.proxy import proxy_command  # noqa: E402
 
 main.add_command(check_command)
 main.add_command(policy_group)
+main.add_command(proxy_command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -27,6 +27,7 @@ from trust.sources import TrustSourceConfig
 
 __all__ = [
     "Limits",
+    "ProxyConfig",
     "Settings",
     "TrustPinning",
     "content_trust_from_env",
@@ -92,6 +93,44 @@ class TrustPinning:
 
 
 @dataclass(frozen=True)
+class ProxyConfig:
+    """The `[proxy]` table (shared/spec/engine-proxy.md §0.4); read only by `trustpull proxy`."""
+
+    listen: str | None = None
+    engine: str | None = None
+    socket_group: str | None = None
+    #: None: the engine socket's mode; never wider than it.
+    socket_mode: int | None = None
+    mode: str = "enforce"
+    allow_buildkit: bool = False
+    allow_load: bool = False
+    allow_import: bool = False
+    allow_import_url: bool = False
+    allow_commit: bool = False
+    allow_plugin_create: bool = False
+    allow_swarm: bool = False
+    ledger: str | None = None
+    max_json_body: int = 4 * 1024 * KIB
+    max_dockerfile: int = 1024 * KIB
+    build_spool_dir: str | None = None
+    build_spool_max: int = 10 * 1024 * 1024 * KIB
+    max_header_bytes: int = 1024 * KIB
+    header_timeout: float = 30.0
+    idle_timeout: float = 300.0
+    max_connections: int = 1024
+    max_connections_per_uid: int = 256
+    verify_cache_ttl: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("enforce", "audit"):
+            raise ConfigError('proxy.mode must be "enforce" or "audit"')
+        if self.socket_mode is not None and not 0 <= self.socket_mode <= 0o777:
+            raise ConfigError("proxy.socket_mode must be a permission mode such as 0o660")
+        if self.listen is not None and self.listen.startswith(("@", "unix://@")):
+            raise ConfigError("proxy.listen: an abstract socket has no file permissions")
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the library needs to run, resolved from defaults, file, env and flags."""
 
@@ -109,6 +148,8 @@ class Settings:
     trust_sources: tuple[TrustSourceConfig, ...] = ()
     #: `[[rules]]` (or `--policy FILE`): when set, every verification obeys it (trust.policy).
     policy: Policy | None = None
+    #: `[proxy]`: settings of `trustpull proxy` (ignored by every other command).
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
 
     @property
     def trust_dir(self) -> Path:
@@ -219,7 +260,7 @@ class _FileReader:
         return value
 
 
-_SECTIONS = {"trust_servers", "trust_pinning", "limits", "trust_sources", "rules"}
+_SECTIONS = {"trust_servers", "trust_pinning", "limits", "trust_sources", "rules", "proxy"}
 _PINNING_KEYS = {"certs", "ca", "disable_tofu"}
 
 
@@ -426,6 +467,38 @@ def _parse_rules(reader: _FileReader, value: Any) -> Policy:
     )
 
 
+def _parse_proxy(reader: _FileReader, table: Mapping[str, Any]) -> ProxyConfig:
+    known = {item.name: item for item in dataclasses.fields(ProxyConfig)}
+    defaults = ProxyConfig()
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in known:
+            raise reader.fail("proxy", key, "unknown key")
+        default = getattr(defaults, key)
+        if key == "socket_mode":
+            if isinstance(value, str) and re.fullmatch(r"0?o?[0-7]{3,4}", value):
+                value = int(value.replace("o", ""), 8)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise reader.fail("proxy", key, 'must be an octal mode such as 0o660 or "0660"')
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise reader.fail("proxy", key, "must be true or false")
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise reader.fail("proxy", key, "must be a non-negative integer")
+        elif isinstance(default, float):
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise reader.fail("proxy", key, "must be a non-negative number")
+            value = float(value)
+        elif not isinstance(value, str) or not value:
+            raise reader.fail("proxy", key, "must be a non-empty string")
+        values[key] = value
+    try:
+        return ProxyConfig(**values)
+    except ConfigError as error:
+        raise reader.fail("proxy", "mode", error.message) from None
+
+
 def load_policy_file(path: Path) -> tuple[Policy, _FileReader]:
     """A rules-only file (`--policy FILE`): `[[rules]]` and nothing else."""
     doc, reader = _read_file(path)
@@ -459,6 +532,7 @@ def load_settings(
     servers: dict[str, str] = {}
     sources: tuple[TrustSourceConfig, ...] = ()
     policy: Policy | None = None
+    proxy = ProxyConfig()
     used_file: Path | None = None
     if explicit or path.is_file():
         doc, reader = _read_file(path)
@@ -469,6 +543,7 @@ def load_settings(
         limits = _parse_limits(reader, reader.table(doc, "limits"))
         pinning = _parse_pinning(reader, reader.table(doc, "trust_pinning"))
         servers = _parse_servers(reader, reader.table(doc, "trust_servers"))
+        proxy = _parse_proxy(reader, reader.table(doc, "proxy"))
         if "trust_sources" in doc:
             sources = _parse_trust_sources(reader, doc["trust_sources"])
         if "rules" in doc and policy_file is None:
@@ -493,4 +568,5 @@ def load_settings(
         config_file=used_file,
         trust_sources=sources,
         policy=policy,
+        proxy=proxy,
     )
