@@ -548,9 +548,13 @@ class ClientConnection:
             self._send_events(h11c, h11.Data(data=body))
         self._send_events(h11c, h11.EndOfMessage())
         if refusal.close or (ex.head.has_body and not ex.body_read):
-            # Never read an unwanted body (X28): close both directions.
+            # The body is never parsed nor forwarded (X28). Close our side, then discard what
+            # the client is still sending for a moment (bounded), so that it reads the answer
+            # instead of failing on a reset; a client waiting for 100 Continue sends nothing.
             with contextlib.suppress(OSError):
                 self.sock.shutdown(socket.SHUT_WR)
+            if not h11c.client_is_waiting_for_100_continue:
+                _linger(self.sock)
 
     def respond_head(self, ex: Exchange, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         self._send_events(
@@ -792,6 +796,21 @@ def tunnel(a: socket.socket, b: socket.socket) -> None:
     other.join()
     with contextlib.suppress(OSError):
         b.close()
+
+
+def _linger(sock: socket.socket, seconds: float = 5.0, limit: int = 256 * 1024 * 1024) -> None:
+    deadline = time.monotonic() + seconds
+    seen = 0
+    with contextlib.suppress(OSError):
+        while seen < limit:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            sock.settimeout(left)
+            data = sock.recv(_RECV)
+            if not data:
+                return
+            seen += len(data)
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
