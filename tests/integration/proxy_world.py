@@ -173,7 +173,10 @@ def raw_request(sock_path: str, data: bytes, *, read_timeout: float = 10.0) -> b
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(read_timeout)
         sock.connect(sock_path)
-        sock.sendall(data)
+        try:
+            sock.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the proxy answered and closed before reading everything (refusals do)
         out = bytearray()
         try:
             while True:
@@ -181,7 +184,7 @@ def raw_request(sock_path: str, data: bytes, *, read_timeout: float = 10.0) -> b
                 if not chunk:
                     break
                 out += chunk
-        except TimeoutError:
+        except (TimeoutError, ConnectionResetError):
             pass
         return bytes(out)
 
@@ -193,11 +196,10 @@ def status_of(response: bytes) -> int:
 
 
 def statuses(response: bytes) -> list[int]:
-    out = []
-    for line in response.split(b"\r\n"):
-        if line.startswith(b"HTTP/1."):
-            out.append(int(line.split(b" ")[1]))
-    return out
+    """Status codes of every response in a byte stream (a JSON body may end without CRLF)."""
+    import re
+
+    return [int(m) for m in re.findall(rb"(?:^|\n)HTTP/1\.[01] (\d{3}) ", response)]
 
 
 class UnixHTTP(http.client.HTTPConnection):

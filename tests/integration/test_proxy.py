@@ -115,9 +115,7 @@ def test_docker_create_pins_the_signed_digest(world: World) -> None:
 
 def test_docker_exec_attach_logs_follow_and_cp(world: World, tmp_path: Path) -> None:
     ref = _signed_present(world)
-    proc = world.client(
-        "run", "-d", "--network", "none", ref, "sh", "-c", "echo started; sleep 30"
-    )
+    proc = world.client("run", "-d", "--network", "none", ref, "sh", "-c", "echo started; sleep 30")
     assert proc.returncode == 0, _why(proc, world)
     cid = proc.stdout.strip()
     try:
@@ -196,7 +194,7 @@ def test_docker_save_pipe_load_with_allow_load_X36(world: World, tmp_path: Path)
     ref = _signed_present(world)
     loading = world.start_proxy("[proxy]\nallow_load = true\n")
     env = world.env(world.client_config, DOCKER_HOST=loading.docker_host)
-    pipeline = subprocess.run(
+    pipeline = subprocess.run(  # noqa: S602 (the pipe is what the case is about)
         f"{DOCKER_CLI} save {ref} | {DOCKER_CLI} load",
         shell=True,
         env=env,
@@ -289,7 +287,9 @@ def test_docker_compose_pull_and_up(world: World, tmp_path: Path) -> None:
     assert "signed-1.0" in up.stdout
     subprocess.run([*argv, "down"], env=env, capture_output=True, timeout=120)
     # an unsigned image is refused by compose too, nothing new in the engine
-    compose.write_text(compose.read_text().replace(f"{world.repo}:1.0", f"{world.unsigned_repo}:1.0"))
+    compose.write_text(
+        compose.read_text().replace(f"{world.repo}:1.0", f"{world.unsigned_repo}:1.0")
+    )
     before = world.snapshot()
     up = subprocess.run([*argv, "up"], env=env, capture_output=True, text=True, timeout=120)
     assert up.returncode != 0, _why(up, world)

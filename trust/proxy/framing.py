@@ -16,6 +16,8 @@ from dataclasses import dataclass
 __all__ = ["HEAD_END", "HTTPRefusal", "RequestHead", "check_head"]
 
 HEAD_END = b"\r\n\r\n"
+#: No real client sends more than a few dozen header lines (X29).
+MAX_HEADER_LINES = 1000
 
 _TOKEN_RE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _REQUEST_LINE_RE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) (\S+) HTTP/(\d)\.(\d)")
@@ -124,6 +126,8 @@ def check_head(raw: bytes) -> RequestHead:
         raise _bad("only origin-form request targets are accepted (no absolute or * form)")
     if b"#" in target:
         raise _bad("'#' in the request target")
+    if len(lines) > MAX_HEADER_LINES:
+        raise HTTPRefusal(431, "trustpull: too many header lines", close=True)
     headers: list[tuple[bytes, bytes]] = []
     for line in lines[1:]:
         if not line:

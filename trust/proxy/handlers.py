@@ -31,7 +31,7 @@ from trust.errors import (
 from trust.proxy import gojson
 from trust.proxy.framing import HTTPRefusal
 from trust.proxy.routes import Query, check_single_keys
-from trust.proxy.upstream import image_path, vpath
+from trust.proxy.upstream import EngineDown, image_path, vpath
 from trust.proxy.verify import Pin, Verified, verify_reference
 from trust.reference import Reference, parse
 
@@ -48,6 +48,19 @@ _EXIT_CHANGING = re.compile(
     r"system cannot find the file specified|is a directory",
     re.IGNORECASE,
 )
+
+
+def compare_versions(a: str, b: str) -> int:
+    """moby's versions.compare: numeric by component, missing or non-numeric parts are 0."""
+    left, right = a.split("."), b.split(".")
+    for i in range(max(len(left), len(right))):
+        x = left[i] if i < len(left) else "0"
+        y = right[i] if i < len(right) else "0"
+        xi = int(x) if x.isdigit() else 0
+        yi = int(y) if y.isdigit() else 0
+        if xi != yi:
+            return 1 if xi > yi else -1
+    return 0
 
 
 def sanitize(message: str) -> str:
@@ -131,6 +144,7 @@ class Decider:
         self._admitted: dict[str, float] = {}
         #: Bounded concurrency of verifications (each may fetch from the trust server).
         self._verifying = threading.BoundedSemaphore(16)
+        self._api_range: tuple[str, str] | None = None
 
     # -------------------------------------------------------------------- dispatch
 
@@ -149,6 +163,8 @@ class Decider:
                 kind="UnknownRoute",
             )
         route = match.route
+        if ex.target.version is not None:
+            self._check_version(ex.target.version)
         if route.interpreted:
             check_single_keys(ex.target.query)
         upgrade = ex.head.wants_upgrade()
@@ -177,6 +193,30 @@ class Decider:
             handler(ex)
         except Refused as refusal:
             self._refuse_or_audit(ex, refusal)
+
+    def _check_version(self, version: str) -> None:
+        """The engine's version gate, answered as the engine would (§1.1): the proxy must not
+        act on a request the engine then refuses, nor forward one it cannot judge."""
+        if self._api_range is None:
+            answer = self.proxy.upstream.call("GET", "/version")
+            info = answer.json() if answer.status == 200 else None
+            if not isinstance(info, dict):
+                raise EngineDown(f"GET /version answered {answer.status}")
+            self._api_range = (str(info.get("MinAPIVersion") or "1.12"), str(info["ApiVersion"]))
+        low, high = self._api_range
+        if compare_versions(version, high) > 0:
+            raise HTTPRefusal(
+                400,
+                f"client version {version} is too new. Maximum supported API version is {high}",
+                kind="Version",
+            )
+        if compare_versions(version, low) < 0:
+            raise HTTPRefusal(
+                400,
+                f"client version {version} is too old. Minimum supported API version is {low}, "
+                "please upgrade your client to a newer version",
+                kind="Version",
+            )
 
     def _refuse_or_audit(
         self, ex: Exchange, refusal: Refused, forward_upgrade: bytes | None = None
@@ -834,7 +874,8 @@ class Decider:
         ) -> list[tuple[bytes, bytes]]:
             if self.config.allow_buildkit:
                 return headers
-            return [(k, b"1" if bytes(k).lower() == b"builder-version" else v) for k, v in headers]
+            kept = [(k, v) for k, v in headers if bytes(k).lower() != b"builder-version"]
+            return [*kept, (b"builder-version", b"1")]
 
         ex.conn.forward(ex, response_filter=builder_v1)
 

@@ -206,7 +206,11 @@ class Proxy:
                 continue
             peer = peer_of(client)
             if not self._admit(peer):
-                _refuse_raw(client, 503, "trustpull: the proxy is at its connection limit")
+                threading.Thread(
+                    target=_refuse_raw,
+                    args=(client, 503, "trustpull: the proxy is at its connection limit"),
+                    daemon=True,
+                ).start()
                 continue
             thread = threading.Thread(
                 target=self._run, args=(client, peer), daemon=True, name=f"conn-{peer.pid}"
@@ -252,6 +256,8 @@ def _refuse_raw(sock: socket.socket, status: int, message: str) -> None:
     ).encode()
     with contextlib.suppress(OSError):
         sock.sendall(head + body)
+        sock.shutdown(socket.SHUT_WR)
+    _linger(sock, 2.0, 1024 * 1024)
     with contextlib.suppress(OSError):
         sock.close()
 
@@ -366,6 +372,13 @@ class ClientConnection:
     # -- the loop
 
     def run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            if not self.tunnelled:
+                self._drop_upstream()
+
+    def _loop(self) -> None:
         while not self.tunnelled:
             try:
                 raw = self.read_head()
@@ -521,6 +534,9 @@ class ClientConnection:
         head += f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
         with contextlib.suppress(OSError):
             self.sock.sendall(head + body)
+            self.sock.shutdown(socket.SHUT_WR)
+        if refusal.status != 301:
+            _linger(self.sock, 2.0, 4 * 1024 * 1024)
 
     def refuse(self, ex: Exchange, refusal: HTTPRefusal) -> None:
         """An Engine API error (§3.1); closes when the body was not read."""
@@ -616,6 +632,8 @@ class ClientConnection:
         head = ex.head
         hop = HOP_BY_HOP | (drop_headers or set())
         headers = [(k, v) for k, v in head.headers if k not in hop]
+        if head.get(b"host") is None:  # HTTP/1.0 without Host: the upstream side is 1.1
+            headers.insert(0, (b"host", b"localhost"))
         headers += extra_headers or []
         if body is None:
             if head.chunked:
