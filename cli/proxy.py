@@ -84,14 +84,14 @@ def proxy_command(
             )
             return 0
         log = DecisionLog(sys.stderr, proxy_config.mode)
-        listener = bind_listener(listen_path, engine_path, proxy_config)
-        server = Proxy(settings, engine_path, proxy_config, log, [policy] if policy else [])
         if proxy_config.mode == "audit":
             log.write(
                 event="start",
                 warning="AUDIT MODE: nothing is refused; every would-be refusal is only logged",
             )
         log.write(event="start", listen=f"unix://{listen_path}", engine=f"unix://{engine_path}")
+        listener = bind_listener(listen_path, engine_path, proxy_config)
+        server = Proxy(settings, engine_path, proxy_config, log, [policy] if policy else [])
 
         def stop(signum: int, frame: Any) -> None:
             server.stop()
