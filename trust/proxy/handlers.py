@@ -339,7 +339,10 @@ class Decider:
                     kind="Import",
                 )
             self._log(ex, verdict="allowed", reason="import allowed by config")
-            ex.conn.forward(ex)
+            scanner = _StreamScanner()
+            if ex.conn.forward(ex, tee=scanner.feed) == 200 and scanner.error is None:
+                for image_id in scanner.status_ids[-1:]:
+                    self.ledger.add(image_id, "import", [], ex.conn.peer.uid)
             return
         if from_image.endswith(":"):
             from_image = from_image[:-1]
@@ -750,7 +753,17 @@ class Decider:
                 "content; set allow_load [Load]",
                 kind="Load",
             )
-        ex.conn.forward(ex)
+        scanner = _StreamScanner()
+        status = ex.conn.forward(ex, tee=scanner.feed)
+        if status != 200:
+            return
+        # Recorded by ID only: a loaded tag never makes a name runnable (§2.3).
+        for image_id in scanner.loaded_ids:
+            self.ledger.add(image_id, "load", [], ex.conn.peer.uid)
+        for name in scanner.loaded_names:
+            image = self.inspect_image(ex, name)
+            if image is not None:
+                self.ledger.add(str(image["Id"]), "load", [], ex.conn.peer.uid)
 
     def on_commit(self, ex: Exchange) -> None:
         if not self.config.allow_commit:
@@ -760,7 +773,17 @@ class Decider:
                 "allow_commit [Commit]",
                 kind="Commit",
             )
-        ex.conn.forward(ex)
+        committed: list[str] = []
+
+        def record(status: int, data: bytes) -> bytes:
+            with contextlib.suppress(ValueError, AttributeError, TypeError):
+                if status == 201:
+                    committed.append(str(json.loads(data)["Id"]))
+            return data
+
+        ex.conn.forward(ex, buffer_response=record)
+        for image_id in committed:
+            self.ledger.add(image_id, "commit", [], ex.conn.peer.uid)
 
     def on_plugins_create(self, ex: Exchange) -> None:
         if not self.config.allow_plugin_create:
@@ -1059,7 +1082,7 @@ class Decider:
             pin = verified.pins[0]
             pinned = f"{ref.name}@{pin.digest}"
             index = site.line - 1
-            new_line = _pin_from_line(lines[index], pinned)
+            new_line = _pin_line(lines[index], site.text, pinned)
             if new_line is None:
                 raise Refused(
                     400,
@@ -1127,11 +1150,19 @@ BUILDKIT_MESSAGE = (
 _FROM_LINE = re.compile(r"^(\s*FROM\s+(?:--\S+\s+)*)(\S+)(.*)$", re.IGNORECASE)
 
 
-def _pin_from_line(line: str, pinned: str) -> str | None:
-    m = _FROM_LINE.match(line)
-    if m is None or line.rstrip().endswith("\\"):
+def _pin_line(line: str, text: str, pinned: str) -> str | None:
+    """`line` with the image reference `text` replaced by `pinned`, or None when the proxy
+    cannot do that exactly (a continued line, a reference written with variables): the build
+    is then refused, never forwarded unpinned."""
+    if line.rstrip().endswith("\\"):
         return None
-    return m.group(1) + pinned + m.group(3)
+    m = _FROM_LINE.match(line)
+    if m is not None and not line.lstrip().lower().startswith(("copy", "run")):
+        return m.group(1) + pinned + m.group(3)
+    needle = f"--from={text}"
+    if line.count(needle) == 1:
+        return line.replace(needle, f"--from={pinned}")
+    return None
 
 
 def _norm(name: str) -> str:
@@ -1202,6 +1233,9 @@ class _StreamScanner:
         self.error: str | None = None
         self.aux_ids: list[str] = []
         self.built_ids: list[str] = []
+        self.loaded_ids: list[str] = []
+        self.loaded_names: list[str] = []
+        self.status_ids: list[str] = []
         self.decoder = json.JSONDecoder()
 
     def feed(self, data: bytes) -> None:
@@ -1233,6 +1267,14 @@ class _StreamScanner:
             stream = value.get("stream")
             if isinstance(stream, str) and stream.startswith("Successfully built "):
                 self.built_ids.append(stream.split()[-1])
+            if isinstance(stream, str) and stream.startswith("Loaded image ID: "):
+                self.loaded_ids.append(stream.split()[-1])
+            elif isinstance(stream, str) and stream.startswith("Loaded image: "):
+                self.loaded_names.append(stream.split(": ", 1)[1].strip())
+            status = value.get("status")
+            if isinstance(status, str) and _HEX64.fullmatch(status.strip()):
+                image_id = status.strip()
+                self.status_ids.append(image_id if ":" in image_id else f"sha256:{image_id}")
 
 
 _ = shutil  # spool directories are plain temp files; nothing to copy

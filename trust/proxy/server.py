@@ -34,7 +34,7 @@ from trust.proxy.upstream import EngineDown, Upstream
 
 __all__ = ["Peer", "Proxy", "bind_listener"]
 
-_RECV = 256 * 1024
+_RECV = 1024 * 1024
 _HIJACK_ROUTES = {"containers.attach", "exec.start"}
 _RAW_STREAM_TYPES = (
     b"application/vnd.docker.raw-stream",
@@ -473,12 +473,16 @@ class ClientConnection:
         if h11c.client_is_waiting_for_100_continue:
             self._send_events(h11c, h11.InformationalResponse(status_code=100, headers=[]))
         ex.body_read = True
+        pending = bytearray()  # Data events already decoded, sent on as one piece
         while True:
             try:
                 event = h11c.next_event()
             except h11.RemoteProtocolError as exc:
                 raise HTTPRefusal(400, f"trustpull: malformed body: {exc}", close=True) from None
             if event is h11.NEED_DATA:
+                if pending:
+                    yield bytes(pending)
+                    pending.clear()
                 self.sock.settimeout(None)
                 try:
                     data = self.sock.recv(_RECV)
@@ -490,9 +494,14 @@ class ClientConnection:
                     continue
                 continue
             if isinstance(event, h11.Data):
-                yield bytes(event.data)
+                pending += event.data
+                if len(pending) >= _RECV:
+                    yield bytes(pending)
+                    pending.clear()
                 continue
             if isinstance(event, h11.EndOfMessage):
+                if pending:
+                    yield bytes(pending)
                 return
             raise HTTPRefusal(400, "trustpull: unexpected data in request", close=True)
 
@@ -677,7 +686,12 @@ class ClientConnection:
             raise EngineDown(str(exc)) from None
         return self._relay(ex, uc, up, response_filter, buffer_response, tee)
 
-    def _up_event(self, uc: h11.Connection, up: socket.socket) -> Any:
+    def _up_event(
+        self,
+        uc: h11.Connection,
+        up: socket.socket,
+        before_recv: Callable[[], None] | None = None,
+    ) -> Any:
         while True:
             try:
                 event = uc.next_event()
@@ -685,6 +699,8 @@ class ClientConnection:
                 self._drop_upstream()
                 raise EngineDown(f"invalid answer from the engine: {exc}") from None
             if event is h11.NEED_DATA:
+                if before_recv is not None:
+                    before_recv()  # whatever was decoded goes out before we block
                 try:
                     data = up.recv(_RECV)
                 except OSError:
@@ -751,15 +767,25 @@ class ClientConnection:
             self._send_events(
                 ex.h11c, h11.Response(status_code=status, headers=out_headers, reason=event.reason)
             )
-            while True:
-                ev = self._up_event(uc, up)
-                if isinstance(ev, h11.Data):
+            pending = bytearray()
+
+            def flush() -> None:
+                if pending:
                     if tee is not None:
-                        tee(bytes(ev.data))
+                        tee(bytes(pending))
                     if ex.head.method != "HEAD":
-                        self._send_events(ex.h11c, h11.Data(data=bytes(ev.data)))
+                        self._send_events(ex.h11c, h11.Data(data=bytes(pending)))
+                    pending.clear()
+
+            while True:
+                ev = self._up_event(uc, up, before_recv=flush)
+                if isinstance(ev, h11.Data):
+                    pending += ev.data
+                    if len(pending) >= _RECV:
+                        flush()
                 elif isinstance(ev, h11.EndOfMessage | h11.ConnectionClosed):
                     break
+            flush()
             self._send_events(ex.h11c, h11.EndOfMessage())
         if not (uc.our_state is h11.DONE and uc.their_state is h11.DONE):
             self._drop_upstream()
