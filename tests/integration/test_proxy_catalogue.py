@@ -1115,3 +1115,31 @@ def test_check_config(world: World, tmp_path: Path) -> None:
 
 
 _ = (io, tarfile, DOCKER_CLI)
+
+
+def test_X48_commit_allowed_is_a_ledger_entry_without_names(world: World) -> None:
+    signed = f"{world.repo}:1.0"
+    world.client("pull", signed)
+    committing = world.start_proxy("[proxy]\nallow_commit = true\n")
+    cid = world.engine("create", "--network", "none", signed, "true").stdout.strip()
+    try:
+        proc = world.client("commit", cid, signed, proxy=committing)
+        assert proc.returncode == 0, proc
+        committed = proc.stdout.strip()
+        # the signed name still runs the signed content, not the commit
+        proc = world.client("create", "--network", "none", signed, "true", proxy=committing)
+        assert proc.returncode == 0, proc
+        inspect = json.loads(world.engine("inspect", proc.stdout.strip()).stdout)[0]
+        assert inspect["Config"]["Image"] == f"{world.repo}@{world.signed_digest}"
+        assert inspect["Image"] != committed
+        world.engine("rm", "-f", proc.stdout.strip())
+        # the commit itself runs by ID, pinned to it
+        proc = world.client("create", "--network", "none", committed, "true", proxy=committing)
+        assert proc.returncode == 0, proc
+        inspect = json.loads(world.engine("inspect", proc.stdout.strip()).stdout)[0]
+        assert inspect["Image"] == committed
+        world.engine("rm", "-f", proc.stdout.strip())
+    finally:
+        world.engine("rm", "-f", cid, check=False)
+        committing.stop()
+        world.rmi(signed)

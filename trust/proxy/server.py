@@ -449,6 +449,7 @@ class ClientConnection:
                     "trustpull: cannot reach the Docker engine at "
                     f"unix://{self.proxy.engine_path}: {down}",
                     kind="Engine",
+                    close=True,
                 ),
             )
             return False
