@@ -182,7 +182,8 @@ PROXY_OUTCOMES: dict[str, str] = {
     "selection untested; trust-server auth uses the proxy's own settings",
     "X50": "refuses to start: wider mode, symlink, plain file, abstract name, writable config",
     "X51": "503 `trustpull: cannot reach the Docker engine …` for every request",
-    "X52": "partly: no cache: pulls and creates 503 (Network); the cached cases untested",
+    "X52": "partly: (a) a verified cache serves the pull with the CLI's warning as a status "
+    "line; (c) no cache: pulls and creates 503 (Network); (b) an expired cache untested",
     "X53": "partly: a killed proxy leaves a connection error, never a direct path",
     "X54": "408 after header_timeout, others served meanwhile, idle connections closed",
     "X55": "503 beyond max_connections (per uid too); served again afterwards",

@@ -1143,3 +1143,28 @@ def test_X48_commit_allowed_is_a_ledger_entry_without_names(world: World) -> Non
         world.engine("rm", "-f", cid, check=False)
         committing.stop()
         world.rmi(signed)
+
+
+def test_X52a_trust_server_down_with_a_verified_cache(world: World, tmp_path: Path) -> None:
+    """(a): an unexpired verified cache serves pulls and creates, with the CLI's warning."""
+    config = tmp_path / "warm"
+    world.stack.docker_env(config)
+    engine = str(world.stack.dockerd.socket_path) if world.stack.dockerd else ""
+    warm = TrustProxy(world.tmp / f"warm{time.monotonic_ns()}", engine, world.env(config)).start()
+    try:
+        world.rmi(f"{world.repo}:1.0")
+        proc = world.client("pull", f"{world.repo}:1.0", proxy=warm)
+        assert proc.returncode == 0, proc
+    finally:
+        warm.stop()
+    world.rmi(f"{world.repo}:1.0")
+    env = world.env(config, DOCKER_CONTENT_TRUST_SERVER="https://127.0.0.1:1")
+    down = TrustProxy(world.tmp / f"cold{time.monotonic_ns()}", engine, env).start()
+    try:
+        proc = world.client("pull", f"{world.repo}:1.0", proxy=down)
+        assert proc.returncode == 0, proc
+        assert f"{world.repo}@{world.signed_digest}" in proc.stdout, proc
+        assert "trustpull: WARNING:" in proc.stdout, proc
+        print("X52a warning:", [x for x in proc.stdout.splitlines() if "WARNING" in x])
+    finally:
+        down.stop()

@@ -461,6 +461,9 @@ class Decider:
                         fail(message)
                         return
                     start()
+                    if index == 1:
+                        for notice in verified.notices:
+                            conn.respond_data(ex, line({"status": f"trustpull: WARNING: {notice}"}))
                     if pin is None:
                         conn.respond_data(
                             ex, line({"status": f"trustpull: WARNING: {verified.unsigned}"})
