@@ -167,8 +167,10 @@ PROXY_OUTCOMES: dict[str, str] = {
     "X38": "partly: concurrent pulls end on the signed digest and a retag after verification "
     "cannot change what a create runs; no mid-pull retag hook",
     "X39": "403 both; tagging a verified image as an unsigned name is allowed",
-    "X40": "partly: unsigned FROM / build-arg FROM 403, stage names left alone, signed FROM "
-    "pinned, built image in the ledger; COPY --from and ONBUILD not yet checked",
+    "X40": "unsigned FROM and build-arg FROM 403, stage names and indexes left alone, signed "
+    "FROM pinned to the digest, built image in the ledger; `COPY --from`/`--mount from=` an "
+    "image 400 until the Dockerfile reader reports it (then verified and pinned); ONBUILD "
+    "triggers copying from images 403 (untested)",
     "X41": "403 with the 'build from a local directory' hint",
     "X42": "403 with the pinning hint; `/_ping` says Builder-Version 1 (allow_buildkit untested)",
     "X43": "403 for an unverified image by ID/prefix; a ledger build runs pinned to its ID",

@@ -1168,3 +1168,29 @@ def test_X52a_trust_server_down_with_a_verified_cache(world: World, tmp_path: Pa
         print("X52a warning:", [x for x in proc.stdout.splitlines() if "WARNING" in x])
     finally:
         down.stop()
+
+
+def test_X40b_copy_from_an_image_is_never_pulled_unverified(world: World, tmp_path: Path) -> None:
+    signed = f"{world.repo}:1.0"
+    world.client("pull", signed)
+    before = world.snapshot()
+    for dockerfile in (
+        f"FROM {signed}\nCOPY --from={world.unsigned_repo}:1.0 /marker /m\n",
+        f"FROM {signed}\nRUN --mount=type=bind,from={world.unsigned_repo}:1.0,target=/x true\n",
+    ):
+        proc = _build(world, tmp_path, dockerfile, "-t", "nocopy:1")
+        assert proc.returncode != 0 and "trustpull" in proc.stderr, proc
+        assert world.image(f"{world.unsigned_repo}:1.0") is None
+    unchanged(world, before)
+    # stage names and indexes stay allowed
+    name = f"copystage{time.monotonic_ns()}:1"
+    proc = _build(
+        world,
+        tmp_path,
+        f"FROM {signed} AS first\nRUN echo s > /s\nFROM {signed}\nCOPY --from=first /s /s\n"
+        "COPY --from=0 /marker /m\n",
+        "-t",
+        name,
+    )
+    assert proc.returncode == 0, proc
+    world.rmi(name)

@@ -1068,6 +1068,7 @@ class Decider:
                 f"trustpull: cannot read the Dockerfile: {error.message} [Context]",
                 kind="Context",
             ) from None
+        _refuse_unreported_from(text, {site.text for site in sites}, dockerfile)
         lines = text.split("\n")
         pins: list[tuple[Reference, Pin]] = []
         for site in sites:
@@ -1135,6 +1136,16 @@ class Decider:
                 kind="Engine",
                 reference=str(ref),
             )
+        base = self.inspect_image(ex, f"{ref.name}@{pin.digest}") or {}
+        triggers = (base.get("Config") or {}).get("OnBuild") or []
+        if any(re.search(r"from=", str(t), re.IGNORECASE) for t in triggers):
+            raise Refused(
+                403,
+                f"trustpull: build base {ref} has ONBUILD triggers that copy from other "
+                "images, which the proxy cannot verify [OnBuild]",
+                kind="OnBuild",
+                reference=str(ref),
+            )
         if pin.tag:
             self.proxy.upstream.call(
                 "POST",
@@ -1142,6 +1153,27 @@ class Decider:
                 + "?"
                 + Query((("repo", ref.name), ("tag", pin.tag))).encode(),
             )
+
+
+_FROM_FLAG = re.compile(r"(?i)(?:--from=|--mount=\S*?\bfrom=)([^\s,]+)")
+_STAGE_NAME = re.compile(r"(?im)^\s*FROM\s+.*\s+AS\s+(\S+)\s*$")
+
+
+def _refuse_unreported_from(text: str, reported: set[str], dockerfile: str) -> None:
+    """Fail closed on `COPY --from=IMAGE` / `RUN --mount=…,from=IMAGE` that the Dockerfile
+    reader did not report as image references: the classic builder would pull them itself."""
+    stages = {m.group(1).lower() for m in _STAGE_NAME.finditer(text)}
+    for match in _FROM_FLAG.finditer(text):
+        value = match.group(1).strip("\"'")
+        if value.isdigit() or value.lower() in stages or value in reported:
+            continue
+        raise Refused(
+            400,
+            f"trustpull: {dockerfile}: --from={value} names an image the proxy cannot verify "
+            "here; use a build stage FROM a signed image instead [Context]",
+            kind="Context",
+            reference=value,
+        )
 
 
 BUILDKIT_MESSAGE = (
