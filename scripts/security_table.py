@@ -175,8 +175,9 @@ PROXY_OUTCOMES: dict[str, str] = {
     "X42": "403 with the pinning hint; `/_ping` says Builder-Version 1 (allow_buildkit untested)",
     "X43": "403 for an unverified image by ID/prefix; a ledger build runs pinned to its ID",
     "X44": "403 for start, restart and unpause",
-    "X45": "partly: unsigned and evil-pinned specs 403, plugin runtimes 403, signed tags pinned; "
-    "/distribution not checked; rollback=previous refused outright",
+    "X45": "partly: unsigned and evil-pinned specs 403, plugin runtimes 403, signed tags pinned "
+    "to `N:T@sha256:D`; `/distribution` answers checked against the signed digest (a lying "
+    "registry untested); rollback=previous refused outright",
     "X46": "403 unsigned remote and evil pin; plugin create 403",
     "X47": "403 (allow_swarm off)",
     "X48": "403 (allow_commit off; ledger for allowed commits: not yet)",

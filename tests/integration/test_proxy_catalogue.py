@@ -1194,3 +1194,12 @@ def test_X40b_copy_from_an_image_is_never_pulled_unverified(world: World, tmp_pa
     )
     assert proc.returncode == 0, proc
     world.rmi(name)
+
+
+def test_X45b_distribution_descriptor_is_checked_against_the_signed_digest(world: World) -> None:
+    status, body, _ = api(world.proxy.socket, "GET", f"{V}/distribution/{world.repo}:1.0/json")
+    assert status == 200, body
+    assert json.loads(body)["Descriptor"]["digest"] == world.signed_digest
+    # a tag that is not signed is passed through (a service create is refused later anyway)
+    status, body, _ = api(world.proxy.socket, "GET", f"{V}/distribution/{world.repo}:evil/json")
+    assert status == 200 and json.loads(body)["Descriptor"]["digest"] == world.evil_digest

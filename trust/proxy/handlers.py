@@ -70,6 +70,11 @@ def sanitize(message: str) -> str:
 class Refused(HTTPRefusal):
     """A trust decision refusal (audit mode forwards these instead)."""
 
+    @property
+    def exit_kind_is_trust_failure(self) -> bool:
+        """A verification or policy failure (not merely "not signed")."""
+        return self.kind not in ("NoTrustData", "NoSuchTag", "NotSigned")
+
     def __init__(
         self,
         status: int,
@@ -892,7 +897,49 @@ class Decider:
         ex.conn.forward(ex, body=body)
 
     def on_distribution_inspect(self, ex: Exchange) -> None:
-        ex.conn.forward(ex)
+        """Read-only, but a descriptor whose digest is not the signed one is refused (the CLI's
+        `service create` pins what this answers)."""
+        assert ex.match is not None
+        name = ex.match.params["name"]
+        try:
+            ref = parse(name)
+        except InputError:
+            ex.conn.forward(ex)
+            return
+        if ref.digest is not None:
+            ex.conn.forward(ex)
+            return
+        try:
+            verified = self.verify(ex, ref, what="distribution inspect")
+        except Refused as refusal:
+            if refusal.status == 503 or refusal.exit_kind_is_trust_failure:
+                raise
+            ex.conn.forward(ex)
+            return
+        if not verified.pins:
+            ex.conn.forward(ex)
+            return
+        signed = verified.pins[0].digest
+
+        def check(status: int, data: bytes) -> bytes:
+            if status != 200:
+                return data
+            try:
+                got = json.loads(data)["Descriptor"]["digest"]
+            except (ValueError, KeyError, TypeError):
+                got = None
+            if got != signed:
+                return json.dumps(
+                    {
+                        "message": sanitize(
+                            f"trustpull: the registry describes {ref} as {got}, but the signed "
+                            f"digest is {signed} [HashMismatch]"
+                        )
+                    }
+                ).encode()
+            return data
+
+        ex.conn.forward(ex, buffer_response=check, status_from_body=b"[HashMismatch]")
 
     def on_ping(self, ex: Exchange) -> None:
         def builder_v1(

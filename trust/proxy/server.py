@@ -634,6 +634,7 @@ class ClientConnection:
         | None = None,
         buffer_response: Callable[[int, bytes], bytes] | None = None,
         tee: Callable[[bytes], None] | None = None,
+        status_from_body: bytes | None = None,
     ) -> int:
         """Send the request (as the proxy re-framed it) and relay the answer; returns its status.
 
@@ -685,7 +686,7 @@ class ClientConnection:
         except OSError as exc:
             self._drop_upstream()
             raise EngineDown(str(exc)) from None
-        return self._relay(ex, uc, up, response_filter, buffer_response, tee)
+        return self._relay(ex, uc, up, response_filter, buffer_response, tee, status_from_body)
 
     def _up_event(
         self,
@@ -718,6 +719,7 @@ class ClientConnection:
         response_filter: Any,
         buffer_response: Any,
         tee: Any,
+        status_from_body: bytes | None = None,
     ) -> int:
         while True:
             event = self._up_event(uc, up)
@@ -756,10 +758,15 @@ class ClientConnection:
                 elif isinstance(ev, h11.EndOfMessage | h11.ConnectionClosed):
                     break
             new = buffer_response(status, bytes(data))
+            if status_from_body is not None and status_from_body in new and new != data:
+                status = 403  # the filter turned the answer into a refusal
+                out_headers = [(k, v) for k, v in out_headers if k != b"content-type"]
+                out_headers.append((b"content-type", b"application/json"))
             out_headers = [(k, v) for k, v in out_headers if k != b"content-length"]
             out_headers.append((b"content-length", str(len(new)).encode()))
+            reason = event.reason if status == event.status_code else b"Forbidden"
             self._send_events(
-                ex.h11c, h11.Response(status_code=status, headers=out_headers, reason=event.reason)
+                ex.h11c, h11.Response(status_code=status, headers=out_headers, reason=reason)
             )
             if new and ex.head.method != "HEAD":
                 self._send_events(ex.h11c, h11.Data(data=new))
