@@ -8,6 +8,7 @@ tampered-by-tag and refused ones leave nothing new in the engine.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -296,3 +297,130 @@ def test_docker_compose_pull_and_up(world: World, tmp_path: Path) -> None:
     assert "trustpull" in up.stdout + up.stderr
     assert world.image(f"{world.unsigned_repo}:1.0") is None
     assert world.snapshot()[0] == before[0]
+
+
+# ------------------------------------------------- tampered, revoked, policy-refused, allowed
+
+
+def test_tampered_trust_data_refused_nothing_pulled(world: World, tmp_path: Path) -> None:
+    """A trust server that swaps the signed digest of 1.0 for the evil image's (the sandbox's
+    man in the middle): refused as a verification failure, the engine never pulls."""
+    import base64
+    import shutil
+
+    from fixtures.sandbox import _fetch
+    from fixtures.server import FixtureServer
+    from fixtures.trustproxy import TrustProxy
+
+    assert world.stack.notary is not None and world.stack.dockerd is not None
+    base = f"{world.stack.notary.url}/v2/{world.repo}/_trust/tuf/"
+    names = ("root.json", "timestamp.json", "snapshot.json", "targets.json")
+    files = {name: _fetch(base + name, world.stack.notary.ca_path) for name in names}
+    targets = json.loads(files["targets.json"])
+    targets["signed"]["targets"]["1.0"]["hashes"]["sha256"] = base64.b64encode(
+        bytes.fromhex(world.evil_digest.removeprefix("sha256:"))
+    ).decode()
+    files["targets.json"] = json.dumps(targets, separators=(",", ":")).encode()
+    snapshot = json.loads(files["snapshot.json"])
+    for role in ("root", "targets"):
+        sha = base64.b64decode(snapshot["signed"]["meta"][role]["hashes"]["sha256"]).hex()
+        files[f"{role}.{sha}.json"] = files[f"{role}.json"]
+    timestamp = json.loads(files["timestamp.json"])
+    sha = base64.b64decode(timestamp["signed"]["meta"]["snapshot"]["hashes"]["sha256"]).hex()
+    files[f"snapshot.{sha}.json"] = files["snapshot.json"]
+    with FixtureServer({world.repo: files}) as evil:
+        config = tmp_path / "victim"
+        world.stack.docker_env(config)
+        tls = config / "tls" / f"127.0.0.1:{evil.port}"
+        tls.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(evil.ca_path, tls / "ca.crt")
+        env = world.env(config, DOCKER_CONTENT_TRUST_SERVER=evil.url)
+        proxy = TrustProxy(
+            world.tmp / f"mitm{time.monotonic_ns()}", str(world.stack.dockerd.socket_path), env
+        ).start()
+        try:
+            world.rmi(f"{world.repo}:1.0", f"{world.repo}:evil")
+            before = world.snapshot()
+            proc = world.client("pull", f"{world.repo}:1.0", proxy=proxy)
+            assert proc.returncode == 1, proc
+            assert "trustpull: pull of" in proc.stderr and "[HashMismatch]" in proc.stderr, proc
+            proc = world.client(
+                "run", "--rm", "--network", "none", f"{world.repo}:1.0", proxy=proxy
+            )
+            assert proc.returncode == 125, proc
+            assert world.snapshot() == before
+        finally:
+            proxy.stop()
+
+
+def test_revoked_tag_refused(world: World) -> None:
+    ref = f"{world.repo}:gone"
+    world.push(ref, "revoked", sign=True)
+    world.rmi(ref)
+    proc = world.client("pull", ref)
+    assert proc.returncode == 0, _why(proc, world)
+    world.rmi(ref)
+    world.engine("trust", "revoke", "-y", ref, trust=True)
+    before = world.snapshot()
+    proc = world.client("pull", ref)
+    assert proc.returncode == 1 and "[NoSuchTag]" in proc.stderr, _why(proc, world)
+    assert world.snapshot() == before
+
+
+def test_policy_refused_and_policy_accepted_unsigned(world: World, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.toml"
+    host = world.registry
+    plain_path = world.unsigned_repo.split("/", 1)[1]
+    app_path = world.repo.split("/", 1)[1]
+    policy.write_text(
+        "[[rules]]\n"
+        'name = "needs-alice"\n'
+        f'registry = "{host}"\n'
+        f'repository = "{app_path}"\n'
+        'signers = ["alice"]\n'
+        "\n[[rules]]\n"
+        'name = "legacy"\n'
+        f'registry = "{host}"\n'
+        f'repository = "{plain_path}"\n'
+        "allow_unsigned = true\n"
+    )
+    os.chmod(policy, 0o600)
+    proxy = world.start_proxy(policy=policy)
+    try:
+        world.rmi(f"{world.repo}:1.0")
+        before = world.snapshot()
+        proc = world.client("pull", f"{world.repo}:1.0", proxy=proxy)
+        assert proc.returncode == 1, _why(proc, world)
+        assert "refused" in proc.stderr and ("[Policy]" in proc.stderr or "alice" in proc.stderr)
+        assert world.snapshot() == before
+        # explicitly accepted unsigned: pulled by tag, the rule's warning first
+        proc = world.client("pull", f"{world.unsigned_repo}:1.0", proxy=proxy)
+        assert proc.returncode == 0, _why(proc, world)
+        assert "trustpull: WARNING:" in proc.stdout, proc.stdout
+        proc = world.client(
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            f"{world.unsigned_repo}:1.0",
+            "cat",
+            "/marker",
+            proxy=proxy,
+        )
+        assert proc.returncode == 0 and "unsigned" in proc.stdout, _why(proc, world)
+        assert "WARNING: trustpull:" in proc.stderr, proc.stderr
+        verdicts = {d.get("verdict") for d in proxy.decisions()}
+        assert "unsigned-accepted" in verdicts and "refused" in verdicts
+    finally:
+        proxy.stop()
+        world.rmi(f"{world.unsigned_repo}:1.0")
+
+
+def test_docker_pull_all_tags_pulls_every_signed_tag(world: World) -> None:
+    world.rmi(f"{world.repo}:1.0", f"{world.repo}:2.0")
+    proc = world.client("pull", "-a", world.repo)
+    assert proc.returncode == 0, _why(proc, world)
+    one, two = world.image(f"{world.repo}:1.0"), world.image(f"{world.repo}:2.0")
+    assert one is not None and two is not None
+    assert f"{world.repo}@{world.signed2_digest}" in two["RepoDigests"]
+    assert world.image(f"{world.repo}:evil") is None
