@@ -187,7 +187,9 @@ PROXY_OUTCOMES: dict[str, str] = {
     "X51": "503 `trustpull: cannot reach the Docker engine …` for every request",
     "X52": "partly: (a) a verified cache serves the pull with the CLI's warning as a status "
     "line; (c) no cache: pulls and creates 503 (Network); (b) an expired cache untested",
-    "X53": "partly: a killed proxy leaves a connection error, never a direct path",
+    "X53": "partly: a proxy killed during an attach tunnel leaves the client with a broken "
+    "connection and then `Cannot connect`, the container untouched, the path never the "
+    "engine's (kills during a pull stream or a build upload not exercised)",
     "X54": "408 after header_timeout, others served meanwhile, idle connections closed",
     "X55": "503 beyond max_connections (per uid too); served again afterwards",
     "X56": "partly: 64 MiB `docker cp` both ways with peak RSS < 100 MiB (5 GiB not run)",
