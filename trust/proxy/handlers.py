@@ -32,7 +32,7 @@ from trust.proxy import gojson
 from trust.proxy.framing import HTTPRefusal
 from trust.proxy.routes import Query, check_single_keys
 from trust.proxy.upstream import EngineDown, image_path, vpath
-from trust.proxy.verify import Pin, Verified, verify_reference
+from trust.proxy.verify import Pin, Verified, rule_for, verify_reference
 from trust.reference import Reference, parse
 
 if TYPE_CHECKING:
@@ -87,6 +87,8 @@ class Refused(HTTPRefusal):
         super().__init__(status, sanitize(message), kind=kind)
         self.reference = reference
         self.rule = rule
+        #: trustpull's exit code for the same verdict in the CLI (None: no CLI equivalent).
+        self.exit_code: int | None = None
 
 
 def _status_for(error: TrustpullError) -> int:
@@ -234,6 +236,7 @@ class Decider:
                 reference=refusal.reference,
                 rule=refusal.rule,
                 kind=refusal.kind,
+                exit_code=refusal.exit_code,
                 status=refusal.status,
             )
             raise refusal
@@ -244,6 +247,7 @@ class Decider:
             reference=refusal.reference,
             rule=refusal.rule,
             kind=refusal.kind,
+            exit_code=refusal.exit_code,
         )
         body = ex.body if ex.body_read else None
         ex.conn.forward(ex, body=body, upgrade=forward_upgrade)
@@ -275,12 +279,15 @@ class Decider:
             try:
                 return verify_reference(self.proxy.settings, ref, all_tags=all_tags)
             except TrustpullError as error:
-                raise Refused(
+                refusal = Refused(
                     _status_for(error),
                     f"trustpull: {what} of {ref} refused: {error.message} [{error.kind}]",
                     kind=error.kind,
                     reference=str(ref),
-                ) from None
+                )
+                refusal.exit_code = error.exit_code
+                refusal.rule = rule_for(self.proxy.settings, ref)
+                raise refusal from None
 
     def _lock_for(self, key: str) -> threading.Lock:
         with self._locks_lock:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from trust.config import Settings
 from trust.reference import Reference
 
-__all__ = ["Pin", "Verified", "verify_reference"]
+__all__ = ["Pin", "Verified", "rule_for", "verify_reference"]
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def verify_reference(settings: Settings, ref: Reference, *, all_tags: bool = Fal
     pins = tuple(
         Pin(r.tag, r.digest, r.reference, tuple(r.signers) or (r.role,)) for r in resolutions
     )
-    return Verified(pins, rule=_rule_for(settings, ref), notices=tuple(notices))
+    return Verified(pins, rule=rule_for(settings, ref), notices=tuple(notices))
 
 
 def _rule_label(rule: object) -> str:
@@ -60,7 +60,8 @@ def _rule_label(rule: object) -> str:
     return str(rule)
 
 
-def _rule_for(settings: Settings, ref: Reference) -> str:
+def rule_for(settings: Settings, ref: Reference) -> str:
+    """The label of the policy rule that applies to `ref` (for log lines only)."""
     policy = settings.policy
     if policy is None:
         return "default"
