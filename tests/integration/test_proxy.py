@@ -424,3 +424,12 @@ def test_docker_pull_all_tags_pulls_every_signed_tag(world: World) -> None:
     assert one is not None and two is not None
     assert f"{world.repo}@{world.signed2_digest}" in two["RepoDigests"]
     assert world.image(f"{world.repo}:evil") is None
+
+
+def test_docker_build_must_not_shadow_a_signed_tag(world: World, tmp_path: Path) -> None:
+    ref = _signed_present(world)
+    (tmp_path / "Dockerfile").write_text(f"FROM {ref}\nRUN echo shadow > /s\n")
+    before = world.snapshot()
+    proc = world.client("build", "-t", ref, str(tmp_path), DOCKER_BUILDKIT="0")
+    assert proc.returncode != 0 and "must not shadow a signed tag" in proc.stderr, proc
+    assert world.snapshot() == before

@@ -995,6 +995,8 @@ class Decider:
                 "trustpull: cachefrom is refused (cache sources are not verified) [CacheFrom]",
                 kind="CacheFrom",
             )
+        for name in q.all("t"):
+            self._refuse_shadowing(ex, name)
         build_args: dict[str, str] = {}
         raw_args = q.get("buildargs")
         if raw_args:
@@ -1051,6 +1053,29 @@ class Decider:
             )
         finally:
             spool.close()
+
+    def _refuse_shadowing(self, ex: Exchange, name: str) -> None:
+        """A build must not put its result under a currently signed tag (§2.4 step 7). When
+        the trust server cannot say, the build goes on: a create of a signed name is pinned to
+        the signed digest anyway (§2.5), so a shadowing tag is never what runs."""
+        try:
+            ref = parse(name)
+        except InputError:
+            return  # the engine refuses the name itself
+        try:
+            verified = self.verify(ex, ref, what="build tag")
+        except Refused as refusal:
+            if refusal.kind in ("NoTrustData", "NoSuchTag", "NotSigned") or refusal.status == 503:
+                return
+            raise
+        if verified.pins:
+            raise Refused(
+                403,
+                f"trustpull: build tag {ref} refused: that tag is signed for "
+                f"{verified.pins[0].digest}; a build must not shadow a signed tag [Shadow]",
+                kind="Shadow",
+                reference=str(ref),
+            )
 
     def _full_id(self, ex: Exchange, short: str) -> str | None:
         image = self.inspect_image(ex, short)
