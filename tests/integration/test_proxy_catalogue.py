@@ -8,12 +8,10 @@ container unless the case says so.
 from __future__ import annotations
 
 import base64
-import io
 import json
 import os
 import socket
 import subprocess
-import tarfile
 import threading
 import time
 from collections.abc import Iterator
@@ -1132,9 +1130,6 @@ def test_check_config(world: World, tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 3 and "proxy.allow_lod: unknown key" in proc.stderr, proc
-
-
-_ = (io, tarfile)
 
 
 def test_X48_commit_allowed_is_a_ledger_entry_without_names(world: World) -> None:

@@ -14,7 +14,6 @@ import io
 import json
 import os
 import re
-import shutil
 import tarfile
 import tempfile
 import threading
@@ -1389,6 +1388,3 @@ class _StreamScanner:
             if isinstance(status, str) and _HEX64.fullmatch(status.strip()):
                 image_id = status.strip()
                 self.status_ids.append(image_id if ":" in image_id else f"sha256:{image_id}")
-
-
-_ = shutil  # spool directories are plain temp files; nothing to copy
