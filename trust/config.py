@@ -27,6 +27,7 @@ from trust.policy_file import check_trust_sources, parse_rules
 from trust.reference import DOMAIN_AND_PORT, REMOTE_NAME
 from trust.settings import (
     Limits,
+    ProxyConfig,
     Settings,
     TrustPinning,
     TrustSourceConfig,
@@ -39,6 +40,7 @@ from trust.settings import (
 __all__ = [
     "Configuration",
     "Limits",
+    "ProxyConfig",
     "Settings",
     "TrustPinning",
     "content_trust_from_env",
@@ -129,6 +131,7 @@ _SECTIONS = {
     "rules",
     "engine",
     "auth",
+    "proxy",
 }
 _PINNING_KEYS = {"certs", "ca", "disable_tofu"}
 
@@ -372,6 +375,38 @@ def _parse_rules(reader: _FileReader, value: Any) -> Policy:
     )
 
 
+def _parse_proxy(reader: _FileReader, table: Mapping[str, Any]) -> ProxyConfig:
+    known = {item.name: item for item in dataclasses.fields(ProxyConfig)}
+    defaults = ProxyConfig()
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in known:
+            raise reader.fail("proxy", key, "unknown key")
+        default = getattr(defaults, key)
+        if key == "socket_mode":
+            if isinstance(value, str) and re.fullmatch(r"0?o?[0-7]{3,4}", value):
+                value = int(value.replace("o", ""), 8)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise reader.fail("proxy", key, 'must be an octal mode such as 0o660 or "0660"')
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise reader.fail("proxy", key, "must be true or false")
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise reader.fail("proxy", key, "must be a non-negative integer")
+        elif isinstance(default, float):
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise reader.fail("proxy", key, "must be a non-negative number")
+            value = float(value)
+        elif not isinstance(value, str) or not value:
+            raise reader.fail("proxy", key, "must be a non-empty string")
+        values[key] = value
+    try:
+        return ProxyConfig(**values)
+    except ConfigError as error:
+        raise reader.fail("proxy", "mode", error.message) from None
+
+
 def load_policy_file(path: Path) -> tuple[Policy, _FileReader]:
     """A rules-only file (`--policy FILE`): `[[rules]]` and nothing else."""
     doc, reader = _read_file(path)
@@ -410,6 +445,7 @@ def load_config(
     realms: tuple[str, ...] = ()
     used_file: Path | None = None
     file_engine: str | None = None
+    proxy = ProxyConfig()
     if explicit or path.is_file():
         doc, reader = _read_file(path)
         used_file = path
@@ -421,6 +457,7 @@ def load_config(
         servers = _parse_servers(reader, reader.table(doc, "trust_servers"))
         file_engine = _parse_engine(reader, reader.table(doc, "engine"))
         realms = _parse_auth(reader, reader.table(doc, "auth"))
+        proxy = _parse_proxy(reader, reader.table(doc, "proxy"))
         if "trust_sources" in doc:
             sources = _parse_trust_sources(reader, doc["trust_sources"])
         if "rules" in doc and policy_file is None:
@@ -449,5 +486,6 @@ def load_config(
         trust_sources=sources,
         engine_host=engine_host,
         auth_realms=realms,
+        proxy=proxy,
     )
     return Configuration(settings, policy)

@@ -410,6 +410,8 @@ class TrustService:
             return list(found)
         try:
             data = self._trust_data(repo, rule, settings)
+        except UnsignedAccepted:
+            raise  # the rule accepts the repository without trust data: every shape of it
         except NotSignedError as error:
             raise self._policy_wrap(repo, rule, error) from error
         roles: set[str] = set(LOOKUP_ROLES)

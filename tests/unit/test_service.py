@@ -161,3 +161,19 @@ def test_now_is_the_services_clock(make_env: MakeEnv) -> None:
     env = make_env()
     service = TrustService(env.settings, now=NOW)
     assert service.now() == NOW
+
+
+def test_unsigned_acceptance_covers_every_reference_shape(make_env: MakeEnv) -> None:
+    """A rule that accepts a repository without trust data accepts its tags, its digests
+    (`docker run` of such an image is checked by its RepoDigest) and `-a` alike; a signed
+    repository under the same rule is still verified."""
+    env = make_env()
+    other = f"{GUN}-unsigned"  # the trust server has nothing for this repository
+    lenient = _policy(Rule("legacy", 0, Scope(), allow_unsigned=True, origin="p:1"))
+    service = TrustService(env.settings, lenient)
+    for text, all_tags in ((f"{other}:1.0", False), (f"{other}@sha256:{D1}", False), (other, True)):
+        verification = service.verify(text, all_tags=all_tags)
+        assert verification.resolutions == ()
+        assert verification.unsigned is not None and "legacy" in verification.unsigned
+    (signed,) = service.verify(f"{GUN}@sha256:{D2}").resolutions
+    assert signed.digest == "sha256:" + D2
