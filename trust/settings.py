@@ -126,6 +126,9 @@ class Settings:
     #: The engine to pull through as a `DOCKER_HOST` value (`unix:///run/podman/podman.sock`):
     #: `--engine-socket`, else `[engine] socket` unless `DOCKER_HOST` is set; None: `DOCKER_HOST`.
     engine_host: str | None = None
+    #: `[mirrors]`: mirror prefix (`host[:port][/path]`) → origin prefix. A reference under a
+    #: mirror is verified as the origin's repository and pulled from the mirror by digest.
+    mirrors: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def trust_dir(self) -> Path:
