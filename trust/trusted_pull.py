@@ -166,8 +166,8 @@ def pull(
                 # The resolutions carry the mirror's name: the pull below asks the mirror for
                 # the origin's verified digest, and the engine checks the content against it.
                 report.notice(
-                    f"{ref.name} is a mirror of {verification.origin.name}: verified with "
-                    f"{verification.origin.name}'s trust data, pulled from the mirror by digest"
+                    f"mirror: {ref.name} is verified as {verification.origin.name} (the "
+                    "origin's trust data) and pulled from the mirror by that digest"
                 )
             if verification.unsigned is not None:
                 # The one unverified pull with trust on: a policy rule accepts a repository

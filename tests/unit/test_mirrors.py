@@ -298,6 +298,10 @@ def test_pull_asks_the_mirror_for_the_verified_digest_with_each_sides_credential
         ("tag", f"{MIRRORED}@sha256:{D1}", MIRRORED, "1.0"),
     ]
     assert handshake and set(handshake) == {"origin"}
-    assert any(f"{MIRRORED} is a mirror of {GUN}" in n for n in notices), notices
+    assert any(
+        n == f"mirror: {MIRRORED} is verified as {GUN} (the origin's trust data) and "
+        "pulled from the mirror by that digest"
+        for n in notices
+    ), notices
     (item,) = result.to_json()
     assert item["origin"] == GUN and item["reference"] == f"{MIRRORED}:1.0@sha256:{D1}"
