@@ -1,14 +1,13 @@
 """The one verification path: every front end (pull, resolve, inspect, check, the manifest pinner,
 the engine proxy and the Python API) asks `TrustService`, and nothing else decides.
 
-For one reference it
+For one reference (first mapped to its origin when it lies under a `[mirrors]` prefix: the
+origin's rules, trust source, trust server and pins apply, and the mirror's name is kept for the
+pull and the output; `mirror_origin` is the one place that mapping is made) it
 1. picks the rule (`Policy.match`; without a policy the built-in default, an ordinary rule),
 2. picks the trust source (a rule's `trust_source`, else the longest `[[trust_sources]]` scope,
    else Notary) before any I/O, so a TUF-scoped reference never falls back to Notary,
 3. gets verified data from that source (memoised per repository and rule, thread-safe),
-   (a reference under a `[mirrors]` prefix is first mapped to its origin, once, here: the
-   origin's rules, trust source, trust server and pins apply; the mirror's name is kept for
-   the pull and the output),
 4. chooses the signed target for tag, tag@digest, digest-only and all-tags references, each tag
    under its own rule (a digest reference is accepted only through a tag whose rule accepts it),
 5. runs the rule's requirements over the verified facts (`trust.policy.Evidence`),

@@ -305,3 +305,36 @@ def test_pull_asks_the_mirror_for_the_verified_digest_with_each_sides_credential
     ), notices
     (item,) = result.to_json()
     assert item["origin"] == GUN and item["reference"] == f"{MIRRORED}:1.0@sha256:{D1}"
+
+
+# ------------------------------------------------------------------------------ front ends
+
+
+def test_resolve_write_pins_the_mirror_name_to_the_origins_digest(
+    make_env: MakeEnv, tmp_path: Path
+) -> None:
+    """`resolve --write` (the manifest pinner) goes through the same mapping: the file keeps
+    the mirror's name, pinned to the digest the origin's trust data signs."""
+    from click.testing import CliRunner
+
+    from cli.main import main
+
+    env = make_env()
+    config = tmp_path / "trustpull.toml"
+    config.write_text(
+        f'[trust_servers]\n"127.0.0.1:5000" = "{env.server.url}"\n'
+        f'[mirrors]\n"{MIRROR}" = "127.0.0.1:5000"\n'
+    )
+    compose = tmp_path / "compose.yaml"
+    compose.write_text(f"services:\n  app:\n    image: {MIRRORED}:1.0  # via the mirror\n")
+    result = CliRunner().invoke(main, ["resolve", "--config", str(config), "--write", str(compose)])
+    assert result.exit_code == 0, result.output
+    assert compose.read_text() == (
+        f"services:\n  app:\n    image: {MIRRORED}:1.0@sha256:{D1}  # via the mirror\n"
+    )
+    resolved = CliRunner().invoke(
+        main, ["resolve", "--config", str(config), "-o", "json", f"{MIRRORED}:2.0"]
+    )
+    assert resolved.exit_code == 0, resolved.output
+    (item,) = json.loads(resolved.stdout)
+    assert (item["reference"], item["origin"]) == (f"{MIRRORED}:2.0@sha256:{D2}", GUN)
