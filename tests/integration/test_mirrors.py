@@ -192,7 +192,7 @@ def test_pull_check_resolve_through_a_pull_through_cache(
         / digest.split(":", 1)[1]
     )
     assert manifest.is_dir(), why
-    print(f"\n--- mirrored pull ---\n{why}")
+    print(f"\n--- mirrored resolve, check, pull ---\n{_why(resolved, text, checked, pulled)}")
 
 
 def _impostor_image(peers: Peers, impostor: Registry, tag: str) -> tuple[str, str]:
