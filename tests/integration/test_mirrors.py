@@ -25,12 +25,10 @@ import pytest
 
 from fixtures.stack import Registry, Stack, StackError
 from tests.ci import skip_or_fail
-from tests.integration.test_trusted_pull_docker import Peers, _why
+from tests.integration._signed import Signed, _why
 
 pytestmark = pytest.mark.integration
 
-#: The checkout under test: subprocesses must import it, not another installed copy.
-ROOT = Path(__file__).resolve().parents[2]
 EXIT_ENGINE = 8
 
 
@@ -92,9 +90,9 @@ def impostor(tmp_path: Path) -> Iterator[Registry]:
 
 
 class Mirrored:
-    """Peers plus a trustpull configuration with `[mirrors]`, run from this checkout."""
+    """Signed peers plus a trustpull configuration with `[mirrors]`, run from this checkout."""
 
-    def __init__(self, peers: Peers, tmp_path: Path, mirrors: dict[str, str]) -> None:
+    def __init__(self, peers: Signed, tmp_path: Path, mirrors: dict[str, str]) -> None:
         assert peers.stack.registry is not None and peers.stack.notary is not None
         self.peers = peers
         self.origin = peers.stack.registry.host
@@ -109,21 +107,12 @@ class Mirrored:
         return mirror + self.peers.repo[len(self.origin) :]
 
     def tp(self, *args: str) -> subprocess.CompletedProcess[str]:
-        env = self.peers.env(self.consumer)
-        # Only the [trust_servers] entry may send a reference to the notary-server: with the
-        # override gone, verifying as the mirror's name would ask https://<mirror> and fail.
-        env.pop("DOCKER_CONTENT_TRUST_SERVER", None)
-        env["TRUSTPULL_CONFIG"] = str(self.config_file)
-        env["PYTHONPATH"] = str(ROOT)
-        return subprocess.run(
-            [sys.executable, "-m", "cli.main", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=False,
-            cwd=self.peers.tmp,
-        )
+        """This checkout's trustpull with the [mirrors] config and without the trust server
+        override: only the [trust_servers] entry may send a reference to the notary-server, so
+        verifying as the mirror's name would ask https://<mirror> and fail."""
+        extra = {"TRUSTPULL_CONFIG": str(self.config_file), "DOCKER_CONTENT_TRUST_SERVER": None}
+        env = self.peers.run_env(self.consumer, {"DOCKER_CONTENT_TRUST": "1", **extra})
+        return self.peers._run([sys.executable, "-m", "cli.main", *args], env)
 
     def images(self) -> list[dict[str, Any]]:
         """The engine's images (`docker image ls -a`): ID, repository and tag of each."""
@@ -144,7 +133,7 @@ class Mirrored:
 def test_pull_check_resolve_through_a_pull_through_cache(
     stack: Stack, tmp_path: Path, pull_through: Registry
 ) -> None:
-    peers = Peers(stack, tmp_path, "mirrored")
+    peers = Signed(stack, tmp_path, "mirrored")
     digest = peers.push_signed("1.0", "origin content")
     peers.untag(f"{peers.repo}:1.0")
     mirror = pull_through.host
@@ -173,6 +162,13 @@ def test_pull_check_resolve_through_a_pull_through_cache(
         origin_name,
     ), _why(checked)
 
+    # inspect reads the origin's trust data; only the name shown is the one given.
+    through, direct = m.tp("inspect", m.under(mirror)), m.tp("inspect", origin_name)
+    assert through.returncode == 0 and direct.returncode == 0, _why(through, direct)
+    (seen,), (expected,) = json.loads(through.stdout), json.loads(direct.stdout)
+    assert seen.pop("Name") == m.under(mirror) and expected.pop("Name") == origin_name
+    assert seen == expected and seen["SignedTags"], _why(through, direct)
+
     pulled = m.tp(ref)
     why = _why(pulled)
     assert pulled.returncode == 0, why
@@ -195,7 +191,7 @@ def test_pull_check_resolve_through_a_pull_through_cache(
     print(f"\n--- mirrored resolve, check, pull ---\n{_why(resolved, text, checked, pulled)}")
 
 
-def _impostor_image(peers: Peers, impostor: Registry, tag: str) -> tuple[str, str]:
+def _impostor_image(peers: Signed, impostor: Registry, tag: str) -> tuple[str, str]:
     """Push another image as `<impostor>/<repo path>:tag` (trust off), drop it locally;
     returns (its name, its manifest digest)."""
     name = impostor.host + peers.repo[len(m_origin(peers.stack)) :]
@@ -218,7 +214,7 @@ def _impostor_image(peers: Peers, impostor: Registry, tag: str) -> tuple[str, st
 def test_a_mirror_serving_another_digest_is_refused_by_the_engine(
     stack: Stack, tmp_path: Path, impostor: Registry
 ) -> None:
-    peers = Peers(stack, tmp_path, "impostor")
+    peers = Signed(stack, tmp_path, "impostor")
     digest = peers.push_signed("1.0", "origin content")
     peers.untag(f"{peers.repo}:1.0")
     name, other = _impostor_image(peers, impostor, "1.0")
@@ -274,7 +270,7 @@ def test_a_mirror_name_is_never_sent_to_a_trust_server(
 ) -> None:
     """Without the [mirrors] entry the same reference asks https://<mirror> for trust data
     (and fails): the mapping, not a fallback, is what made the mirrored pull verify."""
-    peers = Peers(stack, tmp_path, "unmapped")
+    peers = Signed(stack, tmp_path, "unmapped")
     peers.push_signed("1.0", "origin content")
     m = Mirrored(peers, tmp_path, {})
     ref = f"{m.under(pull_through.host)}:1.0"
