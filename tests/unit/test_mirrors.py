@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -338,3 +339,25 @@ def test_resolve_write_pins_the_mirror_name_to_the_origins_digest(
     assert resolved.exit_code == 0, resolved.output
     (item,) = json.loads(resolved.stdout)
     assert (item["reference"], item["origin"]) == (f"{MIRRORED}:2.0@sha256:{D2}", GUN)
+
+
+def test_pin_through_a_mirror_pins_the_origin(make_env: MakeEnv, tmp_path: Path) -> None:
+    """`trustpull pin MIRROR/…` writes the pin for the origin's GUN (the one whose root is
+    verified); a pin under the mirror's name would never be consulted."""
+    from trust.pin import pin_repository
+
+    env = make_env()
+    config = tmp_path / "config.toml"
+    config.write_text(f'[mirrors]\n"{MIRROR}" = "127.0.0.1:5000"\n')
+    notices: list[str] = []
+    result = pin_repository(
+        parse(f"{MIRRORED}:1.0"),
+        config=config,
+        write=True,
+        environ={**os.environ, "DOCKER_CONTENT_TRUST_SERVER": env.server.url},
+        notice=notices.append,
+    )
+    assert result.written and result.reference.name == GUN
+    assert f"mirror: {MIRRORED} is verified as {GUN}: pinning {GUN}" in notices
+    (key_id,) = result.pin.key_ids
+    assert load_config({}, config_file=config).settings.trust_pinning.certs == {GUN: (key_id,)}
