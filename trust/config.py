@@ -34,6 +34,7 @@ from trust.settings import (
     content_trust_from_env,
     engine_socket_host,
     parse_go_bool,
+    scope_matches,
     validate_trust_server_url,
 )
 
@@ -132,6 +133,7 @@ _SECTIONS = {
     "engine",
     "auth",
     "proxy",
+    "mirrors",
 }
 _PINNING_KEYS = {"certs", "ca", "disable_tofu"}
 
@@ -345,6 +347,63 @@ def _parse_trust_sources(reader: _FileReader, value: Any) -> tuple[TrustSourceCo
     return tuple(sources)
 
 
+def _registry_prefix_problem(value: str) -> str | None:
+    """Why `value` is not a `host[:port][/path]` registry prefix (None when it is one)."""
+    first = value.split("/", 1)[0]
+    if not _scope_pattern().fullmatch(value) or not (
+        "." in first or ":" in first or first == "localhost"
+    ):
+        return (
+            "must be a registry host[:port] or a repository prefix starting with one "
+            "(mirror.corp:5000, harbor.corp/dockerhub), without scheme, tag or digest"
+        )
+    if first != first.lower():
+        return "the registry host must be lower case"
+    return None
+
+
+def _parse_mirrors(reader: _FileReader, table: Mapping[str, Any]) -> dict[str, str]:
+    """`[mirrors]`: mirror prefix = origin prefix, both registry names; no self-maps, no chains.
+
+    An origin must not overlap any mirror prefix (by whole path segments, either way round):
+    then a mapped name is never mapped again, and no mirror can shadow its own origin's names.
+    """
+    mirrors: dict[str, str] = {}
+    for mirror, origin in table.items():
+        if isinstance(origin, dict):
+            dotted, inner = mirror, origin  # `mirror.corp = ...` unquoted is a nested table
+            while isinstance(inner, dict) and len(inner) == 1:
+                key, inner = next(iter(inner.items()))
+                dotted += f".{key}"
+            raise reader.fail(
+                "mirrors",
+                dotted,
+                'must be "MIRROR" = "ORIGIN"; quote a mirror name that has dots or a port '
+                '("mirror.corp:5000" = "registry.example.com")',
+            )
+        problem = _registry_prefix_problem(mirror)
+        if problem is not None:
+            raise reader.fail("mirrors", mirror, f"mirror {problem}")
+        if not isinstance(origin, str):
+            raise reader.fail("mirrors", mirror, "must be an origin registry name string")
+        problem = _registry_prefix_problem(origin)
+        if problem is not None:
+            raise reader.fail("mirrors", mirror, f"origin {origin!r} {problem}")
+        mirrors[mirror] = origin
+    for mirror, origin in mirrors.items():
+        if mirror == origin:
+            raise reader.fail("mirrors", mirror, "a mirror cannot map to itself")
+        for other in mirrors:
+            if scope_matches(other, origin) or scope_matches(origin, other):
+                what = "its own mirror prefix" if other == mirror else f"the mirror {other!r}"
+                raise reader.fail(
+                    "mirrors",
+                    mirror,
+                    f"origin {origin!r} overlaps {what}: mirrors cannot map to themselves or chain",
+                )
+    return mirrors
+
+
 def _rules_fail(reader: _FileReader) -> Callable[[int, str | None, str], ConfigError]:
     """A `[[rules]]` error naming file, line (of the key in that rule) and field."""
 
@@ -441,6 +500,7 @@ def load_config(
     pinning = TrustPinning()
     servers: dict[str, str] = {}
     sources: tuple[TrustSourceConfig, ...] = ()
+    mirrors: dict[str, str] = {}
     policy: Policy | None = None
     realms: tuple[str, ...] = ()
     used_file: Path | None = None
@@ -458,6 +518,7 @@ def load_config(
         file_engine = _parse_engine(reader, reader.table(doc, "engine"))
         realms = _parse_auth(reader, reader.table(doc, "auth"))
         proxy = _parse_proxy(reader, reader.table(doc, "proxy"))
+        mirrors = _parse_mirrors(reader, reader.table(doc, "mirrors"))
         if "trust_sources" in doc:
             sources = _parse_trust_sources(reader, doc["trust_sources"])
         if "rules" in doc and policy_file is None:
@@ -487,5 +548,6 @@ def load_config(
         engine_host=engine_host,
         auth_realms=realms,
         proxy=proxy,
+        mirrors=mirrors,
     )
     return Configuration(settings, policy)

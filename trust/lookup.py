@@ -52,9 +52,12 @@ class Resolution:
     root_key_id: str
     source: str = "notary"
     warnings: tuple[str, ...] = field(default=(), compare=False)
+    #: Set when the reference came through a `[mirrors]` entry: the origin repository whose
+    #: trust data verified the digest; `reference` and `name` then stay the mirror's.
+    origin: str | None = None
 
     def to_json(self) -> dict[str, object]:
-        return {
+        item: dict[str, object] = {
             "reference": self.reference,
             "name": self.name,
             "tag": self.tag,
@@ -66,6 +69,9 @@ class Resolution:
             "root_key_id": self.root_key_id,
             "source": self.source,
         }
+        if self.origin is not None:
+            item["origin"] = self.origin  # only through a mirror: the other keys are unchanged
+        return item
 
 
 def _convert(tag: str, meta: FileMeta, role: str) -> SignedTarget:

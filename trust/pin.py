@@ -42,7 +42,7 @@ from trust.lookup import Resolution
 from trust.notary.trusted_set import TrustData, TrustedSet
 from trust.notary.x509root import PIN_NO_TOFU
 from trust.reference import Reference
-from trust.service import TrustService, select_source, settings_for
+from trust.service import TrustService, mirror_origin, select_source, settings_for
 from trust.settings import Settings, TrustPinning
 
 __all__ = [
@@ -554,6 +554,12 @@ def pin_repository(
     else:  # a file that does not exist yet is an empty configuration
         with _candidate(directory, "") as empty:
             loaded = load_config(environ, config_file=empty)
+    origin = mirror_origin(ref, loaded.settings)
+    if origin is not None:
+        # A pin is for the GUN whose trust data is verified: a mirrored name's origin.
+        if notice is not None:
+            notice(f"mirror: {ref.name} is verified as {origin.name}: pinning {origin.name}")
+        ref = origin
     if ca is not None:
         ca_file, prefix = ca
         if not ca_file.is_file():

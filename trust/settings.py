@@ -170,6 +170,9 @@ class Settings:
     auth_realms: tuple[str, ...] = ()
     #: `[proxy]`: settings of `trustpull proxy` (ignored by every other command).
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    #: `[mirrors]`: mirror prefix (`host[:port][/path]`) → origin prefix. A reference under a
+    #: mirror is verified as the origin's repository and pulled from the mirror by digest.
+    mirrors: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def trust_dir(self) -> Path:
