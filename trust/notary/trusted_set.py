@@ -53,7 +53,7 @@ from trust.notary.metadata import (
     parse_targets,
     parse_timestamp,
 )
-from trust.notary.signatures import verify_threshold
+from trust.notary.signatures import verify_message
 from trust.notary.x509root import RootCheck, validate_root
 
 __all__ = ["LOOKUP_ROLES", "LoadedRole", "TrustData", "TrustedSet", "check_meta"]
@@ -162,8 +162,8 @@ class TrustedSet:
         if meta is not None:
             check_meta(role, data, meta)
         envelope = parse_envelope(data, role)
-        verify_threshold(
-            role, envelope.signed, envelope.signatures, keys, role_keys.keyids, role_keys.threshold
+        verify_message(
+            role, envelope.message, envelope.signatures, keys, role_keys.keyids, role_keys.threshold
         )
         return envelope
 
@@ -228,7 +228,7 @@ class TrustedSet:
             keys=root.keys,
             root_keyids=role.keyids,
             threshold=role.threshold,
-            signed=envelope.signed,
+            message=envelope.message,
             signatures=envelope.signatures,
             now=self.now,
             previous=prev,

@@ -42,7 +42,7 @@ from trust.notary.keys import (
     key_from_certificates,
     parse_pem_certificates,
 )
-from trust.notary.signatures import Signature, verify_threshold
+from trust.notary.signatures import Signature, verify_message
 
 __all__ = [
     "NO_VALID_LEAF",
@@ -339,7 +339,7 @@ def validate_root(
     keys: Mapping[str, PublicKey],
     root_keyids: Sequence[str],
     threshold: int,
-    signed: object,
+    message: bytes,
     signatures: Sequence[Signature],
     now: datetime,
     previous: tuple[Mapping[str, PublicKey], Sequence[str], int] | None,
@@ -367,7 +367,7 @@ def validate_root(
         )
         trusted = _keys_for(prev_leaves)
         try:
-            verify_threshold("root", signed, signatures, trusted, list(trusted), prev_threshold)
+            verify_message("root", message, signatures, trusted, list(trusted), prev_threshold)
         except (SignatureError, ThresholdError):
             raise RootRotationError(ROTATION_FAILED) from None
 
@@ -381,7 +381,7 @@ def validate_root(
 
     own = _keys_for(pinned)
     try:
-        verify_threshold("root", signed, signatures, own, list(own), threshold)
+        verify_message("root", message, signatures, own, list(own), threshold)
     except (SignatureError, ThresholdError) as exc:
         raise _reraise_integrity(exc) from None
     return RootCheck(leaf_keys=own, warnings=warnings, tofu=tofu)
