@@ -85,8 +85,9 @@ class TrustPinning:
 
     #: GUN, or prefix ending in `*`, → root certificate key IDs (x509 or canonical form).
     certs: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    #: GUN prefix → path of a CA bundle that the root's leaf must chain to.
-    ca: Mapping[str, str] = field(default_factory=dict)
+    #: GUN prefix → PEM bytes of a CA bundle that the root's leaf must chain to (the loader
+    #: reads the file; the verifier does no I/O).
+    ca: Mapping[str, bytes] = field(default_factory=dict)
     #: Refuse trust on first use when no pin applies.
     disable_tofu: bool = False
 
@@ -277,7 +278,14 @@ def _parse_pinning(reader: _FileReader, table: Mapping[str, Any]) -> TrustPinnin
     ca_raw = table.get("ca", {})
     if not isinstance(ca_raw, dict) or not all(isinstance(v, str) for v in ca_raw.values()):
         raise reader.fail("trust_pinning", "ca", "must be a table of GUN prefix = CA file")
-    ca = {prefix: str((reader.path.parent / value).resolve()) for prefix, value in ca_raw.items()}
+    ca: dict[str, bytes] = {}
+    for prefix, value in ca_raw.items():
+        path = (reader.path.parent / value).resolve()
+        try:
+            ca[prefix] = path.read_bytes()
+        except OSError as exc:
+            problem = f"cannot read the CA file {path}: {exc.strerror or exc}"
+            raise reader.fail("trust_pinning.ca", prefix, problem) from None
     disable_tofu = table.get("disable_tofu", False)
     if not isinstance(disable_tofu, bool):
         raise reader.fail("trust_pinning", "disable_tofu", "must be true or false")

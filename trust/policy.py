@@ -494,10 +494,20 @@ class Rule:
             if self.root_keys:
                 certs[ref.name] = self.root_keys
             if self.root_ca:
-                ca[ref.name] = self.root_ca
+                ca[ref.name] = _read_ca(self.root_ca)
             disable = pinning.disable_tofu if self.tofu is None else not self.tofu
             changes["trust_pinning"] = TrustPinning(certs=certs, ca=ca, disable_tofu=disable)
         return dataclasses.replace(settings, **changes) if changes else settings
+
+
+def _read_ca(path: str) -> bytes:
+    """A rule's `root_ca` file as PEM bytes (the verifier takes bytes and does no I/O)."""
+    from trust.errors import TrustPinError
+
+    try:
+        return Path(path).read_bytes()
+    except OSError:
+        raise TrustPinError("could not load root cert from CA path", hint=path) from None
 
 
 #: Applies when no configured rule matches: what trustpull does without a policy.

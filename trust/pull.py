@@ -166,23 +166,28 @@ def resolve_reference(
     if source is not None:  # a configured TUF repository answers, never Notary as a fallback
         return resolve_with_source(source, ref, settings, all_tags=all_tags, notice=notice)
     client = client or NotaryClient(settings, warn=notice)
-    data = client.update(ref)
-    if data.first_use and notice is not None:
-        notice(tofu_notice(data, ref.name))
+    # The cache is written only once the answer is accepted (issue 11 item 6): a first
+    # contact that ends in "not signed" leaves no root behind as the pin.
+    data = client.update(ref, commit=False)
     server = trust_server_for(ref.domain, settings)
     if all_tags:
-        return [resolution_for(data, ref, t, server) for t in list_signed_tags(data)]
-    if ref.digest is not None and not ref.tag_given:
-        return [resolution_for(data, ref, find_by_digest(data, ref.digest), server)]
-    assert ref.tag is not None
-    target = lookup_tag(data, ref.tag)
-    if ref.digest is not None and target.digest != ref.digest:
-        from trust.errors import NoSuchTagError
+        resolutions = [resolution_for(data, ref, t, server) for t in list_signed_tags(data)]
+    elif ref.digest is not None and not ref.tag_given:
+        resolutions = [resolution_for(data, ref, find_by_digest(data, ref.digest), server)]
+    else:
+        assert ref.tag is not None
+        target = lookup_tag(data, ref.tag)
+        if ref.digest is not None and target.digest != ref.digest:
+            from trust.errors import NoSuchTagError
 
-        raise NoSuchTagError(
-            f"tag {ref.tag} of {ref.name} is signed for {target.digest}, not {ref.digest}"
-        )
-    return [resolution_for(data, ref, target, server)]
+            raise NoSuchTagError(
+                f"tag {ref.tag} of {ref.name} is signed for {target.digest}, not {ref.digest}"
+            )
+        resolutions = [resolution_for(data, ref, target, server)]
+    client.commit(data)
+    if data.first_use and notice is not None:
+        notice(tofu_notice(data, ref.name))
+    return resolutions
 
 
 def _engine_auth(ref: Reference, settings: Settings, environ: Mapping[str, str]) -> RegistryAuth:

@@ -17,6 +17,7 @@ import posixpath
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from trust.errors import MalformedError
@@ -264,7 +265,7 @@ def _file_meta(value: Any, what: str) -> FileMeta:
                 raise MalformedError(f"{what}: {algorithm} hash has {len(digest)} bytes")
             hashes[algorithm] = digest
         # Unknown algorithms are ignored, as notary does; they can never satisfy a check.
-    return FileMeta(length=length, hashes=hashes, custom=obj.get("custom"))
+    return FileMeta(length=length, hashes=MappingProxyType(hashes), custom=obj.get("custom"))
 
 
 def _target_files(targets_obj: Mapping[str, Any], role: str) -> TargetFiles:
@@ -373,7 +374,7 @@ def parse_root(envelope: Envelope) -> Root:
     consistent = obj["consistent_snapshot"]
     if not isinstance(consistent, bool):
         raise MalformedError("root.consistent_snapshot must be a boolean")
-    return Root(version, expires, keys, roles, consistent)
+    return Root(version, expires, MappingProxyType(keys), MappingProxyType(roles), consistent)
 
 
 def parse_timestamp(envelope: Envelope) -> Timestamp:
@@ -400,7 +401,7 @@ def parse_snapshot(envelope: Envelope) -> Snapshot:
             raise MalformedError(
                 f"snapshot type metadata invalid: missing {required} sha256 checksum"
             )
-    return Snapshot(version, expires, meta)
+    return Snapshot(version, expires, MappingProxyType(meta))
 
 
 def is_valid_delegation_name(name: str) -> bool:
@@ -461,5 +462,11 @@ def parse_targets(envelope: Envelope, role: str) -> Targets:
                 continue
             delegations.append(Delegation(name, keys.keyids, keys.threshold, tuple(paths_raw)))
     return Targets(
-        role, version, expires, targets, delegation_keys, tuple(delegations), tuple(ignored)
+        role,
+        version,
+        expires,
+        targets,
+        MappingProxyType(delegation_keys),
+        tuple(delegations),
+        tuple(ignored),
     )

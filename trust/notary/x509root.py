@@ -3,28 +3,25 @@
 Notary never trusts a root key because the root lists it: root keys must be x509 leaf
 certificates whose CN matches the GUN, and the root must verify against keys rebuilt from those
 certificates. This module follows notary's `ValidateRoot` step by step; where trustpull is
-stricter the code says so. The only I/O is reading a pinned CA bundle file.
+stricter the code says so. It does no I/O: a pinned CA bundle arrives as PEM bytes
+(`TrustPinning.ca`, read by the configuration loader).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
-from cryptography.x509.verification import (
-    Criticality,
-    ExtensionPolicy,
-    Policy,
-    PolicyBuilder,
-    Store,
-    VerificationError,
-)
+
+if TYPE_CHECKING:  # path building is only for CA pins: imported there (it costs ~20 ms)
+    from cryptography.x509.verification import Policy, Store
 
 from trust.config import TrustPinning
 from trust.errors import (
@@ -86,8 +83,8 @@ class RootCheck:
     """Outcome of `validate_root`: the root's usable keys, warnings, and whether TOFU applied."""
 
     #: key ID (of the re-encoded bundle) → key, for every leaf that survived all checks.
-    leaf_keys: dict[str, PublicKey]
-    warnings: list[str] = field(default_factory=list)
+    leaf_keys: Mapping[str, PublicKey]
+    warnings: tuple[str, ...] = ()
     #: True when no pin applied: the root is trusted on first use (or through `previous`).
     tofu: bool = True
 
@@ -266,19 +263,20 @@ class _PinChecker:
             if gun.startswith(prefix) and (ca_prefix is None or len(prefix) > len(ca_prefix)):
                 ca_prefix = prefix
         if ca_prefix is not None:
-            self.ca_store = self._load_ca(pinning.ca[ca_prefix])
+            self.ca_store = self._load_ca(pinning.ca[ca_prefix], ca_prefix)
 
     @property
     def applies(self) -> bool:
         return self.ids is not None or self.ca_store is not None
 
-    def _load_ca(self, path: str) -> Store:
+    def _load_ca(self, bundle: bytes, prefix: str) -> Store:
+        from cryptography.x509.verification import Store
+
+        where = f"the CA bundle pinned for {prefix!r} ([trust_pinning] ca)"
         try:
-            with open(path, "rb") as handle:
-                data = handle.read()
-            certs = parse_pem_certificates(data)
-        except (OSError, CertificateError):
-            raise TrustPinError("could not load root cert from CA path", hint=path) from None
+            certs = parse_pem_certificates(bundle)
+        except CertificateError:
+            raise TrustPinError("could not load root cert from CA path", hint=where) from None
         valid: list[x509.Certificate] = []
         for cert in certs:
             try:
@@ -288,7 +286,7 @@ class _PinChecker:
                 continue
             valid.append(cert)
         if not valid:
-            raise TrustPinError("invalid CA certs provided", hint=path)
+            raise TrustPinError("invalid CA certs provided", hint=where)
         return Store(valid)
 
     def check(self, item: _Leaf) -> bool:
@@ -310,6 +308,13 @@ class _PinChecker:
         Like Go's `Verify`, issuers must assert basicConstraints cA and every certificate must
         be valid at `now`; key usages of the leaf are not checked (notary never checks them).
         """
+        from cryptography.x509.verification import (
+            Criticality,
+            ExtensionPolicy,
+            PolicyBuilder,
+            VerificationError,
+        )
+
         ca_policy = ExtensionPolicy.permit_all().require_present(
             x509.BasicConstraints, Criticality.AGNOSTIC, _require_ca
         )
@@ -384,4 +389,4 @@ def validate_root(
         verify_message("root", message, signatures, own, list(own), threshold)
     except (SignatureError, ThresholdError) as exc:
         raise _reraise_integrity(exc) from None
-    return RootCheck(leaf_keys=own, warnings=warnings, tofu=tofu)
+    return RootCheck(leaf_keys=MappingProxyType(own), warnings=tuple(warnings), tofu=tofu)
