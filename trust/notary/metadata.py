@@ -15,7 +15,7 @@ import datetime as dt
 import functools
 import posixpath
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import ItemsView, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -161,6 +161,25 @@ class TargetFiles(Mapping[str, FileMeta]):
 
     def __repr__(self) -> str:
         return f"TargetFiles({len(self._entries)} entries)"
+
+    def items(self) -> ItemsView[str, FileMeta]:
+        return _TargetItems(self)
+
+    def _pairs(self) -> Iterator[tuple[str, FileMeta]]:
+        for name, entry in self._entries.items():
+            if isinstance(entry, FileMeta):
+                yield name, entry
+            else:
+                yield name, FileMeta(entry[0], {"sha256": entry[1]})
+
+
+class _TargetItems(ItemsView[str, FileMeta]):
+    """`TargetFiles.items()` without a second lookup per entry (`-a` lists them all)."""
+
+    _mapping: TargetFiles
+
+    def __iter__(self) -> Iterator[tuple[str, FileMeta]]:
+        return self._mapping._pairs()
 
 
 @dataclass(frozen=True)
