@@ -13,15 +13,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
-
-if TYPE_CHECKING:  # path building is only for CA pins: imported there (it costs ~20 ms)
-    from cryptography.x509.verification import Policy, Store
+from cryptography.x509.verification import (
+    Criticality,
+    ExtensionPolicy,
+    Policy,
+    PolicyBuilder,
+    Store,
+    VerificationError,
+)
 
 from trust.config import TrustPinning
 from trust.errors import (
@@ -270,8 +275,6 @@ class _PinChecker:
         return self.ids is not None or self.ca_store is not None
 
     def _load_ca(self, bundle: bytes, prefix: str) -> Store:
-        from cryptography.x509.verification import Store
-
         where = f"the CA bundle pinned for {prefix!r} ([trust_pinning] ca)"
         try:
             certs = parse_pem_certificates(bundle)
@@ -308,13 +311,6 @@ class _PinChecker:
         Like Go's `Verify`, issuers must assert basicConstraints cA and every certificate must
         be valid at `now`; key usages of the leaf are not checked (notary never checks them).
         """
-        from cryptography.x509.verification import (
-            Criticality,
-            ExtensionPolicy,
-            PolicyBuilder,
-            VerificationError,
-        )
-
         ca_policy = ExtensionPolicy.permit_all().require_present(
             x509.BasicConstraints, Criticality.AGNOSTIC, _require_ca
         )
