@@ -197,7 +197,7 @@ class NotaryClient:
         parents and the root last, under the GUN's lock. Nothing is written when the cache
         changed since the update read it (another process verified and wrote it meanwhile):
         this run's files would otherwise replace newer ones. A file that cannot be written is a
-        warning, never a failure (attacks.md H03, H05). Committing twice writes nothing new.
+        warning, never a failure (attacks.md H03, H05). Committing twice is harmless.
         """
         if not data.pending:
             return
