@@ -1261,6 +1261,19 @@ def test_refused_first_contact_writes_nothing(make_env: MakeEnv, tag: str) -> No
     assert set(metadata_files(env)) == ALL_ROLES
 
 
+def test_refused_first_contact_announces_no_trust_on_first_use(make_env: MakeEnv) -> None:
+    """Nothing was trusted, so nothing is announced; an accepted first contact is."""
+    env = make_env()
+    notices: list[str] = []
+    with pytest.raises(NoSuchTagError):
+        resolve_reference(
+            parse(f"{GUN}:never-signed"), env.settings, client=env.client(), notice=notices.append
+        )
+    assert notices == [] and env.cache() == {}
+    resolve_reference(parse(REF), env.settings, client=env.client(), notice=notices.append)
+    assert len(notices) == 1 and "trust on first use" in notices[0]
+
+
 def test_update_without_commit_writes_nothing_until_commit(make_env: MakeEnv) -> None:
     env = make_env()
     client = env.client()
