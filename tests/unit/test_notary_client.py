@@ -1251,7 +1251,7 @@ def metadata_files(env: Env) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("tag", ["never-signed", "alice-only"])
-def test_refused_first_contact_writes_nothing(make_env: MakeEnv, tag: str) -> None:
+def test_H08_refused_first_contact_writes_nothing(make_env: MakeEnv, tag: str) -> None:
     """Issue 11 item 6: a first contact that ends in exit 4 leaves no root behind as the pin
     (nor any other file); the next run is a first contact again."""
     env = make_env()
