@@ -56,7 +56,8 @@ def proxy_command(
     def body() -> int:
         import dataclasses
 
-        from trust.proxy.server import DecisionLog, Proxy, bind_listener, check_private_files
+        from trust.proxy.handlers import build_proxy
+        from trust.proxy.server import DecisionLog, bind_listener, check_private_files
 
         # Trust is always on in the proxy: DOCKER_CONTENT_TRUST has no say.
         configuration = load_cli_config(config, policy=policy)
@@ -92,7 +93,7 @@ def proxy_command(
             )
         log.write(event="start", listen=f"unix://{listen_path}", engine=f"unix://{engine_path}")
         listener = bind_listener(listen_path, engine_path, proxy_config)
-        server = Proxy(
+        server = build_proxy(
             settings,
             engine_path,
             proxy_config,

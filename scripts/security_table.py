@@ -102,11 +102,22 @@ OUTCOMES: dict[str, tuple[str, str]] = {
     ),
     "H02": ("A", "accepted: corrupt cached files downloaded again"),
     "H03": ("A", "accepted with a warning; old file whole, no temp file"),
-    "H04": ("A", "every process verified or failed cleanly; cache verifies"),
-    "H05": ("A", "accepted with a warning (trust not persisted)"),
+    "H04": (
+        "RA",
+        "every process verified or failed cleanly; cache verifies; "
+        "a lock that cannot be taken is Cache 5",
+    ),
+    "H05": (
+        "A",
+        "accepted with a warning (trust not persisted); "
+        "a cache that cannot be locked at all runs read-only",
+    ),
     "H06": ("R", "Cache 5 (links); Input 3 (names)"),
     "H07": ("RA", "Input 3 (GUN); `metadata` delegations ignored with a warning"),
-    "H08": ("R", "nothing persisted on refusal (Rollback 5 in the test)"),
+    "H08": (
+        "R",
+        "nothing persisted on refusal (Rollback 5; a first contact ending in NoSuchTag 4)",
+    ),
     "I01": ("R", "Input 3, before any network I/O"),
     "I02": ("R", "Input 3, before any network I/O"),
     "I04": ("RA", "accepted when signed; NoSuchTag 4 otherwise"),

@@ -7,6 +7,10 @@ typo in a security setting (say `disable_tofu`) must never be silently ignored.
 
 The values it builds live in `trust.settings` (a leaf: `Limits`, `TrustPinning`, `Settings`) and
 `trust.policy` (the rule model); this module is the only one that reads the file.
+
+Longer than 500 lines because every table of the file (limits, pinning, servers, trust
+sources, rules, engine, auth, proxy, mirrors) is read here by one strict reader that names file,
+line and key; split per table, the line lookup and the precedence rules would be copied.
 """
 
 from __future__ import annotations
@@ -192,7 +196,14 @@ def _parse_pinning(reader: _FileReader, table: Mapping[str, Any]) -> TrustPinnin
     ca_raw = table.get("ca", {})
     if not isinstance(ca_raw, dict) or not all(isinstance(v, str) for v in ca_raw.values()):
         raise reader.fail("trust_pinning", "ca", "must be a table of GUN prefix = CA file")
-    ca = {prefix: str((reader.path.parent / value).resolve()) for prefix, value in ca_raw.items()}
+    ca: dict[str, bytes] = {}
+    for prefix, value in ca_raw.items():
+        path = (reader.path.parent / value).resolve()
+        try:
+            ca[prefix] = path.read_bytes()
+        except OSError as exc:
+            problem = f"cannot read the CA file {path}: {exc.strerror or exc}"
+            raise reader.fail("trust_pinning.ca", prefix, problem) from None
     disable_tofu = table.get("disable_tofu", False)
     if not isinstance(disable_tofu, bool):
         raise reader.fail("trust_pinning", "disable_tofu", "must be true or false")

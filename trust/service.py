@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -221,7 +221,9 @@ def settings_for(rule: Rule, ref: Reference, settings: Settings) -> Settings:
         if rule.root_keys:
             certs[ref.name] = rule.root_keys
         if rule.root_ca:
-            ca[ref.name] = rule.root_ca
+            if rule.root_ca_pem is None:  # a rule built in code, not parsed from a file
+                raise PolicyError(f"rule {rule.label}: root_ca {rule.root_ca} was not read")
+            ca[ref.name] = rule.root_ca_pem
         disable = pinning.disable_tofu if rule.tofu is None else not rule.tofu
         changes["trust_pinning"] = TrustPinning(certs=certs, ca=ca, disable_tofu=disable)
     return dataclasses.replace(settings, **changes) if changes else settings
@@ -238,6 +240,9 @@ class _Memo:
     data: TrustData | None = None
     error: TrustpullError | None = None
     done: bool = False
+    #: The client that verified `data`: it writes the cache once a verdict accepts it.
+    client: NotaryClient | None = None
+    committed: bool = False
 
 
 class TrustService:
@@ -264,6 +269,9 @@ class TrustService:
         self._client_factory = client_factory
         self._lock = threading.Lock()
         self._memo: dict[tuple[str, int], _Memo] = {}
+        #: Per thread: the verifications the current `verify` call rests on (committed when
+        #: its verdict is accepted, never when it is refused: issue 11 #6).
+        self._local = threading.local()
         self._requests = 0
 
     @property
@@ -306,6 +314,7 @@ class TrustService:
         if all_tags and ref.digest is not None:
             raise UsageError("a digest can't be used with --all-tags/-a")
         rule = self.rule_for(ref.trimmed() if all_tags else ref)
+        self._local.used = []
         try:
             if all_tags:
                 resolutions = self._all_tags(ref.trimmed(), rule)
@@ -317,6 +326,10 @@ class TrustService:
             return Verification(
                 text, mirrored, accepted.rule, unsigned=accepted.message, origin=origin
             )
+        finally:
+            used: list[_Memo] = self._local.used
+            self._local.used = None
+        self._commit(used)  # reached only when the verdict is accepted
         return Verification(
             text, mirrored, rule, _through_mirror(mirrored, origin, resolutions), origin=origin
         )
@@ -354,10 +367,12 @@ class TrustService:
             )
         client = self._client(self.settings, frozenset())
         try:
-            data = client.update(ref)
+            data = client.update(ref, commit=False)
         finally:
             self._count(client)
-        return inspect_repository(data, name_as_typed, tag)
+        document = inspect_repository(data, name_as_typed, tag)
+        self._commit([_Memo(data=data, done=True, client=client)])
+        return document
 
     # -------------------------------------------------------------- reference shapes
 
@@ -564,19 +579,36 @@ class TrustService:
         with memo.lock:
             if not memo.done:
                 try:
-                    memo.data = self._update(ref, rule, settings)
+                    fetched = self._update(ref, rule, settings)
+                    memo.data, memo.client = fetched.data, fetched.client
                 except TrustpullError as error:
                     memo.error = error
                 memo.done = True
         if memo.error is not None:
             raise memo.error.fresh()
         assert memo.data is not None
+        used: list[_Memo] | None = getattr(self._local, "used", None)
+        if used is not None and memo not in used:
+            used.append(memo)
         return memo.data
 
-    def _update(self, ref: Reference, rule: Rule, settings: Settings) -> TrustData:
+    def _commit(self, memos: Iterable[_Memo]) -> None:
+        """Let the Notary cache keep what these verifications fetched: called only for an
+        accepted verdict, so a refused first contact leaves no root behind as the pin."""
+        for memo in memos:
+            with memo.lock:
+                if memo.committed or memo.data is None or memo.client is None:
+                    continue
+                memo.client.commit(memo.data)
+                memo.committed = True
+                data = memo.data
+            if data.first_use and self._notice is not None:
+                self._notice(tofu_notice(data, data.gun))
+
+    def _update(self, ref: Reference, rule: Rule, settings: Settings) -> _Memo:
         client = self._client(settings, rule.required_roles)
         try:
-            data = client.update(ref)
+            data = client.update(ref, commit=False)
         except NoTrustDataError as error:
             # Notary answered that the repository has no trust data at all: the one case a
             # rule may accept unsigned, and only when nothing was ever cached for it.
@@ -597,9 +629,7 @@ class TrustService:
             raise
         finally:
             self._count(client)
-        if data.first_use and self._notice is not None:
-            self._notice(tofu_notice(data, ref.name))
-        return data
+        return _Memo(data=data, done=True, client=client)
 
     def _choose(self, data: TrustData, tag: str, rule: Rule) -> SignedTarget:
         """The digest the rule vouches for: every named signer's (they must agree), else

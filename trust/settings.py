@@ -82,8 +82,9 @@ class TrustPinning:
 
     #: GUN, or prefix ending in `*`, → root certificate key IDs (x509 or canonical form).
     certs: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    #: GUN prefix → path of a CA bundle that the root's leaf must chain to.
-    ca: Mapping[str, str] = field(default_factory=dict)
+    #: GUN prefix → PEM bytes of a CA bundle that the root's leaf must chain to (the loader
+    #: reads the file; the verifier does no I/O).
+    ca: Mapping[str, bytes] = field(default_factory=dict)
     #: Refuse trust on first use when no pin applies.
     disable_tofu: bool = False
 

@@ -118,7 +118,8 @@ class Mirrored:
         return self.peers._run([sys.executable, "-m", "cli.main", *args], env)
 
     def images(self) -> list[dict[str, Any]]:
-        """The engine's images (`docker image ls -a`): ID, repository and tag of each."""
+        """The engine's images (`docker image ls -a`): ID, repository and tag of each, sorted
+        (the engine lists images created in the same second in no fixed order)."""
         proc = self.peers.ok(
             self.peers.dk(
                 "image",
@@ -130,7 +131,8 @@ class Mirrored:
                 config=self.consumer,
             )
         )
-        return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+        found = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+        return sorted(found, key=lambda image: (image["id"], image["repository"], image["tag"]))
 
 
 def test_pull_check_resolve_through_a_pull_through_cache(

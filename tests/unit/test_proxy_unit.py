@@ -21,9 +21,9 @@ import pytest
 
 from trust.proxy import gojson
 from trust.proxy.framing import HTTPRefusal, check_head
-from trust.proxy.handlers import compare_versions, sanitize
+from trust.proxy.handlers import build_proxy, compare_versions, sanitize
 from trust.proxy.routes import match_route, parse_query, parse_target
-from trust.proxy.server import DecisionLog, Proxy, bind_listener
+from trust.proxy.server import DecisionLog, bind_listener
 from trust.settings import ProxyConfig, Settings
 
 # ------------------------------------------------------------------------------ pure parts
@@ -223,7 +223,7 @@ def proxy(tmp_path: Path, fake: tuple[str, list[dict[str, Any]]]) -> Iterator[st
     listener = bind_listener(listen, engine, config)
     log_path = tmp_path / "log"
     handle = open(log_path, "w")
-    server = Proxy(Settings(), engine, config, DecisionLog(handle))
+    server = build_proxy(Settings(), engine, config, DecisionLog(handle))
     thread = threading.Thread(target=server.serve, args=(listener,), daemon=True)
     thread.start()
     try:

@@ -3,6 +3,10 @@
 Every decision goes through `Decider.handle`; refusals are `HTTPRefusal`s carrying an Engine API
 status (§3.1) and a message naming the reference, the rule and trustpull's error kind. In audit
 mode a trust refusal is logged as `would-refuse` and the original request is forwarded unchanged.
+
+Longer than 500 lines because it is engine-proxy.md §2 as code: one decision per route
+family (pull and import, build, create and start, tag, load, commit, plugins, swarm), each
+next to the parsing rules the engine applies to it, so a reviewer can check a route in one place.
 """
 
 from __future__ import annotations
@@ -35,9 +39,11 @@ from trust.proxy.verify import Pin, Verified, rule_for, verify_reference
 from trust.reference import Reference, parse
 
 if TYPE_CHECKING:
-    from trust.proxy.server import Exchange, Proxy
+    from trust.policy import Policy
+    from trust.proxy.server import DecisionLog, Exchange, Proxy
+    from trust.settings import ProxyConfig, Settings
 
-__all__ = ["Decider", "Ledger", "sanitize"]
+__all__ = ["Decider", "Ledger", "build_proxy", "sanitize"]
 
 _HEX64 = re.compile(r"(sha256:)?[0-9a-f]{64}")
 _HEXPREFIX = re.compile(r"(sha256:)?[0-9a-f]{1,64}")
@@ -1390,3 +1396,20 @@ class _StreamScanner:
             if isinstance(status, str) and _HEX64.fullmatch(status.strip()):
                 image_id = status.strip()
                 self.status_ids.append(image_id if ":" in image_id else f"sha256:{image_id}")
+
+
+def build_proxy(
+    settings: Settings,
+    engine_path: str,
+    config: ProxyConfig,
+    log: DecisionLog,
+    policy_files: list[str] | None = None,
+    *,
+    policy: Policy | None = None,
+) -> Proxy:
+    """The proxy with its decisions wired in (what `trustpull proxy` serves)."""
+    from trust.proxy.server import Proxy
+
+    proxy = Proxy(settings, engine_path, config, log, policy_files or [], policy=policy)
+    proxy.decider = Decider(proxy)
+    return proxy

@@ -6,6 +6,10 @@ connection per client connection, one request at a time on it. Request heads are
 request, so the engine only ever receives bytes the proxy produced itself, until the engine
 switched a connection to a raw stream (attach, exec start, an allowed upgrade): from then on
 both sockets are joined by a tunnel that never parses again.
+
+Longer than 500 lines because one connection's life (strict head, body framing,
+forwarding, the engine's answer, upgrades and byte tunnels, keep-alive) is one loop whose
+states must stay in step; the head checks, routes and handlers are elsewhere.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 import h11
 
@@ -173,6 +177,12 @@ class DecisionLog:
 # ---------------------------------------------------------------------------------- the proxy
 
 
+class Decides(Protocol):
+    """What the connection loop asks for each parsed request."""
+
+    def handle(self, exchange: Exchange) -> None: ...
+
+
 @dataclass
 class Proxy:
     settings: Settings
@@ -183,11 +193,12 @@ class Proxy:
     #: The configured policy (`[[rules]]` or `--policy`); None: the built-in default rule.
     policy: Policy | None = None
 
-    def __post_init__(self) -> None:
-        from trust.proxy.handlers import Decider
+    #: The per-endpoint decisions (`trust.proxy.handlers.Decider`), set by `build_proxy`:
+    #: the handlers use this module, so this module does not import them.
+    decider: Decides | None = field(default=None, init=False)
 
+    def __post_init__(self) -> None:
         self.upstream = Upstream(self.engine_path, timeout=self.settings.limits.engine_timeout)
-        self.decider = Decider(self)
         self._slots = threading.BoundedSemaphore(self.config.max_connections)
         self._per_uid: dict[int, int] = {}
         self._lock = threading.Lock()
@@ -434,6 +445,7 @@ class ClientConnection:
             if not head.has_body:
                 for _ in self.body_pieces(exchange):  # an empty body: its end, no bytes
                     pass
+            assert self.proxy.decider is not None, "build the proxy with build_proxy()"
             self.proxy.decider.handle(exchange)
         except HTTPRefusal as refusal:
             if exchange is None:
