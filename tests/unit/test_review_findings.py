@@ -1,0 +1,101 @@
+"""Findings of the security review of the verification path (round 2): each test is named after
+its finding and fails while the finding stands."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.unit._trust_env import D1, GUN, Env, env_factory
+from trust.errors import NoTrustDataError, PolicyError, TrustpullError
+from trust.policy import Policy, Rule, Scope
+from trust.reference import parse
+from trust.service import TrustService
+
+MakeEnv = Callable[..., Env]
+REF = f"{GUN}:1.0"
+
+
+@pytest.fixture
+def make_env(isolated_home: Path) -> Iterator[MakeEnv]:
+    yield from env_factory()
+
+
+def _policy(*rules: Rule) -> Policy:
+    return Policy(rules, "test.toml")
+
+
+def _cached_files(env: Env) -> list[str]:
+    trust_dir = env.docker_config / "trust"
+    if not trust_dir.exists():
+        return []
+    return sorted(str(p.relative_to(trust_dir)) for p in trust_dir.rglob("*.json"))
+
+
+def test_inspect_does_not_bypass_a_rule_that_forbids_trust_on_first_use(
+    make_env: MakeEnv,
+) -> None:
+    """A rule with `tofu = false` refuses a first contact (exit 9, nothing written). `inspect`
+    must not trust the root on first use and commit it to the cache on the rule's behalf:
+    otherwise `trustpull inspect X` followed by `trustpull pull X` accepts a root that was
+    never pinned."""
+    env = make_env()
+    strict = _policy(Rule("strict", 0, Scope(), tofu=False, origin="p:1"))
+    with pytest.raises(PolicyError):
+        TrustService(env.settings, strict).verify(REF)
+    assert _cached_files(env) == []
+    ref = parse(GUN, default_tag=False)
+    try:
+        TrustService(env.settings, strict).inspect(ref, GUN, None)
+    except TrustpullError:
+        pass  # refusing the inspect is fine too
+    with pytest.raises(PolicyError):
+        TrustService(env.settings, strict).verify(REF)
+
+
+def test_inspect_uses_the_rules_trust_server(make_env: MakeEnv) -> None:
+    """A rule's `trust_server` decides where the repository's trust data comes from; `inspect`
+    (CLI and API) must ask the same server `verify` asks, not the file's default one."""
+    env = make_env()
+    other = make_env(publish=False)  # a trust server with nothing for GUN
+    rule = Rule("elsewhere", 0, Scope(), trust_server=other.server.url, origin="p:1")
+    policy = _policy(rule)
+    with pytest.raises(PolicyError):  # not signed as required (9): the rule's server has none
+        TrustService(env.settings, policy).verify(REF)
+    with pytest.raises(NoTrustDataError):
+        TrustService(env.settings, policy).inspect(parse(GUN, default_tag=False), GUN, None)
+    assert _cached_files(env) == []
+
+
+def _dev_unsigned_policy(other: Env) -> Policy:
+    """Tag 2.0 is verified by another trust server (which has nothing) and may be unsigned
+    there; every other tag is verified by the file's trust server."""
+    scope = Scope(registry="127.0.0.1:5000", repository="ns/app", tag="2.0")
+    dev = Rule("dev", 0, scope, allow_unsigned=True, trust_server=other.server.url, origin="p:1")
+    return _policy(dev, Rule("default", 1, Scope(), origin="p:2"))
+
+
+def test_digest_reference_is_not_accepted_unsigned_through_a_tag_rule(make_env: MakeEnv) -> None:
+    """`NAME@sha256:X` where X is signed for no tag at all must be refused (4/9). A tag-scoped
+    `allow_unsigned` rule (whose own trust server has no data) must not turn the digest
+    reference into an UNSIGNED acceptance: the digest is then pulled unverified."""
+    env = make_env()
+    other = make_env(publish=False)
+    service = TrustService(env.settings, _dev_unsigned_policy(other))
+    verification = service.check(f"{GUN}@sha256:{'ee' * 32}")
+    assert verification.unsigned is None
+    assert verification.error is not None
+
+
+def test_all_tags_is_not_accepted_unsigned_by_one_tag_rule(make_env: MakeEnv) -> None:
+    """`-a` under a repository rule that finds trust data must pin every tag it pulls. One
+    tag's `allow_unsigned` rule must not make the whole `-a` run UNSIGNED (the engine then
+    pulls every tag, 1.0 included, by tag and unverified)."""
+    env = make_env()
+    other = make_env(publish=False)
+    service = TrustService(env.settings, _dev_unsigned_policy(other))
+    verification = service.verify(GUN, all_tags=True)
+    assert verification.unsigned is None
+    assert "sha256:" + D1 in {r.digest for r in verification.resolutions}
