@@ -99,3 +99,37 @@ def test_all_tags_is_not_accepted_unsigned_by_one_tag_rule(make_env: MakeEnv) ->
     verification = service.verify(GUN, all_tags=True)
     assert verification.unsigned is None
     assert "sha256:" + D1 in {r.digest for r in verification.resolutions}
+
+
+def test_rules_with_different_trust_servers_do_not_share_one_cache(make_env: MakeEnv) -> None:
+    """Tag 2.0 is verified by a second trust server (its own keys), every other tag by the
+    file's. The trust cache is keyed by GUN only, so once 1.0 was accepted, 2.0 is checked
+    against the other server's cached root and timestamp key and refused as a possible attack
+    (exit 5), although each server's data verifies under its own rule."""
+    env = make_env()
+    other = make_env()  # the same GUN, published with different keys
+    scope = Scope(registry="127.0.0.1:5000", repository="ns/app", tag="2.0")
+    policy = _policy(
+        Rule("dev", 0, scope, trust_server=other.server.url, origin="p:1"),
+        Rule("default", 1, Scope(), origin="p:2"),
+    )
+    assert TrustService(env.settings, policy).check(f"{GUN}:1.0").verdict == "pass"
+    second = TrustService(env.settings, policy).check(f"{GUN}:2.0")
+    assert second.verdict == "pass", second.error
+
+
+def test_a_tofu_false_tag_rule_is_not_satisfied_by_another_rules_first_use(
+    make_env: MakeEnv,
+) -> None:
+    """`tofu = false` on tag 2.0: a first contact is refused (9). A looser rule for tag 1.0 of
+    the same repository trusts the root on first use and commits it; afterwards the strict
+    rule accepts that never-pinned root, because the cache (per GUN) no longer says first use."""
+    env = make_env()
+    scope = Scope(registry="127.0.0.1:5000", repository="ns/app", tag="2.0")
+    policy = _policy(
+        Rule("strict", 0, scope, tofu=False, origin="p:1"),
+        Rule("default", 1, Scope(), origin="p:2"),
+    )
+    assert TrustService(env.settings, policy).check(f"{GUN}:2.0").exit_code == 9
+    assert TrustService(env.settings, policy).check(f"{GUN}:1.0").verdict == "pass"
+    assert TrustService(env.settings, policy).check(f"{GUN}:2.0").exit_code == 9
