@@ -358,20 +358,19 @@ class TrustService:
         """`docker trust inspect`'s object, from the reference's trust source (the origin's,
         for a reference under a mirror)."""
         ref = mirror_origin(ref, self.settings) or ref
-        source = select_source(ref, self.settings)
+        # The rule's source, trust server and pins, as `verify` uses them: inspect must not
+        # trust (and commit) a root that the rule would refuse, e.g. under `tofu = false`.
+        rule = self.rule_for(ref)
+        settings = settings_for(rule, ref, self.settings)
+        source = self._source(ref, rule)
         if source is not None:
             from trust.tufsource import TufSource
 
-            return TufSource(source, self.settings, warn=self._notice).inspect(
-                ref, name_as_typed, tag
-            )
-        client = self._client(self.settings, frozenset())
-        try:
-            data = client.update(ref, commit=False)
-        finally:
-            self._count(client)
-        document = inspect_repository(data, name_as_typed, tag)
-        self._commit([_Memo(data=data, done=True, client=client)])
+            return TufSource(source, settings, warn=self._notice).inspect(ref, name_as_typed, tag)
+        fetched = self._update(ref, rule, settings)
+        assert fetched.data is not None
+        document = inspect_repository(fetched.data, name_as_typed, tag)
+        self._commit([fetched])
         return document
 
     # -------------------------------------------------------------- reference shapes
@@ -425,8 +424,11 @@ class TrustService:
                 found = self._under_policy(tagged, rule, self._one)
             except NoSuchTagError:
                 continue  # that tag is signed for another digest
-            except UnsignedAccepted:
-                raise
+            except UnsignedAccepted as accepted:
+                # The tag's own rule (another trust server) accepts it unsigned: that pins
+                # nothing, so it cannot vouch for this digest (the repository rule found data).
+                refusals.append((tag, _unpinnable(tagged, accepted)))
+                continue
             except TrustpullError as error:
                 if not isinstance(error, NotSignedError | PolicyError):
                     raise  # a verification, network or auth failure is never skipped
@@ -470,8 +472,10 @@ class TrustService:
             tagged = repo.with_tag(tag)
             try:
                 results.append(self._under_policy(tagged, self.rule_for(tagged), self._one))
-            except UnsignedAccepted:
-                raise
+            except UnsignedAccepted as accepted:
+                # One tag's rule accepting it unsigned must not make the whole `-a` run an
+                # unverified pull by tag: the repository rule found trust data.
+                errors.append(_unpinnable(tagged, accepted))
             except TrustpullError as error:
                 errors.append(error)
         if errors:
@@ -656,6 +660,16 @@ class TrustService:
             raise PolicyError(f"rule {rule.label}: the signers disagree on {tag}: {detail}")
         (digest,) = votes
         return chosen[digest]
+
+
+def _unpinnable(tagged: Reference, accepted: UnsignedAccepted) -> PolicyError:
+    """A tag of a signed repository whose own rule accepts it only unsigned (its trust server
+    has no data): refused for a digest or `-a` reference, which must be pinned."""
+    return PolicyError(
+        f"rule {accepted.rule.label}: tag {tagged.tag} of {tagged.name} has no trust data on "
+        f"that rule's trust server; a digest or all-tags reference needs a verified digest "
+        f"({accepted.message})"
+    )
 
 
 def verify_many(
