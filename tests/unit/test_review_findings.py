@@ -137,3 +137,21 @@ def test_a_tofu_false_tag_rule_is_not_satisfied_by_another_rules_first_use(
     assert TrustService(env.settings, policy).check(f"{GUN}:2.0").exit_code == 9
     assert TrustService(env.settings, policy).check(f"{GUN}:1.0").verdict == "pass"
     assert TrustService(env.settings, policy).check(f"{GUN}:2.0").exit_code == 9
+
+
+def test_proxy_refusal_names_the_origins_rule_for_a_mirrored_reference() -> None:
+    """Under `[mirrors]` the service applies the origin's rule; the proxy's refusal (its
+    decision-log `rule` field) named the rule matching the mirror's name instead
+    (trust/proxy/verify.py `rule_for`), so the log disagrees with the decision."""
+    from trust.proxy.verify import rule_for
+    from trust.settings import Settings
+
+    settings = Settings(mirrors={"mirror.corp:5000/app": "registry.example.com"})
+    scope = Scope(registry="registry.example.com", repository="team/app")
+    policy = _policy(Rule("origin-rule", 0, scope, refuse=True, origin="p:1"))
+    ref = parse("mirror.corp:5000/app/team/app:1.0")
+    service = TrustService(settings, policy)
+    outcome = service.check(str(ref))
+    assert outcome.rule is not None and outcome.rule.label == "origin-rule"
+    assert outcome.exit_code == 9
+    assert rule_for(policy, ref) == outcome.rule.label
