@@ -154,4 +154,4 @@ def test_proxy_refusal_names_the_origins_rule_for_a_mirrored_reference() -> None
     outcome = service.check(str(ref))
     assert outcome.rule is not None and outcome.rule.label == "origin-rule"
     assert outcome.exit_code == 9
-    assert rule_for(policy, ref) == outcome.rule.label
+    assert rule_for(policy, ref, settings) == outcome.rule.label
