@@ -160,14 +160,13 @@ def test_proxy_refusal_names_the_origins_rule_for_a_mirrored_reference() -> None
 def test_memo_is_not_shared_by_two_rules_with_one_index(make_env: MakeEnv) -> None:
     """The memo is keyed by (GUN, rule.index). `Policy` (public in the Python API) does not
     require distinct indexes, so two rules built in code with one index share a verification:
-    tag 2.0's rule names a trust server that has nothing for the repository, yet 2.0 is
-    accepted with the data the default rule fetched from the file's server for 1.0. (A root
+    in one `-a` run, tag 2.0's rule names a trust server that has nothing for the repository,
+    yet 2.0 is accepted with the data the default rule fetched from the file's server. (A root
     pin on the second rule is still caught, by its PinnedRoot requirement: exit 9.)"""
     env = make_env()
     other = make_env(publish=False)
     scope = Scope(registry="127.0.0.1:5000", repository="ns/app", tag="2.0")
     elsewhere = Rule("elsewhere", 0, scope, trust_server=other.server.url, origin="code")
     policy = _policy(elsewhere, Rule("default", 0, Scope(), origin="code"))
-    service = TrustService(env.settings, policy)
-    assert service.check(f"{GUN}:1.0").verdict == "pass"
-    assert service.check(f"{GUN}:2.0").exit_code == 9  # not signed as required, on its server
+    with pytest.raises(PolicyError):  # 2.0 is not signed as required, on its own server
+        TrustService(env.settings, policy).verify(GUN, all_tags=True)
