@@ -268,7 +268,7 @@ class TrustService:
         self._now = now
         self._client_factory = client_factory
         self._lock = threading.Lock()
-        self._memo: dict[tuple[str, int], _Memo] = {}
+        self._memo: dict[tuple[str, Rule], _Memo] = {}
         #: Per thread: the verifications the current `verify` call rests on (committed when
         #: its verdict is accepted, never when it is refused: issue 11 #6).
         self._local = threading.local()
@@ -577,7 +577,9 @@ class TrustService:
 
     def _trust_data(self, ref: Reference, rule: Rule, settings: Settings) -> TrustData:
         """Verified Notary data for (repository, rule), fetched once per service."""
-        key = (ref.name, rule.index)
+        # Keyed by the rule itself, not only its index: a Policy built in code may repeat an
+        # index, and a rule's trust server and pins must never serve another rule's verdict.
+        key = (ref.name, rule)
         with self._lock:
             memo = self._memo.setdefault(key, _Memo())
         with memo.lock:
