@@ -170,3 +170,22 @@ def test_memo_is_not_shared_by_two_rules_with_one_index(make_env: MakeEnv) -> No
     policy = _policy(elsewhere, Rule("default", 0, Scope(), origin="code"))
     with pytest.raises(PolicyError):  # 2.0 is not signed as required, on its own server
         TrustService(env.settings, policy).verify(GUN, all_tags=True)
+
+
+def test_a_rules_empty_trust_server_does_not_fall_back_to_another_servers_cache(
+    make_env: MakeEnv,
+) -> None:
+    """Same root cause as the shared cache above, fail-open side: tag 2.0's rule names a trust
+    server that has no data for the repository (a 404 on the timestamp). Once 1.0 was accepted
+    from the file's server, 2.0 is accepted from that server's cached data ("trust server
+    unreachable ... using cached trust data"), and its resolution names the rule's server."""
+    env = make_env()
+    other = make_env(publish=False)
+    scope = Scope(registry="127.0.0.1:5000", repository="ns/app", tag="2.0")
+    policy = _policy(
+        Rule("elsewhere", 0, scope, trust_server=other.server.url, origin="p:1"),
+        Rule("default", 1, Scope(), origin="p:2"),
+    )
+    assert TrustService(env.settings, policy).check(f"{GUN}:2.0").exit_code == 9
+    assert TrustService(env.settings, policy).check(f"{GUN}:1.0").verdict == "pass"
+    assert TrustService(env.settings, policy).check(f"{GUN}:2.0").exit_code == 9
