@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit._trust_env import D1, GUN, Env, env_factory
+from tests.unit._trust_env import D1, D2, GUN, Env, env_factory
 from trust.errors import NoTrustDataError, PolicyError, TrustpullError
 from trust.policy import Policy, Rule, Scope
 from trust.reference import parse
@@ -189,3 +189,18 @@ def test_a_rules_empty_trust_server_does_not_fall_back_to_another_servers_cache(
     assert TrustService(env.settings, policy).check(f"{GUN}:2.0").exit_code == 9
     assert TrustService(env.settings, policy).check(f"{GUN}:1.0").verdict == "pass"
     assert TrustService(env.settings, policy).check(f"{GUN}:2.0").exit_code == 9
+
+
+def test_digest_reference_reports_the_rule_of_the_tag_that_accepted_it(make_env: MakeEnv) -> None:
+    """`NAME@sha256:<digest of 2.0>` is accepted through tag 2.0, under tag 2.0's rule; the
+    result (check's JSON `rule`/`reason`, the proxy's decision log) names the repository's
+    rule instead, which did not decide."""
+    env = make_env()
+    scope = Scope(registry="127.0.0.1:5000", repository="ns/app", tag="2.0")
+    policy = _policy(
+        Rule("two", 0, scope, min_validity=60.0, origin="p:1"),
+        Rule("default", 1, Scope(), origin="p:2"),
+    )
+    outcome = TrustService(env.settings, policy).check(f"{GUN}@sha256:{D2}")
+    assert outcome.verdict == "pass"
+    assert outcome.rule is not None and outcome.rule.label == "two"
