@@ -320,6 +320,8 @@ class TrustService:
                 resolutions = self._all_tags(ref.trimmed(), rule)
             elif ref.tag is None:
                 resolutions = [self._by_digest(ref, rule)]
+                if resolutions[0].tag:  # the rule that decided: the accepting tag's
+                    rule = self.rule_for(ref.with_tag(resolutions[0].tag))
             else:
                 resolutions = [self._under_policy(ref, rule, self._one)]
         except UnsignedAccepted as accepted:
