@@ -36,12 +36,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from trust.errors import NoTrustDataError, NotSignedError, PolicyError
+from trust.errors import ConfigError, NoTrustDataError, NotSignedError, PolicyError
 from trust.reference import Reference, go_glob_to_regex
 from trust.targets import SignedTarget
 
 __all__ = [
     "BUILTIN_DEFAULT",
+    "REPOSITORY_SETTINGS_PROBLEM",
     "AllOf",
     "AtLeast",
     "Context",
@@ -60,6 +61,14 @@ __all__ = [
     "format_duration",
     "parse_duration",
 ]
+
+#: Why a tag-scoped rule cannot set where and how the repository's trust data is verified: one
+#: repository has one trust cache, one root and one trust server answer, shared by all its tags
+#: (a tag rule with its own server or pins would verify some tags against another rule's data).
+REPOSITORY_SETTINGS_PROBLEM = (
+    "apply to the repository's trust data as a whole (one root, one trust server, one cache "
+    "for all its tags): set them on a rule without `tag`"
+)
 
 _DURATION_RE = re.compile(r"(?:\d+[wdhms])+", re.ASCII)
 _UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
@@ -442,6 +451,26 @@ class Rule:
     trust_server: str | None = None
     trust_source: str | None = None
     min_validity: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.scope.tag is not None:
+            settings = self.repository_settings()
+            if settings:
+                raise ConfigError(
+                    f"rule {self.label}: {', '.join(settings)} {REPOSITORY_SETTINGS_PROBLEM}"
+                )
+
+    def repository_settings(self) -> list[str]:
+        """The keys this rule sets that belong to the repository's trust data as a whole."""
+        values = {
+            "allow_unsigned": self.allow_unsigned,
+            "root_keys": self.root_keys,
+            "root_ca": self.root_ca,
+            "tofu": self.tofu is not None,
+            "trust_server": self.trust_server,
+            "trust_source": self.trust_source,
+        }
+        return [key for key, value in values.items() if value]
 
     @property
     def required_roles(self) -> frozenset[str]:

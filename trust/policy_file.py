@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from trust.errors import ConfigError, InputError
-from trust.policy import Policy, Rule, Scope, parse_duration
+from trust.policy import REPOSITORY_SETTINGS_PROBLEM, Policy, Rule, Scope, parse_duration
 from trust.reference import (
     DEFAULT_DOMAIN,
     DOMAIN_AND_PORT_RE,
@@ -169,6 +169,18 @@ def _parse_rule(
             min_validity = parse_duration(entry["min_validity"])
         except ValueError as exc:
             raise fail(index, "min_validity", str(exc)) from None
+    if scope.tag is not None:
+        for key in (
+            "allow_unsigned",
+            "root_keys",
+            "root_ca",
+            "tofu",
+            "trust_server",
+            "trust_source",
+        ):
+            # `tofu` in either value changes the repository's pinning; the others when set.
+            if key in entry and (key == "tofu" or entry[key] not in (False, [], None)):
+                raise fail(index, key, REPOSITORY_SETTINGS_PROBLEM)
     return Rule(
         label=name or f"rules[{index}]",
         index=index,

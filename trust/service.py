@@ -268,7 +268,7 @@ class TrustService:
         self._now = now
         self._client_factory = client_factory
         self._lock = threading.Lock()
-        self._memo: dict[tuple[str, int], _Memo] = {}
+        self._memo: dict[tuple[str, Rule], _Memo] = {}
         #: Per thread: the verifications the current `verify` call rests on (committed when
         #: its verdict is accepted, never when it is refused: issue 11 #6).
         self._local = threading.local()
@@ -320,6 +320,8 @@ class TrustService:
                 resolutions = self._all_tags(ref.trimmed(), rule)
             elif ref.tag is None:
                 resolutions = [self._by_digest(ref, rule)]
+                if resolutions[0].tag:  # the rule that decided: the accepting tag's
+                    rule = self.rule_for(ref.with_tag(resolutions[0].tag))
             else:
                 resolutions = [self._under_policy(ref, rule, self._one)]
         except UnsignedAccepted as accepted:
@@ -358,20 +360,19 @@ class TrustService:
         """`docker trust inspect`'s object, from the reference's trust source (the origin's,
         for a reference under a mirror)."""
         ref = mirror_origin(ref, self.settings) or ref
-        source = select_source(ref, self.settings)
+        # The rule's source, trust server and pins, as `verify` uses them: inspect must not
+        # trust (and commit) a root that the rule would refuse, e.g. under `tofu = false`.
+        rule = self.rule_for(ref)
+        settings = settings_for(rule, ref, self.settings)
+        source = self._source(ref, rule)
         if source is not None:
             from trust.tufsource import TufSource
 
-            return TufSource(source, self.settings, warn=self._notice).inspect(
-                ref, name_as_typed, tag
-            )
-        client = self._client(self.settings, frozenset())
-        try:
-            data = client.update(ref, commit=False)
-        finally:
-            self._count(client)
-        document = inspect_repository(data, name_as_typed, tag)
-        self._commit([_Memo(data=data, done=True, client=client)])
+            return TufSource(source, settings, warn=self._notice).inspect(ref, name_as_typed, tag)
+        fetched = self._update(ref, rule, settings)
+        assert fetched.data is not None
+        document = inspect_repository(fetched.data, name_as_typed, tag)
+        self._commit([fetched])
         return document
 
     # -------------------------------------------------------------- reference shapes
@@ -425,8 +426,11 @@ class TrustService:
                 found = self._under_policy(tagged, rule, self._one)
             except NoSuchTagError:
                 continue  # that tag is signed for another digest
-            except UnsignedAccepted:
-                raise
+            except UnsignedAccepted as accepted:
+                # The tag's own rule (another trust server) accepts it unsigned: that pins
+                # nothing, so it cannot vouch for this digest (the repository rule found data).
+                refusals.append((tag, _unpinnable(tagged, accepted)))
+                continue
             except TrustpullError as error:
                 if not isinstance(error, NotSignedError | PolicyError):
                     raise  # a verification, network or auth failure is never skipped
@@ -470,8 +474,10 @@ class TrustService:
             tagged = repo.with_tag(tag)
             try:
                 results.append(self._under_policy(tagged, self.rule_for(tagged), self._one))
-            except UnsignedAccepted:
-                raise
+            except UnsignedAccepted as accepted:
+                # One tag's rule accepting it unsigned must not make the whole `-a` run an
+                # unverified pull by tag: the repository rule found trust data.
+                errors.append(_unpinnable(tagged, accepted))
             except TrustpullError as error:
                 errors.append(error)
         if errors:
@@ -573,7 +579,9 @@ class TrustService:
 
     def _trust_data(self, ref: Reference, rule: Rule, settings: Settings) -> TrustData:
         """Verified Notary data for (repository, rule), fetched once per service."""
-        key = (ref.name, rule.index)
+        # Keyed by the rule itself, not only its index: a Policy built in code may repeat an
+        # index, and a rule's trust server and pins must never serve another rule's verdict.
+        key = (ref.name, rule)
         with self._lock:
             memo = self._memo.setdefault(key, _Memo())
         with memo.lock:
@@ -656,6 +664,16 @@ class TrustService:
             raise PolicyError(f"rule {rule.label}: the signers disagree on {tag}: {detail}")
         (digest,) = votes
         return chosen[digest]
+
+
+def _unpinnable(tagged: Reference, accepted: UnsignedAccepted) -> PolicyError:
+    """A tag of a signed repository whose own rule accepts it only unsigned (its trust server
+    has no data): refused for a digest or `-a` reference, which must be pinned."""
+    return PolicyError(
+        f"rule {accepted.rule.label}: tag {tagged.tag} of {tagged.name} has no trust data on "
+        f"that rule's trust server; a digest or all-tags reference needs a verified digest "
+        f"({accepted.message})"
+    )
 
 
 def verify_many(

@@ -72,20 +72,21 @@ name = "app"
 registry = "registry.example.com"
 repository = "team/app"
 min_validity = "7d"
+tofu = false
 
 [[rules]]
 name = "app-v"
 registry = "registry.example.com"
 repository = "team/app"
 tag = "v*"
-allow_unsigned = true
+min_validity = "1d"
 
 [[rules]]
 name = "app-v1"
 registry = "registry.example.com"
 repository = "team/app"
 tag = "v1"
-tofu = false
+signers = ["bob"]
 
 [[rules]]
 name = "hub"
@@ -160,7 +161,7 @@ def test_rule_settings_override(tmp_path: Path) -> None:
     alpine = parse("alpine:3.19")
     derived = settings_for(policy.match(alpine), alpine, base)
     assert derived.trust_pinning.certs["docker.io/library/alpine"] == ("a" * 64,)
-    ref = parse("registry.example.com/team/app:v1")
+    ref = parse("registry.example.com/team/app:1.0")
     assert settings_for(policy.match(ref), ref, base).trust_pinning.disable_tofu is True
     srv = parse("r.io/x:1")
     assert settings_for(policy.match(srv), srv, base).trust_server_override == (
@@ -198,6 +199,19 @@ def test_policy_turns_trust_on_and_policy_file_replaces_rules(tmp_path: Path) ->
             "threshold: must be between 1 and 1",
         ),
         ('[[rules]]\nregistry = "r.io"\nrefuse = true\nsigners = ["a"]\n', "takes no other"),
+        (
+            '[[rules]]\nregistry = "r.io"\ntag = "dev"\ntrust_server = "https://n.r.io"\n',
+            ":4: rules[0].trust_server: apply to the repository's trust data as a whole",
+        ),
+        ('[[rules]]\nregistry = "r.io"\ntag = "v*"\ntofu = false\n', ":4: rules[0].tofu: apply"),
+        (
+            '[[rules]]\nregistry = "r.io"\ntag = "v*"\nallow_unsigned = true\n',
+            ":4: rules[0].allow_unsigned: apply",
+        ),
+        (
+            '[[rules]]\nregistry = "r.io"\ntag = "1"\nroot_keys = ["' + "a" * 64 + '"]\n',
+            "root_keys: apply",
+        ),
         ('[[rules]]\nregistry = "r.io"\nrefuse = "yes"\n', "refuse: must be true or false"),
         ('[[rules]]\nregistry = "r.io"\nroot_keys = ["abc"]\n', "is not a 64-hex key ID"),
         ('[[rules]]\nregistry = "r.io"\nroot_ca = "missing.pem"\n', "does not exist"),

@@ -293,7 +293,7 @@ class Decider:
                     reference=str(ref),
                 )
                 refusal.exit_code = error.exit_code
-                refusal.rule = rule_for(self.proxy.policy, ref)
+                refusal.rule = rule_for(self.proxy.policy, ref, self.proxy.settings)
                 raise refusal from None
 
     def _lock_for(self, key: str) -> threading.Lock:

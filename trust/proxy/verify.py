@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from trust.errors import TrustpullError
 from trust.policy import Policy
 from trust.reference import Reference
-from trust.service import TrustService
+from trust.service import TrustService, mirror_origin
 from trust.settings import Settings
 
 __all__ = ["Pin", "Verified", "rule_for", "verify_reference"]
@@ -49,10 +50,22 @@ def verify_reference(
         Pin(r.tag, r.digest, r.reference, tuple(r.signers) or (r.role,))
         for r in verification.resolutions
     )
-    label = verification.rule.label if verification.rule is not None else rule_for(policy, ref)
+    label = (
+        verification.rule.label
+        if verification.rule is not None
+        else rule_for(policy, ref, settings)
+    )
     return Verified(pins, unsigned=verification.unsigned, rule=label, notices=tuple(notices))
 
 
-def rule_for(policy: Policy | None, ref: Reference) -> str:
-    """The label of the rule that applies to `ref` (for log lines and refusals)."""
-    return policy.match(ref).label if policy is not None else "builtin-default"
+def rule_for(policy: Policy | None, ref: Reference, settings: Settings | None = None) -> str:
+    """The label of the rule that applies to `ref` (for log lines and refusals): under a
+    `[mirrors]` prefix the origin's, as the service applies it."""
+    if policy is None:
+        return "builtin-default"
+    if settings is not None:
+        try:
+            ref = mirror_origin(ref, settings) or ref
+        except TrustpullError:
+            pass  # the service refused the name itself; the mirror name's rule is logged
+    return policy.match(ref).label
