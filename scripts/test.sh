@@ -11,3 +11,4 @@ echo "== mypy (strict on trust/)"
 mypy
 echo "== pytest"
 python -m pytest -q -p no:cacheprovider "$@"
+python fuzz/run.py smoke  # == fuzz smoke: every fuzz/ target for 4 s (fuzz/README.md)

@@ -176,6 +176,8 @@ def _load_yaml(text: str, path: str) -> list[Any]:
         return [doc for doc in YAML(typ="rt", pure=True).load_all(text) if doc is not None]
     except YAMLError as exc:
         raise InputError(f"{path}: invalid YAML: {exc}") from None
+    except TypeError as exc:  # a mapping inside a complex key: "unhashable type" (fuzz_manifests)
+        raise InputError(f"{path}: invalid YAML: {exc}") from None
 
 
 def _site(node: Any, key: str, path: str, *, interpolate: bool) -> ImageSite | None:

@@ -1,0 +1,65 @@
+"""Inputs the coverage-guided fuzzers (fuzz/) found that made a parser raise something other
+than a `TrustpullError` (an untyped crash: exit 1 instead of the documented exit code).
+
+Each test is named `test_fuzz_finding_<target>_…` and holds the minimised input; see
+fuzz/README.md ("Findings") for the run that found it.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from fixtures.notarygen import Key
+from tests.unit._trust_env import GUN, Env, baseline_builder, env_factory
+from trust.errors import CertificateError, InputError
+from trust.manifests import yaml_sites
+
+MakeEnv = Callable[..., Env]
+
+
+@pytest.fixture
+def make_env(isolated_home: Path) -> Iterator[MakeEnv]:
+    yield from env_factory()
+
+
+def _with_unknown_string_tag(key: Key) -> Key:
+    """`key`'s certificate with the CN's PrintableString tag (0x13) turned into 0x53, a tag
+    cryptography's lazy Name parser does not know (it raised KeyError: 83)."""
+    assert key.cert is not None
+    der = key.cert.public_bytes(serialization.Encoding.DER)
+    cn = GUN.encode()
+    marker = b"\x06\x03\x55\x04\x03\x13" + bytes([len(cn)]) + cn  # OID 2.5.4.3, PrintableString
+    assert der.count(marker) == 2  # subject and issuer (self-signed)
+    broken = der.replace(marker, marker[:5] + b"\x53" + marker[6:])
+    pem = (
+        b"-----BEGIN CERTIFICATE-----\n"
+        + base64.encodebytes(broken)
+        + b"-----END CERTIFICATE-----\n"
+    )
+    return Key(key.keytype, base64.b64encode(pem).decode(), key.private_key)
+
+
+def test_fuzz_finding_keys_certificate_subject_with_unknown_string_tag(make_env: MakeEnv) -> None:
+    """fuzz_keys: a root certificate whose subject holds an unknown ASN.1 string type made
+    x509root's CN lookup raise KeyError (exit 1); it is an unusable certificate (exit 5)."""
+    builder = baseline_builder(others=False)
+    builder.rotate_key(
+        "root", [_with_unknown_string_tag(builder.new_key("ecdsa-x509"))], sign_with="new"
+    )
+    error = make_env(builder).refuse(CertificateError)
+    assert error.exit_code == 5
+
+
+@pytest.mark.parametrize("text", ["? - name: c\n: y\n", "? [{a: 1}]\n: y\n"])
+def test_fuzz_finding_manifests_yaml_mapping_inside_a_complex_key(text: str) -> None:
+    """fuzz_manifests: a YAML complex key holding a mapping made ruamel raise TypeError
+    (unhashable CommentedMap), a crash of `check`/`resolve` (exit 1); it is invalid input."""
+    with pytest.raises(InputError) as caught:
+        yaml_sites(text, "k8s.yaml")
+    assert caught.value.exit_code == 3
+    assert "invalid YAML" in caught.value.message
