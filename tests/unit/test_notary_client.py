@@ -220,8 +220,9 @@ def test_I04_unsigned_digest_is_refused(make_env: MakeEnv) -> None:
 
 def test_I05_tag_and_digest_agree(make_env: MakeEnv) -> None:
     env = make_env()
-    result, _ = env.pull(f"{GUN}:1.0@sha256:{D1}")
-    assert result.error is None
+    result, engine = env.pull(f"{GUN}:1.0@sha256:{D1}")
+    assert result.error is None and result.exit_code == 0
+    assert [c[2] for c in engine.calls if c[0] == "pull"] == ["sha256:" + D1]
 
 
 def test_I05_tag_and_digest_disagree(make_env: MakeEnv) -> None:
@@ -891,7 +892,8 @@ def test_D05_structurally_broken_root(make_env: MakeEnv, case: str) -> None:
 def test_D06_first_use_is_trusted_persisted_and_reported(make_env: MakeEnv) -> None:
     env = make_env()
     notices: list[str] = []
-    resolve_reference(parse(REF), env.settings, client=env.client(), notice=notices.append)
+    found = resolve_reference(parse(REF), env.settings, client=env.client(), notice=notices.append)
+    assert [r.digest for r in found] == ["sha256:" + D1]  # ACCEPT
     assert len(notices) == 1 and "trust on first use" in notices[0]
     assert env.builder.keys("root")[0].canonical_id in notices[0]
     assert (env.metadata_dir / "root.json").read_bytes() == env.builder.repo.role_bytes("root")
