@@ -339,7 +339,11 @@ def test_G09_untrusted_certificate(make_env: MakeEnv, tmp_path: Path, how: str) 
         shutil.copy(rogue.cert_path, tls_dir / "ca.crt")
     error = env.refuse(NetworkError)
     assert "TLS" in error.message or "certificate" in error.message.lower()
-    assert env.server.requests == []  # no request got through, none retried over http
+    assert env.server.requests == []  # no request got through
+    # The handshakes were tried (and refused by trustpull), and none retried over plain http,
+    # which the server would see as an HTTP request on its TLS port.
+    assert any("TLS handshake" in e for e in env.server.errors), env.server.errors
+    assert not [e for e in env.server.errors if "http request" in e.lower()], env.server.errors
 
 
 @pytest.mark.parametrize(
