@@ -71,7 +71,7 @@ from trust.notary.cjson import encode_canonical
 from trust.notary.client import NotaryClient
 from trust.pull import resolve_reference
 from trust.reference import parse
-from trust.resolve import list_signed_tags, lookup_tag, root_key_id
+from trust.resolve import REPO_ADMIN, inspect_repository, list_signed_tags, lookup_tag, root_key_id
 from trust.transport import NotFoundError
 
 MakeEnv = Callable[..., Env]
@@ -952,12 +952,19 @@ def test_E04_child_paths_are_restricted_by_the_parent(make_env: MakeEnv) -> None
     builder.add_delegation("targets/releases/ci", paths=[""])
     builder.add_target("latest", "c2" * 32, 540, role="targets/releases/ci")
     builder.add_target("stable-1", "c3" * 32, 541, role="targets/releases/ci")
+    builder.add_target("stable-1", "c3" * 32, 541, role="targets/releases")
     env = make_env(builder)
     data = env.update()
     assert data.roles["targets/releases/ci"].paths == ()
     assert data.roles["targets/releases"].paths == ("stable-",)
     env.refuse(NoSuchTagError, f"{GUN}:latest")
-    env.refuse(NoSuchTagError, f"{GUN}:stable-1")
+    # stable-1 is within the parent's paths and signed there; the child's signature of it does
+    # not count (a docker pull never reads the child, so only the signer list can show it).
+    assert digest_of(env, f"{GUN}:stable-1") == "sha256:" + "c3" * 32
+    listed = inspect_repository(data, GUN, None)["SignedTags"]
+    assert isinstance(listed, list)
+    signed = [t for t in listed if t["SignedTag"] == "stable-1"]
+    assert signed == [{"SignedTag": "stable-1", "Digest": "c3" * 32, "Signers": [REPO_ADMIN]}]
 
 
 def test_E05_delegation_without_paths_has_no_authority(make_env: MakeEnv) -> None:
