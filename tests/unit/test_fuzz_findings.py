@@ -18,6 +18,7 @@ from fixtures.notarygen import Key
 from tests.unit._trust_env import GUN, Env, baseline_builder, env_factory
 from trust.errors import CertificateError, InputError
 from trust.manifests import yaml_sites
+from trust.notary.keys import PublicKey, parse_pem_certificates
 
 MakeEnv = Callable[..., Env]
 
@@ -63,3 +64,32 @@ def test_fuzz_finding_manifests_yaml_mapping_inside_a_complex_key(text: str) -> 
         yaml_sites(text, "k8s.yaml")
     assert caught.value.exit_code == 3
     assert "invalid YAML" in caught.value.message
+
+
+def _with_version(key: Key, version: int) -> Key:
+    """`key`'s certificate with its X.509 version field ([0] EXPLICIT INTEGER 2, i.e. v3) set
+    to `version`, which no X.509 version has (cryptography raised InvalidVersion)."""
+    assert key.cert is not None
+    der = key.cert.public_bytes(serialization.Encoding.DER)
+    field = b"\xa0\x03\x02\x01\x02"
+    assert der.count(field) == 1
+    broken = der.replace(field, field[:-1] + bytes([version]))
+    pem = b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(broken)
+    pem += b"-----END CERTIFICATE-----\n"
+    return Key(key.keytype, base64.b64encode(pem).decode(), key.private_key)
+
+
+def test_fuzz_finding_keys_certificate_with_an_invalid_x509_version(make_env: MakeEnv) -> None:
+    """fuzz_keys: a certificate whose version field is not v1-v3 made `parse_pem_certificates`
+    raise cryptography's InvalidVersion (not a ValueError), a crash (exit 1) when a root key
+    held it; it is a certificate that does not parse (exit 5)."""
+    builder = baseline_builder(others=False)
+    key = _with_version(builder.new_key("ecdsa-x509"), 22)
+    key_pem = base64.b64decode(key.public)
+    with pytest.raises(CertificateError):
+        parse_pem_certificates(key_pem)
+    with pytest.raises(CertificateError):
+        PublicKey("ecdsa-x509", key_pem).certificates()
+    builder.rotate_key("root", [key], sign_with="new")
+    error = make_env(builder).refuse(CertificateError)
+    assert error.exit_code == 5
