@@ -49,7 +49,7 @@ HEAVY_MODULES = (
     "trust.notary.trusted_set",
     "trust.transport",
     "trust.engine",
-    "trust.pull",
+    "trust.trusted_pull",
 )
 
 
@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     importtime("cli.main")
-    importtime("trust.pull", top=12)
+    importtime("trust.trusted_pull", top=12)
     bare = modules_after(None)
     print(
         f"\nheavy modules a bare `python -c pass` already has (site .pth files): {bare or 'none'}"

@@ -136,7 +136,7 @@ def _client_env(server_url: str, ca: Path, config: Path) -> dict[str, str]:
 def client_times(repo: Repo, runs: int) -> tuple[list[float], list[float], list[int], list[int]]:
     """Cold and warm `NotaryClient.update` times and request counts against FixtureServer."""
     from fixtures.server import FixtureServer
-    from trust.config import load_settings
+    from trust.config import load_config
     from trust.notary.client import NotaryClient
     from trust.reference import parse
 
@@ -145,7 +145,7 @@ def client_times(repo: Repo, runs: int) -> tuple[list[float], list[float], list[
     with FixtureServer({GUN: repo}) as server, tempfile.TemporaryDirectory() as tmp:
         for run in range(runs):
             config = Path(tmp) / f"cfg{run}"
-            settings = load_settings(_client_env(server.url, server.ca_path, config))
+            settings = load_config(_client_env(server.url, server.ca_path, config)).settings
             client = NotaryClient(settings, warn=lambda _text: None)
             server.clear_requests()
             began = time.perf_counter()
@@ -178,8 +178,8 @@ def _hwm_kib() -> int:
 
 def _child(directory: Path, use_tracemalloc: bool) -> None:
     """Run in a fresh interpreter: one verification and a lookup; print memory figures (JSON)."""
+    from trust.lookup import list_signed_tags, lookup_tag
     from trust.notary import trusted_set  # noqa: F401  (imports before the baseline)
-    from trust.resolve import list_signed_tags, lookup_tag
 
     files = {role: (directory / role.replace("/", "_")).read_bytes() for role in ROLE_FILES}
     now = dt.datetime.now(dt.UTC)
@@ -221,7 +221,7 @@ def memory(files: dict[str, bytes]) -> dict[str, float]:
 
 def bench_size(tags: int, runs: int, profile: bool) -> list[list[str]]:
     from trust.errors import NoSuchTagError
-    from trust.resolve import inspect_repository, list_signed_tags, lookup_tag
+    from trust.lookup import inspect_repository, list_signed_tags, lookup_tag
 
     began = time.perf_counter()
     repo = build_repo(tags)

@@ -1,24 +1,30 @@
 """`trustpull check`, `trustpull policy show` and `resolve --write`: commands over many images.
 
 Kept apart from cli/main.py so that file stays small; no trust logic here either: references
-are collected by `trust.manifests`, checked by `trust.check`/`trust.policy`, and rendered here.
+are collected by `trust.manifests`, checked by `trust.batch`/`trust.policy`, and rendered here.
 Shared plumbing comes from cli/common.py (this module is imported by cli/main.py at its end).
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
-from cli.common import EPILOG, common_options, load_cli_settings, print_json, run
+from cli.common import (
+    EPILOG,
+    common_options,
+    load_cli_config,
+    notice,
+    output_options,
+    print_json,
+    run,
+    service_for,
+)
 
-
-def _notice(text: str) -> None:
-    click.echo(text if text.startswith("trust on first use") else f"WARNING: {text}", err=True)
+if TYPE_CHECKING:
+    from trust.config import Configuration
 
 
 def _short(digest: str | None) -> str:
@@ -26,36 +32,6 @@ def _short(digest: str | None) -> str:
 
 
 # ------------------------------------------------------------------------------ check
-
-
-def _collect(
-    references: Sequence[str],
-    lists: Sequence[str],
-    compose: Sequence[str],
-    k8s: Sequence[str],
-    dockerfiles: Sequence[str],
-    build_args: Sequence[str],
-) -> list[str]:
-    from trust.errors import UsageError
-    from trust.manifests import read_text, refs_from_dockerfile, refs_from_list, yaml_sites
-
-    texts = list(references)
-    for path in lists:
-        text = sys.stdin.read() if path == "-" else read_text(path)
-        texts.extend(site.text for site in refs_from_list(text, path))
-    for path in compose:
-        texts.extend(site.text for site in yaml_sites(read_text(path), path, "compose")[1])
-    for path in k8s:
-        texts.extend(site.text for site in yaml_sites(read_text(path), path, "k8s")[1])
-    args: dict[str, str] = {}
-    for item in build_args:
-        name, eq, value = item.partition("=")
-        if not name or not eq:
-            raise UsageError(f"--build-arg {item!r}: expected NAME=VALUE")
-        args[name] = value
-    for path in dockerfiles:
-        texts.extend(site.text for site in refs_from_dockerfile(read_text(path), path, args))
-    return texts
 
 
 @click.command("check", epilog=EPILOG)
@@ -70,7 +46,13 @@ def _collect(
 )
 @click.option("--compose", multiple=True, metavar="FILE", help="Compose file: services' image:.")
 @click.option("--k8s", multiple=True, metavar="FILE", help="Kubernetes manifests (every pod spec).")
-@click.option("--dockerfile", multiple=True, metavar="FILE", help="Dockerfile: FROM images.")
+@click.option(
+    "--dockerfile",
+    multiple=True,
+    metavar="FILE",
+    help="Dockerfile: FROM, COPY --from and RUN --mount from= images.",
+)
+@click.option("--env-file", metavar="PATH", help="Compose env file, as docker-compose --env-file.")
 @click.option(
     "--build-arg",
     "build_args",
@@ -87,7 +69,7 @@ def _collect(
     help="Repositories verified at the same time.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines; only the table and summary.")
-@common_options
+@output_options(("text", "json", "sarif"))
 def check_command(
     references: Sequence[str],
     lists: Sequence[str],
@@ -95,6 +77,7 @@ def check_command(
     k8s: Sequence[str],
     dockerfile: Sequence[str],
     build_args: Sequence[str],
+    env_file: str | None,
     workers: int,
     quiet: bool,
     config: str | None,
@@ -118,32 +101,38 @@ def check_command(
     def body() -> int:
         from cli.progress import BatchProgress
         from cli.render import tabwrite
-        from trust.check import check_references
-        from trust.policy import Outcome
+        from trust.pinning import Sources, collect, parse_build_args, verify
+        from trust.service import Verification
 
-        texts = _collect(references, lists, compose, k8s, dockerfile, build_args)
+        service = service_for(load_cli_config(config, offline=offline, policy=policy))
+        sources = Sources(
+            references, lists, compose, k8s, dockerfile, parse_build_args(build_args), env_file
+        )
+        sites = collect(sources, service.settings.limits)
+        texts = [site.text for site in sites]
         if not texts:
             raise click.UsageError(
                 "no images: give references, -f, --compose, --k8s or --dockerfile"
             )
-        settings = load_cli_settings(config, offline=offline, policy=policy)
         progress = BatchProgress(
             len(set(texts)), tty=None if output == "text" and not quiet else False
         )
 
-        def done(outcome: Outcome) -> None:
+        def done(outcome: Verification) -> None:
             progress.finished(outcome.verdict.upper(), outcome.input, outcome.reason)
 
         try:
-            report = check_references(
-                texts, settings, workers=workers, on_done=done, notice=_notice
-            )
+            report = verify(texts, service, workers=workers, on_done=done)
         finally:
             progress.close()
-        if output == "json":
-            import json
+        if output == "sarif":
+            from trust.sarif import sarif_log
 
-            click.echo(json.dumps([o.to_json() for o in report.outcomes], indent=4))
+            print_json(sarif_log(report, sites))
+            click.echo(report.summary(), err=True)
+            return report.exit_code
+        if output == "json":
+            print_json([o.to_json() for o in report.outcomes])
             click.echo(report.summary(), err=True)
             return report.exit_code
         rows = [["VERDICT", "IMAGE", "DIGEST", "RULE", "REASON"]]
@@ -195,9 +184,9 @@ def policy_show(
         from trust.policy import Policy
         from trust.reference import parse
 
-        settings = load_cli_settings(config, offline=offline, policy=policy)
-        configured = settings.policy is not None
-        active = settings.policy if configured else Policy()
+        configured_policy = load_cli_config(config, offline=offline, policy=policy).policy
+        configured = configured_policy is not None
+        active = configured_policy if configured_policy is not None else Policy()
         explained = []
         for text in references:
             item = active.explain(parse(text))
@@ -226,67 +215,36 @@ def policy_show(
 # ------------------------------------------------------------------------------ resolve --write
 
 
-def resolve_write(files: Sequence[str], settings: Any, check_only: bool, output: str) -> int:
-    """`resolve --write FILE...` (and `--check`): pin every image to its verified digest."""
-    from trust.errors import PolicyError, TrustpullError, combined_exit_code
-    from trust.manifests import pinned_text, read_text, rewrite, yaml_sites
-    from trust.policy import Evaluator, UnsignedAccepted
-    from trust.reference import parse
+def resolve_write(
+    files: Sequence[str],
+    configuration: Configuration,
+    check_only: bool,
+    output: str,
+    build_args: Sequence[str] = (),
+    env_file: str | None = None,
+    override: tuple[str, str] | None = None,
+) -> int:
+    """`resolve --write FILE...` (and `--check`), `resolve --compose FILE --override OUT`."""
+    from trust.pinning import parse_build_args, pin_files, write_override
 
-    evaluator = Evaluator(settings, notice=_notice)
-    codes: list[int] = []
-    items: list[dict[str, object]] = []
-    for path in files:
-        text = read_text(path)
-        _kind, sites = yaml_sites(text, path)
-        changes = {}
-        first = len(codes)
-        for site in sites:
-            item: dict[str, object] = {"file": path, "line": site.line, "input": site.text}
-            try:
-                ref = parse(site.text)
-                resolutions = evaluator.resolve(ref)
-                new = pinned_text(site.text, resolutions[0].tag, resolutions[0].digest)
-                item["reference"] = new
-                if check_only and (ref.digest is None or new != site.text):
-                    raise PolicyError(
-                        f"{site.origin}: {site.text} is not pinned to its verified digest "
-                        f"(expected {new})"
-                    )
-                if new != site.text:
-                    changes[site] = new
-                codes.append(0)
-            except UnsignedAccepted as accepted:
-                _notice(f"{site.origin}: {accepted.message}; left as it is")
-                item["unsigned"] = accepted.message
-                codes.append(0)
-            except TrustpullError as error:
-                if check_only and error.exit_code == 4:
-                    error = PolicyError(
-                        f"{site.origin}: {site.text} is not pinned to a verified digest: "
-                        f"{error.message}"
-                    )
-                elif not error.message.startswith(site.origin):
-                    error.message = f"{site.origin}: {error.message}"
-                item["error"] = error.to_json()
-                codes.append(error.exit_code)
-                if output != "json":
-                    click.echo(f"Error: {error.diagnostics()}", err=True)
-            items.append(item)
-        file_ok = combined_exit_code(codes[first:]) == 0
-        if changes and not check_only and file_ok:
-            new_text = rewrite(text, path, changes)
-            target = Path(path)
-            temp = target.with_name(f".{target.name}.trustpull-tmp")
-            temp.write_text(new_text, encoding="utf-8")
-            temp.replace(target)
-            if output != "json":
-                click.echo(f"{path}: {len(changes)} image(s) pinned to verified digests")
-        elif output != "json" and file_ok:
-            verb = "pinned to verified digests" if check_only else "already pinned"
-            click.echo(f"{path}: every image {verb}")
+    service = service_for(configuration)
+    if override is not None:
+        report = write_override(*override, service, env_file=env_file, notice=notice)
+    else:
+        args = parse_build_args(build_args)
+        report = pin_files(
+            files,
+            service,
+            check_only=check_only,
+            build_args=args,
+            env_file=env_file,
+            notice=notice,
+        )
     if output == "json":
-        import json
-
-        click.echo(json.dumps(items, indent=4))
-    return combined_exit_code(codes)
+        print_json(report.items)
+    else:
+        for error in report.errors:
+            click.echo(f"Error: {error.diagnostics()}", err=True)
+        for line in report.lines:
+            click.echo(line)
+    return report.exit_code

@@ -10,11 +10,15 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from trust.errors import EXIT_CODES, TrustpullError
+
+if TYPE_CHECKING:
+    from trust.config import Configuration
+    from trust.service import TrustService
 
 EXIT_TABLE = "\n".join(f"  {code}  {meaning}" for code, meaning in EXIT_CODES.items())
 EPILOG = f"\b\nExit codes:\n{EXIT_TABLE}"
@@ -45,16 +49,17 @@ def run(verbose: bool, body: Callable[[], int]) -> None:
     sys.exit(code)
 
 
-def load_cli_settings(
+def load_cli_config(
     config: str | None,
     *,
     disable_trust: bool = False,
     offline: bool = False,
     policy: str | None = None,
-) -> Any:
-    from trust.config import load_settings
+) -> Configuration:
+    """The settings and policy for this run: command line over environment over file."""
+    from trust.config import load_config
 
-    return load_settings(
+    return load_config(
         os.environ,
         config_file=config,
         content_trust=False if disable_trust else None,
@@ -63,18 +68,49 @@ def load_cli_settings(
     )
 
 
+def notice(text: str) -> None:
+    """The library's notices on stderr: trust-on-first-use lines as they are, others as
+    warnings."""
+    plain = text.startswith(("trust on first use", "first use of"))
+    click.echo(text if plain else f"WARNING: {text}", err=True)
+
+
+def service_for(configuration: Configuration) -> TrustService:
+    """The one verification service every command asks."""
+    from trust.service import TrustService
+
+    return TrustService(configuration.settings, configuration.policy, notice=notice)
+
+
 def print_json(value: object) -> None:
     click.echo(json.dumps(value, indent=4))
 
 
-def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def common_options(func: F) -> F:
+    """The options every verifying command takes, with `-o text|json`."""
+    return output_options(("text", "json"))(func)
+
+
+def output_options(outputs: tuple[str, ...]) -> Callable[[F], F]:
+    """The common options with the given `-o` formats (`check` adds sarif)."""
+
+    def decorate(func: F) -> F:
+        return _add_options(func, outputs)
+
+    return decorate
+
+
+def _add_options(func: F, outputs: tuple[str, ...]) -> F:
     options = [
         click.option("--config", "config", metavar="FILE", help="Configuration file (TOML)."),
         click.option(
             "--output",
             "-o",
             "output",
-            type=click.Choice(["text", "json"]),
+            type=click.Choice(list(outputs)),
             default="text",
             show_default=True,
             help="Output format.",

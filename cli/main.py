@@ -13,9 +13,18 @@ from typing import Any
 
 import click
 
-from cli.common import EPILOG, EXIT_TABLE, common_options, fail, load_cli_settings, print_json, run
-from trust import __version__
-from trust.errors import TrustpullError, UsageError, combined_exit_code
+from cli.common import (
+    EPILOG,
+    EXIT_TABLE,
+    common_options,
+    fail,
+    load_cli_config,
+    print_json,
+    run,
+    service_for,
+)
+from trust.errors import NoTrustDataError, TrustpullError, UsageError, combined_exit_code
+from trust.version import __version__
 
 MAIN_HELP = f"""Verified docker pulls with Docker Content Trust (Notary v1).
 
@@ -85,9 +94,9 @@ class TextReporter:
         click.echo(f"Tagging {source_familiar} as {target_familiar}", err=True)
 
     def notice(self, text: str) -> None:
-        click.echo(
-            f"WARNING: {text}" if not text.startswith("trust on first use") else text, err=True
-        )
+        from cli.common import notice
+
+        notice(text)
 
 
 @main.command("pull", epilog=EPILOG)
@@ -132,19 +141,21 @@ def pull_command(
     """
 
     def body() -> int:
-        from trust.pull import NullReporter, pull
+        from trust.trusted_pull import NullReporter, pull
 
-        settings = load_cli_settings(
+        configuration = load_cli_config(
             config, disable_trust=disable_trust, offline=offline, policy=policy
         )
+        settings = configuration.settings
         if not settings.content_trust:
             click.echo("WARNING: content trust is off: the image is not verified", err=True)
-            if settings.policy is not None:
+            if configuration.policy is not None:
                 click.echo(
                     f"WARNING: --disable-content-trust bypasses the policy in "
-                    f"{settings.policy.origin}",
+                    f"{configuration.policy.origin}",
                     err=True,
                 )
+        service = service_for(configuration)
         results = []
         for text in references:
             reporter = TextReporter(quiet) if output == "text" else NullReporter()
@@ -154,6 +165,7 @@ def pull_command(
                 reporter=reporter,
                 all_tags=all_tags,
                 platform=platform,
+                service=service,
                 privilege=_login_prompt() if sys.stdin.isatty() else None,
             )
             results.append(result)
@@ -233,12 +245,22 @@ def _save_credentials(result: Any, settings: Any) -> None:
     help="With --write: change nothing, fail "
     "(exit 9) unless every image is already pinned to its verified digest.",
 )
+@click.option(
+    "--build-arg", "build_args", multiple=True, metavar="NAME=VALUE", help="Dockerfile ARG."
+)
+@click.option("--env-file", metavar="PATH", help="Compose env file, as docker-compose --env-file.")
+@click.option("--compose", "compose_file", metavar="FILE", help="With --override: compose file.")
+@click.option("--override", metavar="OUT", help="Write a compose override pinning every image.")
 @common_options
 def resolve_command(
     references: Sequence[str],
     all_tags: bool,
     write_files: Sequence[str],
     check_only: bool,
+    build_args: Sequence[str],
+    env_file: str | None,
+    compose_file: str | None,
+    override: str | None,
     config: str | None,
     output: str,
     offline: bool,
@@ -255,51 +277,49 @@ def resolve_command(
       trustpull resolve --output json registry.example.com/team/app:1.4
     """
 
-    if write_files or check_only:
+    if write_files or check_only or compose_file or override:
         from cli.batch import resolve_write
 
-        if not write_files or references or all_tags:
+        pair = (compose_file, override) if compose_file and override else None
+        if (compose_file or override) and (pair is None or write_files or check_only):
+            raise click.UsageError("--compose FILE and --override OUT go together, alone")
+        if (not write_files and pair is None) or references or all_tags:
             raise click.UsageError("--write FILE... takes no references; --check needs --write")
         run(
             verbose,
             lambda: resolve_write(
                 write_files,
-                load_cli_settings(config, offline=offline, policy=policy),
+                load_cli_config(config, offline=offline, policy=policy),
                 check_only,
                 output,
+                build_args,
+                env_file,
+                pair,
             ),
         )
     if not references:
         raise click.UsageError("Missing argument 'NAME[:TAG|@DIGEST]...'.")
 
     def body() -> int:
-        from trust.pull import resolve_reference
-        from trust.reference import parse
+        from trust.service import verify_many
 
-        settings = load_cli_settings(config, offline=offline, policy=policy)
-        codes: list[int] = []
+        service = service_for(load_cli_config(config, offline=offline, policy=policy))
+        results = verify_many(service, references, all_tags=all_tags)
         items: list[dict[str, object]] = []
-
-        def notice(text: str) -> None:
-            click.echo(
-                text if text.startswith("trust on first use") else f"WARNING: {text}", err=True
-            )
-
-        for text in references:
-            try:
-                ref = parse(text, default_tag=not all_tags)
-                if all_tags and ref.tag_given:
-                    raise UsageError("tag can't be used with --all-tags/-a")
-                resolutions = resolve_reference(ref, settings, all_tags=all_tags, notice=notice)
-            except TrustpullError as error:
-                codes.append(error.exit_code)
+        codes: list[int] = []
+        for result in results:
+            error = result.error
+            if error is None and result.unsigned is not None:
+                # resolve prints verified digests; a repository accepted unsigned has none.
+                error = NoTrustDataError(result.unsigned)
+            codes.append(error.exit_code if error is not None else 0)
+            if error is not None:
                 if output == "json":
-                    items.append({"input": text, "error": error.to_json()})
+                    items.append({"input": result.input, "error": error.to_json()})
                 else:
                     fail(error, verbose)
                 continue
-            codes.append(0)
-            for resolution in resolutions:
+            for resolution in result.resolutions:
                 if output == "json":
                     items.append(resolution.to_json())
                 else:
@@ -335,12 +355,9 @@ def inspect_command(
 
     def body() -> int:
         from cli.render import render_inspect_pretty
-        from trust.notary.client import NotaryClient
         from trust.reference import parse
-        from trust.resolve import inspect_repository
-        from trust.sources import inspect_with_source, select_source
 
-        settings = load_cli_settings(config, offline=offline)
+        service = service_for(load_cli_config(config, offline=offline))
         codes: list[int] = []
         documents: list[dict[str, object]] = []
         for text in references:
@@ -349,16 +366,7 @@ def inspect_command(
                 if ref.digest is not None:
                     raise UsageError("inspect takes NAME[:TAG], not a digest")
                 tag = ref.tag if ref.tag_given else None
-                source = select_source(ref, settings)
-                if source is not None:
-                    documents.append(inspect_with_source(source, ref, settings, text, tag))
-                    codes.append(0)
-                    continue
-                client = NotaryClient(
-                    settings, warn=lambda t: click.echo(f"WARNING: {t}", err=True)
-                )
-                data = client.update(ref)
-                documents.append(inspect_repository(data, text, tag))
+                documents.append(service.inspect(ref, text, tag))
                 codes.append(0)
             except TrustpullError as error:
                 codes.append(error.exit_code)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from trust.resolve import natural_key
+from trust.lookup import natural_key
 
 REPO_ADMIN = "Repo Admin"
 
@@ -58,8 +58,8 @@ def _one_inspect_block(document: dict[str, Any]) -> str:
         reverse=True,
     )
     for admin in admins:
-        keys = ", ".join(sorted(key["ID"] for key in admin["Keys"]))
-        out.append(f"  {admin['Name']} Key:\t{keys}\n")
+        admin_keys = ", ".join(sorted(key["ID"] for key in admin["Keys"]))
+        out.append(f"  {admin['Name']} Key:\t{admin_keys}\n")
     return "".join(out)
 
 

@@ -2,9 +2,9 @@
 
 Input: one selector byte (Dockerfile, compose, k8s, auto-detected YAML, or a reference list),
 then the file's text (UTF-8, invalid bytes replaced). Collection either returns image sites or
-raises a `TrustpullError`; for YAML, every site that can be rewritten is then pinned with
-`rewrite` (what `resolve --write` does), which must also return or raise a typed error, and the
-rewritten file must still parse with the same number of sites.
+raises a `TrustpullError`; for Dockerfiles and YAML, every site that can be rewritten is then
+pinned with `rewrite` (what `resolve --write` does), which must also return or raise a typed
+error, and the rewritten file must read back with the same number of sites.
 Seeds: files built at run time around the image names of shared/realworld/reference-vectors.json
 and the real GUNs of the trust data.
 """
@@ -20,6 +20,7 @@ from _instrument import instrumented
 with instrumented():
     from trust.errors import TrustpullError
     from trust.manifests import (
+        ImageSite,
         pinned_text,
         refs_from_dockerfile,
         refs_from_list,
@@ -30,6 +31,9 @@ with instrumented():
 KINDS = ("dockerfile", "compose", "k8s", "auto", "list")
 MAX_LEN = 4096
 DIGEST = "sha256:" + "0" * 64
+#: The compose interpolation environment (fixed, so a run does not depend on the machine's).
+ENV = {"IMG": "registry.example.com/app:1.0", "TAG": "2.0"}
+BUILD_ARGS = {"BASE": "alpine"}
 
 
 def _images() -> list[str]:
@@ -70,29 +74,34 @@ def seeds() -> Iterator[bytes]:
         yield b"\4" + f"{a}\n# comment\n{b}  # trailing\n\n{c}\n".encode()
 
 
+def _sites(kind: str, text: str) -> tuple[str, list[ImageSite]]:
+    if kind == "dockerfile":
+        return kind, refs_from_dockerfile(text, "Dockerfile", BUILD_ARGS)
+    if kind == "list":
+        return kind, refs_from_list(text, "images.txt")
+    return yaml_sites(text, "file.yaml", kind, env=ENV)
+
+
 def one_input(data: bytes) -> None:
     if not data:
         return
     kind = KINDS[data[0] % len(KINDS)]
     text = data[1:].decode("utf-8", "replace")
     try:
-        if kind == "dockerfile":
-            refs_from_dockerfile(text, "Dockerfile", {"BASE": "alpine"})
-            return
-        if kind == "list":
-            refs_from_list(text, "images.txt")
-            return
-        found, sites = yaml_sites(text, "file.yaml", kind)
+        found, sites = _sites(kind, text)
     except TrustpullError:
+        return
+    if found == "list":
         return
     changes = {s: pinned_text(s.text, "1.0", DIGEST) for s in sites if s.fixed is None}
     if not changes:
         return
     try:
-        rewritten = rewrite(text, "file.yaml", changes)
+        rewritten = rewrite(text, "file", changes)
     except TrustpullError:
         return
-    again = yaml_sites(rewritten, "file.yaml", found)[1]
+    # What `resolve --write` wrote must read back, with the same number of sites.
+    again = _sites(found, rewritten)[1]
     if len(again) != len(sites):
         raise AssertionError(f"rewrite changed the number of image sites: {rewritten!r}")
 

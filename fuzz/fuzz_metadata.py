@@ -18,7 +18,6 @@ from _instrument import instrumented
 from cryptography.x509.oid import NameOID
 
 with instrumented():
-    from trust.config import TrustPinning
     from trust.errors import TrustpullError
     from trust.notary.metadata import (
         parse_envelope,
@@ -29,6 +28,7 @@ with instrumented():
     )
     from trust.notary.signatures import verify_threshold
     from trust.notary.x509root import validate_root
+    from trust.settings import TrustPinning
 
 ROLES = ("root", "timestamp", "snapshot", "targets", "targets/releases", "targets/a/b")
 MAX_LEN = 32768

@@ -1,8 +1,8 @@
-"""Fuzz target: the TOML configuration and its `[[rules]]` (trust/config.py, trust/policy.py).
+"""Fuzz target: the TOML configuration and its `[[rules]]` (trust/config.py, policy_file.py).
 
 Input: the text of a configuration file. It is written to a scratch directory (which also holds
 a real root.json and a CA file, so relative `root`, `root_ca` and `ca` paths can resolve) and read
-by `load_settings(config_file=...)` and, as a `--policy` file, by `load_policy_file`; both either
+by `load_config(config_file=...)` and, as a `--policy` file, by `load_policy_file`; both either
 return or raise a `TrustpullError`. A policy that loads is then asked which rule covers a few
 references (`match`, `explain`), which runs the scope and tag-glob matching.
 Seeds: configurations built at run time from the real-world trust data: one rule per real GUN,
@@ -21,7 +21,7 @@ from _common import REFERENCE_VECTORS, main, realworld_files
 from _instrument import instrumented
 
 with instrumented():
-    from trust.config import load_policy_file, load_settings
+    from trust.config import load_config, load_policy_file
     from trust.errors import TrustpullError
     from trust.notary.keys import PublicKey
     from trust.reference import parse
@@ -114,7 +114,7 @@ def one_input(data: bytes) -> None:
     path = scratch() / "config.toml"
     path.write_bytes(data)
     for load in (
-        lambda: load_settings({}, config_file=path).policy,
+        lambda: load_config({}, config_file=path).policy,
         lambda: load_policy_file(path)[0],
     ):
         try:

@@ -125,7 +125,7 @@ def main() -> int:
     parser.add_argument(
         "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "trustpull-fuzz"
     )
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
     unknown = sorted(set(args.targets) - set(TARGETS))
     if unknown:
         parser.error(f"unknown targets {unknown}; known: {', '.join(TARGETS)}")

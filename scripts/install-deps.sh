@@ -7,7 +7,8 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 missing=()
 # htpasswd (apache2-utils) and tinyproxy: the authentication tests' Basic registry and proxy.
-for binary in dockerd docker-registry notary-server htpasswd tinyproxy; do
+# docker-compose (Debian's 1.29): the compose override test runs the real client.
+for binary in dockerd docker-registry notary-server htpasswd tinyproxy docker-compose; do
     command -v "$binary" >/dev/null 2>&1 || missing+=("$binary")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -17,7 +18,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     $sudo apt-get update -qq
     $sudo apt-get install -y -qq --no-install-recommends notary docker-registry docker.io \
-        apache2-utils tinyproxy
+        apache2-utils tinyproxy docker-compose
 fi
 
 python3 -m pip install --quiet --disable-pip-version-check -e "${here}[test]"

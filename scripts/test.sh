@@ -7,7 +7,7 @@ bash scripts/install-deps.sh
 echo "== ruff"
 ruff check .
 ruff format --check .
-echo "== mypy (strict on trust/)"
+echo "== mypy (strict on trust/ and cli/)"
 mypy
 echo "== pytest"
 python -m pytest -q -p no:cacheprovider "$@"

@@ -1,12 +1,12 @@
-"""Settings, limits, environment and the configuration file: one place for all of them.
+"""The loader: settings and policy from the TOML file, the environment and the command line.
 
 Precedence (highest first): command line, environment (`DOCKER_CONTENT_TRUST`,
 `DOCKER_CONTENT_TRUST_SERVER`, `DOCKER_CONFIG`, ...), the TOML file, defaults. The file is parsed
 strictly: an unknown key or a wrong type is refused with the file, line and key named, because a
 typo in a security setting (say `disable_tofu`) must never be silently ignored.
 
-Every DoS bound (sizes, timeouts, root rotations, delegation counts) lives in `Limits`, after
-python-tuf's `UpdaterConfig`.
+The values it builds live in `trust.settings` (a leaf: `Limits`, `TrustPinning`, `Settings`) and
+`trust.policy` (the rule model); this module is the only one that reads the file.
 """
 
 from __future__ import annotations
@@ -16,127 +16,49 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from trust.errors import ConfigError, InputError
-from trust.policy import Policy, check_trust_sources, parse_rules
-from trust.sources import TrustSourceConfig
+from trust.policy import Policy
+from trust.policy_file import check_trust_sources, parse_rules
+from trust.reference import DOMAIN_AND_PORT, REMOTE_NAME
+from trust.settings import (
+    Limits,
+    Settings,
+    TrustPinning,
+    TrustSourceConfig,
+    content_trust_from_env,
+    parse_go_bool,
+    validate_trust_server_url,
+)
 
 __all__ = [
+    "Configuration",
     "Limits",
     "Settings",
     "TrustPinning",
     "content_trust_from_env",
     "default_config_path",
     "docker_config_dir",
-    "load_settings",
+    "load_config",
+    "load_policy_file",
     "parse_go_bool",
     "validate_trust_server_url",
 ]
 
-KIB = 1024
-
 
 @dataclass(frozen=True)
-class Limits:
-    """Every size, time and count bound trustpull applies (config section `[limits]`)."""
+class Configuration:
+    """What the loader found: the settings, and the policy when one is configured.
 
-    #: timestamp.json is fetched without a known length: this caps it (attacks.md G06).
-    timestamp_max_bytes: int = 64 * KIB
-    #: root.json and <v>.root.json when no length is known.
-    root_max_bytes: int = 512 * KIB
-    #: Any other file is capped by its parent's meta length; this is an absolute ceiling on top.
-    metadata_max_bytes: int = 64 * 1024 * KIB
-    #: Bodies of error answers are read only this far.
-    error_body_max_bytes: int = 64 * KIB
-    #: How many `<v>.root.json` steps one update may walk (attacks.md D03).
-    max_root_rotations: int = 32
-    #: Delegated roles per repository and delegation depth (attacks.md E08).
-    max_delegations: int = 256
-    max_delegation_depth: int = 8
-    #: Seconds: TCP connect, between two reads, one whole file, the whole run's trust update.
-    connect_timeout: float = 10.0
-    read_timeout: float = 30.0
-    file_timeout: float = 60.0
-    total_timeout: float = 300.0
-    #: The `/v2/` ping before metadata requests (docker uses 5 s).
-    ping_timeout: float = 5.0
-    #: Retries of idempotent requests on connection errors, 5xx and 429.
-    retries: int = 2
-    retry_backoff: float = 0.5
-    retry_after_cap: float = 10.0
-    max_redirects: int = 10
-    #: Engine API timeout for non-streaming calls (the pull stream itself is not time-bounded).
-    engine_timeout: float = 60.0
-
-    def __post_init__(self) -> None:
-        for item in dataclasses.fields(self):
-            value = getattr(self, item.name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                raise ConfigError(f"limits.{item.name} must be a non-negative number")
-
-
-@dataclass(frozen=True)
-class TrustPinning:
-    """Notary's `trust_pinning` semantics and names (dct.md §2.9 step 5)."""
-
-    #: GUN, or prefix ending in `*`, → root certificate key IDs (x509 or canonical form).
-    certs: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    #: GUN prefix → path of a CA bundle that the root's leaf must chain to.
-    ca: Mapping[str, str] = field(default_factory=dict)
-    #: Refuse trust on first use when no pin applies.
-    disable_tofu: bool = False
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything the library needs to run, resolved from defaults, file, env and flags."""
-
-    content_trust: bool = True
-    docker_config: Path = field(default_factory=lambda: Path.home() / ".docker")
-    #: `DOCKER_CONTENT_TRUST_SERVER`: overrides every per-registry server when set.
-    trust_server_override: str | None = None
-    #: registry host[:port] → trust server URL.
-    trust_servers: Mapping[str, str] = field(default_factory=dict)
-    trust_pinning: TrustPinning = field(default_factory=TrustPinning)
-    limits: Limits = field(default_factory=Limits)
-    offline: bool = False
-    config_file: Path | None = None
-    #: `[[trust_sources]]`: repository scopes verified by a TUF repository instead of Notary.
-    trust_sources: tuple[TrustSourceConfig, ...] = ()
-    #: `[[rules]]` (or `--policy FILE`): when set, every verification obeys it (trust.policy).
-    policy: Policy | None = None
-
-    @property
-    def trust_dir(self) -> Path:
-        """docker's trust directory, shared with the docker CLI (dct.md §5)."""
-        return self.docker_config / "trust"
-
-
-_GO_TRUE = {"1", "t", "T", "true", "TRUE", "True"}
-_GO_FALSE = {"0", "f", "F", "false", "FALSE", "False"}
-
-
-def parse_go_bool(value: str) -> bool | None:
-    """Go's strconv.ParseBool: True/False, or None when the text is not a Go boolean."""
-    if value in _GO_TRUE:
-        return True
-    if value in _GO_FALSE:
-        return False
-    return None
-
-
-def content_trust_from_env(environ: Mapping[str, str]) -> bool:
-    """Trust is on unless DOCKER_CONTENT_TRUST parses as false by Go's rules.
-
-    Docker treats an unset or empty variable as *off*; trustpull does not, on purpose: a verifying
-    tool must not fail open because a variable is missing (README, "Differences from docker").
+    Kept as a pair (not a policy inside `Settings`) because the settings are a leaf and the
+    policy model sits above them; every front end hands both to `trust.service.TrustService`.
     """
-    value = environ.get("DOCKER_CONTENT_TRUST", "")
-    return parse_go_bool(value) is not False
+
+    settings: Settings
+    policy: Policy | None = None
 
 
 def docker_config_dir(environ: Mapping[str, str]) -> Path:
@@ -156,28 +78,6 @@ def default_config_path(environ: Mapping[str, str]) -> Path:
         Path(environ.get("HOME") or Path.home()) / ".config"
     )
     return Path(base) / "trustpull" / "config.toml"
-
-
-def validate_trust_server_url(url: str) -> str:
-    """Accept only `https://host[:port][/path]` (attacks.md G10); drop one trailing slash.
-
-    Docker accepts any https URL verbatim; trustpull also refuses userinfo, query and fragment,
-    which have no meaning for a trust server and only hide where requests really go.
-    """
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        raise InputError(f"valid https URL required for trust server, got {url}") from None
-    if parts.scheme != "https" or not parts.hostname:
-        raise InputError(f"valid https URL required for trust server, got {url}")
-    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
-        raise InputError(f"trust server URL must not carry credentials: {url}")
-    if parts.query or parts.fragment or url.endswith(("?", "#")):
-        raise InputError(f"trust server URL must not have a query or fragment: {url}")
-    if port == 0:
-        raise InputError(f"valid https URL required for trust server, got {url}")
-    return url[:-1] if url.endswith("/") else url
 
 
 # ---------------------------------------------------------------------------- file parsing
@@ -301,9 +201,7 @@ _SOURCE_TYPES = {"tuf"}
 
 
 def _scope_pattern() -> re.Pattern[str]:
-    from trust.reference import _DOMAIN_AND_PORT, _REMOTE_NAME
-
-    return re.compile(rf"{_DOMAIN_AND_PORT}(?:/{_REMOTE_NAME})?")
+    return re.compile(rf"{DOMAIN_AND_PORT}(?:/{REMOTE_NAME})?")
 
 
 def _entry_line(text: str, section: str, index: int, key: str | None) -> int | None:
@@ -435,15 +333,16 @@ def load_policy_file(path: Path) -> tuple[Policy, _FileReader]:
     return _parse_rules(reader, doc.get("rules", [])), reader
 
 
-def load_settings(
+def load_config(
     environ: Mapping[str, str] | None = None,
     *,
     config_file: str | Path | None = None,
     content_trust: bool | None = None,
     offline: bool = False,
     policy_file: str | Path | None = None,
-) -> Settings:
-    """Build `Settings` from (highest first) explicit arguments, environment, file, defaults.
+) -> Configuration:
+    """Build the settings and the policy from (highest first) explicit arguments, the
+    environment, the file, and defaults.
 
     A policy (`[[rules]]`, replaced by `policy_file` when given) turns content trust on whatever
     `DOCKER_CONTENT_TRUST` says; only an explicit `content_trust=False` (the command line's
@@ -482,7 +381,7 @@ def load_settings(
         override = validate_trust_server_url(override)
     if content_trust is None:
         content_trust = True if policy is not None else content_trust_from_env(env)
-    return Settings(
+    settings = Settings(
         content_trust=content_trust,
         docker_config=docker_config_dir(env),
         trust_server_override=override,
@@ -492,5 +391,5 @@ def load_settings(
         offline=offline,
         config_file=used_file,
         trust_sources=sources,
-        policy=policy,
     )
+    return Configuration(settings, policy)

@@ -13,7 +13,7 @@ catalogue gives.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import ClassVar
+from typing import ClassVar, Self
 
 __all__ = [
     "EXIT_CODES",
@@ -49,15 +49,50 @@ __all__ = [
 
 
 class TrustpullError(Exception):
-    """Base class: a failure with a human message, an error kind and an exit code."""
+    """Base class: a failure with a human message, an error kind and an exit code.
+
+    Errors are values: once made, `message` and `hint` cannot be changed, so an error that is
+    memoised, shared between threads or re-raised always says what it said when it was raised.
+    Context (a file and line, a hint) is added by `derive`, which makes a new error.
+    """
 
     exit_code: ClassVar[int] = 1
     kind: ClassVar[str] = "Internal"
+    _FROZEN: ClassVar[frozenset[str]] = frozenset({"message", "hint"})
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
-        self.message = message
-        self.hint = hint
+        object.__setattr__(self, "message", message)
+        object.__setattr__(self, "hint", hint)
+
+    message: str
+    hint: str | None
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in self._FROZEN:
+            raise AttributeError(f"{type(self).__name__}.{name} cannot change after it is made")
+        object.__setattr__(self, name, value)
+
+    def derive(self, *, prefix: str = "", hint: str | None = None) -> Self:
+        """A new error of the same kind: the message after `prefix`, and `hint` when given.
+
+        The new error's cause is this one, so `-v` still shows where it came from.
+        """
+        new = type(self).__new__(type(self))
+        Exception.__init__(new, prefix + self.message)
+        for key, value in self.__dict__.items():
+            object.__setattr__(new, key, value)
+        object.__setattr__(new, "message", prefix + self.message)
+        if hint is not None:
+            object.__setattr__(new, "hint", hint)
+        new.__cause__ = self
+        return new
+
+    def fresh(self) -> Self:
+        """An equal error as a new object: how a memoised failure is raised again."""
+        new = self.derive()
+        new.__cause__ = self.__cause__
+        return new
 
     def diagnostics(self) -> str:
         """The text shown to a person: the message, then a hint on what to do, if any."""

@@ -25,6 +25,7 @@ __all__ = [
     "DEFAULT_TAG",
     "DIGEST_ALGORITHMS",
     "DIGEST_RE",
+    "DOMAIN_AND_PORT",
     "DOMAIN_AND_PORT_RE",
     "ERR_DIGEST_INVALID_FORMAT",
     "ERR_DIGEST_INVALID_LENGTH",
@@ -40,10 +41,12 @@ __all__ = [
     "NAME_TOTAL_LENGTH_MAX",
     "OFFICIAL_REPO_PREFIX",
     "REFERENCE_RE",
+    "REMOTE_NAME",
     "TAG_RE",
     "DigestReference",
     "Reference",
     "familiar_match",
+    "go_glob_to_regex",
     "parse",
     "parse_any_reference",
     "parse_digest",
@@ -88,13 +91,13 @@ ERR_DIGEST_UNSUPPORTED: Final = "unsupported digest algorithm"
 _ALNUM = r"[a-z0-9]+"
 _SEPARATOR = r"(?:[._]|__|[-]+)"
 _PATH_COMPONENT = rf"{_ALNUM}(?:{_SEPARATOR}{_ALNUM})*"
-_REMOTE_NAME = rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
+REMOTE_NAME = rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
 _DOMAIN_NAME_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _DOMAIN_NAME = rf"{_DOMAIN_NAME_COMPONENT}(?:\.{_DOMAIN_NAME_COMPONENT})*"
 _IPV6_ADDRESS = r"\[(?:[a-fA-F0-9:]+)\]"
 _HOST = rf"(?:{_DOMAIN_NAME}|{_IPV6_ADDRESS})"
-_DOMAIN_AND_PORT = rf"{_HOST}(?::[0-9]+)?"
-_NAME = rf"(?:{_DOMAIN_AND_PORT}/)?{_REMOTE_NAME}"
+DOMAIN_AND_PORT = rf"{_HOST}(?::[0-9]+)?"
+_NAME = rf"(?:{DOMAIN_AND_PORT}/)?{REMOTE_NAME}"
 _TAG = r"[\w][\w.-]{0,127}"
 _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*[:][0-9a-fA-F]{32,}"
 _IDENTIFIER = r"[a-f0-9]{64}"
@@ -102,8 +105,8 @@ _IDENTIFIER = r"[a-f0-9]{64}"
 #: Whole reference: groups (name, tag, digest). Use with `fullmatch` only.
 REFERENCE_RE: Final = re.compile(rf"({_NAME})(?::({_TAG}))?(?:@({_DIGEST}))?", re.ASCII)
 #: A name split into groups (domain, path). Use with `fullmatch` only.
-ANCHORED_NAME_RE: Final = re.compile(rf"(?:({_DOMAIN_AND_PORT})/)?({_REMOTE_NAME})", re.ASCII)
-DOMAIN_AND_PORT_RE: Final = re.compile(_DOMAIN_AND_PORT, re.ASCII)
+ANCHORED_NAME_RE: Final = re.compile(rf"(?:({DOMAIN_AND_PORT})/)?({REMOTE_NAME})", re.ASCII)
+DOMAIN_AND_PORT_RE: Final = re.compile(DOMAIN_AND_PORT, re.ASCII)
 TAG_RE: Final = re.compile(_TAG, re.ASCII)
 #: The reference grammar's digest syntax (hex of any case, at least 32 characters).
 DIGEST_RE: Final = re.compile(_DIGEST, re.ASCII)
@@ -342,7 +345,7 @@ def _class_char(pattern: str, i: int) -> tuple[str, int]:
     return pattern[i], i + 1
 
 
-def _go_glob_to_regex(pattern: str) -> str:
+def go_glob_to_regex(pattern: str) -> str:
     """Translate a Go `path.Match` pattern; raises ValueError where Go gives ErrBadPattern."""
     out: list[str] = []
     i = 0
@@ -392,7 +395,7 @@ def familiar_match(pattern: str, ref: Reference | DigestReference) -> bool:
 
     Raises ValueError("syntax error in pattern") for a malformed pattern, as Go does.
     """
-    regex = re.compile(_go_glob_to_regex(pattern), re.DOTALL)
+    regex = re.compile(go_glob_to_regex(pattern), re.DOTALL)
     if isinstance(ref, DigestReference):
         return regex.fullmatch(str(ref)) is not None
     if regex.fullmatch(ref.familiar()) is not None:

@@ -37,9 +37,9 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from trust import __version__
-from trust.config import Limits, validate_trust_server_url
 from trust.errors import AuthError, ConfigError, InputError, LengthError, NetworkError
+from trust.settings import Limits, validate_trust_server_url
+from trust.version import __version__
 
 __all__ = [
     "Challenge",

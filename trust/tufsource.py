@@ -35,8 +35,6 @@ from tuf.ngclient.config import UpdaterConfig
 from tuf.ngclient.fetcher import FetcherInterface
 from tuf.ngclient.updater import Updater
 
-from trust import __version__
-from trust.config import Settings
 from trust.errors import (
     AuthError,
     ConfigError,
@@ -55,10 +53,11 @@ from trust.errors import (
     TrustpullError,
     VerificationError,
 )
+from trust.lookup import REPO_ADMIN, Resolution, natural_key, pinned_reference
 from trust.reference import Reference
-from trust.resolve import REPO_ADMIN, Resolution, natural_key, pinned_reference
-from trust.sources import TrustSourceConfig
+from trust.settings import Settings, TrustSourceConfig
 from trust.transport import TrustServerSession, parse_challenges
+from trust.version import __version__
 
 __all__ = ["TrustpullFetcher", "TufSource", "map_tuf_error", "target_path"]
 
@@ -292,7 +291,7 @@ class TufSource:
     # --------------------------------------------------------------------- public
 
     def resolve(self, ref: Reference, all_tags: bool = False) -> list[Resolution]:
-        """Same contract as `trust.pull.resolve_reference`, answered by the TUF repository."""
+        """Every signed digest `ref` stands for, answered by the TUF repository."""
         gun = ref.name
         with self._updater(gun) as updater, _mapped(self.where):
             if all_tags:

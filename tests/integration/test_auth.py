@@ -35,8 +35,8 @@ from fixtures.stack import (
     free_port,
 )
 from tests.ci import skip_or_fail
-from trust.config import Limits
 from trust.credentials import RegistryAuth
+from trust.settings import Limits
 from trust.transport import TrustServerSession
 
 pytestmark = pytest.mark.integration

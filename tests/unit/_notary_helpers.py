@@ -17,11 +17,11 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
 from tests.ci import skip_or_fail
-from trust.config import TrustPinning
 from trust.notary.cjson import encode_canonical
 from trust.notary.keys import PublicKey, key_from_certificates
 from trust.notary.signatures import Signature
 from trust.notary.x509root import RootCheck, validate_root
+from trust.settings import TrustPinning
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 

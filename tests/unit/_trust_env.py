@@ -19,7 +19,6 @@ from typing import Any
 from fixtures.notarygen import Repo, RepoBuilder
 from fixtures.server import FixtureServer
 from fixtures.swizzle import Swizzler
-from trust.config import Limits, Settings, TrustPinning
 from trust.errors import (
     AuthError,
     InputError,
@@ -28,10 +27,14 @@ from trust.errors import (
     NoTrustDataError,
     TrustpullError,
 )
+from trust.lookup import Resolution
 from trust.notary.client import NotaryClient
 from trust.notary.trusted_set import TrustData
-from trust.pull import PullResult, pull
-from trust.reference import parse
+from trust.policy import Policy
+from trust.reference import Reference, parse
+from trust.service import TrustService
+from trust.settings import Limits, Settings, TrustPinning
+from trust.trusted_pull import PullResult, pull
 
 GUN = "127.0.0.1:5000/ns/app"
 REF = f"{GUN}:1.0"
@@ -171,7 +174,8 @@ class Env:
         engine = FakeEngine()
         settings = self.with_settings(**changes) if changes else self.settings
         client = NotaryClient(settings, now=now, warn=self.warnings.append)
-        result = pull(ref, settings, environ={}, engine_factory=lambda: engine, client=client)
+        service = TrustService(settings, client_factory=lambda _s, _r: client)
+        result = pull(ref, settings, environ={}, engine_factory=lambda: engine, service=service)
         return result, engine
 
     def refuse(
@@ -234,3 +238,19 @@ def env_factory() -> Iterator[Callable[..., Env]]:
     yield factory
     for server in servers:
         server.stop()
+
+
+def resolve_reference(
+    ref: Reference,
+    settings: Settings,
+    *,
+    client: NotaryClient | None = None,
+    all_tags: bool = False,
+    notice: Callable[[str], None] | None = None,
+    policy: Policy | None = None,
+) -> list[Resolution]:
+    """The verified resolutions of `ref` through the one verification service, optionally
+    with a prepared Notary client (its fixed clock and warnings)."""
+    factory = None if client is None else (lambda _settings, _roles: client)
+    service = TrustService(settings, policy, notice=notice, client_factory=factory)
+    return list(service.verify(ref, all_tags=all_tags).resolutions)

@@ -1,9 +1,9 @@
 """Catalogue cases (shared/spec/attacks.md) not covered by test_notary_client.py, end to end.
 
 Same harness as test_notary_client.py: a generated repository (fixtures/notarygen.py) served by
-FixtureServer over real HTTPS on loopback, `trust.pull.pull` with a recording fake engine, and
-`Env.refuse` checking REFUSE + KEEP + NOPULL: the exact error class and exit code, the trust
-cache byte-identical, no temporary file, no pull or tag sent to the engine.
+FixtureServer over real HTTPS on loopback, `trust.trusted_pull.pull` with a recording fake
+engine, and `Env.refuse` checking REFUSE + KEEP + NOPULL: the exact error class and exit code,
+the trust cache byte-identical, no temporary file, no pull or tag sent to the engine.
 
 The transport module has finer-grained tests of the same faults (tests/unit/test_transport.py);
 these prove the whole path, from reference to engine, refuses them.
@@ -40,7 +40,7 @@ from tests.unit._trust_env import (
     baseline_builder,
     env_factory,
 )
-from trust.config import TrustPinning, load_settings
+from trust.config import load_config
 from trust.credentials import RegistryAuth
 from trust.errors import (
     AuthError,
@@ -52,9 +52,10 @@ from trust.errors import (
     NetworkError,
     TrustPinError,
 )
+from trust.lookup import lookup_tag
 from trust.notary.client import trust_server_for
 from trust.reference import parse
-from trust.resolve import lookup_tag
+from trust.settings import TrustPinning
 
 MakeEnv = Callable[..., Env]
 DAY = dt.timedelta(days=1)
@@ -358,7 +359,7 @@ def test_G10_trust_server_url_forms_refused(make_env: MakeEnv, url: str) -> None
     with Listener() as wire:
         value = url.format(host=f"127.0.0.1:{wire.port}")
         with pytest.raises(InputError) as caught:
-            load_settings({"DOCKER_CONTENT_TRUST_SERVER": value})
+            load_config({"DOCKER_CONTENT_TRUST_SERVER": value})
         assert caught.value.exit_code == 3
         error = env.refuse(InputError, trust_server_override=value)
         assert "trust server" in error.message
@@ -577,7 +578,7 @@ def test_I06_malformed_digests_refused_before_io(make_env: MakeEnv, digest: str)
 def test_I07_docker_hub_forms_normalise_to_one_gun(make_env: MakeEnv, text: str) -> None:
     ref = parse(text)
     assert ref.name == "docker.io/library/alpine" and ref.tag == "latest"
-    from trust.config import Settings
+    from trust.settings import Settings
 
     assert trust_server_for(ref.domain, Settings()) == "https://notary.docker.io"
     # End to end, with the trust server overridden to the fixture: that one name is the GUN
@@ -656,11 +657,11 @@ def test_J07_credentials_are_chosen_by_the_exact_registry_host(make_env: MakeEnv
         def close(self) -> None:
             return None
 
-    from trust.notary.client import NotaryClient
-    from trust.pull import pull
+    from trust.service import TrustService
+    from trust.trusted_pull import pull
 
-    client = NotaryClient(env.settings, warn=env.warnings.append)
-    result = pull(REF, env.settings, environ={}, engine_factory=Recording, client=client)
+    service = TrustService(env.settings, notice=env.warnings.append)
+    result = pull(REF, env.settings, environ={}, engine_factory=Recording, service=service)
     assert result.error is None and result.exit_code == 0
     assert pulled == ["sha256:" + D1]
     assert len(seen) == 1 and seen[0] is not None

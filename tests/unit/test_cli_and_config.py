@@ -12,7 +12,7 @@ from cli.main import main
 from trust.config import (
     Limits,
     content_trust_from_env,
-    load_settings,
+    load_config,
     parse_go_bool,
     validate_trust_server_url,
 )
@@ -63,9 +63,11 @@ def test_bad_reference_is_exit_3_without_engine_or_network() -> None:
     assert "must be lowercase" in result.output
 
 
-def test_all_tags_with_tag_is_refused() -> None:
-    result = CliRunner().invoke(main, ["pull", "-a", "alpine:3.19"])
-    assert result.exit_code == 3
+@pytest.mark.parametrize("command", ["pull", "resolve"])
+def test_all_tags_with_tag_is_one_usage_error_everywhere(command: str) -> None:
+    """One refusal, one exit code whatever the command: a tag with -a is usage (2)."""
+    result = CliRunner().invoke(main, [command, "-a", "alpine:3.19"])
+    assert result.exit_code == 2
     assert "tag can't be used with --all-tags/-a" in result.output
 
 
@@ -132,7 +134,7 @@ def test_config_unknown_key_names_file_line_and_key(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_text("[trust_pinning]\ncerts = {}\ndisable_tofus = true\n")
     with pytest.raises(ConfigError) as info:
-        load_settings({}, config_file=path)
+        load_config({}, config_file=path)
     assert f"{path}:3" in info.value.message and "disable_tofus" in info.value.message
 
 
@@ -140,7 +142,7 @@ def test_config_wrong_type_refused(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_text('[limits]\nmax_delegations = "many"\n')
     with pytest.raises(ConfigError) as info:
-        load_settings({}, config_file=path)
+        load_config({}, config_file=path)
     assert f"{path}:2" in info.value.message
 
 
@@ -148,7 +150,7 @@ def test_config_unknown_section_refused(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_text("[trust_pinnin]\n")
     with pytest.raises(ConfigError):
-        load_settings({}, config_file=path)
+        load_config({}, config_file=path)
 
 
 def test_config_values_and_precedence(tmp_path: Path) -> None:
@@ -160,19 +162,19 @@ def test_config_values_and_precedence(tmp_path: Path) -> None:
         "[limits]\nmax_delegations = 10\nread_timeout = 2\n"
     )
     env = {"DOCKER_CONTENT_TRUST_SERVER": "https://override.test", "DOCKER_CONTENT_TRUST": "0"}
-    settings = load_settings(env, config_file=path)
+    settings = load_config(env, config_file=path).settings
     assert settings.trust_servers == {"reg.test": "https://notary.test"}
     assert settings.trust_pinning.certs == {"reg.test/app": (key_id,)}
     assert settings.trust_pinning.disable_tofu is True
     assert settings.limits.max_delegations == 10 and settings.limits.read_timeout == 2.0
     assert settings.trust_server_override == "https://override.test"
     assert settings.content_trust is False
-    assert load_settings(env, config_file=path, content_trust=True).content_trust is True
+    assert load_config(env, config_file=path, content_trust=True).settings.content_trust is True
 
 
 def test_missing_explicit_config_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
-        load_settings({}, config_file=tmp_path / "absent.toml")
+        load_config({}, config_file=tmp_path / "absent.toml")
 
 
 def test_bad_config_via_cli_is_exit_3(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """NotaryClient against a FixtureServer over real HTTPS on loopback (attacks.md A–I).
 
-Every refused case goes through `trust.pull.pull` with a recording fake engine and checks
+Every refused case goes through `trust.trusted_pull.pull` with a recording fake engine and checks
 REFUSE + KEEP + NOPULL (`Env.refuse`): the exact error class and exit code, the trust cache
 byte-identical to before, no temporary file left, and no pull or tag sent to the engine.
 """
@@ -46,8 +46,8 @@ from tests.unit._trust_env import (
     baseline_builder,
     env_factory,
     install_ca,
+    resolve_reference,
 )
-from trust.config import Settings, TrustPinning
 from trust.errors import (
     AuthError,
     CacheError,
@@ -67,11 +67,11 @@ from trust.errors import (
     ThresholdError,
     TrustPinError,
 )
+from trust.lookup import REPO_ADMIN, inspect_repository, list_signed_tags, lookup_tag, root_key_id
 from trust.notary.cjson import encode_canonical
 from trust.notary.client import NotaryClient
-from trust.pull import resolve_reference
 from trust.reference import parse
-from trust.resolve import REPO_ADMIN, inspect_repository, list_signed_tags, lookup_tag, root_key_id
+from trust.settings import Settings, TrustPinning
 from trust.transport import NotFoundError
 
 MakeEnv = Callable[..., Env]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.unit._trust_env import D_ALICE, GUN, REF, Env, env_factory
-from trust.config import load_settings
+from trust.config import Configuration, load_config
 from trust.errors import ConfigError, ExpiredError, InputError, PolicyError
 from trust.manifests import (
     pinned_text,
@@ -23,7 +23,6 @@ from trust.policy import (
     AllOf,
     AtLeast,
     Context,
-    Evaluator,
     Policy,
     Refuse,
     Rule,
@@ -31,17 +30,17 @@ from trust.policy import (
     parse_duration,
 )
 from trust.reference import parse
+from trust.service import TrustService, settings_for
 
 
-def _settings(tmp_path: Path, text: str, name: str = "config.toml") -> object:
+def _settings(tmp_path: Path, text: str, name: str = "config.toml") -> Configuration:
     path = tmp_path / name
     path.write_text(text)
-    return load_settings({}, config_file=path)
+    return load_config({}, config_file=path)
 
 
 def _policy(tmp_path: Path, text: str) -> Policy:
-    settings = _settings(tmp_path, text)
-    policy = settings.policy  # type: ignore[attr-defined]
+    policy = _settings(tmp_path, text).policy
     assert isinstance(policy, Policy)
     return policy
 
@@ -156,14 +155,15 @@ def test_rule_settings_override(tmp_path: Path) -> None:
         + RULES
         + '\n[[rules]]\nname = "srv"\nregistry = "r.io"\ntrust_server = "https://notary.r.io/"\n',
     )
-    policy = settings.policy  # type: ignore[attr-defined]
+    policy, base = settings.policy, settings.settings
+    assert policy is not None
     alpine = parse("alpine:3.19")
-    derived = policy.match(alpine).settings_for(alpine, settings)
+    derived = settings_for(policy.match(alpine), alpine, base)
     assert derived.trust_pinning.certs["docker.io/library/alpine"] == ("a" * 64,)
     ref = parse("registry.example.com/team/app:v1")
-    assert policy.match(ref).settings_for(ref, settings).trust_pinning.disable_tofu is True
+    assert settings_for(policy.match(ref), ref, base).trust_pinning.disable_tofu is True
     srv = parse("r.io/x:1")
-    assert policy.match(srv).settings_for(srv, settings).trust_server_override == (
+    assert settings_for(policy.match(srv), srv, base).trust_server_override == (
         "https://notary.r.io"
     )
 
@@ -171,16 +171,16 @@ def test_rule_settings_override(tmp_path: Path) -> None:
 def test_policy_turns_trust_on_and_policy_file_replaces_rules(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text(RULES)
-    settings = load_settings({"DOCKER_CONTENT_TRUST": "0"}, config_file=config)
-    assert settings.content_trust is True
-    off = load_settings({}, config_file=config, content_trust=False)
-    assert off.content_trust is False and off.policy is not None
+    loaded = load_config({"DOCKER_CONTENT_TRUST": "0"}, config_file=config)
+    assert loaded.settings.content_trust is True
+    off = load_config({}, config_file=config, content_trust=False)
+    assert off.settings.content_trust is False and off.policy is not None
     rules_only = tmp_path / "policy.toml"
     rules_only.write_text('[[rules]]\nname = "only"\nrefuse = true\n')
-    replaced = load_settings({}, config_file=config, policy_file=rules_only)
+    replaced = load_config({}, config_file=config, policy_file=rules_only)
     assert replaced.policy is not None
     assert [r.label for r in replaced.policy.rules] == ["only"]
-    assert load_settings({"DOCKER_CONTENT_TRUST": "0"}).content_trust is False
+    assert load_config({"DOCKER_CONTENT_TRUST": "0"}).settings.content_trust is False
 
 
 @pytest.mark.parametrize(
@@ -223,7 +223,7 @@ def test_policy_file_holds_rules_only(tmp_path: Path) -> None:
     path = tmp_path / "policy.toml"
     path.write_text("[limits]\nretries = 1\n")
     with pytest.raises(ConfigError, match="a policy file holds"):
-        load_settings({}, policy_file=path)
+        load_config({}, policy_file=path)
 
 
 def test_duration() -> None:
@@ -262,6 +262,7 @@ def test_dockerfile_references() -> None:
     )
     sites = refs_from_dockerfile(text, "Dockerfile", {"TAG": "1.1"})
     assert [(s.text, s.line) for s in sites] == [
+        ("docker/dockerfile:1", 1),  # the BuildKit frontend: pulled and run, so verified
         ("registry.example.com/team/build:1.1", 5),
         ("registry.example.com/team/run:2.0", 10),
         ("alpine", 13),
@@ -412,27 +413,29 @@ def test_named_signer_failure_is_a_verification_failure(make_env: Callable[..., 
     with pytest.raises(ExpiredError):
         NotaryClient(env.settings, required_roles=frozenset({"targets/alice"})).update(parse(REF))
     policy = Policy((Rule("need-alice", 0, Scope(), signers=("alice",)),), "test")
-    outcome = Evaluator(env.settings, policy, notice=env.warnings.append).check(f"{GUN}:alice-only")
+    outcome = TrustService(env.settings, policy, notice=env.warnings.append).check(
+        f"{GUN}:alice-only"
+    )
     assert isinstance(outcome.error, ExpiredError) and outcome.exit_code == 5
 
 
 def test_signers_and_unsigned_verdicts(make_env: Callable[..., Env]) -> None:
     env = make_env()
     policy = Policy((Rule("need-alice", 0, Scope(), signers=("alice",)),), "test")
-    evaluator = Evaluator(env.settings, policy, notice=env.warnings.append)
-    ok = evaluator.check(f"{GUN}:alice-only")
+    service = TrustService(env.settings, policy, notice=env.warnings.append)
+    ok = service.check(f"{GUN}:alice-only")
     assert ok.verdict == "pass" and ok.resolutions[0].digest == "sha256:" + D_ALICE
-    missing = evaluator.check(f"{GUN}:1.0")
+    missing = service.check(f"{GUN}:1.0")
     assert missing.exit_code == 9 and "alice" in missing.reason
-    default = Evaluator(env.settings, Policy((), "test")).check(f"{GUN}:alice-only")
+    default = TrustService(env.settings, Policy((), "test")).check(f"{GUN}:alice-only")
     assert default.exit_code == 9  # not signed in releases/targets: a rule not met
-    assert Evaluator(env.settings).check(f"{GUN}:alice-only").exit_code == 4  # no policy
+    assert TrustService(env.settings).check(f"{GUN}:alice-only").exit_code == 4  # no policy
 
     other = f"{GUN}-unsigned:1.0"  # the trust server has nothing for this repository
     lenient = Policy((Rule("legacy", 0, Scope(), allow_unsigned=True, origin="p:1"),), "p")
-    outcome = Evaluator(env.settings, lenient).check(other)
+    outcome = TrustService(env.settings, lenient).check(other)
     assert outcome.verdict == "unsigned", outcome.reason
     assert outcome.reason.startswith("UNSIGNED, accepted by rule legacy (p:1)")
-    assert Evaluator(env.settings, Policy((), "p")).check(other).exit_code == 9
+    assert TrustService(env.settings, Policy((), "p")).check(other).exit_code == 9
     # the rule accepts no trust data at all, not an unsigned tag of a signed repository
-    assert Evaluator(env.settings, lenient).check(f"{GUN}:never-signed").exit_code == 9
+    assert TrustService(env.settings, lenient).check(f"{GUN}:never-signed").exit_code == 9

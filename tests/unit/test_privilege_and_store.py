@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from tests.unit._trust_env import REF, Env, env_factory
-from trust.config import Settings
 from trust.credentials import RegistryAuth, resolve_registry_auth, store_registry_auth
 from trust.errors import AuthError, ConfigError
-from trust.pull import pull
+from trust.settings import Settings
+from trust.trusted_pull import pull
 
 REGISTRY = "127.0.0.1:5000"
 TYPED = RegistryAuth(username="alice", password="s3cret", serveraddress=REGISTRY)

@@ -24,8 +24,8 @@ import pytest
 
 from fixtures.tlsgen import CertificateAuthority, make_ca
 from tests.unit._trust_env import FAST
-from trust.config import Limits
 from trust.errors import AuthError, ConfigError, InputError, LengthError, NetworkError
+from trust.settings import Limits
 from trust.transport import (
     Challenge,
     NotFoundError,

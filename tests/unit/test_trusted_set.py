@@ -21,7 +21,6 @@ from cryptography import x509
 from fixtures.notarygen import Repo, RepoBuilder
 from fixtures.swizzle import Swizzler
 from tests.ci import skip_or_fail
-from trust.config import Limits
 from trust.errors import (
     CertificateError,
     DelegationError,
@@ -37,9 +36,10 @@ from trust.errors import (
     TrustpullError,
     VerificationError,
 )
+from trust.lookup import REPO_ADMIN, inspect_repository, lookup_tag
 from trust.notary.metadata import FileMeta, parse_expires
 from trust.notary.trusted_set import TrustData, TrustedSet, check_meta
-from trust.resolve import REPO_ADMIN, inspect_repository, lookup_tag
+from trust.settings import Limits
 
 GUN = "registry.test/org/app"
 NOW = dt.datetime(2024, 6, 1, 12, 0, tzinfo=dt.UTC)

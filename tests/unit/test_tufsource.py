@@ -19,7 +19,8 @@ from tuf.api import exceptions as tuf_errors
 from tuf.api.serialization import DeserializationError
 
 from tests.tuf_repo import StaticHttps, TufRepo
-from trust.config import Settings, load_settings
+from tests.unit._trust_env import resolve_reference
+from trust.config import load_config
 from trust.errors import (
     AuthError,
     ConfigError,
@@ -36,9 +37,9 @@ from trust.errors import (
     TrustpullError,
     VerificationError,
 )
-from trust.pull import resolve_reference
 from trust.reference import parse
-from trust.sources import TrustSourceConfig, select_source
+from trust.service import select_source
+from trust.settings import Settings, TrustSourceConfig
 from trust.tufsource import TrustpullFetcher, TufSource, map_tuf_error
 
 GUN = "127.0.0.1:5999/it/app"
@@ -112,7 +113,7 @@ cache_dir = "cache"
 
 
 def test_config_parses_sources_relative_to_file(tmp_path: Path) -> None:
-    settings = load_settings({}, config_file=_write_config(tmp_path, GOOD))
+    settings = load_config({}, config_file=_write_config(tmp_path, GOOD)).settings
     first, second = settings.trust_sources
     assert first.scope == "registry.example.com"
     assert first.metadata_url == "https://tuf.example.com/metadata"
@@ -185,7 +186,7 @@ def test_config_errors_name_file_line_and_key(
     assert replace in GOOD
     path = _write_config(tmp_path, GOOD.replace(replace, by))
     with pytest.raises(ConfigError) as info:
-        load_settings({}, config_file=path)
+        load_config({}, config_file=path)
     assert info.value.exit_code == 3
     assert f"{path}:{line}: {key}: " in info.value.message
     assert problem in info.value.message
@@ -194,7 +195,7 @@ def test_config_errors_name_file_line_and_key(
 def test_config_sources_must_be_an_array_of_tables(tmp_path: Path) -> None:
     path = _write_config(tmp_path, '[trust_sources]\nscope = "a.example"\n')
     with pytest.raises(ConfigError, match=r"config.toml:1: trust_sources: must be an array"):
-        load_settings({}, config_file=path)
+        load_config({}, config_file=path)
 
 
 # -------------------------------------------------------------------- error mapping
@@ -494,3 +495,38 @@ def test_cli_resolve_and_inspect(env: Env, tmp_path: Path, isolated_home: Path) 
     )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)[0]["SignedTags"][0]["Digest"] == D1.removeprefix("sha256:")
+
+
+def test_all_tags_under_a_policy_go_through_the_tuf_source(env: Env) -> None:
+    """Issue 11 #1: `-a` with a policy asked Notary, and with `allow_unsigned` covering the
+    registry pulled every tag UNVERIFIED although the repository is TUF-signed. Here Notary
+    for the registry is a real server that answers "no trust data" (404): any fallback to it
+    would come back as unsigned."""
+    from dataclasses import replace
+
+    from fixtures.server import FixtureServer
+    from tests.unit._trust_env import install_ca
+    from trust.policy import Policy, Rule, Scope
+    from trust.service import TrustService
+
+    env.repo.add_tag(GUN, "2.0", D2)
+    env.repo.publish()
+    lenient = Policy((Rule("legacy", 0, Scope(), allow_unsigned=True, origin="p:1"),), "p")
+    with FixtureServer() as notary:
+        install_ca(notary, env.settings.docker_config)
+        settings = replace(env.settings, trust_servers={"127.0.0.1:5999": notary.url})
+        service = TrustService(settings, lenient)
+        every = service.verify(GUN, all_tags=True)
+        assert every.unsigned is None
+        assert [(r.tag, r.digest, r.source) for r in every.resolutions] == [
+            ("1.0", D1, "tuf"),
+            ("2.0", D2, "tuf"),
+        ]
+        (by_digest,) = service.verify(f"{GUN}@{D2}").resolutions
+        assert (by_digest.tag, by_digest.source) == ("2.0", "tuf")
+        # a tag-scoped rule binds the TUF source's digest reference too (#2 with TUF)
+        refuse = Rule("no-2.0", 1, Scope(registry="127.0.0.1:5999", tag="2.0"), refuse=True)
+        strict = TrustService(settings, Policy((*lenient.rules, refuse), "p"))
+        outcome = strict.check(f"{GUN}@{D2}")
+        assert outcome.exit_code == 9 and "no-2.0" in outcome.reason
+        assert notary.requests == []  # Notary was never asked

@@ -28,7 +28,6 @@ from tests.unit._notary_helpers import (
     sha1_rsa_cert,
     trustdata,
 )
-from trust.config import TrustPinning
 from trust.errors import (
     CertificateError,
     MalformedError,
@@ -45,6 +44,7 @@ from trust.notary.x509root import (
     validate_certificate,
     validate_root,
 )
+from trust.settings import TrustPinning
 
 # ---------------------------------------------------------------------------- real data
 

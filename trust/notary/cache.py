@@ -25,7 +25,7 @@ from pathlib import Path
 
 from trust.errors import CacheError, InputError
 
-__all__ = ["TrustCache"]
+__all__ = ["TrustCache", "has_cached_trust"]
 
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
@@ -151,3 +151,12 @@ class TrustCache:
             yield
         finally:
             os.close(fd)
+
+
+def has_cached_trust(trust_dir: Path, gun: str) -> bool:
+    """Whether anything is cached for the GUN: then "no trust data" is never "unsigned"."""
+    directory = TrustCache(trust_dir, gun).metadata_dir
+    try:
+        return directory.exists() and any(directory.rglob("*.json"))
+    except OSError:
+        return True  # cannot tell: assume something is there, so nothing is accepted unsigned

@@ -24,7 +24,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from trust.config import Settings
 from trust.errors import (
     AuthError,
     DelegationError,
@@ -45,6 +44,7 @@ from trust.notary.cjson import loads_strict
 from trust.notary.metadata import FileMeta
 from trust.notary.trusted_set import RELEASES_ROLE, TrustData, TrustedSet, check_meta
 from trust.reference import Reference
+from trust.settings import Settings
 
 __all__ = ["MetadataSource", "NotaryClient", "UpdateStats", "trust_server_for"]
 
@@ -291,11 +291,10 @@ class _Run:
             try:
                 self.trusted.load_cached_root(cached)
             except TrustpullError as error:
-                error.hint = (
-                    f"the cached root for {self.gun} is the trust anchor and cannot be used; "
-                    f"to forget it, delete {self.cache.metadata_dir}"
-                )
-                raise
+                raise error.derive(
+                    hint=f"the cached root for {self.gun} is the trust anchor and cannot be "
+                    f"used; to forget it, delete {self.cache.metadata_dir}"
+                ) from error
             if self.trusted.root_expired():
                 data = self._fetch_root_plain()
                 self._rotate(data)

@@ -24,7 +24,6 @@ import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from trust.config import Limits, TrustPinning
 from trust.errors import (
     DelegationError,
     ExpiredError,
@@ -55,6 +54,7 @@ from trust.notary.metadata import (
 )
 from trust.notary.signatures import verify_threshold
 from trust.notary.x509root import RootCheck, validate_root
+from trust.settings import Limits, TrustPinning
 
 __all__ = ["LOOKUP_ROLES", "LoadedRole", "TrustData", "TrustedSet", "check_meta"]
 

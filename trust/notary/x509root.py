@@ -26,7 +26,6 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
-from trust.config import TrustPinning
 from trust.errors import (
     CertificateError,
     MalformedError,
@@ -43,6 +42,7 @@ from trust.notary.keys import (
     parse_pem_certificates,
 )
 from trust.notary.signatures import Signature, verify_threshold
+from trust.settings import TrustPinning
 
 __all__ = [
     "NO_VALID_LEAF",

@@ -20,6 +20,7 @@ from trust.errors import MalformedError, NoSuchTagError, NoTrustDataError
 from trust.notary.metadata import FileMeta
 from trust.notary.trusted_set import LOOKUP_ROLES, RELEASES_ROLE, TrustData
 from trust.reference import Reference
+from trust.targets import SignedTarget
 
 __all__ = [
     "Resolution",
@@ -34,16 +35,6 @@ __all__ = [
 ]
 
 REPO_ADMIN = "Repo Admin"
-
-
-@dataclass(frozen=True)
-class SignedTarget:
-    """One signed tag: the digest comes only from `hashes.sha256` (dct.md §6.18)."""
-
-    tag: str
-    digest: str
-    size: int
-    role: str
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ References are de-duplicated by their normalised form (`alpine` and
 `docker.io/library/alpine:latest` are one image), then grouped by repository (GUN): one worker
 takes a whole group, so each repository's trust data is fetched and verified once, under the
 cache lock, with one trust server session (one ping, one token) for all of its tags. Groups run
-in a bounded thread pool and share one `Evaluator` (its memo is thread-safe). Results come back
+in a bounded thread pool and share one `TrustService` (its memo is thread-safe). Results come back
 in input order whatever order they finished in, so the report is stable.
 """
 
@@ -14,14 +14,10 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from trust.errors import TrustpullError, combined_exit_code
-from trust.policy import Evaluator, Outcome
 from trust.reference import Reference, parse
-
-if TYPE_CHECKING:
-    from trust.config import Settings
+from trust.service import TrustService, Verification
 
 __all__ = ["CheckReport", "check_references"]
 
@@ -32,7 +28,7 @@ DEFAULT_WORKERS = 8
 class CheckReport:
     """Every outcome (input order, duplicates removed) and how many inputs were duplicates."""
 
-    outcomes: list[Outcome] = field(default_factory=list)
+    outcomes: list[Verification] = field(default_factory=list)
     duplicates: int = 0
     requests: int = 0
 
@@ -58,25 +54,23 @@ class CheckReport:
 
 def check_references(
     texts: Sequence[str],
-    settings: Settings,
+    service: TrustService,
     *,
     workers: int = DEFAULT_WORKERS,
-    on_done: Callable[[Outcome], None] | None = None,
-    notice: Callable[[str], None] | None = None,
-    evaluator: Evaluator | None = None,
+    on_done: Callable[[Verification], None] | None = None,
 ) -> CheckReport:
-    """Check every reference; `on_done` is called (from worker threads, serialised) as each
-    one finishes. Never raises a TrustpullError: failures are in the outcomes."""
+    """Check every reference with `service`; `on_done` is called (from worker threads,
+    serialised) as each one finishes. Never raises a TrustpullError: failures are in the
+    outcomes."""
     report = CheckReport()
-    evaluator = evaluator or Evaluator(settings, notice=notice)
     done_lock = threading.Lock()
 
-    def finished(outcome: Outcome) -> None:
+    def finished(outcome: Verification) -> None:
         if on_done is not None:
             with done_lock:
                 on_done(outcome)
 
-    slots: dict[str, Outcome] = {}
+    slots: dict[str, Verification] = {}
     order: list[str] = []
     seen: set[str] = set()
     groups: dict[str, list[tuple[str, str, Reference]]] = {}
@@ -89,7 +83,7 @@ def check_references(
                 report.duplicates += 1
                 continue
             seen.add(key)
-            slots[key] = Outcome(input=text, error=error)
+            slots[key] = Verification(input=text, error=error)
             order.append(key)
             finished(slots[key])
             continue
@@ -101,10 +95,10 @@ def check_references(
         order.append(key)
         groups.setdefault(ref.name, []).append((key, text, ref))
 
-    def run_group(items: list[tuple[str, str, Reference]]) -> list[tuple[str, Outcome]]:
+    def run_group(items: list[tuple[str, str, Reference]]) -> list[tuple[str, Verification]]:
         results = []
         for key, text, ref in items:
-            outcome = evaluator.check(text, ref)
+            outcome = service.check(text, ref)
             finished(outcome)
             results.append((key, outcome))
         return results
@@ -115,5 +109,5 @@ def check_references(
             for results in pool.map(run_group, groups.values()):
                 slots.update(results)
     report.outcomes = [slots[key] for key in order]
-    report.requests = evaluator.requests
+    report.requests = service.requests
     return report

@@ -1,7 +1,7 @@
 """The trusted-pull path: reference → verified trust data → signed digest → pinned pull → tag.
 
 With trust on, the only request this module ever sends to the engine's pull endpoint carries a
-`sha256:` digest that came out of `trust.resolve` over verified trust data; the tag step uses
+`sha256:` digest that came out of `trust.lookup` over verified trust data; the tag step uses
 that digest reference as its source. With trust off it is a plain pull of the reference as given.
 Printing is not done here: progress and notices go to a `PullReporter` the caller supplies.
 """
@@ -13,20 +13,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from trust.config import Settings
 from trust.credentials import RegistryAuth, credential_key, resolve_registry_auth
-from trust.errors import AuthError, EngineError, InputError, TrustpullError
-from trust.notary.client import NotaryClient, trust_server_for
-from trust.notary.trusted_set import TrustData
+from trust.engine import Engine
+from trust.errors import AuthError, EngineError, TrustpullError, UsageError
+from trust.lookup import Resolution
+from trust.policy import Policy
 from trust.reference import Reference, parse
-from trust.resolve import (
-    Resolution,
-    find_by_digest,
-    list_signed_tags,
-    lookup_tag,
-    resolution_for,
-    root_key_id,
-)
+from trust.service import TrustService
+from trust.settings import Settings
 
 __all__ = [
     "NullReporter",
@@ -34,8 +28,6 @@ __all__ = [
     "PullReporter",
     "PullResult",
     "pull",
-    "resolve_reference",
-    "tofu_notice",
 ]
 
 
@@ -130,61 +122,6 @@ class PullResult:
         return items
 
 
-def tofu_notice(data: TrustData, gun: str) -> str:
-    """One line naming the root key trusted on first use, and how to pin it."""
-    root_ids = list(data.root.roles["root"].keyids)
-    canonical = root_key_id(data)
-    return (
-        f"trust on first use: trusting root key {root_ids[0] if root_ids else '?'} "
-        f"(canonical ID {canonical}) for {gun}; to pin it, add "
-        f'"{gun}" = ["{canonical}"] under [trust_pinning.certs] in the config file'
-    )
-
-
-def resolve_reference(
-    ref: Reference,
-    settings: Settings,
-    *,
-    client: NotaryClient | None = None,
-    all_tags: bool = False,
-    notice: Callable[[str], None] | None = None,
-) -> list[Resolution]:
-    """Verify `ref`'s trust data and return the signed digest(s) it stands for.
-
-    - `NAME:TAG`: the tag's signed digest (docker's lookup);
-    - `NAME:TAG@sha256:X`: only if the tag's signed digest is X (attacks.md I05);
-    - `NAME@sha256:X`: only if X is signed for some tag (attacks.md I04);
-    - all tags (`-a`, or a name given without a tag for `resolve`): every signed tag.
-    """
-    from trust.sources import resolve_with_source, select_source
-
-    if settings.policy is not None:  # the configured rules decide (trust.policy)
-        from trust.policy import resolve_with_policy
-
-        return resolve_with_policy(ref, settings, all_tags=all_tags, notice=notice)
-    source = select_source(ref, settings)
-    if source is not None:  # a configured TUF repository answers, never Notary as a fallback
-        return resolve_with_source(source, ref, settings, all_tags=all_tags, notice=notice)
-    client = client or NotaryClient(settings, warn=notice)
-    data = client.update(ref)
-    if data.first_use and notice is not None:
-        notice(tofu_notice(data, ref.name))
-    server = trust_server_for(ref.domain, settings)
-    if all_tags:
-        return [resolution_for(data, ref, t, server) for t in list_signed_tags(data)]
-    if ref.digest is not None and not ref.tag_given:
-        return [resolution_for(data, ref, find_by_digest(data, ref.digest), server)]
-    assert ref.tag is not None
-    target = lookup_tag(data, ref.tag)
-    if ref.digest is not None and target.digest != ref.digest:
-        from trust.errors import NoSuchTagError
-
-        raise NoSuchTagError(
-            f"tag {ref.tag} of {ref.name} is signed for {target.digest}, not {ref.digest}"
-        )
-    return [resolution_for(data, ref, target, server)]
-
-
 def _engine_auth(ref: Reference, settings: Settings, environ: Mapping[str, str]) -> RegistryAuth:
     return resolve_registry_auth(ref.domain, settings.docker_config, environ) or RegistryAuth()
 
@@ -198,11 +135,17 @@ def pull(
     platform: str | None = None,
     environ: Mapping[str, str] | None = None,
     engine_factory: Callable[[], Any] | None = None,
-    client: NotaryClient | None = None,
+    policy: Policy | None = None,
+    service: TrustService | None = None,
     privilege: PrivilegeFunc | None = None,
 ) -> PullResult:
-    """Pull one reference: trusted (verified, by digest) unless trust is off. Never raises a
-    TrustpullError: the failure is in the result, with its exit code."""
+    """Pull one reference: trusted (verified by `service`, pulled by digest) unless trust is
+    off. Never raises a TrustpullError: the failure is in the result, with its exit code.
+
+    `service` is the verification service to ask (one is made from `settings` and `policy`
+    when not given); with trust on, nothing reaches the engine's pull endpoint but the digests
+    it verified, except a repository a policy rule explicitly accepts unsigned.
+    """
     env = os.environ if environ is None else environ
     report = reporter or NullReporter()
     result = PullResult(input=text, trusted=settings.content_trust)
@@ -210,24 +153,21 @@ def pull(
         ref = parse(text, default_tag=not all_tags)
         result.reference = ref
         if all_tags and ref.tag_given:
-            raise InputError("tag can't be used with --all-tags/-a")
+            raise UsageError("tag can't be used with --all-tags/-a")
         if all_tags and ref.digest is not None:
-            raise InputError("a digest can't be used with --all-tags/-a")
+            raise UsageError("a digest can't be used with --all-tags/-a")
         if not all_tags and not ref.tag_given and ref.digest is None:
             report.default_tag()
         if settings.content_trust:
-            from trust.policy import UnsignedAccepted
-
-            try:
-                result.resolutions = resolve_reference(
-                    ref, settings, client=client, all_tags=all_tags, notice=report.notice
-                )
-            except UnsignedAccepted as accepted:
+            verifier = service or TrustService(settings, policy, notice=report.notice)
+            verification = verifier.verify(ref, all_tags=all_tags)
+            result.resolutions = list(verification.resolutions)
+            if verification.unsigned is not None:
                 # The one unverified pull with trust on: a policy rule accepts a repository
                 # that has no trust data at all. Said on every such pull, never quietly.
-                result.unsigned = accepted.message
+                result.unsigned = verification.unsigned
                 result.trusted = False
-                report.notice(accepted.message)
+                report.notice(verification.unsigned)
         engine = _connect(engine_factory, env, settings, result)
         try:
             auth = _engine_auth(ref, settings, env)
@@ -263,17 +203,16 @@ def _connect(
     settings: Settings,
     result: PullResult,
 ) -> Any:
-    from trust.engine import Engine
-
     try:
         if engine_factory is not None:
             return engine_factory()
         return Engine.connect(environ, timeout=settings.limits.engine_timeout)
     except EngineError as error:
-        if result.resolutions:
-            pinned = ", ".join(r.reference for r in result.resolutions)
-            error.hint = f"verification succeeded: the signed reference is {pinned}"
-        raise
+        if not result.resolutions:
+            raise
+        pinned = ", ".join(r.reference for r in result.resolutions)
+        hint = f"verification succeeded: the signed reference is {pinned}"
+        raise error.derive(hint=hint) from error
 
 
 def _privileged_pull(
@@ -330,11 +269,10 @@ def _pull_pinned(
         try:
             auth = _privileged_pull(pull_one, auth, ref, result, privilege)
         except TrustpullError as error:
-            error.hint = (
-                f"verification succeeded ({resolution.reference}) but the content could not be "
-                "pulled"
-            )
-            raise
+            raise error.derive(
+                hint=f"verification succeeded ({resolution.reference}) but the content could "
+                "not be pulled"
+            ) from error
         result.pulled = True
         if ref.digest is not None or resolution.tag is None:
             continue  # a digest reference is pulled by digest only, as docker does

@@ -1,0 +1,163 @@
+"""The one verification service: reference shapes under a policy, each combination that used
+to fall between two copies of the decision (issue 11: #2 digest vs tag rules, #9 dissent,
+#10 pinned first use), and errors that stay as raised."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.unit._trust_env import D1, D2, GUN, NOW, Env, baseline_builder, env_factory
+from trust.errors import NetworkError, NoSuchTagError, PolicyError, TrustpullError, UsageError
+from trust.policy import Policy, Rule, Scope
+from trust.service import TrustService
+from trust.settings import Settings
+
+MakeEnv = Callable[..., Env]
+
+
+@pytest.fixture
+def make_env(isolated_home: Path) -> Iterator[MakeEnv]:
+    yield from env_factory()
+
+
+def _policy(*rules: Rule) -> Policy:
+    return Policy(rules, "test.toml")
+
+
+def _tag_rule(label: str, tag: str, **requirements: object) -> Rule:
+    scope = Scope(registry="127.0.0.1:5000", repository="ns/app", tag=tag)
+    return Rule(label, 0, scope, origin=f"test.toml:{label}", **requirements)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------ #2 digest-only vs tag rules
+
+
+def test_digest_reference_obeys_the_rule_of_its_tag(make_env: MakeEnv) -> None:
+    """`NAME@sha256:<digest of 2.0>` is refused by a rule that refuses tag 2.0 (was accepted
+    under the default rule: the digest never matched a tag-scoped rule)."""
+    env = make_env()
+    service = TrustService(env.settings, _policy(_tag_rule("no-2.0", "2.0", refuse=True)))
+    with pytest.raises(PolicyError) as caught:
+        service.verify(f"{GUN}@sha256:{D2}")
+    assert caught.value.exit_code == 9
+    assert "tag 2.0" in caught.value.message and "no-2.0" in caught.value.message
+    outcome = service.check(f"{GUN}@sha256:{D2}")
+    assert outcome.verdict == "fail" and outcome.exit_code == 9
+    # the tag itself and the other tags are untouched by the rule
+    assert service.check(f"{GUN}:2.0").exit_code == 9
+    (ok,) = service.verify(f"{GUN}@sha256:{D1}").resolutions
+    assert (ok.tag, ok.digest, ok.reference) == ("1.0", "sha256:" + D1, f"{GUN}@sha256:{D1}")
+
+
+def test_digest_reference_is_accepted_through_another_tag_whose_rule_accepts_it(
+    make_env: MakeEnv,
+) -> None:
+    builder = baseline_builder()
+    builder.add_target("stable", D2, 531, role="targets/releases")
+    env = make_env(builder)
+    service = TrustService(env.settings, _policy(_tag_rule("no-2.0", "2.0", refuse=True)))
+    (resolution,) = service.verify(f"{GUN}@sha256:{D2}").resolutions
+    assert (resolution.tag, resolution.digest) == ("stable", "sha256:" + D2)
+    assert resolution.reference == f"{GUN}@sha256:{D2}"
+
+
+def test_digest_reference_needs_the_signers_its_tag_rule_names(make_env: MakeEnv) -> None:
+    env = make_env()
+    service = TrustService(env.settings, _policy(_tag_rule("alice-2.0", "2.0", signers=("alice",))))
+    with pytest.raises(PolicyError) as caught:
+        service.verify(f"{GUN}@sha256:{D2}")
+    assert "alice" in caught.value.message and caught.value.exit_code == 9
+
+
+def test_unsigned_digest_is_not_signed_with_and_without_policy(make_env: MakeEnv) -> None:
+    env = make_env()
+    digest = "sha256:" + "99" * 32
+    with pytest.raises(NoSuchTagError) as plain:
+        TrustService(env.settings).verify(f"{GUN}@{digest}")
+    assert plain.value.exit_code == 4 and digest in plain.value.message
+    with pytest.raises(PolicyError) as ruled:
+        TrustService(env.settings, _policy()).verify(f"{GUN}@{digest}")
+    assert ruled.value.exit_code == 9 and digest in ruled.value.message
+
+
+# ------------------------------------------------------------ #9 a named signer's dissent
+
+
+def test_a_named_signer_who_signed_another_digest_is_not_outvoted(make_env: MakeEnv) -> None:
+    builder = baseline_builder()
+    for name, digest in (("bob", D1), ("dave", D2)):
+        builder.add_delegation(f"targets/{name}")
+        builder.add_target("x", digest, 530 if digest == D1 else 531, role=f"targets/{name}")
+    builder.add_target("x", D1, 530, role="targets/alice")
+    env = make_env(builder)
+    rule = Rule("two-of-three", 0, Scope(), signers=("alice", "bob", "dave"), threshold=2)
+    outcome = TrustService(env.settings, _policy(rule)).check(f"{GUN}:x")
+    assert outcome.exit_code == 9 and outcome.verdict == "fail"
+    assert "disagree" in outcome.reason
+    assert f"alice, bob signed sha256:{D1}" in outcome.reason
+    assert f"dave signed sha256:{D2}" in outcome.reason
+    # without dave in the rule, alice and bob's digest is accepted
+    agree = Rule("two", 0, Scope(), signers=("alice", "bob"))
+    (ok,) = TrustService(env.settings, _policy(agree)).verify(f"{GUN}:x").resolutions
+    assert ok.digest == "sha256:" + D1
+
+
+# ------------------------------------------------------------ #10 pinned first use
+
+
+def test_pinned_first_use_says_the_pin_matched_not_tofu(make_env: MakeEnv) -> None:
+    env = make_env()
+    canonical = env.builder.keys("root")[0].canonical_id
+    scope = Scope(registry="127.0.0.1:5000", repository="ns/app")
+    rule = Rule("pinned", 0, scope, root_keys=(canonical,), tofu=False)
+    notices: list[str] = []
+    service = TrustService(env.settings, _policy(rule), notice=notices.append)
+    (resolution,) = service.verify(f"{GUN}:1.0").resolutions
+    assert resolution.digest == "sha256:" + D1
+    assert not any("trust on first use" in n for n in notices), notices
+    assert any("matched the configured pin" in n and canonical in n for n in notices), notices
+    # unpinned, the first use is announced as trust on first use
+    (env.docker_config / "trust").rename(env.docker_config / "trust-before")
+    tofu: list[str] = []
+    TrustService(env.settings, notice=tofu.append).verify(f"{GUN}:1.0")
+    assert any(n.startswith("trust on first use") and canonical in n for n in tofu), tofu
+
+
+# ------------------------------------------------------------ shapes and errors
+
+
+def test_all_tags_refuses_a_tag_or_digest_as_usage() -> None:
+    """Refused before any I/O (the trust server here does not exist)."""
+    service = TrustService(Settings(trust_server_override="https://127.0.0.1:1"))
+    for text in (f"{GUN}:1.0", f"{GUN}@sha256:{D1}"):
+        with pytest.raises(UsageError) as caught:
+            service.verify(text, all_tags=True)
+        assert caught.value.exit_code == 2
+
+
+def test_memoised_failure_is_raised_again_as_a_fresh_error(make_env: MakeEnv) -> None:
+    """Two references of one unreachable repository: two error objects, one message each
+    (a shared, mutated error once printed `compose.yml:5: compose.yml:3: ...`)."""
+    env = make_env()
+    env.server.stop()
+    service = TrustService(env.settings)
+    first = service.check(f"{GUN}:1.0")
+    second = service.check(f"{GUN}:2.0")
+    assert isinstance(first.error, NetworkError) and isinstance(second.error, NetworkError)
+    assert first.error is not second.error
+    assert first.error.message == second.error.message
+    located = second.error.derive(prefix="compose.yml:5: ")
+    assert located.message.count("compose.yml") == 1
+    assert second.error.message == first.error.message  # the original did not change
+    with pytest.raises(AttributeError):
+        first.error.message = "changed"  # type: ignore[misc]
+    assert isinstance(located, TrustpullError) and located.__cause__ is second.error
+
+
+def test_now_is_the_services_clock(make_env: MakeEnv) -> None:
+    env = make_env()
+    service = TrustService(env.settings, now=NOW)
+    assert service.now() == NOW

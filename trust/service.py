@@ -1,0 +1,559 @@
+"""The one verification path: every front end (pull, resolve, inspect, check, the manifest pinner,
+the engine proxy and the Python API) asks `TrustService`, and nothing else decides.
+
+For one reference it
+1. picks the rule (`Policy.match`; without a policy the built-in default, an ordinary rule),
+2. picks the trust source (a rule's `trust_source`, else the longest `[[trust_sources]]` scope,
+   else Notary) before any I/O, so a TUF-scoped reference never falls back to Notary,
+3. gets verified data from that source (memoised per repository and rule, thread-safe),
+4. chooses the signed target for tag, tag@digest, digest-only and all-tags references, each tag
+   under its own rule (a digest reference is accepted only through a tag whose rule accepts it),
+5. runs the rule's requirements over the verified facts (`trust.policy.Evidence`),
+6. and only when the verdict is accepted lets the Notary cache keep what this run fetched.
+
+It returns one result type, `Verification`. Errors are raised as made (never mutated): a
+memoised failure is raised again as a fresh copy.
+
+Longer than 500 lines because it is the one place every reference shape meets every rule and
+both trust sources: split, the decision would again live in several copies, which is where the
+last round's fail-open bugs were.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from trust.errors import (
+    NoSuchTagError,
+    NoTrustDataError,
+    NotSignedError,
+    PolicyError,
+    TrustPinError,
+    TrustpullError,
+    UsageError,
+    combined_exit_code,
+)
+from trust.evidence import NotaryEvidence, TufEvidence
+from trust.lookup import (
+    Resolution,
+    inspect_repository,
+    list_signed_tags,
+    lookup_tag,
+    natural_key,
+    pinned_reference,
+    resolution_for,
+    root_key_id,
+)
+from trust.notary.cache import has_cached_trust
+from trust.notary.client import NotaryClient, trust_server_for
+from trust.notary.trusted_set import LOOKUP_ROLES, TrustData
+from trust.notary.x509root import PIN_NO_TOFU
+from trust.policy import BUILTIN_DEFAULT, Context, Policy, Refuse, Rule, UnsignedAccepted
+from trust.reference import Reference, parse
+from trust.settings import Settings, TrustPinning, TrustSourceConfig, scope_matches
+from trust.targets import SignedTarget
+
+__all__ = ["TrustService", "Verification", "select_source", "tofu_notice"]
+
+Notice = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What the service found for one reference: the one result type of every front end.
+
+    Exactly one of three: `resolutions` (verified digests), `unsigned` (a rule explicitly
+    accepted a repository without trust data; the only unverified outcome with trust on), or
+    `error`. `TrustService.verify` raises the error instead; `check` returns it here.
+    """
+
+    input: str
+    reference: Reference | None = None
+    rule: Rule | None = None
+    resolutions: tuple[Resolution, ...] = ()
+    unsigned: str | None = None
+    error: TrustpullError | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.error is None
+
+    @property
+    def verdict(self) -> str:
+        if self.error is not None:
+            return "fail"
+        return "unsigned" if self.unsigned is not None else "pass"
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.error is None else self.error.exit_code
+
+    @property
+    def reason(self) -> str:
+        if self.error is not None:
+            return self.error.message
+        if self.unsigned is not None:
+            return self.unsigned
+        return self.rule.requirement.describe() if self.rule is not None else ""
+
+    def to_json(self) -> dict[str, object]:
+        """`check`'s JSON object: the resolve keys plus input, verdict, rule and reason."""
+        item: dict[str, object] = {}
+        if self.resolutions:
+            item.update(self.resolutions[0].to_json())
+        elif self.reference is not None:
+            item.update({"reference": str(self.reference), "name": self.reference.name})
+        item["input"] = self.input
+        item["verdict"] = self.verdict
+        item["rule"] = self.rule.label if self.rule is not None else None
+        item["reason"] = self.reason
+        if self.error is not None:
+            item["error"] = self.error.to_json()
+        return item
+
+
+def select_source(ref: Reference, settings: Settings) -> TrustSourceConfig | None:
+    """The configured source with the longest scope containing `ref`, or None for Notary."""
+    best: TrustSourceConfig | None = None
+    for source in settings.trust_sources:
+        if scope_matches(source.scope, ref.name) and (
+            best is None or len(source.scope) > len(best.scope)
+        ):
+            best = source
+    return best
+
+
+def tofu_notice(data: TrustData, gun: str) -> str:
+    """What a first contact says: the root trusted on first use (and how to pin it), or that
+    the root matched the configured pin."""
+    canonical = root_key_id(data)
+    if not data.root_check.tofu:
+        return f"first use of {gun}: its root key {canonical} matched the configured pin"
+    root_ids = list(data.root.roles["root"].keyids)
+    return (
+        f"trust on first use: trusting root key {root_ids[0] if root_ids else '?'} "
+        f"(canonical ID {canonical}) for {gun}; to pin it, add "
+        f'"{gun}" = ["{canonical}"] under [trust_pinning.certs] in the config file'
+    )
+
+
+def settings_for(rule: Rule, ref: Reference, settings: Settings) -> Settings:
+    """The settings to verify `ref` with: the rule's trust server and pins override the file's."""
+    changes: dict[str, Any] = {}
+    if rule.trust_server:
+        changes["trust_server_override"] = rule.trust_server
+    if rule.root_keys or rule.root_ca or rule.tofu is not None:
+        pinning = settings.trust_pinning
+        certs = dict(pinning.certs)
+        ca = dict(pinning.ca)
+        if rule.root_keys or rule.root_ca:
+            # The rule's pin replaces whatever the file pins for this GUN (certs, wildcard
+            # certs and CA prefixes), so exactly the rule's pin applies.
+            certs = {
+                k: v
+                for k, v in certs.items()
+                if not (k == ref.name or (k.endswith("*") and ref.name.startswith(k[:-1])))
+            }
+            ca = {k: v for k, v in ca.items() if not ref.name.startswith(k)}
+        if rule.root_keys:
+            certs[ref.name] = rule.root_keys
+        if rule.root_ca:
+            ca[ref.name] = rule.root_ca
+        disable = pinning.disable_tofu if rule.tofu is None else not rule.tofu
+        changes["trust_pinning"] = TrustPinning(certs=certs, ca=ca, disable_tofu=disable)
+    return dataclasses.replace(settings, **changes) if changes else settings
+
+
+# ------------------------------------------------------------------------------ the service
+
+
+@dataclass
+class _Memo:
+    """One (repository, rule) verification, shared by every reference that needs it."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    data: TrustData | None = None
+    error: TrustpullError | None = None
+    done: bool = False
+
+
+class TrustService:
+    """Verifies references under the settings and the policy. Thread-safe; reuse one instance
+    for many references (`check`, the proxy) so each repository is verified once.
+
+    `policy=None` means no configured policy: only the built-in default rule, and trustpull's
+    usual exit codes (a missing signature is 4, not 9).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        policy: Policy | None = None,
+        *,
+        notice: Notice | None = None,
+        now: dt.datetime | None = None,
+        client_factory: Callable[[Settings, frozenset[str]], NotaryClient] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.policy = policy
+        self._notice = notice
+        self._now = now
+        self._client_factory = client_factory
+        self._lock = threading.Lock()
+        self._memo: dict[tuple[str, int], _Memo] = {}
+        self._requests = 0
+
+    @property
+    def requests(self) -> int:
+        """Requests sent to Notary servers so far (benchmarks, `check`'s summary)."""
+        with self._lock:
+            return self._requests
+
+    def now(self) -> dt.datetime:
+        return self._now or dt.datetime.now(dt.UTC)
+
+    def rule_for(self, ref: Reference) -> Rule:
+        return self.policy.match(ref) if self.policy is not None else BUILTIN_DEFAULT
+
+    # -------------------------------------------------------------- front-end entry points
+
+    def verify(self, ref: Reference | str, *, all_tags: bool = False) -> Verification:
+        """Verify one reference; raises the TrustpullError that refuses it.
+
+        - `NAME:TAG`: the tag's signed digest under its rule;
+        - `NAME:TAG@sha256:X`: only if that digest is X (attacks.md I05);
+        - `NAME@sha256:X`: only if X is the signed digest of some tag whose own rule accepts it
+          (attacks.md I04; a digest never escapes a tag-scoped rule);
+        - `all_tags`: every signed tag, each under its own rule; one failure refuses all.
+
+        `UnsignedAccepted` is never raised: it comes back as `Verification.unsigned`.
+        """
+        if isinstance(ref, str):
+            text = ref
+            ref = parse(ref, default_tag=not all_tags)
+        else:
+            text = str(ref)
+        # One refusal, one exit code, whatever the front end: a bad combination is usage (2).
+        if all_tags and ref.tag_given:
+            raise UsageError("tag can't be used with --all-tags/-a")
+        if all_tags and ref.digest is not None:
+            raise UsageError("a digest can't be used with --all-tags/-a")
+        rule = self.rule_for(ref.trimmed() if all_tags else ref)
+        try:
+            if all_tags:
+                resolutions = self._all_tags(ref.trimmed(), rule)
+            elif ref.tag is None:
+                resolutions = [self._by_digest(ref, rule)]
+            else:
+                resolutions = [self._under_policy(ref, rule, self._one)]
+        except UnsignedAccepted as accepted:
+            return Verification(text, ref, accepted.rule, unsigned=accepted.message)
+        return Verification(text, ref, rule, tuple(resolutions))
+
+    def check(self, text: str, ref: Reference | None = None) -> Verification:
+        """`verify` for batch use: never raises a TrustpullError, the error is in the result."""
+        try:
+            return self.verify(ref if ref is not None else text)
+        except TrustpullError as error:
+            reference = ref
+            if reference is None:
+                try:
+                    reference = parse(text)
+                except TrustpullError:
+                    reference = None
+            rule = self.rule_for(reference) if reference is not None else None
+            return Verification(text, reference, rule, error=error)
+
+    def inspect(self, ref: Reference, name_as_typed: str, tag: str | None) -> dict[str, object]:
+        """`docker trust inspect`'s object, from the reference's trust source."""
+        source = select_source(ref, self.settings)
+        if source is not None:
+            from trust.tufsource import TufSource
+
+            return TufSource(source, self.settings, warn=self._notice).inspect(
+                ref, name_as_typed, tag
+            )
+        client = self._client(self.settings, frozenset())
+        try:
+            data = client.update(ref)
+        finally:
+            self._count(client)
+        return inspect_repository(data, name_as_typed, tag)
+
+    # -------------------------------------------------------------- reference shapes
+
+    def _under_policy(
+        self, ref: Reference, rule: Rule, step: Callable[[Reference, Rule], Resolution]
+    ) -> Resolution:
+        """With a configured policy, "not signed" is a requirement not met (exit 9)."""
+        try:
+            return step(ref, rule)
+        except UnsignedAccepted:
+            raise
+        except NotSignedError as error:
+            if self.policy is None:
+                raise
+            raise PolicyError(
+                f"rule {rule.label}: {ref.familiar()} is not signed as required: {error.message}",
+                hint=error.hint,
+            ) from error
+
+    def _one(self, ref: Reference, rule: Rule) -> Resolution:
+        """`NAME:TAG` or `NAME:TAG@sha256:X` under `rule`."""
+        assert ref.tag is not None
+        if rule.refuse:
+            Refuse().verify(Context(ref, rule, self.now(), None, None))
+        settings = settings_for(rule, ref, self.settings)
+        source = self._source(ref, rule)
+        if source is not None:
+            return self._one_tuf(ref, rule, settings, source)
+        data = self._trust_data(ref, rule, settings)
+        target = self._choose(data, ref.tag, rule)
+        if ref.digest is not None and target.digest != ref.digest:
+            raise NoSuchTagError(
+                f"tag {ref.tag} of {ref.name} is signed for {target.digest}, not {ref.digest}"
+            )
+        rule.requirement.verify(Context(ref, rule, self.now(), NotaryEvidence(data), target))
+        return resolution_for(data, ref, target, trust_server_for(ref.domain, settings))
+
+    def _by_digest(self, ref: Reference, repo_rule: Rule) -> Resolution:
+        """`NAME@sha256:X`: accepted through the first tag (natural order) signed for X whose
+        own rule accepts it; when none does, the refusal names each tag's rule and reason."""
+        assert ref.digest is not None
+        digest = ref.digest
+        repo = ref.trimmed()
+        tags = self._candidate_tags(repo, repo_rule)
+        refusals: list[tuple[str, TrustpullError]] = []
+        for tag in tags:
+            tagged = repo.with_tag(tag).with_digest(digest)
+            rule = self.rule_for(tagged)
+            try:
+                found = self._under_policy(tagged, rule, self._one)
+            except NoSuchTagError:
+                continue  # that tag is signed for another digest
+            except UnsignedAccepted:
+                raise
+            except TrustpullError as error:
+                if not isinstance(error, NotSignedError | PolicyError):
+                    raise  # a verification, network or auth failure is never skipped
+                refusals.append((tag, error))
+                continue
+            return dataclasses.replace(
+                found, reference=str(pinned_reference(ref, found.tag or tag, found.digest))
+            )
+        if refusals:
+            worst = combined_exit_code(e.exit_code for _, e in refusals)
+            detail = "; ".join(f"tag {t}: {e.message}" for t, e in refusals)
+            first = next(e for _, e in refusals if e.exit_code == worst)
+            raise type(first)(
+                f"digest {digest} of {repo.name} is refused by the rules of the tags it is "
+                f"signed for: {detail}",
+                hint=first.hint,
+            ) from first
+        raise self._policy_wrap(
+            repo,
+            repo_rule,
+            NoSuchTagError(
+                f"digest {digest} is not signed for any tag of {repo.name}",
+                hint="trustpull pulls a digest only when it is a signed tag's digest",
+            ),
+        )
+
+    def _policy_wrap(self, ref: Reference, rule: Rule, error: NotSignedError) -> TrustpullError:
+        if self.policy is None:
+            return error
+        return PolicyError(
+            f"rule {rule.label}: {ref.familiar()} is not signed as required: {error.message}",
+            hint=error.hint,
+        )
+
+    def _all_tags(self, repo: Reference, rule: Rule) -> list[Resolution]:
+        """Every signed tag, each verified under its own rule; one failure refuses them all."""
+        tags = self._candidate_tags(repo, rule)
+        results: list[Resolution] = []
+        errors: list[TrustpullError] = []
+        for tag in tags:
+            tagged = repo.with_tag(tag)
+            try:
+                results.append(self._under_policy(tagged, self.rule_for(tagged), self._one))
+            except UnsignedAccepted:
+                raise
+            except TrustpullError as error:
+                errors.append(error)
+        if errors:
+            worst = combined_exit_code(e.exit_code for e in errors)
+            raise next(e for e in errors if e.exit_code == worst)
+        return results
+
+    def _candidate_tags(self, repo: Reference, rule: Rule) -> list[str]:
+        """Every tag signed for the repository in its trust source, natural order.
+
+        Notary: tags in docker's lookup roles and in the roles of the signers that any rule
+        matching the repository names. TUF: every tag the Updater's search accepts.
+        """
+        if rule.refuse:
+            Refuse().verify(Context(repo, rule, self.now(), None, None))
+        settings = settings_for(rule, repo, self.settings)
+        source = self._source(repo, rule)
+        if source is not None:
+            return [t.tag for t in self._tuf_targets(repo, source, settings).values()]
+        try:
+            data = self._trust_data(repo, rule, settings)
+        except NotSignedError as error:
+            raise self._policy_wrap(repo, rule, error) from error
+        roles: set[str] = set(LOOKUP_ROLES)
+        for candidate in self.policy.rules if self.policy is not None else ():
+            if dataclasses.replace(candidate.scope, tag=None).matches(repo):
+                roles |= candidate.required_roles
+        tags: set[str] = set()
+        for role in roles:
+            loaded = data.roles.get(role)
+            if loaded is not None:
+                tags.update(t for t in loaded.targets.targets if loaded.allows(t))
+        if not tags:
+            try:
+                list_signed_tags(data)  # raises "no trusted tags"
+            except NotSignedError as error:
+                raise self._policy_wrap(repo, rule, error) from error
+        return sorted(tags, key=natural_key)
+
+    # -------------------------------------------------------------- sources
+
+    def _source(self, ref: Reference, rule: Rule) -> TrustSourceConfig | None:
+        if rule.trust_source == "notary":
+            return None
+        if rule.trust_source is not None:
+            for source in self.settings.trust_sources:
+                if source.scope == rule.trust_source:
+                    return source
+            raise PolicyError(f"rule {rule.label}: trust source {rule.trust_source} is unknown")
+        return select_source(ref, self.settings)
+
+    def _tuf_targets(
+        self, repo: Reference, source: TrustSourceConfig, settings: Settings
+    ) -> dict[str, SignedTarget]:
+        """Every signed tag of `repo` in the TUF repository, as verified by python-tuf."""
+        from trust.tufsource import TufSource
+
+        found: dict[str, SignedTarget] = {}
+        for resolution in TufSource(source, settings, warn=self._notice).resolve(repo, True):
+            assert resolution.tag is not None
+            found[resolution.tag] = SignedTarget(
+                resolution.tag, resolution.digest, resolution.size, resolution.role
+            )
+        return found
+
+    def _one_tuf(
+        self, ref: Reference, rule: Rule, settings: Settings, source: TrustSourceConfig
+    ) -> Resolution:
+        from trust.tufsource import TufSource
+
+        if rule.root_keys or rule.root_ca:
+            raise PolicyError(
+                f"rule {rule.label}: root pins apply to Notary; {ref.name} is verified by the "
+                f"TUF repository {source.metadata_url}, whose trusted root is {source.root}"
+            )
+        (resolution,) = TufSource(source, settings, warn=self._notice).resolve(ref)
+        assert resolution.tag is not None
+        target = SignedTarget(resolution.tag, resolution.digest, resolution.size, resolution.role)
+        evidence = TufEvidence(ref.name, {target.tag: target})
+        rule.requirement.verify(Context(ref, rule, self.now(), evidence, target))
+        return resolution
+
+    def _client(self, settings: Settings, roles: frozenset[str]) -> NotaryClient:
+        if self._client_factory is not None:
+            return self._client_factory(settings, roles)
+        return NotaryClient(settings, warn=self._notice, required_roles=roles)
+
+    def _count(self, client: NotaryClient) -> None:
+        with self._lock:
+            self._requests += client.stats.requests
+
+    def _trust_data(self, ref: Reference, rule: Rule, settings: Settings) -> TrustData:
+        """Verified Notary data for (repository, rule), fetched once per service."""
+        key = (ref.name, rule.index)
+        with self._lock:
+            memo = self._memo.setdefault(key, _Memo())
+        with memo.lock:
+            if not memo.done:
+                try:
+                    memo.data = self._update(ref, rule, settings)
+                except TrustpullError as error:
+                    memo.error = error
+                memo.done = True
+        if memo.error is not None:
+            raise memo.error.fresh()
+        assert memo.data is not None
+        return memo.data
+
+    def _update(self, ref: Reference, rule: Rule, settings: Settings) -> TrustData:
+        client = self._client(settings, rule.required_roles)
+        try:
+            data = client.update(ref)
+        except NoTrustDataError as error:
+            # Notary answered that the repository has no trust data at all: the one case a
+            # rule may accept unsigned, and only when nothing was ever cached for it.
+            if rule.allow_unsigned and not has_cached_trust(settings.trust_dir, ref.name):
+                raise UnsignedAccepted(
+                    f"UNSIGNED, accepted by rule {rule.label} ({rule.origin}): {ref.name} has no "
+                    "trust data on its trust server; the image is NOT verified",
+                    rule,
+                ) from error
+            raise
+        except TrustPinError as error:
+            if rule.tofu is False and error.message == PIN_NO_TOFU:
+                raise PolicyError(
+                    f"rule {rule.label} ({rule.origin}) does not allow trust on first use and "
+                    f"nothing is cached or pinned for {ref.name}",
+                    hint="pin its root key with root_keys (or [trust_pinning]) to trust it",
+                ) from error
+            raise
+        finally:
+            self._count(client)
+        if data.first_use and self._notice is not None:
+            self._notice(tofu_notice(data, ref.name))
+        return data
+
+    def _choose(self, data: TrustData, tag: str, rule: Rule) -> SignedTarget:
+        """The digest the rule vouches for: every named signer's (they must agree), else
+        docker's lookup."""
+        if not rule.signers:
+            return lookup_tag(data, tag)
+        evidence = NotaryEvidence(data)
+        votes: dict[str, list[str]] = {}
+        chosen: dict[str, SignedTarget] = {}
+        for signer in rule.signers:
+            role = signer if signer.startswith("targets/") else f"targets/{signer}"
+            signed = evidence.signed_by(role, tag)
+            if signed is None:
+                continue  # the requirement then reports the missing signer
+            votes.setdefault(signed.digest, []).append(signer)
+            chosen.setdefault(signed.digest, signed)
+        if not votes:
+            names = ", ".join(rule.signers)
+            raise PolicyError(f"rule {rule.label}: {tag} is not signed by any of {names}")
+        if len(votes) > 1:
+            # A named signer's dissent refuses the tag, however many signers agree otherwise
+            # (a threshold counts signatures, it does not outvote a signer: issue 11 #9).
+            detail = "; ".join(f"{', '.join(who)} signed {d}" for d, who in votes.items())
+            raise PolicyError(f"rule {rule.label}: the signers disagree on {tag}: {detail}")
+        (digest,) = votes
+        return chosen[digest]
+
+
+def verify_many(
+    service: TrustService, texts: Sequence[str], *, all_tags: bool = False
+) -> list[Verification]:
+    """`verify` for each text; failures come back in the results (resolve's loop)."""
+    results = []
+    for text in texts:
+        try:
+            results.append(service.verify(text, all_tags=all_tags))
+        except TrustpullError as error:
+            results.append(Verification(text, error=error))
+    return results

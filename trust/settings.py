@@ -1,0 +1,174 @@
+"""Settings and limits: the leaf every other room reads, importing nothing of trustpull but errors.
+
+After python-tuf's `ngclient/config.py`: plain frozen values, no file, environment or network
+access. `trust.config` is the loader that builds them from the TOML file, the environment and
+the command line; the policy (`[[rules]]`) is loaded beside them, not inside them, because the
+policy model sits above the settings in the house.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from trust.errors import ConfigError, InputError
+
+__all__ = [
+    "Limits",
+    "Settings",
+    "TrustPinning",
+    "TrustSourceConfig",
+    "content_trust_from_env",
+    "parse_go_bool",
+    "scope_matches",
+    "validate_trust_server_url",
+]
+
+KIB = 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Every size, time and count bound trustpull applies (config section `[limits]`)."""
+
+    #: timestamp.json is fetched without a known length: this caps it (attacks.md G06).
+    timestamp_max_bytes: int = 64 * KIB
+    #: root.json and <v>.root.json when no length is known.
+    root_max_bytes: int = 512 * KIB
+    #: Any other file is capped by its parent's meta length; this is an absolute ceiling on top.
+    metadata_max_bytes: int = 64 * 1024 * KIB
+    #: Bodies of error answers are read only this far.
+    error_body_max_bytes: int = 64 * KIB
+    #: How many `<v>.root.json` steps one update may walk (attacks.md D03).
+    max_root_rotations: int = 32
+    #: Delegated roles per repository and delegation depth (attacks.md E08).
+    max_delegations: int = 256
+    max_delegation_depth: int = 8
+    #: Seconds: TCP connect, between two reads, one whole file, the whole run's trust update.
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+    file_timeout: float = 60.0
+    total_timeout: float = 300.0
+    #: The `/v2/` ping before metadata requests (docker uses 5 s).
+    ping_timeout: float = 5.0
+    #: Retries of idempotent requests on connection errors, 5xx and 429.
+    retries: int = 2
+    retry_backoff: float = 0.5
+    retry_after_cap: float = 10.0
+    max_redirects: int = 10
+    #: Engine API timeout for non-streaming calls (the pull stream itself is not time-bounded).
+    engine_timeout: float = 60.0
+    #: Deployment files read by `check` and `resolve --write/--compose` (Dockerfile, compose,
+    #: Kubernetes, reference lists): bytes per file, and image sites per run (YAML aliases
+    #: are visited once, so a site is counted once however often it is referenced).
+    manifest_max_bytes: int = 4 * 1024 * KIB
+    manifest_max_sites: int = 10_000
+
+    def __post_init__(self) -> None:
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ConfigError(f"limits.{item.name} must be a non-negative number")
+
+
+@dataclass(frozen=True)
+class TrustPinning:
+    """Notary's `trust_pinning` semantics and names (dct.md §2.9 step 5)."""
+
+    #: GUN, or prefix ending in `*`, → root certificate key IDs (x509 or canonical form).
+    certs: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: GUN prefix → path of a CA bundle that the root's leaf must chain to.
+    ca: Mapping[str, str] = field(default_factory=dict)
+    #: Refuse trust on first use when no pin applies.
+    disable_tofu: bool = False
+
+
+@dataclass(frozen=True)
+class TrustSourceConfig:
+    """One `[[trust_sources]]` entry; paths are absolute once the config file is parsed."""
+
+    #: `registry.example.com` or `registry.example.com/team` (no scheme, tag or digest).
+    scope: str
+    #: https base URL under which `root.json`, `timestamp.json`, ... are published.
+    metadata_url: str
+    #: The user's trusted initial root.json: the only root trusted without a signature.
+    root: Path
+    type: str = "tuf"
+    #: Where verified metadata is kept between runs (rollback protection); None: the default.
+    cache_dir: Path | None = None
+
+
+def scope_matches(scope: str, name: str) -> bool:
+    """True when the fully qualified repository `name` is `scope` or lies under it (by segment)."""
+    return name == scope or name.startswith(scope + "/")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the library needs to run, resolved from defaults, file, env and flags."""
+
+    content_trust: bool = True
+    docker_config: Path = field(default_factory=lambda: Path.home() / ".docker")
+    #: `DOCKER_CONTENT_TRUST_SERVER`: overrides every per-registry server when set.
+    trust_server_override: str | None = None
+    #: registry host[:port] → trust server URL.
+    trust_servers: Mapping[str, str] = field(default_factory=dict)
+    trust_pinning: TrustPinning = field(default_factory=TrustPinning)
+    limits: Limits = field(default_factory=Limits)
+    offline: bool = False
+    config_file: Path | None = None
+    #: `[[trust_sources]]`: repository scopes verified by a TUF repository instead of Notary.
+    trust_sources: tuple[TrustSourceConfig, ...] = ()
+
+    @property
+    def trust_dir(self) -> Path:
+        """docker's trust directory, shared with the docker CLI (dct.md §5)."""
+        return self.docker_config / "trust"
+
+
+_GO_TRUE = {"1", "t", "T", "true", "TRUE", "True"}
+_GO_FALSE = {"0", "f", "F", "false", "FALSE", "False"}
+
+
+def parse_go_bool(value: str) -> bool | None:
+    """Go's strconv.ParseBool: True/False, or None when the text is not a Go boolean."""
+    if value in _GO_TRUE:
+        return True
+    if value in _GO_FALSE:
+        return False
+    return None
+
+
+def content_trust_from_env(environ: Mapping[str, str]) -> bool:
+    """Trust is on unless DOCKER_CONTENT_TRUST parses as false by Go's rules.
+
+    Docker treats an unset or empty variable as *off*; trustpull does not, on purpose: a verifying
+    tool must not fail open because a variable is missing (README, "Differences from docker").
+    """
+    value = environ.get("DOCKER_CONTENT_TRUST", "")
+    return parse_go_bool(value) is not False
+
+
+def validate_trust_server_url(url: str) -> str:
+    """Accept only `https://host[:port][/path]` (attacks.md G10); drop one trailing slash.
+
+    Docker accepts any https URL verbatim; trustpull also refuses userinfo, query and fragment,
+    which have no meaning for a trust server and only hide where requests really go.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise InputError(f"valid https URL required for trust server, got {url}") from None
+    if parts.scheme != "https" or not parts.hostname:
+        raise InputError(f"valid https URL required for trust server, got {url}")
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        raise InputError(f"trust server URL must not carry credentials: {url}")
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        raise InputError(f"trust server URL must not have a query or fragment: {url}")
+    if port == 0:
+        raise InputError(f"valid https URL required for trust server, got {url}")
+    return url[:-1] if url.endswith("/") else url
