@@ -33,6 +33,8 @@ TIMEOUT = 10
 RSS_LIMIT_MB = 2048
 #: A long run stops restarting a target after this many crash inputs.
 MAX_CRASHES = 5
+#: libFuzzer's -seed for smoke runs (0, a long run's, means a random one).
+SMOKE_SEED = 1
 
 
 @dataclass
@@ -64,7 +66,7 @@ def build_seeds(target: str, workdir: Path) -> Path:
 
 
 def _libfuzzer(
-    target: str, workdir: Path, seconds: int, corpus: Path, seeds_dir: Path
+    target: str, workdir: Path, seconds: int, corpus: Path, seeds_dir: Path, seed: int
 ) -> tuple[int, str]:
     module = importlib.import_module(f"fuzz_{target}")
     artifacts = workdir / "artifacts"
@@ -77,6 +79,7 @@ def _libfuzzer(
         f"-max_len={module.MAX_LEN}",
         f"-artifact_prefix={artifacts}/{target}-",
         "-print_final_stats=1",
+        f"-seed={seed}",
         str(corpus),
         str(seeds_dir),
     ]
@@ -102,7 +105,9 @@ def run_target(target: str, workdir: Path, seconds: int, *, long: bool) -> Resul
     failed = False
     while True:
         left = seconds - int(time.monotonic() - started)
-        code, text = _libfuzzer(target, workdir, max(left, 1), corpus, seeds_dir)
+        # Smoke: one fixed libFuzzer seed, so CI mutates the same way each run; long: random.
+        seed = 0 if long else SMOKE_SEED
+        code, text = _libfuzzer(target, workdir, max(left, 1), corpus, seeds_dir, seed)
         runs = sum(int(n) for n in re.findall(r"stat::number_of_executed_units:\s+(\d+)", text))
         failed = failed or code != 0
         new = set(artifacts.glob(f"{target}-*")) - before
