@@ -28,30 +28,37 @@ def make_env(isolated_home: Path) -> Iterator[MakeEnv]:
     yield from env_factory()
 
 
-def _with_unknown_string_tag(key: Key) -> Key:
-    """`key`'s certificate with the CN's PrintableString tag (0x13) turned into 0x53, a tag
-    cryptography's lazy Name parser does not know (it raised KeyError: 83)."""
+def _with_cn_encoded_as(key: Key, tag: int, content: bytes) -> Key:
+    """`key`'s certificate with the CN value (a PrintableString, tag 0x13) re-encoded as the
+    DER element `tag`/`content`, in subject and issuer (self-signed); the signature no longer
+    matches, which is beside the point: the certificate must be refused, not crash."""
     assert key.cert is not None
     der = key.cert.public_bytes(serialization.Encoding.DER)
     cn = GUN.encode()
     marker = b"\x06\x03\x55\x04\x03\x13" + bytes([len(cn)]) + cn  # OID 2.5.4.3, PrintableString
-    assert der.count(marker) == 2  # subject and issuer (self-signed)
-    broken = der.replace(marker, marker[:5] + b"\x53" + marker[6:])
-    pem = (
-        b"-----BEGIN CERTIFICATE-----\n"
-        + base64.encodebytes(broken)
-        + b"-----END CERTIFICATE-----\n"
-    )
+    assert der.count(marker) == 2
+    broken = der.replace(marker, marker[:5] + bytes([tag, len(content)]) + content)
+    pem = b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(broken)
+    pem += b"-----END CERTIFICATE-----\n"
     return Key(key.keytype, base64.b64encode(pem).decode(), key.private_key)
 
 
-def test_fuzz_finding_keys_certificate_subject_with_unknown_string_tag(make_env: MakeEnv) -> None:
-    """fuzz_keys: a root certificate whose subject holds an unknown ASN.1 string type made
-    x509root's CN lookup raise KeyError (exit 1); it is an unusable certificate (exit 5)."""
+@pytest.mark.parametrize(
+    ("tag", "content", "raised"),
+    [
+        (0x53, GUN.encode(), "KeyError: 83 (an ASN.1 string type cryptography does not know)"),
+        (0x03, b"\x00" + GUN.encode()[:-1], "TypeError: oid must be X500_UNIQUE_IDENTIFIER"),
+    ],
+    ids=["unknown-string-tag", "bit-string-cn"],
+)
+def test_fuzz_finding_keys_certificate_subject_that_does_not_decode(
+    make_env: MakeEnv, tag: int, content: bytes, raised: str
+) -> None:
+    """fuzz_keys: a root certificate whose subject CN does not decode made x509root's CN lookup
+    raise (`raised`): a crash, exit 1; it is an unusable certificate (exit 5)."""
     builder = baseline_builder(others=False)
-    builder.rotate_key(
-        "root", [_with_unknown_string_tag(builder.new_key("ecdsa-x509"))], sign_with="new"
-    )
+    key = _with_cn_encoded_as(builder.new_key("ecdsa-x509"), tag, content)
+    builder.rotate_key("root", [key], sign_with="new")
     error = make_env(builder).refuse(CertificateError)
     assert error.exit_code == 5
 
