@@ -47,7 +47,7 @@ HEAVY_MODULES = (
     "trust.config",
     "trust.notary.client",
     "trust.notary.trusted_set",
-    "trust.transport",
+    "trust.http.session",
     "trust.engine",
     "trust.trusted_pull",
 )

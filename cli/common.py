@@ -26,6 +26,8 @@ EPILOG = f"\b\nExit codes:\n{EXIT_TABLE}"
 
 def fail(error: TrustpullError, verbose: bool) -> None:
     click.echo(f"Error: {error.diagnostics()}", err=True)
+    if verbose and error.detail:
+        click.echo(f"detail: {error.detail}", err=True)
     if verbose and error.__cause__ is not None:
         traceback.print_exception(error.__cause__, file=sys.stderr)
 
@@ -55,6 +57,7 @@ def load_cli_config(
     disable_trust: bool = False,
     offline: bool = False,
     policy: str | None = None,
+    engine_socket: str | None = None,
 ) -> Configuration:
     """The settings and policy for this run: command line over environment over file."""
     from trust.config import load_config
@@ -65,6 +68,7 @@ def load_cli_config(
         content_trust=False if disable_trust else None,
         offline=offline,
         policy_file=policy,
+        engine_socket=engine_socket,
     )
 
 

@@ -117,6 +117,11 @@ class TextReporter:
     is_flag=True,
     help="Store credentials typed at the login prompt (credential helper, else config.json).",
 )
+@click.option(
+    "--engine-socket",
+    metavar="PATH",
+    help="The engine's unix socket (e.g. podman's /run/podman/podman.sock); overrides DOCKER_HOST.",
+)
 @common_options
 def pull_command(
     references: Sequence[str],
@@ -125,6 +130,7 @@ def pull_command(
     quiet: bool,
     platform: str | None,
     save_credentials: bool,
+    engine_socket: str | None,
     config: str | None,
     output: str,
     offline: bool,
@@ -144,7 +150,11 @@ def pull_command(
         from trust.trusted_pull import NullReporter, pull
 
         configuration = load_cli_config(
-            config, disable_trust=disable_trust, offline=offline, policy=policy
+            config,
+            disable_trust=disable_trust,
+            offline=offline,
+            policy=policy,
+            engine_socket=engine_socket,
         )
         settings = configuration.settings
         if not settings.content_trust:
@@ -384,6 +394,11 @@ from cli.batch import check_command, policy_group  # noqa: E402  (commands in th
 
 main.add_command(check_command)
 main.add_command(policy_group)
+from cli.pin import pin_command  # noqa: E402
+from cli.plugin import docker_plugin_group  # noqa: E402
+
+main.add_command(docker_plugin_group)
+main.add_command(pin_command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

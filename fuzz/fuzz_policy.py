@@ -85,8 +85,13 @@ def seeds() -> Iterator[bytes]:
     roots = list(_roots())
     for index, (gun, ids) in enumerate(roots):
         yield _rule(index, gun, ids).encode()
-    pins = "\n".join(f'"{gun}" = {json.dumps(ids)}' for gun, ids in roots)
+    by_gun: dict[str, list[str]] = {}
+    for gun, ids in roots:
+        by_gun.setdefault(gun, []).extend(i for i in ids if i not in by_gun.get(gun, []))
+    pins = "\n".join(f'"{gun}" = {json.dumps(ids)}' for gun, ids in by_gun.items())
     yield (
+        '[auth]\nrealms = ["https://auth.example.com/token"]\n\n[engine]\nsocket = '
+        '"/run/docker.sock"\n\n'
         '[limits]\nretries = 2\nread_timeout = 1.5\n\n[trust_servers]\n"docker.io" = '
         '"https://notary.docker.io/"\n\n[trust_pinning]\ndisable_tofu = true\n'
         f'ca = {{ "docker.io/" = "ca.pem" }}\n\n[trust_pinning.certs]\n{pins}\n\n'

@@ -90,7 +90,11 @@ OUTCOMES: dict[str, tuple[str, str]] = {
     "G08": ("R", "Network 6 (downgrade, file://, loops)"),
     "G09": ("R", "Network 6, no http retry"),
     "G10": ("R", "Input 3"),
-    "G11": ("R", "Auth 7, never 'not signed', no cache fallback"),
+    "G11": (
+        "R",
+        "Auth 7, never 'not signed', no cache fallback; registry credentials only to a realm "
+        "on the trust server's or registry's host, Docker Hub's, or `[auth] realms`",
+    ),
     "H02": ("A", "accepted: corrupt cached files downloaded again"),
     "H03": ("A", "accepted with a warning; old file whole, no temp file"),
     "H04": ("A", "every process verified or failed cleanly; cache verifies"),

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from trust.errors import ConfigError, InputError
 from trust.policy import Policy
@@ -30,6 +31,7 @@ from trust.settings import (
     TrustPinning,
     TrustSourceConfig,
     content_trust_from_env,
+    engine_socket_host,
     parse_go_bool,
     validate_trust_server_url,
 )
@@ -119,7 +121,15 @@ class _FileReader:
         return value
 
 
-_SECTIONS = {"trust_servers", "trust_pinning", "limits", "trust_sources", "rules"}
+_SECTIONS = {
+    "trust_servers",
+    "trust_pinning",
+    "limits",
+    "trust_sources",
+    "rules",
+    "engine",
+    "auth",
+}
 _PINNING_KEYS = {"certs", "ca", "disable_tofu"}
 
 
@@ -184,6 +194,21 @@ def _parse_pinning(reader: _FileReader, table: Mapping[str, Any]) -> TrustPinnin
     return TrustPinning(certs=certs, ca=ca, disable_tofu=disable_tofu)
 
 
+def _parse_engine(reader: _FileReader, table: Mapping[str, Any]) -> str | None:
+    for key in table:
+        if key != "socket":
+            raise reader.fail("engine", key, "unknown key")
+    value = table.get("socket")
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise reader.fail("engine", "socket", "must be a string (a unix socket path)")
+    try:
+        return engine_socket_host(value)
+    except InputError as exc:
+        raise reader.fail("engine", "socket", exc.message) from None
+
+
 def _parse_servers(reader: _FileReader, table: Mapping[str, Any]) -> dict[str, str]:
     servers: dict[str, str] = {}
     for registry, url in table.items():
@@ -194,6 +219,29 @@ def _parse_servers(reader: _FileReader, table: Mapping[str, Any]) -> dict[str, s
         except InputError as exc:
             raise reader.fail("trust_servers", registry, exc.message) from None
     return servers
+
+
+def _parse_auth(reader: _FileReader, table: Mapping[str, Any]) -> tuple[str, ...]:
+    """`[auth] realms = ["https://auth.example.com", ...]`: https URLs without credentials."""
+    for key in table:
+        if key != "realms":
+            raise reader.fail("auth", key, "unknown key")
+    realms = table.get("realms", [])
+    if not isinstance(realms, list) or not all(isinstance(r, str) for r in realms):
+        raise reader.fail("auth", "realms", "must be an array of https URL strings")
+    for realm in realms:
+        try:
+            parts = urlsplit(realm)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            raise reader.fail("auth", "realms", f"not a URL: {realm!r}") from None
+        if parts.scheme != "https" or not parts.hostname:
+            raise reader.fail("auth", "realms", f"must be an https URL: {realm!r}")
+        if parts.username is not None or "@" in parts.netloc or parts.query or parts.fragment:
+            raise reader.fail(
+                "auth", "realms", f"must not carry credentials, query or fragment: {realm!r}"
+            )
+    return tuple(realms)
 
 
 _SOURCE_KEYS = {"scope", "type", "metadata_url", "root", "cache_dir"}
@@ -340,6 +388,7 @@ def load_config(
     content_trust: bool | None = None,
     offline: bool = False,
     policy_file: str | Path | None = None,
+    engine_socket: str | None = None,
 ) -> Configuration:
     """Build the settings and the policy from (highest first) explicit arguments, the
     environment, the file, and defaults.
@@ -358,7 +407,9 @@ def load_config(
     servers: dict[str, str] = {}
     sources: tuple[TrustSourceConfig, ...] = ()
     policy: Policy | None = None
+    realms: tuple[str, ...] = ()
     used_file: Path | None = None
+    file_engine: str | None = None
     if explicit or path.is_file():
         doc, reader = _read_file(path)
         used_file = path
@@ -368,6 +419,8 @@ def load_config(
         limits = _parse_limits(reader, reader.table(doc, "limits"))
         pinning = _parse_pinning(reader, reader.table(doc, "trust_pinning"))
         servers = _parse_servers(reader, reader.table(doc, "trust_servers"))
+        file_engine = _parse_engine(reader, reader.table(doc, "engine"))
+        realms = _parse_auth(reader, reader.table(doc, "auth"))
         if "trust_sources" in doc:
             sources = _parse_trust_sources(reader, doc["trust_sources"])
         if "rules" in doc and policy_file is None:
@@ -381,6 +434,9 @@ def load_config(
         override = validate_trust_server_url(override)
     if content_trust is None:
         content_trust = True if policy is not None else content_trust_from_env(env)
+    engine_host = engine_socket_host(engine_socket) if engine_socket is not None else None
+    if engine_host is None and not env.get("DOCKER_HOST"):
+        engine_host = file_engine
     settings = Settings(
         content_trust=content_trust,
         docker_config=docker_config_dir(env),
@@ -391,5 +447,7 @@ def load_config(
         offline=offline,
         config_file=used_file,
         trust_sources=sources,
+        engine_host=engine_host,
+        auth_realms=realms,
     )
     return Configuration(settings, policy)

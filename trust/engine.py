@@ -5,6 +5,14 @@ version negotiation) rather than its `pull()`/`tag()` helpers, because those wou
 `~/.docker/config.json` on their own for `X-Registry-Auth`, and trustpull must send exactly the
 credentials it resolved for the exact registry (dct.md §1.8, attacks.md J07).
 
+Podman's Docker-compatible service (`podman system service`) is an engine too; where its answers
+differ from dockerd's, this module evens them out (README, "Podman"): it is recognised by the
+`Libpod-Api-Version` header it sends on every answer; a pull of every tag (docker's `fromImage`
+without `tag`) is refused there, because podman pulls only `:latest` then; `image_tags` leaves
+out the `NAME@sha256:…` names that podman gives an image pulled by digest; and a
+registry that the engine reaches over HTTPS but that answers plain HTTP gets the engine's own
+way to mark it insecure in the error.
+
 `docker` is imported inside functions so that `trustpull --help` does not pay for it.
 """
 
@@ -35,6 +43,9 @@ _AUTH_RE = re.compile(
     re.IGNORECASE,
 )
 _ANONYMOUS_HEADER = RegistryAuth().to_engine_header()
+#: Sent by podman's service on every answer (dockerd never sends it).
+_PODMAN_HEADER = "Libpod-Api-Version"
+_PLAIN_HTTP_REGISTRY = "server gave HTTP response to HTTPS client"
 
 
 def _unreachable(host: str) -> EngineError:
@@ -60,6 +71,22 @@ def _classify(message: str, status: int | None = None) -> EngineError | AuthErro
     if status in (401, 403) or _AUTH_RE.search(message):
         return AuthError(message)
     return EngineError(message)
+
+
+def _insecure_registry_advice(message: str, name: str, podman: bool) -> str:
+    """The engine's message, plus where that engine marks a plain-HTTP registry insecure."""
+    if _PLAIN_HTTP_REGISTRY not in message:
+        return message
+    registry = name.split("/", 1)[0]
+    if podman:
+        where = (
+            f'podman: add [[registry]] location = "{registry}", insecure = true to its '
+            "registries.conf (/etc/containers/registries.conf.d/*.conf or "
+            "$CONTAINERS_REGISTRIES_CONF) and restart the service"
+        )
+    else:
+        where = f'docker: add "{registry}" to "insecure-registries" in the daemon\'s daemon.json'
+    return f"{message} (the registry {registry} speaks plain HTTP; to allow it, {where})"
 
 
 def _error_message(response: requests.Response) -> str:
@@ -101,6 +128,7 @@ class Engine:
     def __init__(self, api: Any, host: str) -> None:
         self._api = api
         self.host = host
+        self._podman: bool | None = None
 
     @classmethod
     def connect(cls, environ: Mapping[str, str], *, timeout: float = 60.0) -> Engine:
@@ -141,6 +169,15 @@ class Engine:
     def api_version(self) -> str:
         return str(self._api.api_version)
 
+    @property
+    def is_podman(self) -> bool:
+        """True for podman's Docker-compatible service (asked once, with `GET /_ping`)."""
+        if self._podman is None:
+            response = self._request("GET", "/_ping")
+            with response:
+                self._podman = _PODMAN_HEADER in response.headers
+        return self._podman
+
     def _url(self, path: str) -> str:
         return f"{self._api.base_url}/v{self._api.api_version}{path}"
 
@@ -174,6 +211,12 @@ class Engine:
         """
         import requests
 
+        if all_tags and self.is_podman:
+            raise EngineError(
+                f"the engine at {self.host} is podman, whose Docker-compatible API cannot pull "
+                f"every tag of {name} (it would pull :latest only); name the tags, or pull with "
+                "content trust on (then -a pulls every signed tag by its digest)"
+            )
         params: dict[str, str] = {"fromImage": name}
         if not all_tags:
             params["tag"] = tag_or_digest or "latest"
@@ -189,8 +232,12 @@ class Engine:
             timeout=None,
         )
         with response:
+            podman = _PODMAN_HEADER in response.headers
+            if podman:
+                self._podman = True
             if response.status_code >= 400:
-                raise _classify(_error_message(response), response.status_code)
+                refusal = _insecure_registry_advice(_error_message(response), name, podman)
+                raise _classify(refusal, response.status_code)
             try:
                 for message in _json_messages(response.iter_content(chunk_size=None)):
                     if message.get("error") or message.get("errorDetail"):
@@ -198,7 +245,10 @@ class Engine:
                         text = message.get("error") or (
                             detail.get("message") if isinstance(detail, dict) else None
                         )
-                        raise _classify(str(text or "pull failed"))
+                        advised = _insecure_registry_advice(
+                            str(text or "pull failed"), name, podman
+                        )
+                        raise _classify(advised)
                     if on_event is not None:
                         on_event(message)
             except requests.RequestException as exc:
@@ -218,14 +268,28 @@ class Engine:
                     f"{_error_message(response)}"
                 )
 
-    def image_repo_digests(self, ref: str) -> list[str]:
-        """`RepoDigests` of a local image (`GET /images/<ref>/json`)."""
+    def _inspect_list(self, ref: str, key: str) -> list[str]:
+        """One list field of a local image's inspect answer (`GET /images/<ref>/json`)."""
         response = self._request("GET", f"/images/{quote(ref, safe='/:@')}/json")
         with response:
             if response.status_code != 200:
                 raise EngineError(f"cannot inspect image {ref}: {_error_message(response)}")
             try:
-                digests = response.json().get("RepoDigests") or []
+                values = response.json().get(key) or []
             except (ValueError, AttributeError):
                 raise EngineError(f"invalid inspect answer for {ref}") from None
-        return [str(d) for d in digests]
+        return [str(value) for value in values]
+
+    def image_repo_digests(self, ref: str) -> list[str]:
+        """`RepoDigests` of a local image."""
+        return self._inspect_list(ref, "RepoDigests")
+
+    def image_tags(self, ref: str) -> list[str]:
+        """`RepoTags` of a local image, `NAME:TAG` only.
+
+        After a pull by digest podman names the image `NAME@sha256:…` too, and its image list
+        (`GET /images/json`, what `docker images` shows) has that name among the RepoTags;
+        docker has it only in RepoDigests. Podman 4.3's inspect answer already leaves it out;
+        any such name is dropped here all the same, so that both engines answer alike.
+        """
+        return [tag for tag in self._inspect_list(ref, "RepoTags") if "@" not in tag]

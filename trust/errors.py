@@ -58,15 +58,18 @@ class TrustpullError(Exception):
 
     exit_code: ClassVar[int] = 1
     kind: ClassVar[str] = "Internal"
-    _FROZEN: ClassVar[frozenset[str]] = frozenset({"message", "hint"})
+    _FROZEN: ClassVar[frozenset[str]] = frozenset({"message", "hint", "detail"})
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(self, message: str, *, hint: str | None = None, detail: str | None = None) -> None:
         super().__init__(message)
         object.__setattr__(self, "message", message)
         object.__setattr__(self, "hint", hint)
+        #: The raw low-level cause (a library's own wording), for `-v` only; never the message.
+        object.__setattr__(self, "detail", detail)
 
     message: str
     hint: str | None
+    detail: str | None
 
     def __setattr__(self, name: str, value: object) -> None:
         if name in self._FROZEN:

@@ -401,7 +401,13 @@ class TrustService:
         settings = settings_for(rule, repo, self.settings)
         source = self._source(repo, rule)
         if source is not None:
-            return [t.tag for t in self._tuf_targets(repo, source, settings).values()]
+            found = self._tuf_targets(repo, source, settings)
+            if not found:
+                error = NoTrustDataError(
+                    f"No trusted tags for {repo.name} in {source.metadata_url}"
+                )
+                raise self._policy_wrap(repo, rule, error)
+            return list(found)
         try:
             data = self._trust_data(repo, rule, settings)
         except NotSignedError as error:
@@ -437,33 +443,33 @@ class TrustService:
     def _tuf_targets(
         self, repo: Reference, source: TrustSourceConfig, settings: Settings
     ) -> dict[str, SignedTarget]:
-        """Every signed tag of `repo` in the TUF repository, as verified by python-tuf."""
+        """Every signed tag of `repo` in the TUF repository, as python-tuf verified it."""
         from trust.tufsource import TufSource
 
-        found: dict[str, SignedTarget] = {}
-        for resolution in TufSource(source, settings, warn=self._notice).resolve(repo, True):
-            assert resolution.tag is not None
-            found[resolution.tag] = SignedTarget(
-                resolution.tag, resolution.digest, resolution.size, resolution.role
-            )
-        return found
+        with TufSource(source, settings, warn=self._notice).view(repo.name) as view:
+            return {target.tag: target for target in view.signed_tags()}
 
     def _one_tuf(
         self, ref: Reference, rule: Rule, settings: Settings, source: TrustSourceConfig
     ) -> Resolution:
+        """`NAME:TAG[@sha256:X]` from a TUF repository's verified view (python-tuf's search)."""
         from trust.tufsource import TufSource
 
+        assert ref.tag is not None
         if rule.root_keys or rule.root_ca:
             raise PolicyError(
                 f"rule {rule.label}: root pins apply to Notary; {ref.name} is verified by the "
                 f"TUF repository {source.metadata_url}, whose trusted root is {source.root}"
             )
-        (resolution,) = TufSource(source, settings, warn=self._notice).resolve(ref)
-        assert resolution.tag is not None
-        target = SignedTarget(resolution.tag, resolution.digest, resolution.size, resolution.role)
-        evidence = TufEvidence(ref.name, {target.tag: target})
-        rule.requirement.verify(Context(ref, rule, self.now(), evidence, target))
-        return resolution
+        with TufSource(source, settings, warn=self._notice).view(ref.name) as view:
+            target = view.lookup(ref.tag)
+            if ref.digest is not None and target.digest != ref.digest:
+                raise NoSuchTagError(
+                    f"tag {ref.tag} of {ref.name} is signed for {target.digest}, not {ref.digest}"
+                )
+            evidence = TufEvidence(ref.name, {target.tag: target})
+            rule.requirement.verify(Context(ref, rule, self.now(), evidence, target))
+            return view.resolution(ref, target)
 
     def _client(self, settings: Settings, roles: frozenset[str]) -> NotaryClient:
         if self._client_factory is not None:

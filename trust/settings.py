@@ -22,6 +22,7 @@ __all__ = [
     "TrustPinning",
     "TrustSourceConfig",
     "content_trust_from_env",
+    "engine_socket_host",
     "parse_go_bool",
     "scope_matches",
     "validate_trust_server_url",
@@ -122,6 +123,12 @@ class Settings:
     config_file: Path | None = None
     #: `[[trust_sources]]`: repository scopes verified by a TUF repository instead of Notary.
     trust_sources: tuple[TrustSourceConfig, ...] = ()
+    #: The engine to pull through as a `DOCKER_HOST` value (`unix:///run/podman/podman.sock`):
+    #: `--engine-socket`, else `[engine] socket` unless `DOCKER_HOST` is set; None: `DOCKER_HOST`.
+    engine_host: str | None = None
+    #: `[auth] realms`: token realms besides the trust server's and registry's own hosts that may
+    #: receive registry credentials (https URLs; trust.http.auth.RealmPolicy).
+    auth_realms: tuple[str, ...] = ()
 
     @property
     def trust_dir(self) -> Path:
@@ -172,3 +179,11 @@ def validate_trust_server_url(url: str) -> str:
     if port == 0:
         raise InputError(f"valid https URL required for trust server, got {url}")
     return url[:-1] if url.endswith("/") else url
+
+
+def engine_socket_host(value: str) -> str:
+    """`--engine-socket` / `[engine] socket`: an absolute unix socket path (or `unix://` URL)."""
+    path = value.removeprefix("unix://")
+    if not path.startswith("/") or "://" in path:
+        raise InputError(f"engine socket must be an absolute unix socket path, got {value!r}")
+    return f"unix://{path}"

@@ -206,6 +206,8 @@ def _connect(
     try:
         if engine_factory is not None:
             return engine_factory()
+        if settings.engine_host is not None:
+            environ = {**environ, "DOCKER_HOST": settings.engine_host}
         return Engine.connect(environ, timeout=settings.limits.engine_timeout)
     except EngineError as error:
         if not result.resolutions:

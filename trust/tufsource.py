@@ -15,7 +15,6 @@ repository or refused.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import fcntl
 import hashlib
@@ -23,13 +22,11 @@ import os
 import re
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
 
 from tuf.api import exceptions as tuf_errors
-from tuf.api.metadata import Root, TargetFile, Targets
 from tuf.api.serialization import DeserializationError
 from tuf.ngclient.config import UpdaterConfig
 from tuf.ngclient.fetcher import FetcherInterface
@@ -38,38 +35,34 @@ from tuf.ngclient.updater import Updater
 from trust.errors import (
     AuthError,
     ConfigError,
-    DelegationError,
     ExpiredError,
     HashMismatchError,
     InputError,
     LengthError,
     MalformedError,
     NetworkError,
-    NoSuchTagError,
-    NoTrustDataError,
     RollbackError,
     SignatureError,
     ThresholdError,
     TrustpullError,
     VerificationError,
 )
-from trust.lookup import REPO_ADMIN, Resolution, natural_key, pinned_reference
+from trust.http import Auth, HttpsSession, RealmPolicy
 from trust.reference import Reference
 from trust.settings import Settings, TrustSourceConfig
-from trust.transport import TrustServerSession, parse_challenges
+from trust.tufview import SOURCE_NAME, TufView, target_path
 from trust.version import __version__
 
-__all__ = ["TrustpullFetcher", "TufSource", "map_tuf_error", "target_path"]
+__all__ = [
+    "SOURCE_NAME",
+    "TrustpullFetcher",
+    "TufSource",
+    "TufView",
+    "map_tuf_error",
+    "target_path",
+]
 
-SOURCE_NAME = "tuf"
-_TAG_RE = re.compile(r"[\w][\w.-]{0,127}")
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 _UNSIGNED_THRESHOLD = re.compile(r"signed by \d+/\d+ keys")
-
-
-def target_path(gun: str, tag: str) -> str:
-    """The TUF target path that signs `tag` of repository `gun`."""
-    return f"{gun}:{tag}"
 
 
 # ------------------------------------------------------------------------------ errors
@@ -133,54 +126,6 @@ def _mapped(where: str) -> Iterator[None]:
 # --------------------------------------------------------------------------- transport
 
 
-class _RepositorySession(TrustServerSession):
-    """trustpull's bounded HTTPS session (TLS from `<DOCKER_CONFIG>/tls/<host:port>/`, caps,
-    deadlines, retries, https-only redirects, no cookies, environment proxies) aimed at a
-    static TUF repository instead of a Notary server's `/v2/` API.
-
-    Credentials: docker's credentials for exactly the metadata host, sent as Basic auth only
-    after that host asks for them with a Basic challenge.
-    """
-
-    _basic_auth: str | None = None
-
-    def get_url(self, url: str, max_bytes: int) -> tuple[int, bytes]:
-        """GET `url` (under the metadata URL) capped at `max_bytes`: (status, body)."""
-        if not url.startswith(self._server + "/"):
-            raise InputError(f"refusing to fetch {url!r}: outside {self._server}")
-        what = url[len(self._server) + 1 :]
-        reply = self._get(url, what, max_bytes, self._basic_auth)
-        if reply[0] == 401 and self._basic_auth is None:
-            challenges = parse_challenges(reply[2])
-            creds = self._creds()
-            if (
-                any(c.scheme == "basic" for c in challenges)
-                and creds is not None
-                and creds.username
-                and creds.password
-            ):
-                pair = f"{creds.username}:{creds.password}".encode()
-                self._basic_auth = f"Basic {base64.b64encode(pair).decode('ascii')}"
-                reply = self._get(url, what, max_bytes, self._basic_auth)
-        return reply[0], reply[1]
-
-    def _get(
-        self, url: str, what: str, max_bytes: int, auth: str | None
-    ) -> tuple[int, bytes, list[str]]:
-        deadline = min(self._clock() + self._limits.file_timeout, self._session_deadline())
-        reply = self._fetch(
-            "GET",
-            url,
-            label="TUF repository",
-            what=what,
-            deadline=deadline,
-            auth=auth,
-            max_bytes=max_bytes,
-            retries=self._limits.retries,
-        )
-        return reply.status, reply.body, reply.challenges
-
-
 class TrustpullFetcher(FetcherInterface):
     """python-tuf's network layer over trustpull's HTTPS session.
 
@@ -227,39 +172,6 @@ class TrustpullFetcher(FetcherInterface):
 # ----------------------------------------------------------------------------- updater
 
 
-class _Updater(Updater):
-    """ngclient's Updater, plus read access to what it verified.
-
-    `last_role` is the role whose metadata was loaded last: ngclient's target search loads a
-    role right before looking the target up in it and returns on the first hit, so after a
-    successful `get_targetinfo` it names the role that signed the target.
-    """
-
-    last_role: str | None = None
-
-    def _load_targets(self, role: str, parent_role: str) -> Targets:
-        self.last_role = role
-        return super()._load_targets(role, parent_role)
-
-    def verified_targets(self, role: str, parent_role: str) -> Targets:
-        """`role`'s targets metadata, loaded and verified by ngclient against `parent_role`."""
-        return self._load_targets(role, parent_role)
-
-    @property
-    def trusted_root(self) -> Root:
-        return self._trusted_set.root
-
-
-@dataclass(frozen=True)
-class _Signed:
-    """One signed tag of a TUF repository, as ngclient's target search answers it."""
-
-    tag: str
-    digest: str  # sha256:<hex>
-    size: int
-    role: str
-
-
 def _nothing() -> None:
     return None
 
@@ -290,89 +202,32 @@ class TufSource:
 
     # --------------------------------------------------------------------- public
 
-    def resolve(self, ref: Reference, all_tags: bool = False) -> list[Resolution]:
-        """Every signed digest `ref` stands for, answered by the TUF repository."""
-        gun = ref.name
-        with self._updater(gun) as updater, _mapped(self.where):
-            if all_tags:
-                signed = self._all_signed(updater, gun)
-                if not signed:
-                    raise NoTrustDataError(f"No trusted tags for {gun} in {self.where}")
-                return [self._resolution(updater, ref, s) for s in signed]
-            if ref.digest is not None and not ref.tag_given:
-                for candidate in self._all_signed(updater, gun):
-                    if candidate.digest == ref.digest:
-                        return [self._resolution(updater, ref, candidate)]
-                raise NoSuchTagError(
-                    f"digest {ref.digest} is not signed for any tag of {gun}",
-                    hint="trustpull pulls a digest only when it is a signed tag's digest",
-                )
-            assert ref.tag is not None
-            found = self._lookup(updater, gun, ref.tag)
-            if found is None:
-                raise NoSuchTagError(
-                    f"No valid trust data for {ref.tag}",
-                    hint=f"{target_path(gun, ref.tag)} is not a target of {self.where}",
-                )
-            if ref.digest is not None and found.digest != ref.digest:
-                raise NoSuchTagError(
-                    f"tag {ref.tag} of {gun} is signed for {found.digest}, not {ref.digest}"
-                )
-            return [self._resolution(updater, ref, found)]
+    @contextlib.contextmanager
+    def view(self, gun: str) -> Iterator[TufView]:
+        """The verified view of `gun` (see `trust.tufview`), under the cache lock, with the
+        repository refreshed (root, timestamp, snapshot, targets). python-tuf's failures come
+        out as trustpull errors, inside the block too (delegations load lazily)."""
+        with self._updater() as (updater, metadata_dir), _mapped(self.where):
+            yield TufView(
+                updater,
+                metadata_dir,
+                gun,
+                limits=self.limits,
+                where=self.where,
+                metadata_url=self.config.metadata_url,
+            )
 
     def inspect(self, ref: Reference, name_as_typed: str, tag: str | None) -> dict[str, object]:
-        """`docker trust inspect`'s object: signed tags with the delegated roles that list them,
-        every delegated role with its keys, and the root and targets keys."""
-        gun = ref.name
-        with self._updater(gun) as updater, _mapped(self.where):
-            if tag is not None:
-                found = self._lookup(updater, gun, tag)
-                signed = [found] if found is not None else []
-            else:
-                signed = self._all_signed(updater, gun)
-            signed_tags = [
-                {
-                    "SignedTag": s.tag,
-                    "Digest": s.digest.removeprefix("sha256:"),
-                    "Signers": list(self._signers(updater, gun, s)),
-                }
-                for s in signed
-            ]
-            role_keys: dict[str, list[str]] = {}
-            for _name, targets in self._every_role(updater):
-                delegations = targets.delegations
-                if delegations is None:
-                    continue
-                if delegations.roles is not None:
-                    for role in delegations.roles.values():
-                        role_keys[role.name] = sorted(role.keyids)
-                elif delegations.succinct_roles is not None:
-                    ids = sorted(delegations.succinct_roles.keyids)
-                    for bin_name in delegations.succinct_roles.get_roles():
-                        role_keys[bin_name] = ids
-            root = updater.trusted_root
-        return {
-            "Name": name_as_typed,
-            "SignedTags": signed_tags,
-            "Signers": [
-                {"Name": name, "Keys": [{"ID": key} for key in keys]}
-                for name, keys in sorted(role_keys.items(), reverse=True)
-            ],
-            "AdministrativeKeys": [
-                {"Name": "Root", "Keys": [{"ID": k} for k in sorted(root.roles["root"].keyids)]},
-                {
-                    "Name": "Repository",
-                    "Keys": [{"ID": k} for k in sorted(root.roles["targets"].keyids)],
-                },
-            ],
-        }
+        """`docker trust inspect`'s object for `ref`'s repository (see `TufView.inspect`)."""
+        with self.view(ref.name) as view:
+            return view.inspect(name_as_typed, tag)
 
     # ------------------------------------------------------------------- plumbing
 
     def cache_dir(self) -> Path:
         return self.config.cache_dir or _default_cache_dir(self.config.metadata_url)
 
-    def _make_fetcher(self, gun: str) -> tuple[FetcherInterface, Callable[[], None]]:
+    def _make_fetcher(self) -> tuple[FetcherInterface, Callable[[], None]]:
         if self._fetcher is not None:
             return self._fetcher, lambda: None
         ceiling = self.limits.metadata_max_bytes
@@ -390,15 +245,25 @@ class TufSource:
         def credentials() -> Any:
             return resolve_registry_auth(host, settings.docker_config, os.environ)
 
-        session = _RepositorySession(
+        # Credentials: docker's for exactly the metadata host, sent as Basic auth only after
+        # that host asks for them with a Basic challenge (no bearer flow for a file server).
+        session = HttpsSession(
             self.config.metadata_url,
-            gun,
             limits=self.limits,
             docker_config=self.settings.docker_config,
-            credentials=credentials,
+            auth=Auth(
+                credentials=credentials,
+                realms=RealmPolicy.for_server(self.config.metadata_url, None),
+            ),
+            label="TUF repository",
             user_agent=f"trustpull/{__version__}",
         )
-        return TrustpullFetcher(session.get_url, ceiling=ceiling), session.close
+
+        def get(url: str, max_bytes: int) -> tuple[int, bytes]:
+            reply = session.get(url, max_bytes=max_bytes)
+            return reply.status, reply.body
+
+        return TrustpullFetcher(get, ceiling=ceiling), session.close
 
     def _read_root(self) -> bytes:
         path = self.config.root
@@ -414,7 +279,7 @@ class TufSource:
         return data
 
     @contextlib.contextmanager
-    def _updater(self, gun: str) -> Iterator[_Updater]:
+    def _updater(self) -> Iterator[tuple[Updater, Path]]:
         """A refreshed Updater (root, timestamp, snapshot, targets verified), under the cache
         lock so concurrent runs never interleave their writes."""
         root = self._read_root()
@@ -429,7 +294,7 @@ class TufSource:
         close = _nothing
         try:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-            fetcher, close = self._make_fetcher(gun)
+            fetcher, close = self._make_fetcher()
             config = UpdaterConfig(
                 max_root_rotations=self.limits.max_root_rotations,
                 max_delegations=self.limits.max_delegations,
@@ -439,7 +304,7 @@ class TufSource:
                 targets_max_length=self.limits.metadata_max_bytes,
             )
             try:
-                updater = _Updater(
+                updater = Updater(
                     str(metadata_dir),
                     self.config.metadata_url + "/",
                     fetcher=fetcher,
@@ -454,132 +319,7 @@ class TufSource:
                 raise InputError(f"{metadata_dir}: cannot write the metadata cache: {exc}") from exc
             with _mapped(self.where):
                 updater.refresh()
-            yield updater
+            yield updater, metadata_dir
         finally:
             close()
             lock.close()  # releases the lock
-
-    def _lookup(self, updater: _Updater, gun: str, tag: str) -> _Signed | None:
-        """ngclient's target search for `<gun>:<tag>`; the role is the one it found it in."""
-        if not _TAG_RE.fullmatch(tag):
-            return None
-        updater.last_role = None
-        info = updater.get_targetinfo(target_path(gun, tag))
-        if info is None:
-            return None
-        assert updater.last_role is not None
-        return self._convert(tag, info, updater.last_role)
-
-    def _convert(self, tag: str, info: TargetFile, role: str) -> _Signed:
-        digest = info.hashes.get("sha256")
-        if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
-            raise MalformedError(
-                f"{self.where}: no valid hash, expecting sha256 (target {info.path!r} in {role})"
-            )
-        if info.length < 1:
-            raise MalformedError(
-                f"{self.where}: target {info.path!r} in {role} has an invalid length"
-            )
-        return _Signed(tag=tag, digest="sha256:" + digest, size=info.length, role=role)
-
-    def _every_role(self, updater: _Updater) -> Iterator[tuple[str, Targets]]:
-        """Every targets role reachable from `targets`, verified by ngclient, pre-order."""
-        stack: list[tuple[str, str]] = [(Targets.type, Root.type)]
-        visited: set[str] = set()
-        while stack:
-            role, parent = stack.pop()
-            if role in visited:
-                continue
-            if len(visited) > self.limits.max_delegations:
-                raise DelegationError(
-                    f"{self.where}: more than {self.limits.max_delegations} delegated roles"
-                )
-            targets = updater.verified_targets(role, parent)
-            visited.add(role)
-            yield role, targets
-            delegations = targets.delegations
-            if delegations is None:
-                continue
-            if delegations.roles is not None:
-                names = list(delegations.roles)
-            elif delegations.succinct_roles is not None:
-                names = list(delegations.succinct_roles.get_roles())
-            else:
-                names = []
-            stack.extend((name, role) for name in reversed(names))
-
-    def _all_signed(self, updater: _Updater, gun: str) -> list[_Signed]:
-        """Every tag of `gun` that ngclient's target search accepts, in natural tag order.
-
-        Candidates come from every role; each one is then looked up the TUF way, so a tag
-        listed only by a role that is not allowed to sign it is left out (or answered by the
-        role that is).
-        """
-        prefix = gun + ":"
-        candidates: set[str] = set()
-        for _name, targets in self._every_role(updater):
-            for path in targets.targets:
-                if path.startswith(prefix) and _TAG_RE.fullmatch(path[len(prefix) :]):
-                    candidates.add(path[len(prefix) :])
-        found = []
-        for tag in sorted(candidates, key=natural_key):
-            signed = self._lookup(updater, gun, tag)
-            if signed is not None:
-                found.append(signed)
-        return found
-
-    def _signers(self, updater: _Updater, gun: str, signed: _Signed) -> tuple[str, ...]:
-        """Delegated roles that list the tag with the signed digest, on the TUF search path.
-
-        The role that answered comes first in the search; the walk then goes on (same order,
-        same terminating rule) to name the others. Roles after the answer that fail to verify
-        are not named: this list is informational, the digest never depends on it.
-        """
-        path = target_path(gun, signed.tag)
-        names: list[str] = []
-        stack: list[tuple[str, str]] = [(Targets.type, Root.type)]
-        visited: set[str] = set()
-        while stack and len(visited) <= self.limits.max_delegations:
-            role, parent = stack.pop()
-            if role in visited:
-                continue
-            try:
-                targets = updater.verified_targets(role, parent)
-            except (tuf_errors.RepositoryError, tuf_errors.DownloadError, TrustpullError):
-                if signed.role in names or signed.role == Targets.type:
-                    continue
-                raise
-            visited.add(role)
-            info = targets.targets.get(path)
-            if (
-                info is not None
-                and role != Targets.type
-                and info.hashes.get("sha256") == signed.digest.removeprefix("sha256:")
-            ):
-                names.append(role)
-            if targets.delegations is None:
-                continue
-            children: list[tuple[str, str]] = []
-            for child, terminating in targets.delegations.get_roles_for_target(path):
-                children.append((child, role))
-                if terminating:
-                    stack = []
-                    break
-            stack.extend(reversed(children))
-        return tuple(sorted(set(names))) or (REPO_ADMIN,)
-
-    def _resolution(self, updater: _Updater, ref: Reference, signed: _Signed) -> Resolution:
-        pinned = pinned_reference(ref, signed.tag, signed.digest)
-        root_ids = sorted(updater.trusted_root.roles["root"].keyids)
-        return Resolution(
-            reference=str(pinned),
-            name=ref.name,
-            tag=signed.tag,
-            digest=signed.digest,
-            size=signed.size,
-            role=signed.role,
-            signers=self._signers(updater, ref.name, signed),
-            trust_server=self.config.metadata_url,
-            root_key_id=root_ids[0] if root_ids else "",
-            source=SOURCE_NAME,
-        )

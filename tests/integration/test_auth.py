@@ -14,10 +14,12 @@ import json
 import os
 import pty
 import select
+import shutil
 import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -30,14 +32,18 @@ from fixtures.stack import (
     DOCKER_CLI,
     REPOSITORY_PASSPHRASE,
     ROOT_PASSPHRASE,
+    PodmanService,
     Stack,
     StackError,
+    ensure_installed,
     free_port,
 )
 from tests.ci import skip_or_fail
 from trust.credentials import RegistryAuth
+from trust.engine import Engine
+from trust.errors import EngineError
+from trust.notary.remote import NotaryRemote as TrustServerSession
 from trust.settings import Limits
-from trust.transport import TrustServerSession
 
 pytestmark = pytest.mark.integration
 
@@ -253,6 +259,51 @@ def test_good_credentials_trustpull_and_docker_agree(
     docker_pull = ok(world.dk("pull", f"{repo}:1.0", config=dk_config))
     assert f"{repo}:1.0@{digest}" in docker_pull.stdout, why(docker_pull)
     assert f"{repo}@{digest}" in world.repo_digests(f"{repo}:1.0")
+
+
+def _settled(log: Any) -> int:
+    """The request log's length once it stopped growing (notary-server logs after answering)."""
+    count = len(log())
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline:
+        time.sleep(0.15)
+        again = len(log())
+        if again == count:
+            break
+        count = again
+    return count
+
+
+def test_requests_per_resolve_on_the_token_protected_notary_server(
+    world: World, auth: AuthStack, signed: tuple[str, str]
+) -> None:
+    """issue 13: cold, no more requests than docker's trusted pull; warm, one request (the kept
+    token, no token request, no `/v2/` ping). Counted from notary-server's own request log."""
+    repo, _ = signed
+
+    def counted(run: Any) -> tuple[list[str], int]:
+        before, tokens = _settled(auth.notary.request_log), len(auth.issuer.requests())
+        run()
+        _settled(auth.notary.request_log)
+        uris = [e.uri for e in auth.notary.request_log()[before:]]
+        return uris, len(auth.issuer.requests()) - tokens
+
+    ours = world.config("count-tp", {world.reg: ("alice", "alice-pw")})
+    cold, cold_tokens = counted(lambda: ok(world.tp("resolve", f"{repo}:1.0", config=ours)))
+    warm, warm_tokens = counted(lambda: ok(world.tp("resolve", f"{repo}:1.0", config=ours)))
+    theirs = world.config("count-dk", {world.reg: ("alice", "alice-pw")})
+    docker_cold, _ = counted(lambda: world.dk("pull", f"{repo}:1.0", config=theirs))
+    world.untag(f"{repo}:1.0")
+    docker_warm, _ = counted(lambda: world.dk("pull", f"{repo}:1.0", config=theirs))
+    print(f"notary requests: trustpull cold {len(cold)} {cold}, warm {len(warm)} {warm}")
+    print(f"docker trusted pull: cold {len(docker_cold)}, warm {len(docker_warm)}")
+    assert len(cold) <= len(docker_cold), (cold, docker_cold)
+    assert cold_tokens == 1
+    assert warm == [f"/v2/{repo}/_trust/tuf/timestamp.json"], warm
+    assert warm_tokens == 0
+    assert len(docker_warm) == 2  # docker: the /v2/ ping and timestamp.json
+    kept = list((ours / "trust" / "tokens").iterdir())
+    assert len(kept) == 1 and (kept[0].stat().st_mode & 0o777) == 0o600
 
 
 def test_tokens_naming_their_key_by_libtrust_kid_work_too(
@@ -479,7 +530,13 @@ def test_missing_ca_is_exit_6_tls(world: World, signed: tuple[str, str]) -> None
     config = world.config("noca", {world.reg: ("alice", "alice-pw")}, ca=False)
     proc = world.tp("resolve", f"{repo}:1.0", config=config)
     assert proc.returncode == EXIT_NETWORK, why(proc)
-    assert "TLS error" in proc.stderr and "certificate verify failed" in proc.stderr, why(proc)
+    netloc = world.auth.notary.url.removeprefix("https://")
+    assert f"TLS: certificate not trusted for {netloc}" in proc.stderr, why(proc)
+    assert f"put its CA in {config / 'tls' / netloc}/" in proc.stderr, why(proc)
+    assert "certificate verify failed" not in proc.stderr, why(proc)  # the raw text: -v only
+    verbose = world.tp("resolve", "-v", f"{repo}:1.0", config=config)
+    assert verbose.returncode == EXIT_NETWORK, why(verbose)
+    assert "detail: " in verbose.stderr and "certificate verify failed" in verbose.stderr
 
 
 # ----------------------------------------------------------------- htpasswd Basic registry
@@ -590,3 +647,65 @@ def test_interactive_retry_on_a_trusted_pull(world: World, auth: AuthStack) -> N
     assert code == 0, output
     assert f"Pull (1 of 1): {repo}:2.0@{digest}" in output
     assert f"{repo}@{digest}" in world.repo_digests(f"{repo}:2.0")
+
+
+# ------------------------------------------------------------- podman's engine, authenticated
+
+
+@pytest.fixture(scope="module")
+def podman(auth: AuthStack) -> Iterator[PodmanService]:
+    """podman system service with this module's registries marked insecure (test_podman.py)."""
+    directory = Path(tempfile.mkdtemp(prefix="tpp-", dir="/tmp"))
+    service = PodmanService(
+        directory, insecure_registries=[auth.registry.host, auth.basic_registry.host]
+    )
+    try:
+        ensure_installed(["podman"], ["podman"])
+        service.start()
+    except (StackError, OSError) as exc:
+        shutil.rmtree(directory, ignore_errors=True)
+        skip_or_fail(f"podman system service did not start: {exc}")
+    try:
+        yield service
+    finally:
+        service.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _podman_digests(podman: PodmanService, ref: str) -> list[str]:
+    with Engine.connect({"DOCKER_HOST": podman.docker_host}, timeout=30) as engine:
+        try:
+            return engine.image_repo_digests(ref)
+        except EngineError:
+            return []
+
+
+def test_podman_sends_the_registrys_credentials_and_reports_a_refusal_as_exit_7(
+    world: World, auth: AuthStack, podman: PodmanService
+) -> None:
+    """Trust data readable anonymously, the image not: verified, then podman's in-band refusal
+    without credentials (exit 7); with alice's, podman pulls the signed digest (X-Registry-Auth)."""
+    repo = f"{auth.registry.host}/pubtrust/podman"
+    digest = world.publish(repo, "1.0", "private image, pulled by podman")
+    engine = {"DOCKER_HOST": podman.docker_host}
+    refused = world.tp(f"{repo}:1.0", config=world.config("podman-anon"), extra=engine)
+    assert refused.returncode == EXIT_AUTH, why(refused)
+    assert f"Pull (1 of 1): {repo}:1.0@{digest}" in refused.stdout, why(refused)
+    assert _podman_digests(podman, f"{repo}:1.0") == []
+    config = world.config("podman-alice", {world.reg: ("alice", "alice-pw")})
+    pulled = ok(world.tp(f"{repo}:1.0", config=config, extra=engine))
+    assert f"Tagging {repo}@{digest} as {repo}:1.0" in pulled.stderr, why(pulled)
+    assert _podman_digests(podman, f"{repo}:1.0") == [f"{repo}@{digest}"]
+
+
+def test_podman_basic_registry_good_and_bad_credentials(
+    world: World, podman: PodmanService, basic_image: tuple[str, str]
+) -> None:
+    repo, digest = basic_image
+    engine = {"DOCKER_HOST": podman.docker_host}
+    for name, auths in (("podman-bad", {world.basic: ("alice", "nope")}), ("podman-none", {})):
+        proc = world.tp(f"{repo}:1.0", config=world.config(name, auths), trust=False, extra=engine)
+        assert proc.returncode == EXIT_AUTH, why(proc)
+    good = world.config("podman-good", {world.basic: ("alice", "alice-pw")})
+    ok(world.tp(f"{repo}:1.0", config=good, trust=False, extra=engine))
+    assert _podman_digests(podman, f"{repo}:1.0") == [f"{repo}@{digest}"]

@@ -17,9 +17,11 @@ import errno
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -343,7 +345,10 @@ def test_G09_untrusted_certificate(make_env: MakeEnv, tmp_path: Path, how: str) 
     assert env.server.requests == []  # no request got through
     # The handshakes were tried (and refused by trustpull), and none retried over plain http,
     # which the server would see as an HTTP request on its TLS port.
-    assert any("TLS handshake" in e for e in env.server.errors), env.server.errors
+    deadline = time.monotonic() + 5  # the server notes a failed handshake in its own thread
+    while not any("TLS handshake" in e for e in env.server.errors):
+        assert time.monotonic() < deadline, env.server.errors
+        time.sleep(0.01)
     assert not [e for e in env.server.errors if "http request" in e.lower()], env.server.errors
 
 
@@ -430,18 +435,13 @@ def test_G11_token_authentication_faults(make_env: MakeEnv, case: str) -> None:
         assert token_requests == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11 item 8: any https realm gets the registry's credentials (old realm rule)",
-)
-def test_issue11_https_realm_elsewhere_gets_no_credentials(
+def test_G11_https_realm_on_another_host_gets_no_credentials(
     make_env: MakeEnv, tmp_path: Path
 ) -> None:
-    """G11/J07 with the realm rule of issue 11 item 8: a trust server run by another party names
-    an https realm on another host (`localhost` is not the trust server's `127.0.0.1`) whose
-    certificate is trusted: the registry's credentials must not be sent there (exit 7, naming
-    the realm). Not named by a catalogue id while it is an expected failure; when the realm rule
-    lands it passes, the strict xfail then fails, and the mark (and this note) go."""
+    """issue 11 item 8 over https: a trust server run by another party names an https realm on
+    another host (`localhost` is not the trust server's `127.0.0.1`) whose certificate is
+    trusted: the registry's credentials are not sent there (exit 7). Failed on the old realm
+    rule (any https realm), where the listener received `Authorization: Basic …`."""
     env = make_env()
     credentials = _registry_credentials(env)
     realm_ca = make_ca(tmp_path / "realm", "realm CA")
@@ -456,6 +456,54 @@ def test_issue11_https_realm_elsewhere_gets_no_credentials(
     assert error.exit_code == 7
     assert _leaked(attacker.requests, credentials) == []
     assert not any(TOKEN in v for r in env.server.requests for v in r.headers.values())
+
+
+class _RealmListener(ThreadingHTTPServer):
+    """A token endpoint on another host (plain http on 127.0.0.1, named "localhost" in the
+    realm): it records every request that reaches it and would hand out a token."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        seen: list[dict[str, str]] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                seen.append({"path": self.path, **{k.lower(): v for k, v in self.headers.items()}})
+                body = b'{"token": "attacker-token"}'
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_POST = do_GET
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.seen = seen
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+def test_G11_credentials_never_reach_a_realm_on_another_host(make_env: MakeEnv) -> None:
+    """issue 11 item 8: the trust server names the token realm; the registry password goes
+    there only if it is the trust server's or the registry's host (or configured)."""
+    env = make_env()
+    config = {"auths": {"127.0.0.1:5000": {"auth": _basic("alice", "alice-pw")}}}
+    (env.docker_config / "config.json").write_text(json.dumps(config))
+    listener = _RealmListener()
+    try:
+        realm = f"http://localhost:{listener.server_address[1]}/token"
+        env.server.add_fault("/v2/", status=401, headers=_challenge(realm))  # for a pinging client
+        env.server.add_fault("*/_trust/tuf/*", status=401, headers=_challenge(realm))
+        error = env.refuse(AuthError)
+        assert listener.seen == []  # not even a connection reached the other host
+        assert error.exit_code == 7
+        assert realm in error.message and "[auth] realms" in error.diagnostics()
+    finally:
+        listener.shutdown()
+        listener.server_close()
 
 
 # =========================================================================== H. cache
@@ -686,7 +734,10 @@ def test_J07_trust_server_gets_the_guns_registry_credentials_only(make_env: Make
         }
     }
     (env.docker_config / "config.json").write_text(json.dumps(config))
-    env.server.add_fault("/v2/", status=401, headers={"WWW-Authenticate": 'Basic realm="t"'})
+    env.server.add_fault(
+        "*/_trust/tuf/*", status=401, headers={"WWW-Authenticate": 'Basic realm="t"'}, times=1
+    )
     assert lookup_tag(env.update(), "1.0").digest == "sha256:" + D1
     sent = {r.headers.get("Authorization") for r in env.server.requests if "/_trust/" in r.path}
-    assert sent == {"Basic " + _basic("right", "pw-right")}
+    # The first request goes out bare (no ping, issue 13), the challenge is answered once.
+    assert sent == {None, "Basic " + _basic("right", "pw-right")}

@@ -187,3 +187,32 @@ def test_bad_config_via_cli_is_exit_3(tmp_path: Path) -> None:
 def test_limits_refuse_negative_values() -> None:
     with pytest.raises(ConfigError):
         Limits(max_delegations=-1)
+
+
+def test_engine_socket_precedence(tmp_path: Path) -> None:
+    """`--engine-socket`, then DOCKER_HOST, then `[engine] socket`; None leaves DOCKER_HOST."""
+    path = tmp_path / "config.toml"
+    path.write_text('[engine]\nsocket = "/run/podman/podman.sock"\n')
+    assert load_config({}).settings.engine_host is None
+    assert (
+        load_config({}, config_file=path).settings.engine_host == "unix:///run/podman/podman.sock"
+    )
+    docker_host = {"DOCKER_HOST": "unix:///var/run/docker.sock"}
+    assert load_config(docker_host, config_file=path).settings.engine_host is None
+    chosen = load_config(docker_host, config_file=path, engine_socket="unix:///tmp/e.sock")
+    assert chosen.settings.engine_host == "unix:///tmp/e.sock"
+    assert load_config({}, engine_socket="/tmp/e.sock").settings.engine_host == "unix:///tmp/e.sock"
+
+
+@pytest.mark.parametrize("value", ['"podman.sock"', '"tcp://127.0.0.1:2375"', "1"])
+def test_engine_socket_in_file_must_be_an_absolute_path(tmp_path: Path, value: str) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(f"[engine]\nsocket = {value}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config({}, config_file=path)
+    assert f"{path}:2" in info.value.message and "engine.socket" in info.value.message
+
+
+def test_engine_socket_option_refuses_a_relative_path() -> None:
+    result = CliRunner().invoke(main, ["pull", "--engine-socket", "podman.sock", "alpine:3.19"])
+    assert result.exit_code == 3 and "absolute unix socket path" in result.output

@@ -32,6 +32,8 @@ class FakeEngine:
     socket_path: Path
     routes: dict[tuple[str, str], Callable[[], Reply]] = field(default_factory=dict)
     requests: list[dict[str, Any]] = field(default_factory=list)
+    #: Sent on every answer (podman's service sends `Libpod-Api-Version`).
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def _handler(fake: FakeEngine) -> type[BaseHTTPRequestHandler]:
@@ -62,10 +64,15 @@ def _handler(fake: FakeEngine) -> type[BaseHTTPRequestHandler]:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Transfer-Encoding", "chunked")
+            for name, value in fake.headers.items():
+                self.send_header(name, value)
             self.end_headers()
-            for chunk in chunks:
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-            self.wfile.write(b"0\r\n\r\n")
+            try:
+                for chunk in chunks:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                self.wfile.write(b"0\r\n\r\n")
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client stopped reading at an error message, as it should
 
         def do_GET(self) -> None:
             self._answer("GET")
@@ -260,3 +267,52 @@ def test_progress_terminal_rewrites_layer_lines() -> None:
     # l1 is two lines above the cursor once l2 exists: up 2, clear, rewrite, back down 2.
     assert text.endswith("\x1b[2A\x1b[2K\rl1: Downloading [=> ] 1B/2B\r\x1b[2B")
     assert text.count("\n") == 2
+
+
+PODMAN = {"Libpod-Api-Version": "4.3.1"}
+
+
+def test_podman_is_recognised_by_its_header(fake: FakeEngine, engine: Engine) -> None:
+    assert engine.is_podman is False
+    fake.headers.update(PODMAN)
+    with Engine.connect({"DOCKER_HOST": f"unix://{fake.socket_path}"}, timeout=5) as podman:
+        assert podman.is_podman is True
+
+
+def test_podman_all_tags_refused_before_any_pull(fake: FakeEngine, engine: Engine) -> None:
+    """Podman's `fromImage` without `tag` pulls :latest only: never a silent partial pull."""
+    fake.headers.update(PODMAN)
+    fake.routes["POST", "/v1.41/images/create"] = _stream(*PULLED)
+    with pytest.raises(EngineError, match=r"podman.*cannot pull every tag") as info:
+        engine.pull("r.example/ns/app", None, auth=None, all_tags=True)
+    assert not isinstance(info.value, AuthError)
+    assert not [r for r in fake.requests if r["path"].endswith("/images/create")]
+
+
+@pytest.mark.parametrize(
+    ("headers", "advice"),
+    [({}, '"insecure-registries" in the daemon'), (PODMAN, "insecure = true to its registries")],
+)
+def test_plain_http_registry_names_the_engines_setting(
+    fake: FakeEngine, engine: Engine, headers: dict[str, str], advice: str
+) -> None:
+    fake.headers.update(headers)
+    text = (
+        "initializing source docker://r.example:5000/ns/app:1.0: pinging container registry "
+        'r.example:5000: Get "https://r.example:5000/v2/": http: server gave HTTP response to '
+        "HTTPS client"
+    )
+    fake.routes["POST", "/v1.41/images/create"] = _stream({"errorDetail": {"message": text}})
+    with pytest.raises(EngineError) as info:
+        engine.pull("r.example:5000/ns/app", "1.0", auth=None)
+    assert text in info.value.message and advice in info.value.message
+    assert "r.example:5000" in info.value.message.split(text)[1]
+
+
+def test_image_tags_leave_out_podmans_digest_names(fake: FakeEngine, engine: Engine) -> None:
+    pinned = "r.example/ns/app@sha256:" + "e" * 64
+    fake.routes["GET", "/v1.41/images/r.example/ns/app:1.0/json"] = lambda: (
+        200,
+        [json.dumps({"RepoTags": [pinned, "r.example/ns/app:1.0"]}).encode()],
+    )
+    assert engine.image_tags("r.example/ns/app:1.0") == ["r.example/ns/app:1.0"]

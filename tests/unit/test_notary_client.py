@@ -70,9 +70,9 @@ from trust.errors import (
 from trust.lookup import REPO_ADMIN, inspect_repository, list_signed_tags, lookup_tag, root_key_id
 from trust.notary.cjson import encode_canonical
 from trust.notary.client import NotaryClient
+from trust.notary.remote import NotFoundError
 from trust.reference import parse
 from trust.settings import Settings, TrustPinning
-from trust.transport import NotFoundError
 
 MakeEnv = Callable[..., Env]
 DAY = dt.timedelta(days=1)
@@ -133,15 +133,13 @@ def test_first_use_writes_exact_bytes_with_private_modes(make_env: MakeEnv) -> N
     assert stat.S_IMODE((env.metadata_dir / "targets" / "releases").stat().st_mode) == 0o700
 
 
-def test_warm_run_sends_only_ping_and_timestamp(make_env: MakeEnv) -> None:
+def test_warm_run_sends_one_request_the_timestamp(make_env: MakeEnv) -> None:
+    """issue 13: no `/v2/` ping up front (docker's trusted pull sends 2)."""
     env = warm(make_env)
     before = env.cache()
     data = env.update()
     assert lookup_tag(data, "1.0").digest == "sha256:" + D1
-    assert [r.path for r in env.server.requests] == [
-        "/v2/",
-        f"/v2/{GUN}/_trust/tuf/timestamp.json",
-    ]
+    assert [r.path for r in env.server.requests] == [f"/v2/{GUN}/_trust/tuf/timestamp.json"]
     assert env.cache() == before
 
 

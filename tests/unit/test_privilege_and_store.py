@@ -270,7 +270,8 @@ def test_trust_session_gets_the_guns_registry_credentials(
     settings = Settings(docker_config=config, trust_server_override="https://127.0.0.1:4443")
     session = NotaryClient(settings).make_session("https://127.0.0.1:4443", gun)
     try:
-        provider = getattr(session, "_credentials")  # noqa: B009 - the wiring under test
+        provider = session.auth.credentials  # type: ignore[attr-defined]
+        assert provider is not None
         found = provider()
         got = None if found is None else (found.username, found.password)
         assert got == expected

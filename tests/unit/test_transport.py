@@ -1,4 +1,5 @@
-"""trust.transport against a real in-process HTTPS server (no mocks): attacks.md group G.
+"""trust.http (through trust.notary.remote) against a real in-process HTTPS server (no mocks):
+attacks.md group G.
 
 The server below is private to this file on purpose (fixtures/server.py is a separate piece of
 work): each test installs small route functions that misbehave in one specific way.
@@ -11,6 +12,7 @@ import gzip
 import json
 import shutil
 import ssl
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,18 +23,26 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import urllib3.util.connection
 
 from fixtures.tlsgen import CertificateAuthority, make_ca
 from tests.unit._trust_env import FAST
-from trust.errors import AuthError, ConfigError, InputError, LengthError, NetworkError
-from trust.settings import Limits
-from trust.transport import (
-    Challenge,
-    NotFoundError,
-    TrustServerSession,
-    _tls_context,
-    parse_challenges,
+from trust.errors import (
+    AuthError,
+    ConfigError,
+    InputError,
+    LengthError,
+    NetworkError,
+    NoTrustDataError,
+    TrustpullError,
 )
+from trust.http import Challenge, RealmPolicy, TokenStore, parse_challenges, tls_context
+from trust.http.auth import StoredToken, credential_fingerprint
+from trust.notary.client import NotaryClient
+from trust.notary.remote import DOCKER_HUB_NOTICE, NotFoundError
+from trust.notary.remote import NotaryRemote as TrustServerSession
+from trust.reference import parse
+from trust.settings import Limits, Settings
 
 GUN = "registry.test/org/app"
 TUF = f"/v2/{GUN}/_trust/tuf/"
@@ -392,12 +402,15 @@ def test_connection_refused_is_retried_then_network_error(
     assert len(clock.sleeps) == 2
 
 
-def test_ping_network_error_is_ignored(docker_config: Path) -> None:
-    with TrustServerSession(
-        "https://127.0.0.1:1", GUN, limits=FAST, docker_config=docker_config
-    ) as session:
-        session.ping()  # offline: no exception, the cache may still serve
-        assert session.request_count == 1
+def test_no_ping_the_first_request_is_the_metadata(
+    server: LocalServer, connect: Callable[..., TrustServerSession]
+) -> None:
+    """issue 13: no `/v2/` ping up front; `ping()` is kept for callers and sends nothing."""
+    server.routes[TUF + "timestamp.json"] = serve(b"{}")
+    session = connect()
+    assert session.request_count == 0
+    assert session.get_metadata("timestamp", 10) == b"{}"
+    assert [seen.path for seen in server.seen] == [TUF + "timestamp.json"]
 
 
 # ------------------------------------------------------------------------------ sizes
@@ -636,14 +649,18 @@ def test_authorization_dropped_when_redirect_changes_host(
 ) -> None:
     other: LocalServer = start()  # same CA, reached as "localhost": another host
     other.routes[TUF + "root.json"] = serve(b"{}")
-    server.routes["/v2/"] = serve(b"", 401, WWW_Authenticate='Basic realm="trust"')
-    server.routes[TUF + "root.json"] = serve(
-        b"", 302, Location=f"https://localhost:{other.port}{TUF}root.json"
-    )
+    to_other = serve(b"", 302, Location=f"https://localhost:{other.port}{TUF}root.json")
+
+    def root(req: Handler) -> None:
+        if req.headers.get("Authorization"):
+            to_other(req)
+        else:
+            req.reply(401, b"", {"WWW-Authenticate": 'Basic realm="trust"'})
+
+    server.routes[TUF + "root.json"] = root
     server.routes[TUF + "timestamp.json"] = serve(b"", 302, Location=TUF + "ts2.json")
     server.routes[TUF + "ts2.json"] = serve(b"{}")
     session = connect(credentials=lambda: Creds("alice", "pw"))
-    session.ping()
     assert session.get_metadata("root", 10) == b"{}"
     basic = "Basic " + base64.b64encode(b"alice:pw").decode()
     assert server.seen[-1].headers["authorization"] == basic
@@ -746,9 +763,6 @@ def bearer_setup(
 ) -> LocalServer:
     """The trust server demands `Bearer good-token`; the token endpoint hands it out."""
     tokens = token_server or server
-    server.routes["/v2/"] = serve(
-        b"", 401, WWW_Authenticate=f'Bearer realm="{realm}",service="notary.test"'
-    )
     doc = token_doc or {"token": "good-token", "expires_in": 300}
     tokens.routes["/token"] = serve(json.dumps(doc).encode())
 
@@ -756,7 +770,9 @@ def bearer_setup(
         if req.headers.get("Authorization") == "Bearer good-token":
             req.reply(200, b"{}")
         else:
-            req.reply(401, b"", {"WWW-Authenticate": f'Bearer realm="{realm}"'})
+            req.reply(
+                401, b"", {"WWW-Authenticate": f'Bearer realm="{realm}",service="notary.test"'}
+            )
 
     server.routes[TUF + "root.json"] = protected
     server.routes[TUF + "timestamp.json"] = protected
@@ -772,7 +788,6 @@ def test_bearer_anonymous_token_is_fetched_once_and_reused(
 ) -> None:
     bearer_setup(server, f"{server.url}/token")
     session = connect()
-    session.ping()
     assert session.get_metadata("root", 10) == b"{}"
     assert session.get_metadata("timestamp", 10) == b"{}"
     (token_req,) = token_requests(server)
@@ -790,7 +805,6 @@ def test_bearer_with_basic_credentials(
 ) -> None:
     bearer_setup(server, f"{server.url}/token", access_token="good-token", token="other")
     session = connect(credentials=lambda: Creds("bob", "s3cret"))
-    session.ping()
     assert session.get_metadata("root", 10) == b"{}"  # access_token wins over token
     (token_req,) = token_requests(server)
     assert token_req.query["account"] == ["bob"]
@@ -802,7 +816,6 @@ def test_bearer_with_identity_token_posts_refresh_grant(
 ) -> None:
     bearer_setup(server, f"{server.url}/token")
     session = connect(credentials=lambda: Creds("bob", "", identitytoken="refresh-me"))
-    session.ping()
     assert session.get_metadata("root", 10) == b"{}"
     (token_req,) = token_requests(server)
     assert token_req.method == "POST"
@@ -822,7 +835,6 @@ def test_expired_token_is_renewed(
     bearer_setup(server, f"{server.url}/token", token="good-token", expires_in=10)
     clock = Clock()
     session = connect(Limits(total_timeout=1000), clock=clock)
-    session.ping()
     session.get_metadata("root", 10)
     clock.offset = 30  # under the 60 s floor: still cached
     session.get_metadata("root", 10)
@@ -840,7 +852,6 @@ def test_http_realm_on_loopback_is_allowed(
     plain: LocalServer = start(tls=False)
     bearer_setup(server, f"{plain.url}/token", token_server=plain)
     session = connect()
-    session.ping()
     assert session.get_metadata("root", 10) == b"{}"
     assert len(token_requests(plain)) == 1
 
@@ -853,7 +864,6 @@ def test_bad_realms_are_refused_before_sending_anything(
 ) -> None:
     bearer_setup(server, realm)
     session = connect(credentials=lambda: Creds("bob", "pw"))
-    session.ping()
     with pytest.raises(AuthError, match="realm"):
         session.get_metadata("root", 10)
     assert session.request_count == 1
@@ -877,7 +887,6 @@ def test_token_endpoint_failures_are_auth_errors(
     bearer_setup(server, f"{server.url}/token")
     server.routes["/token"] = serve(body, status)
     session = connect()
-    session.ping()
     with pytest.raises(AuthError) as info:
         session.get_metadata("root", 10)
     assert info.value.exit_code == 7
@@ -888,7 +897,6 @@ def test_401_after_token_sent_is_auth_error(
 ) -> None:
     bearer_setup(server, f"{server.url}/token", token="wrong-token")
     session = connect()
-    session.ping()
     with pytest.raises(AuthError, match="401"):
         session.get_metadata("root", 10)
 
@@ -896,9 +904,8 @@ def test_401_after_token_sent_is_auth_error(
 def test_basic_challenge_without_credentials_is_auth_error(
     server: LocalServer, connect: Callable[..., TrustServerSession]
 ) -> None:
-    server.routes["/v2/"] = serve(b"", 401, WWW_Authenticate='Basic realm="trust"')
+    server.routes[TUF + "root.json"] = serve(b"", 401, WWW_Authenticate='Basic realm="trust"')
     session = connect(credentials=lambda: Creds("alice", ""))
-    session.ping()
     with pytest.raises(AuthError, match="no basic auth credentials"):
         session.get_metadata("root", 10)
     assert session.request_count == 1
@@ -907,13 +914,13 @@ def test_basic_challenge_without_credentials_is_auth_error(
 def test_credentials_only_go_to_the_trust_server(
     server: LocalServer, connect: Callable[..., TrustServerSession]
 ) -> None:
-    """The ping itself and non-/v2/ paths carry nothing; metadata carries the bearer token."""
+    """The first request carries nothing; the token endpoint gets the password, metadata the
+    bearer token."""
     bearer_setup(server, f"{server.url}/token")
     session = connect(credentials=lambda: Creds("bob", "pw"))
-    session.ping()
     session.get_metadata("root", 10)
-    ping, token, meta = server.seen
-    assert "authorization" not in ping.headers
+    first, token, meta = server.seen
+    assert "authorization" not in first.headers
     assert token.headers["authorization"].startswith("Basic ")
     assert meta.headers["authorization"] == "Bearer good-token"
 
@@ -936,9 +943,362 @@ def test_proxy_comes_from_the_environment(
 
 
 def test_tls_context_floor_and_verification(docker_config: Path) -> None:
-    context = _tls_context(docker_config, "notary.test")
+    context = tls_context(docker_config, "notary.test")
     assert context.minimum_version == ssl.TLSVersion.TLSv1_2
     assert context.verify_mode == ssl.CERT_REQUIRED
     assert context.check_hostname
     with pytest.raises(InputError):
-        _tls_context(docker_config, "..")
+        tls_context(docker_config, "..")
+
+
+# ------------------------------------------------------------------- realms (issue 11 item 8)
+
+
+def other_realm(start: Callable[..., LocalServer]) -> LocalServer:
+    """A listener on another host ("localhost", not the trust server's 127.0.0.1) that records
+    everything and would hand out the token."""
+    listener: LocalServer = start()
+    listener.routes["/token"] = serve(json.dumps({"token": "good-token"}).encode())
+    return listener
+
+
+def test_credentials_never_go_to_a_realm_on_another_host(
+    server: LocalServer,
+    connect: Callable[..., TrustServerSession],
+    start: Callable[..., LocalServer],
+) -> None:
+    listener = other_realm(start)
+    realm = f"https://localhost:{listener.port}/token"
+    bearer_setup(server, realm, token_server=listener)
+    session = connect(credentials=lambda: Creds("bob", "s3cret"))
+    with pytest.raises(AuthError) as info:
+        session.get_metadata("root", 10)
+    assert info.value.exit_code == 7
+    assert realm in info.value.message
+    assert "[auth] realms" in (info.value.hint or "")
+    assert listener.seen == []  # nothing at all reached the other host
+    assert session.request_count == 1
+
+
+def test_a_configured_realm_receives_the_credentials(
+    server: LocalServer,
+    connect: Callable[..., TrustServerSession],
+    start: Callable[..., LocalServer],
+) -> None:
+    listener = other_realm(start)
+    bearer_setup(server, f"https://localhost:{listener.port}/token", token_server=listener)
+    session = connect(
+        credentials=lambda: Creds("bob", "s3cret"), realms=[f"https://localhost:{listener.port}"]
+    )
+    assert session.get_metadata("root", 10) == b"{}"
+    (token_req,) = token_requests(listener)
+    assert token_req.headers["authorization"] == "Basic " + base64.b64encode(b"bob:s3cret").decode()
+
+
+def test_an_anonymous_token_may_come_from_another_host(
+    server: LocalServer,
+    connect: Callable[..., TrustServerSession],
+    start: Callable[..., LocalServer],
+) -> None:
+    """Without credentials nothing secret is at stake: the realm is asked anonymously."""
+    listener = other_realm(start)
+    bearer_setup(server, f"https://localhost:{listener.port}/token", token_server=listener)
+    assert connect().get_metadata("root", 10) == b"{}"
+    (token_req,) = token_requests(listener)
+    assert "authorization" not in token_req.headers and "account" not in token_req.query
+
+
+@pytest.mark.parametrize(
+    ("realm", "allowed"),
+    [
+        ("https://notary.example.com/auth", True),  # the trust server's host, any port
+        ("https://notary.example.com:5001/auth", True),
+        ("https://registry.example.com/token", True),  # the registry's host
+        ("https://auth.example.com/token", True),  # configured origin
+        ("https://auth.example.com:8443/token", False),  # another port than configured
+        ("https://sso.example.com/realm/token", True),  # configured path prefix
+        ("https://sso.example.com/realmx", False),
+        ("https://evil.example/token", False),
+    ],
+)
+def test_realm_policy(realm: str, allowed: bool) -> None:
+    policy = RealmPolicy.for_server(
+        "https://notary.example.com",
+        "registry.example.com:5000",
+        ["https://auth.example.com", "https://sso.example.com/realm"],
+    )
+    assert policy.allows(realm) is allowed
+
+
+def test_docker_hub_realm_is_well_known() -> None:
+    hub = RealmPolicy.for_server("https://notary.docker.io", "docker.io")
+    assert hub.allows("https://auth.docker.io/token")
+    assert not RealmPolicy.for_server("https://notary.example.com", "example.com").allows(
+        "https://auth.docker.io/token"
+    )
+
+
+# ------------------------------------------------------------- token store (issue 13)
+
+
+def test_a_kept_token_makes_the_next_run_one_request(
+    server: LocalServer, connect: Callable[..., TrustServerSession], docker_config: Path
+) -> None:
+    bearer_setup(server, f"{server.url}/token", token="good-token", expires_in=300)
+    store = TokenStore(docker_config / "trust" / "tokens")
+    first = connect(credentials=lambda: Creds("bob", "pw"), token_store=store)
+    assert first.get_metadata("timestamp", 10) == b"{}"
+    assert first.request_count == 3  # 401, token, timestamp
+    (kept,) = store.directory.iterdir()
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+    assert stat.S_IMODE(store.directory.stat().st_mode) == 0o700
+    assert "pw" not in kept.read_text()  # a pull token, never the password
+    warm = connect(credentials=lambda: Creds("bob", "pw"), token_store=store)
+    assert warm.get_metadata("timestamp", 10) == b"{}"
+    assert warm.request_count == 1
+    assert server.seen[-1].headers["authorization"] == "Bearer good-token"
+
+
+@pytest.mark.parametrize("changed", [Creds("bob", "new-pw"), Creds("eve", "pw"), None])
+def test_a_kept_token_is_only_used_with_the_credentials_it_was_issued_for(
+    server: LocalServer,
+    connect: Callable[..., TrustServerSession],
+    docker_config: Path,
+    changed: Creds | None,
+) -> None:
+    bearer_setup(server, f"{server.url}/token")
+    store = TokenStore(docker_config / "trust" / "tokens")
+    assert connect(credentials=lambda: Creds("bob", "pw"), token_store=store).get_metadata(
+        "timestamp", 10
+    )
+    session = connect(credentials=lambda: changed, token_store=store)
+    assert session.get_metadata("timestamp", 10) == b"{}"
+    assert session.request_count == 3  # the kept token was not sent: 401, token, timestamp
+    assert "authorization" not in server.seen[-3].headers
+
+
+def test_a_kept_token_is_never_used_for_another_scope_or_host(
+    server: LocalServer, docker_config: Path, start: Callable[..., LocalServer], ca: Any
+) -> None:
+    store = TokenStore(docker_config / "trust" / "tokens")
+    store.save(
+        server.url, f"repository:{GUN}:pull", StoredToken("r", "s", "kept", time.time() + 300)
+    )
+    assert store.load(server.url, "repository:registry.test/org/other:pull") is None
+    assert store.load("https://127.0.0.1:1", f"repository:{GUN}:pull") is None
+    assert store.load(server.url, f"repository:{GUN}:pull") is not None
+
+
+def test_an_expired_kept_token_is_dropped(docker_config: Path) -> None:
+    now = [1000.0]
+    store = TokenStore(docker_config / "tokens", wall=lambda: now[0])
+    scope = f"repository:{GUN}:pull"
+    store.save("https://n.test", scope, StoredToken("r", "s", "kept", 1100.0))
+    assert store.load("https://n.test", scope) is not None
+    now[0] = 1095.0  # inside the safety margin
+    assert store.load("https://n.test", scope) is None
+    assert list(store.directory.iterdir()) == []
+
+
+def test_a_basic_challenge_is_remembered_without_the_password(
+    server: LocalServer, connect: Callable[..., TrustServerSession], docker_config: Path
+) -> None:
+    basic = "Basic " + base64.b64encode(b"alice:pw").decode()
+
+    def protected(req: Handler) -> None:
+        if req.headers.get("Authorization") == basic:
+            req.reply(200, b"{}")
+        else:
+            req.reply(401, b"", {"WWW-Authenticate": 'Basic realm="trust"'})
+
+    server.routes[TUF + "timestamp.json"] = protected
+    store = TokenStore(docker_config / "trust" / "tokens")
+    first = connect(credentials=lambda: Creds("alice", "pw"), token_store=store)
+    assert first.get_metadata("timestamp", 10) == b"{}" and first.request_count == 2
+    (kept,) = store.directory.iterdir()
+    assert "cHc" not in kept.read_text() and '"pw"' not in kept.read_text()
+    warm = connect(credentials=lambda: Creds("alice", "pw"), token_store=store)
+    assert warm.get_metadata("timestamp", 10) == b"{}" and warm.request_count == 1
+    assert server.seen[-1].headers["authorization"] == basic
+    other = connect(credentials=lambda: Creds("alice", "other"), token_store=store)
+    with pytest.raises(AuthError):
+        other.get_metadata("timestamp", 10)
+    assert other.request_count == 2  # not sent preemptively: 401, then the wrong password
+
+
+def test_a_token_the_server_refuses_is_not_kept(
+    server: LocalServer, connect: Callable[..., TrustServerSession], docker_config: Path
+) -> None:
+    bearer_setup(server, f"{server.url}/token", token="wrong-token")
+    store = TokenStore(docker_config / "trust" / "tokens")
+    with pytest.raises(AuthError, match="401"):
+        connect(token_store=store).get_metadata("root", 10)
+    assert not store.directory.exists() or list(store.directory.iterdir()) == []
+
+
+def test_a_refused_kept_token_is_forgotten_and_the_handshake_runs_again(
+    server: LocalServer, connect: Callable[..., TrustServerSession], docker_config: Path
+) -> None:
+    bearer_setup(server, f"{server.url}/token")
+    store = TokenStore(docker_config / "trust" / "tokens")
+    scope = f"repository:{GUN}:pull"
+    anonymous = credential_fingerprint("", "", "")
+    store.save(server.url, scope, StoredToken("x", "y", "revoked", time.time() + 300, anonymous))
+    session = connect(token_store=store)
+    assert session.get_metadata("root", 10) == b"{}"
+    assert session.request_count == 3  # the kept token refused (401), token, retry
+    assert store.load(server.url, scope).value == "good-token"  # type: ignore[union-attr]
+
+
+# ------------------------------------------------------------ messages (issue 14)
+
+
+def test_unresolvable_host_is_said_in_words(docker_config: Path) -> None:
+    with TrustServerSession(
+        "https://no-such-host.invalid", GUN, limits=Limits(retries=0), docker_config=docker_config
+    ) as session:
+        with pytest.raises(NetworkError) as info:
+            session.get_metadata("timestamp", 10)
+    error = info.value
+    assert error.message == "error contacting notary server: cannot resolve no-such-host.invalid"
+    assert error.exit_code == 6
+    assert error.detail and "no-such-host.invalid" in error.detail  # the raw text, for -v
+
+
+def test_refused_connection_is_said_in_words(docker_config: Path) -> None:
+    with TrustServerSession(
+        "https://127.0.0.1:1", GUN, limits=FAST, docker_config=docker_config
+    ) as session:
+        with pytest.raises(NetworkError) as info:
+            session.get_metadata("timestamp", 10)
+    assert info.value.message == "error contacting notary server: connection refused by 127.0.0.1:1"
+    assert "Connection" not in info.value.message and info.value.detail
+
+
+def test_untrusted_certificate_names_the_ca_directory(
+    start: Callable[..., LocalServer], docker_config: Path
+) -> None:
+    srv: LocalServer = start()  # its CA is not in docker_config/tls
+    with TrustServerSession(srv.url, GUN, limits=FAST, docker_config=docker_config) as session:
+        with pytest.raises(NetworkError) as info:
+            session.get_metadata("root", 10)
+    netloc = f"127.0.0.1:{srv.port}"
+    assert info.value.message == (
+        f"error contacting notary server: TLS: certificate not trusted for {netloc} "
+        f"(put its CA in {docker_config / 'tls' / netloc}/, named *.crt)"
+    )
+    assert "_Watched" not in info.value.message and "SSL" in (info.value.detail or "")
+
+
+def test_cli_prints_the_words_and_the_detail_only_with_verbose(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from cli.main import main
+
+    env = {
+        "DOCKER_CONFIG": str(tmp_path / "docker"),
+        "DOCKER_CONTENT_TRUST_SERVER": "https://127.0.0.1:1",
+        "TRUSTPULL_CONFIG": str(tmp_path / "none.toml"),
+        "HOME": str(tmp_path),
+    }
+    (tmp_path / "none.toml").write_text("")
+    plain = CliRunner().invoke(main, ["resolve", "127.0.0.1:5000/a/b:1"], env=env)
+    assert plain.exit_code == 6
+    assert "Error: error contacting notary server: connection refused by 127.0.0.1:1" in (
+        plain.output
+    )
+    assert "detail:" not in plain.output
+    verbose = CliRunner().invoke(main, ["resolve", "-v", "127.0.0.1:5000/a/b:1"], env=env)
+    assert verbose.exit_code == 6 and "detail: " in verbose.output
+
+
+# ----------------------------------------------- Docker Hub's Notary is gone (issue 14)
+
+
+@pytest.fixture
+def hub(
+    ca: CertificateAuthority,
+    docker_config: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[LocalServer]:
+    """A local server answering as notary.docker.io:443 (its name in a test CA certificate)."""
+    issued = ca.issue_server(tmp_path / "hub", hosts=("notary.docker.io",))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(issued.cert_path, issued.key_path)
+    srv = LocalServer(context)
+    directory = docker_config / "tls" / "notary.docker.io"
+    directory.mkdir(parents=True)
+    shutil.copy(ca.cert_path, directory / "ca.crt")
+    original = urllib3.util.connection.create_connection
+
+    def create_connection(address: tuple[str, int], *args: Any, **kwargs: Any) -> Any:
+        if address == ("notary.docker.io", 443):
+            if srv.stop.is_set():
+                raise ConnectionRefusedError(111, "Connection refused")
+            address = ("127.0.0.1", srv.port)
+        return original(address, *args, **kwargs)
+
+    monkeypatch.setattr(urllib3.util.connection, "create_connection", create_connection)
+    yield srv
+    srv.close()
+
+
+def hub_update(docker_config: Path, name: str = "alpine:3.19") -> TrustpullError:
+    client = NotaryClient(Settings(docker_config=docker_config, limits=FAST), warn=lambda _: None)
+    with pytest.raises(TrustpullError) as info:
+        client.update(parse(name))
+    return info.value
+
+
+def test_docker_hub_without_trust_data_says_what_to_do(
+    hub: LocalServer, docker_config: Path
+) -> None:
+    error = hub_update(docker_config)  # root.json: 404
+    assert isinstance(error, NoTrustDataError) and error.exit_code == 4
+    assert error.hint == DOCKER_HUB_NOTICE
+    text = error.diagnostics()
+    assert "Docker Hub no longer serves content trust data" in text
+    assert "cannot be verified with Notary" in text
+    assert "[[rules]]" in text and "[trust_servers]" in text and "[[trust_sources]]" in text
+    assert hub.paths() == ["/v2/docker.io/library/alpine/_trust/tuf/root.json"]
+
+
+def test_docker_hub_without_an_answer_says_what_to_do(
+    hub: LocalServer, docker_config: Path
+) -> None:
+    hub.stop.set()  # connections to notary.docker.io are refused from now on
+    error = hub_update(docker_config)
+    assert isinstance(error, NetworkError) and error.exit_code == 6
+    assert error.message == (
+        "error contacting notary server: connection refused by notary.docker.io"
+    )
+    assert error.hint == DOCKER_HUB_NOTICE
+
+
+def test_other_trust_servers_get_no_docker_hub_notice(
+    server: LocalServer, docker_config: Path
+) -> None:
+    settings = Settings(docker_config=docker_config, limits=FAST, trust_server_override=server.url)
+    with pytest.raises(NoTrustDataError) as info:
+        NotaryClient(settings, warn=lambda _: None).update(parse("alpine:3.19"))
+    assert info.value.hint is None
+
+
+def test_config_auth_realms_are_parsed_strictly(tmp_path: Path) -> None:
+    from trust.config import load_config
+
+    path = tmp_path / "config.toml"
+    path.write_text('[auth]\nrealms = ["https://auth.example.com", "https://sso.example.com/t"]\n')
+    settings = load_config({"HOME": str(tmp_path)}, config_file=path).settings
+    assert settings.auth_realms == ("https://auth.example.com", "https://sso.example.com/t")
+    for body, problem in [
+        ('[auth]\nrealms = ["http://auth.example.com"]\n', "must be an https URL"),
+        ('[auth]\nrealms = "https://auth.example.com"\n', "must be an array"),
+        ('[auth]\nrealms = ["https://u:p@auth.example.com"]\n', "must not carry credentials"),
+        ('[auth]\nrealm = ["https://auth.example.com"]\n', "unknown key"),
+    ]:
+        path.write_text(body)
+        with pytest.raises(ConfigError, match=problem) as info:
+            load_config({"HOME": str(tmp_path)}, config_file=path)
+        assert "auth.realm" in info.value.message

@@ -37,9 +37,11 @@ from trust.errors import (
     TrustpullError,
     VerificationError,
 )
+from trust.lookup import Resolution
 from trust.reference import parse
 from trust.service import select_source
 from trust.settings import Settings, TrustSourceConfig
+from trust.targets import SignedTarget
 from trust.tufsource import TrustpullFetcher, TufSource, map_tuf_error
 
 GUN = "127.0.0.1:5999/it/app"
@@ -530,3 +532,69 @@ def test_all_tags_under_a_policy_go_through_the_tuf_source(env: Env) -> None:
         outcome = strict.check(f"{GUN}@{D2}")
         assert outcome.exit_code == 9 and "no-2.0" in outcome.reason
         assert notary.requests == []  # Notary was never asked
+
+
+# ------------------------------------------------------- the verified view (trust.tufview)
+
+
+def test_view_lookup_signed_tags_resolution_and_expiries(env: Env) -> None:
+    repo = env.repo
+    repo.delegate("targets", "team", paths=["127.0.0.1:5999/it/*"])
+    repo.add_tag(GUN, "10.0", D3, role="team")
+    repo.add_tag(GUN, "2.0", D2)
+    repo.publish()
+    source = TufSource(env.source, env.settings)
+    with source.view(GUN) as view:
+        assert view.lookup("2.0") == SignedTarget("2.0", D2, view.lookup("2.0").size, "targets")
+        with pytest.raises(NoSuchTagError, match=r"No valid trust data for 9\.9"):
+            view.lookup("9.9")
+        tags = view.signed_tags()
+        assert [(t.tag, t.digest, t.role) for t in tags] == [
+            ("1.0", D1, "targets"),
+            ("2.0", D2, "targets"),
+            ("10.0", D3, "team"),  # natural order, and a delegated role's tag
+        ]
+        assert all(isinstance(t, SignedTarget) for t in tags)
+        res = view.resolution(parse(f"{GUN}@{D3}", default_tag=False), tags[2])
+        assert isinstance(res, Resolution)
+        assert (res.reference, res.tag, res.signers, res.source) == (
+            f"{GUN}@{D3}",
+            "10.0",
+            ("team",),
+            "tuf",
+        )
+        expiries = view.expiries(("team",))
+        assert set(expiries) == {"root", "timestamp", "snapshot", "targets", "team"}
+        assert all(e.tzinfo is not None for e in expiries.values())
+
+
+def test_view_lists_a_delegated_role_no_lookup_has_loaded_yet(env: Env) -> None:
+    """The first listing of a fresh cache: `team.json` is not on disk until the view makes
+    python-tuf load it (a target search routed to it), and its tag is listed."""
+    env.repo.delegate("targets", "team", paths=["127.0.0.1:5999/it/app:7*"])
+    env.repo.add_tag(GUN, "7.1", D2, role="team")
+    env.repo.publish()
+    with TufSource(env.source, env.settings).view(GUN) as view:
+        assert [t.tag for t in view.signed_tags()] == ["1.0", "7.1"]
+
+
+def test_python_tuf_is_used_through_its_public_api_only() -> None:
+    """No subclass of python-tuf classes, no private attribute of anything from tuf."""
+    import ast
+
+    for name in ("tufsource.py", "tufview.py"):
+        tree = ast.parse((Path(__file__).parents[2] / "trust" / name).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):
+                bases = {ast.unparse(b) for b in node.bases}
+                assert not bases & {"Updater", "Metadata", "Targets", "TrustedMetadataSet"}, name
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+            ):
+                owner = ast.unparse(node.value)
+                assert owner == "self" or owner.startswith("self."), (name, ast.unparse(node))
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tuf"):
+                assert "_internal" not in node.module, name
+                assert all(not alias.name.startswith("_") for alias in node.names), name

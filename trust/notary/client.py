@@ -78,9 +78,7 @@ def check_gun_for_trust(ref: Reference) -> None:
 
 
 class MetadataSource(Protocol):
-    """What the client needs from a trust server session (trust.transport implements it)."""
-
-    def ping(self) -> None: ...
+    """What the client needs from a trust server session (trust.notary.remote implements it)."""
 
     def get_metadata(self, name: str, max_bytes: int) -> bytes: ...
 
@@ -156,7 +154,8 @@ class NotaryClient:
         if self._session_factory is not None:
             return self._session_factory(server, gun)
         from trust.credentials import resolve_registry_auth
-        from trust.transport import TrustServerSession
+        from trust.http import TokenStore
+        from trust.notary.remote import NotaryRemote
 
         settings = self.settings
         domain = gun.split("/", 1)[0]
@@ -164,12 +163,15 @@ class NotaryClient:
         def credentials() -> object:
             return resolve_registry_auth(domain, settings.docker_config, os.environ)
 
-        return TrustServerSession(
+        return NotaryRemote(
             server,
             gun,
             limits=settings.limits,
             docker_config=settings.docker_config,
             credentials=credentials,  # type: ignore[arg-type]
+            realms=settings.auth_realms,
+            token_store=TokenStore(settings.trust_dir / "tokens"),
+            config_hint=f"[auth] realms in {settings.config_file or 'the config file'}",
         )
 
     def warn(self, text: str) -> None:
@@ -218,7 +220,6 @@ class _Run:
             raise self.network_failed
         if self.session is None:
             self.session = self.client.make_session(self.server, self.gun)
-            self.session.ping()
         return self.session
 
     def fetch(self, name: str, max_bytes: int) -> bytes:
@@ -306,16 +307,17 @@ class _Run:
         self.pending["root"] = data
 
     def _fetch_root_plain(self, *, first_use: bool = False) -> bytes:
-        from trust.transport import NotFoundError
+        from trust.notary.remote import NotFoundError
 
         try:
             return self.fetch("root", self.limits.root_max_bytes)
-        except NotFoundError:
+        except NotFoundError as error:
             if first_use:
                 host = self.server.split("://", 1)[-1].split("/", 1)[0]
                 raise NoTrustDataError(
                     f"remote trust data does not exist for {self.gun}: {host} does not have "
-                    f"trust data for {self.gun}"
+                    f"trust data for {self.gun}",
+                    hint=error.hint,
                 ) from None
             raise
 

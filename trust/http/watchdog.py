@@ -1,0 +1,132 @@
+"""The wall-clock deadline of one HTTP attempt, enforced by a timer that cuts its sockets.
+
+Socket timeouts bound each single read, not a server that trickles a byte just often enough
+(attacks.md G04); shutting the socket down from a timer bounds the headers phase too. The
+connections a request uses register themselves with the watch of the calling thread, and the
+requests adapter below makes every pool (direct and proxied) use such connections and one
+`SSLContext`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+__all__ = ["BoundedAdapter", "Watch", "watch"]
+
+
+class Watch:
+    """The connections used by the request in flight, so a timer can cut them at the deadline."""
+
+    def __init__(self) -> None:
+        self._connections: list[HTTPConnection] = []
+        self._fired = False
+        self._lock = threading.Lock()
+
+    @property
+    def fired(self) -> bool:
+        """True once the deadline passed and the sockets were shut down."""
+        return self._fired
+
+    def add(self, conn: HTTPConnection) -> None:
+        with self._lock:
+            self._connections.append(conn)
+
+    def cut(self) -> None:
+        with self._lock:
+            self._fired = True
+            for conn in self._connections:
+                sock = conn.sock
+                if sock is not None:
+                    try:
+                        # The plain socket method: never touch the SSL object another thread uses.
+                        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def watch(seconds: float) -> Iterator[Watch]:
+    """Cut every connection this thread opens or uses inside the block after `seconds`."""
+    current = Watch()
+    timer = threading.Timer(seconds, current.cut)
+    timer.daemon = True
+    _local.watch = current
+    timer.start()
+    try:
+        yield current
+    finally:
+        timer.cancel()
+        _local.watch = None
+
+
+def _register(conn: HTTPConnection) -> None:
+    current: Watch | None = getattr(_local, "watch", None)
+    if current is not None:
+        current.add(conn)
+
+
+class _WatchedHTTPConnection(HTTPConnection):
+    def connect(self) -> None:
+        _register(self)
+        super().connect()
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _register(self)
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPSConnection(HTTPSConnection):
+    def connect(self) -> None:
+        _register(self)
+        super().connect()
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _register(self)
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+_POOLS = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
+class BoundedAdapter(HTTPAdapter):
+    """Uses one SSLContext for every pool (direct and proxied), watched connections, no retries."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self._context = context
+        super().__init__(max_retries=0)
+
+    def init_poolmanager(
+        self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
+    ) -> None:
+        pool_kwargs["ssl_context"] = self._context
+        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+        self.poolmanager.pool_classes_by_scheme = dict(_POOLS)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        proxy_kwargs["ssl_context"] = self._context
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        manager.pool_classes_by_scheme = dict(_POOLS)
+        return manager
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        conn.cert_reqs = "CERT_REQUIRED"  # the CAs are in our context, nothing to add per pool
