@@ -75,7 +75,7 @@ def load_cli_config(
 def notice(text: str) -> None:
     """The library's notices on stderr: trust-on-first-use lines as they are, others as
     warnings."""
-    plain = text.startswith(("trust on first use", "first use of"))
+    plain = text.startswith(("trust on first use", "first use of", "mirror: "))
     click.echo(text if plain else f"WARNING: {text}", err=True)
 
 

@@ -391,6 +391,7 @@ def inspect_command(
 
 
 from cli.batch import check_command, policy_group  # noqa: E402  (commands in their own file)
+from cli.proxy import proxy_command  # noqa: E402
 
 main.add_command(check_command)
 main.add_command(policy_group)
@@ -399,6 +400,7 @@ from cli.plugin import docker_plugin_group  # noqa: E402
 
 main.add_command(docker_plugin_group)
 main.add_command(pin_command)
+main.add_command(proxy_command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -83,7 +83,7 @@ def one_input(data: bytes) -> None:
                 keys=root.keys,
                 root_keyids=keys.keyids,
                 threshold=keys.threshold,
-                signed=envelope.signed,
+                message=envelope.message,
                 signatures=envelope.signatures,
                 now=root.expires - dt.timedelta(days=1),
                 previous=None,

@@ -54,6 +54,10 @@ if [ "$mode" = test ]; then
     need tinyproxy tinyproxy
     need podman podman
     need docker-compose docker-compose
+    # busybox-static: the engine proxy tests' runnable image needs a statically linked
+    # /bin/busybox (Debian's plain `busybox` package is dynamically linked)
+    dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "ok installed" \
+        || packages+=(busybox-static)
 fi
 [ -n "$python" ] || packages+=(python3)
 if [ -z "$python" ] || ! "$python" -c "import ensurepip" >/dev/null 2>&1; then

@@ -32,6 +32,7 @@ from tests.ci import skip_or_fail
 
 TESTS = Path(__file__).resolve().parent
 ATTACKS = Path(__file__).resolve().parents[1].parent / "shared" / "spec" / "attacks.md"
+ENGINE_PROXY = ATTACKS.with_name("engine-proxy.md")
 
 #: A case heading: `**A01 – Unsigned metadata.**` at the start of a line.
 _CASE_RE = re.compile(r"^\*\*([A-J]\d{2}) [–-] ", re.MULTILINE)
@@ -181,8 +182,30 @@ def _first_test(source: str) -> tuple[ast.FunctionDef, str]:
 )
 def test_outcome_rule_can_fail(body: str, counts: bool) -> None:
     """The outcome rule itself: what cannot fail, or asserts no outcome, does not count."""
-    node, source = _first_test(f"def test_X01_case() -> None:\n    {body}\n")
+    node, source = _first_test(f"def test_A01_case() -> None:\n    {body}\n")
     assert asserts_outcome(node, source) is counts, outcome_assertions(node, source)
+
+
+#: A case heading of the engine proxy's catalogue (engine-proxy.md §4): `**X01 – …**`.
+_PROXY_CASE_RE = re.compile(r"^\*\*(X\d{2}) [–-] ", re.MULTILINE)
+
+
+def proxy_catalogue_ids() -> list[str]:
+    if not ENGINE_PROXY.is_file():
+        message = f"engine proxy catalogue missing: {ENGINE_PROXY}"
+        skip_or_fail(message)
+    return _PROXY_CASE_RE.findall(ENGINE_PROXY.read_text(encoding="utf-8"))
+
+
+def test_proxy_catalogue_is_x01_to_x59() -> None:
+    ids = proxy_catalogue_ids()
+    assert ids == [f"X{n:02d}" for n in range(1, 60)], ids
+
+
+def test_every_proxy_catalogue_id_has_a_test() -> None:
+    names = list(collect_test_names())
+    missing = [case_id for case_id in proxy_catalogue_ids() if not covering(case_id, names)]
+    assert missing == [], f"engine-proxy.md ids without a test named by them: {missing}"
 
 
 def test_matching_rule_is_exact() -> None:

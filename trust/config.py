@@ -7,6 +7,10 @@ typo in a security setting (say `disable_tofu`) must never be silently ignored.
 
 The values it builds live in `trust.settings` (a leaf: `Limits`, `TrustPinning`, `Settings`) and
 `trust.policy` (the rule model); this module is the only one that reads the file.
+
+Longer than 500 lines because every table of the file (limits, pinning, servers, trust
+sources, rules, engine, auth, proxy, mirrors) is read here by one strict reader that names file,
+line and key; split per table, the line lookup and the precedence rules would be copied.
 """
 
 from __future__ import annotations
@@ -27,18 +31,21 @@ from trust.policy_file import check_trust_sources, parse_rules
 from trust.reference import DOMAIN_AND_PORT, REMOTE_NAME
 from trust.settings import (
     Limits,
+    ProxyConfig,
     Settings,
     TrustPinning,
     TrustSourceConfig,
     content_trust_from_env,
     engine_socket_host,
     parse_go_bool,
+    scope_matches,
     validate_trust_server_url,
 )
 
 __all__ = [
     "Configuration",
     "Limits",
+    "ProxyConfig",
     "Settings",
     "TrustPinning",
     "content_trust_from_env",
@@ -129,6 +136,8 @@ _SECTIONS = {
     "rules",
     "engine",
     "auth",
+    "proxy",
+    "mirrors",
 }
 _PINNING_KEYS = {"certs", "ca", "disable_tofu"}
 
@@ -187,7 +196,14 @@ def _parse_pinning(reader: _FileReader, table: Mapping[str, Any]) -> TrustPinnin
     ca_raw = table.get("ca", {})
     if not isinstance(ca_raw, dict) or not all(isinstance(v, str) for v in ca_raw.values()):
         raise reader.fail("trust_pinning", "ca", "must be a table of GUN prefix = CA file")
-    ca = {prefix: str((reader.path.parent / value).resolve()) for prefix, value in ca_raw.items()}
+    ca: dict[str, bytes] = {}
+    for prefix, value in ca_raw.items():
+        path = (reader.path.parent / value).resolve()
+        try:
+            ca[prefix] = path.read_bytes()
+        except OSError as exc:
+            problem = f"cannot read the CA file {path}: {exc.strerror or exc}"
+            raise reader.fail("trust_pinning.ca", prefix, problem) from None
     disable_tofu = table.get("disable_tofu", False)
     if not isinstance(disable_tofu, bool):
         raise reader.fail("trust_pinning", "disable_tofu", "must be true or false")
@@ -342,6 +358,63 @@ def _parse_trust_sources(reader: _FileReader, value: Any) -> tuple[TrustSourceCo
     return tuple(sources)
 
 
+def _registry_prefix_problem(value: str) -> str | None:
+    """Why `value` is not a `host[:port][/path]` registry prefix (None when it is one)."""
+    first = value.split("/", 1)[0]
+    if not _scope_pattern().fullmatch(value) or not (
+        "." in first or ":" in first or first == "localhost"
+    ):
+        return (
+            "must be a registry host[:port] or a repository prefix starting with one "
+            "(mirror.corp:5000, harbor.corp/dockerhub), without scheme, tag or digest"
+        )
+    if first != first.lower():
+        return "the registry host must be lower case"
+    return None
+
+
+def _parse_mirrors(reader: _FileReader, table: Mapping[str, Any]) -> dict[str, str]:
+    """`[mirrors]`: mirror prefix = origin prefix, both registry names; no self-maps, no chains.
+
+    An origin must not overlap any mirror prefix (by whole path segments, either way round):
+    then a mapped name is never mapped again, and no mirror can shadow its own origin's names.
+    """
+    mirrors: dict[str, str] = {}
+    for mirror, origin in table.items():
+        if isinstance(origin, dict):
+            dotted, inner = mirror, origin  # `mirror.corp = ...` unquoted is a nested table
+            while isinstance(inner, dict) and len(inner) == 1:
+                key, inner = next(iter(inner.items()))
+                dotted += f".{key}"
+            raise reader.fail(
+                "mirrors",
+                dotted,
+                'must be "MIRROR" = "ORIGIN"; quote a mirror name that has dots or a port '
+                '("mirror.corp:5000" = "registry.example.com")',
+            )
+        problem = _registry_prefix_problem(mirror)
+        if problem is not None:
+            raise reader.fail("mirrors", mirror, f"mirror {problem}")
+        if not isinstance(origin, str):
+            raise reader.fail("mirrors", mirror, "must be an origin registry name string")
+        problem = _registry_prefix_problem(origin)
+        if problem is not None:
+            raise reader.fail("mirrors", mirror, f"origin {origin!r} {problem}")
+        mirrors[mirror] = origin
+    for mirror, origin in mirrors.items():
+        if mirror == origin:
+            raise reader.fail("mirrors", mirror, "a mirror cannot map to itself")
+        for other in mirrors:
+            if scope_matches(other, origin) or scope_matches(origin, other):
+                what = "its own mirror prefix" if other == mirror else f"the mirror {other!r}"
+                raise reader.fail(
+                    "mirrors",
+                    mirror,
+                    f"origin {origin!r} overlaps {what}: mirrors cannot map to themselves or chain",
+                )
+    return mirrors
+
+
 def _rules_fail(reader: _FileReader) -> Callable[[int, str | None, str], ConfigError]:
     """A `[[rules]]` error naming file, line (of the key in that rule) and field."""
 
@@ -370,6 +443,38 @@ def _parse_rules(reader: _FileReader, value: Any) -> Policy:
         origin=origin,
         source=str(reader.path),
     )
+
+
+def _parse_proxy(reader: _FileReader, table: Mapping[str, Any]) -> ProxyConfig:
+    known = {item.name: item for item in dataclasses.fields(ProxyConfig)}
+    defaults = ProxyConfig()
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in known:
+            raise reader.fail("proxy", key, "unknown key")
+        default = getattr(defaults, key)
+        if key == "socket_mode":
+            if isinstance(value, str) and re.fullmatch(r"0?o?[0-7]{3,4}", value):
+                value = int(value.replace("o", ""), 8)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise reader.fail("proxy", key, 'must be an octal mode such as 0o660 or "0660"')
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise reader.fail("proxy", key, "must be true or false")
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise reader.fail("proxy", key, "must be a non-negative integer")
+        elif isinstance(default, float):
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise reader.fail("proxy", key, "must be a non-negative number")
+            value = float(value)
+        elif not isinstance(value, str) or not value:
+            raise reader.fail("proxy", key, "must be a non-empty string")
+        values[key] = value
+    try:
+        return ProxyConfig(**values)
+    except ConfigError as error:
+        raise reader.fail("proxy", "mode", error.message) from None
 
 
 def load_policy_file(path: Path) -> tuple[Policy, _FileReader]:
@@ -406,10 +511,12 @@ def load_config(
     pinning = TrustPinning()
     servers: dict[str, str] = {}
     sources: tuple[TrustSourceConfig, ...] = ()
+    mirrors: dict[str, str] = {}
     policy: Policy | None = None
     realms: tuple[str, ...] = ()
     used_file: Path | None = None
     file_engine: str | None = None
+    proxy = ProxyConfig()
     if explicit or path.is_file():
         doc, reader = _read_file(path)
         used_file = path
@@ -421,6 +528,8 @@ def load_config(
         servers = _parse_servers(reader, reader.table(doc, "trust_servers"))
         file_engine = _parse_engine(reader, reader.table(doc, "engine"))
         realms = _parse_auth(reader, reader.table(doc, "auth"))
+        proxy = _parse_proxy(reader, reader.table(doc, "proxy"))
+        mirrors = _parse_mirrors(reader, reader.table(doc, "mirrors"))
         if "trust_sources" in doc:
             sources = _parse_trust_sources(reader, doc["trust_sources"])
         if "rules" in doc and policy_file is None:
@@ -449,5 +558,7 @@ def load_config(
         trust_sources=sources,
         engine_host=engine_host,
         auth_realms=realms,
+        proxy=proxy,
+        mirrors=mirrors,
     )
     return Configuration(settings, policy)

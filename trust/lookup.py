@@ -12,17 +12,22 @@ signed digest; attacks.md I04, I05), and a target's sha256 must be exactly 32 by
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 from trust.errors import MalformedError, NoSuchTagError, NoTrustDataError
 from trust.notary.metadata import FileMeta
 from trust.notary.trusted_set import LOOKUP_ROLES, RELEASES_ROLE, TrustData
 from trust.reference import Reference
-from trust.targets import SignedTarget
+from trust.targets import (
+    REPO_ADMIN,
+    Resolution,
+    SignedTarget,
+    natural_key,
+    pinned_reference,
+)
 
 __all__ = [
+    "REPO_ADMIN",
     "Resolution",
     "SignedTarget",
     "find_by_digest",
@@ -33,39 +38,6 @@ __all__ = [
     "pinned_reference",
     "resolution_for",
 ]
-
-REPO_ADMIN = "Repo Admin"
-
-
-@dataclass(frozen=True)
-class Resolution:
-    """A verified tag → digest answer; the JSON keys of `trustpull resolve`."""
-
-    reference: str
-    name: str
-    tag: str | None
-    digest: str
-    size: int
-    role: str
-    signers: tuple[str, ...]
-    trust_server: str
-    root_key_id: str
-    source: str = "notary"
-    warnings: tuple[str, ...] = field(default=(), compare=False)
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "reference": self.reference,
-            "name": self.name,
-            "tag": self.tag,
-            "digest": self.digest,
-            "size": self.size,
-            "role": self.role,
-            "signers": list(self.signers),
-            "trust_server": self.trust_server,
-            "root_key_id": self.root_key_id,
-            "source": self.source,
-        }
 
 
 def _convert(tag: str, meta: FileMeta, role: str) -> SignedTarget:
@@ -164,14 +136,6 @@ def root_key_id(data: TrustData) -> str:
     return ids[0] if ids else ""
 
 
-def pinned_reference(ref: Reference, tag: str, digest: str) -> Reference:
-    """`NAME@sha256:X` stays digest-only; anything else is pinned to `NAME:TAG@sha256:X`."""
-    pinned = ref.trimmed()
-    if ref.digest is None or ref.tag_given:
-        pinned = pinned.with_tag(tag)
-    return pinned.with_digest(digest)
-
-
 def resolution_for(
     data: TrustData, ref: Reference, target: SignedTarget, trust_server: str
 ) -> Resolution:
@@ -192,13 +156,6 @@ def resolution_for(
 
 
 # --------------------------------------------------------------------------- inspect
-
-
-def natural_key(text: str) -> list[tuple[int, int | str]]:
-    """Natural order (digit runs compare as numbers), as docker sorts signed tags."""
-    return [
-        (0, int(chunk)) if chunk.isdigit() else (1, chunk) for chunk in re.findall(r"\d+|\D+", text)
-    ]
 
 
 def inspect_repository(data: TrustData, name_as_typed: str, tag: str | None) -> dict[str, object]:

@@ -25,6 +25,10 @@ Rewriting (`trustpull resolve --write`): each site knows where its value sits (l
 column, in the file's own line endings); the new text is spliced into the original text at
 exactly that place, so every other byte of the file is kept. Where a value cannot be replaced
 in place (interpolated, escaped, split over lines) the site says why and the rewrite refuses.
+
+Longer than 500 lines because it holds the three readers (Dockerfiles as BuildKit parses
+them, compose with compose 1.29's interpolation, Kubernetes pod specs) and the in-place rewrite,
+which must find exactly the sites the readers report.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ __all__ = [
     "ImageSite",
     "compose_interpolate",
     "decode",
+    "image_site",
+    "load_yaml",
     "pinned_text",
     "read_text",
     "refs_from_dockerfile",
@@ -538,7 +544,7 @@ def refs_from_dockerfile(
 # ------------------------------------------------------------------------------ YAML
 
 
-def _load_yaml(text: str, path: str, max_bytes: int = DEFAULT_MAX_BYTES) -> list[Any]:
+def load_yaml(text: str, path: str, max_bytes: int = DEFAULT_MAX_BYTES) -> list[Any]:
     from ruamel.yaml import YAML
     from ruamel.yaml.error import YAMLError
 
@@ -571,7 +577,7 @@ def _owner(node: Any, key: str) -> Any:
     raise InputError(f"cannot locate {key}")
 
 
-def _site(
+def image_site(
     node: Any, key: str, path: str, env: Mapping[str, str] | None, kind: str = "image"
 ) -> ImageSite:
     holder = _owner(node, key)
@@ -597,7 +603,7 @@ def _compose_sites(doc: Any, path: str, env: Mapping[str, str]) -> list[ImageSit
     sites = []
     for _name, service in services.items():
         if hasattr(service, "get") and "image" in service:
-            sites.append(_site(service, "image", path, env))
+            sites.append(image_site(service, "image", path, env))
     return sites
 
 
@@ -620,7 +626,7 @@ def _pod_sites(root: Any, path: str, out: list[ImageSite], max_sites: int) -> No
                             continue
                         seen.add(id(container))
                         if hasattr(container, "get") and "image" in container:
-                            out.append(_site(container, "image", path, None))
+                            out.append(image_site(container, "image", path, None))
                             if len(out) > max_sites:
                                 raise InputError(
                                     f"{path}: more than {max_sites} image sites "
@@ -643,7 +649,7 @@ def yaml_sites(
     """(`compose` or `k8s`, the image sites in file order). `auto` looks for `services:`.
 
     `env` is the interpolation mapping for compose (default: the process environment)."""
-    docs = _load_yaml(text, path, max_bytes)
+    docs = load_yaml(text, path, max_bytes)
     if kind == "auto":
         first: Any = docs[0] if docs else None
         kind = "compose" if hasattr(first, "get") and "services" in first else "k8s"

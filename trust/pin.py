@@ -16,6 +16,9 @@ Config files are edited as text, never re-serialised: the user's file stays byte
 was plus the inserted lines, and the edit is accepted only if `tomllib` reads exactly the old
 document plus the new entry. A table written in a form this cannot edit safely (an inline table,
 dotted keys, an entry for the same name with other values) is refused with the text to add.
+
+Longer than 500 lines because writing a pin safely is most of it: the TOML text edit, the
+forms it refuses to edit, and the checks that the edited file still loads and verifies.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from trust.lookup import Resolution
 from trust.notary.trusted_set import TrustData, TrustedSet
 from trust.notary.x509root import PIN_NO_TOFU
 from trust.reference import Reference
-from trust.service import TrustService, select_source, settings_for
+from trust.service import TrustService, mirror_origin, select_source, settings_for
 from trust.settings import Settings, TrustPinning
 
 __all__ = [
@@ -359,14 +362,17 @@ def add_pin(text: str, pin: Pin, path: Path) -> str | None:
 
 
 def _ca_pinning(prefix: str, ca_file: Path) -> TrustPinning:
-    """A pinning with only this CA (TrustPinning.ca holds CA file paths today)."""
-    return TrustPinning(ca={prefix: str(ca_file)})
+    """A pinning with only this CA (its PEM bytes: the verifier reads no file)."""
+    try:
+        pem = ca_file.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read the CA file {ca_file}: {exc.strerror}") from None
+    return TrustPinning(ca={prefix: pem})
 
 
 def check_anchors(data: TrustData, pinning: TrustPinning, now: dt.datetime) -> None:
     """The verified root is accepted under `pinning` alone, by a pin (not first use)."""
-    trusted = TrustedSet(data.gun, now=now, pinning=pinning)
-    trusted.load_cached_root(data.root_bytes)
+    trusted = TrustedSet(data.gun, data.root_bytes, now=now, pinning=pinning)
     assert trusted.root_check is not None
     if trusted.root_check.tofu:
         raise TrustPinError(f"the pin does not apply to {data.gun}")
@@ -554,6 +560,12 @@ def pin_repository(
     else:  # a file that does not exist yet is an empty configuration
         with _candidate(directory, "") as empty:
             loaded = load_config(environ, config_file=empty)
+    origin = mirror_origin(ref, loaded.settings)
+    if origin is not None:
+        # A pin is for the GUN whose trust data is verified: a mirrored name's origin.
+        if notice is not None:
+            notice(f"mirror: {ref.name} is verified as {origin.name}: pinning {origin.name}")
+        ref = origin
     if ca is not None:
         ca_file, prefix = ca
         if not ca_file.is_file():

@@ -19,9 +19,9 @@ from trust.manifests import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_SITES,
     ImageSite,
-    _load_yaml,
-    _site,
     decode,
+    image_site,
+    load_yaml,
     pinned_text,
     read_text,
     refs_from_dockerfile,
@@ -43,6 +43,7 @@ __all__ = [
     "compose_images",
     "outcome_for",
     "pin_files",
+    "reference_key",
     "verify",
     "write_override",
 ]
@@ -66,7 +67,7 @@ def verify(
     return check_references(texts, service, workers=workers, on_done=on_done)
 
 
-def _key(text: str) -> str:
+def reference_key(text: str) -> str:
     from trust.reference import parse
 
     try:
@@ -77,7 +78,7 @@ def _key(text: str) -> str:
 
 def outcome_for(report: CheckReport) -> dict[str, Verification]:
     """Verifications by normalised reference (what `check_references` de-duplicates by)."""
-    return {_key(outcome.input): outcome for outcome in report.outcomes}
+    return {reference_key(outcome.input): outcome for outcome in report.outcomes}
 
 
 def _located(error: TrustpullError, origin: str) -> TrustpullError:
@@ -144,7 +145,7 @@ def compose_images(
 ) -> tuple[Any, list[ServiceImage]]:
     """(the loaded document, each service's image as compose 1.29 resolves it: own `image:`,
     else through `extends` (same file or `file:`), interpolated with `env`)."""
-    docs = _load_yaml(read_text(path, max_bytes), path, max_bytes)
+    docs = load_yaml(read_text(path, max_bytes), path, max_bytes)
     if len(docs) != 1:
         raise InputError(f"{path}: a compose file is one YAML document")
     #: absolute path → (the path as the user or the `extends` spelled it, its services)
@@ -157,7 +158,7 @@ def compose_images(
             raise InputError(f"{file}: service {name!r} is not a mapping")
         profiles = tuple(str(p) for p in (service.get("profiles") or ()))
         if "image" in service:
-            site = _site(service, "image", file, env)
+            site = image_site(service, "image", file, env)
             return ServiceImage(name, site, "build" in service, profiles)
         if "build" in service:
             return ServiceImage(name, None, True, profiles)
@@ -175,7 +176,7 @@ def compose_images(
                 other = os.path.join(os.path.dirname(file), str(extends["file"]))
                 target_key = os.path.abspath(other)
                 if target_key not in cache:
-                    others = _load_yaml(read_text(other, max_bytes), other, max_bytes)
+                    others = load_yaml(read_text(other, max_bytes), other, max_bytes)
                     if len(others) != 1:
                         raise InputError(f"{other}: a compose file is one YAML document")
                     cache[target_key] = (other, _services(others[0], other))
@@ -283,7 +284,7 @@ def _file_sites(
 ) -> tuple[str, list[ImageSite]]:
     if _is_dockerfile(path):
         return "dockerfile", refs_from_dockerfile(text, path, build_args)
-    first = _load_yaml(text, path)
+    first = load_yaml(text, path)
     kind = "compose" if first and hasattr(first[0], "get") and "services" in first[0] else "k8s"
     if kind == "compose":
         env = compose_environment(path, env_file)
@@ -342,7 +343,7 @@ def pin_files(
                     item,
                 )
                 continue
-            outcome = outcomes[_key(site.text)]
+            outcome = outcomes[reference_key(site.text)]
             if outcome.error is not None:
                 failure = outcome.error
                 if check_only and failure.exit_code == 4:
@@ -447,7 +448,7 @@ def write_override(
             "input": site.text,
         }
         report.items.append(item)
-        outcome = outcomes[_key(site.text)]
+        outcome = outcomes[reference_key(site.text)]
         if outcome.error is not None:
             report.fail(_located(outcome.error, site.origin), item)
             continue

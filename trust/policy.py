@@ -33,7 +33,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from trust.errors import NoTrustDataError, NotSignedError, PolicyError
@@ -436,6 +436,8 @@ class Rule:
     threshold: int | None = None
     root_keys: tuple[str, ...] = ()
     root_ca: str | None = None
+    #: The CA file's PEM bytes, read by the parser (the verifier does no I/O).
+    root_ca_pem: bytes | None = field(default=None, repr=False, compare=False)
     tofu: bool | None = None
     trust_server: str | None = None
     trust_source: str | None = None

@@ -142,10 +142,16 @@ def _parse_rule(
         if not _KEY_ID_RE.fullmatch(key_id):
             raise fail(index, "root_keys", f"{key_id!r} is not a 64-hex key ID")
     root_ca = _string(entry, index, "root_ca", fail)
+    root_ca_pem = None
     if root_ca is not None:
         resolved = (base_dir / root_ca).resolve()
         if not resolved.is_file():
             raise fail(index, "root_ca", f"CA file {resolved} does not exist")
+        try:
+            root_ca_pem = resolved.read_bytes()
+        except OSError as exc:
+            problem = f"cannot read the CA file {resolved}: {exc.strerror}"
+            raise fail(index, "root_ca", problem) from None
         root_ca = str(resolved)
     if root_keys and root_ca:
         raise fail(index, "root_ca", 'give "root_keys" or "root_ca", not both')
@@ -174,6 +180,7 @@ def _parse_rule(
         threshold=threshold,
         root_keys=root_keys,
         root_ca=root_ca,
+        root_ca_pem=root_ca_pem,
         tofu=tofu,
         trust_server=trust_server,
         trust_source=trust_source,

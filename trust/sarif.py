@@ -105,8 +105,8 @@ def sarif_log(
 ) -> dict[str, object]:
     """The SARIF 2.1.0 log of `report`; `sites` give each reference's file:line. `base`
     makes artifact URIs relative (default: the working directory)."""
-    from trust.pinning import _key as key_of
     from trust.pinning import outcome_for
+    from trust.pinning import reference_key as key_of
 
     base = Path.cwd() if base is None else base
     if version is None:

@@ -1,7 +1,9 @@
 """The one verification path: every front end (pull, resolve, inspect, check, the manifest pinner,
 the engine proxy and the Python API) asks `TrustService`, and nothing else decides.
 
-For one reference it
+For one reference (first mapped to its origin when it lies under a `[mirrors]` prefix: the
+origin's rules, trust source, trust server and pins apply, and the mirror's name is kept for the
+pull and the output; `mirror_origin` is the one place that mapping is made) it
 1. picks the rule (`Policy.match`; without a policy the built-in default, an ordinary rule),
 2. picks the trust source (a rule's `trust_source`, else the longest `[[trust_sources]]` scope,
    else Notary) before any I/O, so a TUF-scoped reference never falls back to Notary,
@@ -24,11 +26,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from trust.errors import (
+    InputError,
     NoSuchTagError,
     NoTrustDataError,
     NotSignedError,
@@ -54,11 +57,11 @@ from trust.notary.client import NotaryClient, trust_server_for
 from trust.notary.trusted_set import LOOKUP_ROLES, TrustData
 from trust.notary.x509root import PIN_NO_TOFU
 from trust.policy import BUILTIN_DEFAULT, Context, Policy, Refuse, Rule, UnsignedAccepted
-from trust.reference import Reference, parse
+from trust.reference import Reference, parse, parse_normalized_named
 from trust.settings import Settings, TrustPinning, TrustSourceConfig, scope_matches
 from trust.targets import SignedTarget
 
-__all__ = ["TrustService", "Verification", "select_source", "tofu_notice"]
+__all__ = ["TrustService", "Verification", "mirror_origin", "select_source", "tofu_notice"]
 
 Notice = Callable[[str], None]
 
@@ -78,6 +81,9 @@ class Verification:
     resolutions: tuple[Resolution, ...] = ()
     unsigned: str | None = None
     error: TrustpullError | None = None
+    #: The origin reference that was verified when `reference` lies under a `[mirrors]`
+    #: prefix; `reference` (and each resolution's `reference`/`name`) stay the mirror's.
+    origin: Reference | None = None
 
     @property
     def accepted(self) -> bool:
@@ -108,6 +114,8 @@ class Verification:
             item.update(self.resolutions[0].to_json())
         elif self.reference is not None:
             item.update({"reference": str(self.reference), "name": self.reference.name})
+        if self.origin is not None:
+            item["origin"] = self.origin.name
         item["input"] = self.input
         item["verdict"] = self.verdict
         item["rule"] = self.rule.label if self.rule is not None else None
@@ -126,6 +134,56 @@ def select_source(ref: Reference, settings: Settings) -> TrustSourceConfig | Non
         ):
             best = source
     return best
+
+
+def mirror_origin(ref: Reference, settings: Settings) -> Reference | None:
+    """`ref` mapped to its origin when it lies under a `[mirrors]` prefix, else None.
+
+    Prefixes match by whole path segments and the longest wins; the rest of the path, the tag
+    and the digest are kept, and the origin name is normalised as docker does
+    (`harbor.corp/dockerhub/alpine` → `docker.io/library/alpine`). The loader refuses origins
+    that overlap a mirror prefix, so an origin is never mapped again.
+    """
+    best: str | None = None
+    for mirror in settings.mirrors:
+        if scope_matches(mirror, ref.name) and (best is None or len(mirror) > len(best)):
+            best = mirror
+    if best is None:
+        return None
+    name = settings.mirrors[best] + ref.name[len(best) :]
+    if "/" not in name:
+        raise InputError(
+            f"{ref.name} is the mirror prefix {best} itself, not a repository under it "
+            f"(its origin {name} names no repository)"
+        )
+    try:
+        origin = parse_normalized_named(name)
+    except InputError as error:
+        raise InputError(
+            f"{ref.name} maps through the mirror {best} to {name}, which is not a valid "
+            f"repository name: {error.message}"
+        ) from error
+    return dataclasses.replace(origin, tag=ref.tag, digest=ref.digest, tag_given=ref.tag_given)
+
+
+def _through_mirror(
+    mirrored: Reference, origin: Reference | None, resolutions: Sequence[Resolution]
+) -> tuple[Resolution, ...]:
+    """The origin's verified answers, named as the user gave them: the pull goes to the mirror
+    by the verified digest, and `origin` says whose trust data vouched for it."""
+    if origin is None:
+        return tuple(resolutions)
+    results = []
+    for found in resolutions:
+        pinned = (
+            pinned_reference(mirrored, found.tag, found.digest)
+            if found.tag
+            else mirrored.trimmed().with_digest(found.digest)
+        )
+        results.append(
+            dataclasses.replace(found, reference=str(pinned), name=mirrored.name, origin=found.name)
+        )
+    return tuple(results)
 
 
 def tofu_notice(data: TrustData, gun: str) -> str:
@@ -163,7 +221,9 @@ def settings_for(rule: Rule, ref: Reference, settings: Settings) -> Settings:
         if rule.root_keys:
             certs[ref.name] = rule.root_keys
         if rule.root_ca:
-            ca[ref.name] = rule.root_ca
+            if rule.root_ca_pem is None:  # a rule built in code, not parsed from a file
+                raise PolicyError(f"rule {rule.label}: root_ca {rule.root_ca} was not read")
+            ca[ref.name] = rule.root_ca_pem
         disable = pinning.disable_tofu if rule.tofu is None else not rule.tofu
         changes["trust_pinning"] = TrustPinning(certs=certs, ca=ca, disable_tofu=disable)
     return dataclasses.replace(settings, **changes) if changes else settings
@@ -180,6 +240,9 @@ class _Memo:
     data: TrustData | None = None
     error: TrustpullError | None = None
     done: bool = False
+    #: The client that verified `data`: it writes the cache once a verdict accepts it.
+    client: NotaryClient | None = None
+    committed: bool = False
 
 
 class TrustService:
@@ -206,6 +269,9 @@ class TrustService:
         self._client_factory = client_factory
         self._lock = threading.Lock()
         self._memo: dict[tuple[str, int], _Memo] = {}
+        #: Per thread: the verifications the current `verify` call rests on (committed when
+        #: its verdict is accepted, never when it is refused: issue 11 #6).
+        self._local = threading.local()
         self._requests = 0
 
     @property
@@ -238,12 +304,17 @@ class TrustService:
             ref = parse(ref, default_tag=not all_tags)
         else:
             text = str(ref)
+        mirrored = ref
+        origin = mirror_origin(ref, self.settings)
+        if origin is not None:
+            ref = origin  # rules, source, trust server and pins: the origin's
         # One refusal, one exit code, whatever the front end: a bad combination is usage (2).
         if all_tags and ref.tag_given:
             raise UsageError("tag can't be used with --all-tags/-a")
         if all_tags and ref.digest is not None:
             raise UsageError("a digest can't be used with --all-tags/-a")
         rule = self.rule_for(ref.trimmed() if all_tags else ref)
+        self._local.used = []
         try:
             if all_tags:
                 resolutions = self._all_tags(ref.trimmed(), rule)
@@ -252,8 +323,16 @@ class TrustService:
             else:
                 resolutions = [self._under_policy(ref, rule, self._one)]
         except UnsignedAccepted as accepted:
-            return Verification(text, ref, accepted.rule, unsigned=accepted.message)
-        return Verification(text, ref, rule, tuple(resolutions))
+            return Verification(
+                text, mirrored, accepted.rule, unsigned=accepted.message, origin=origin
+            )
+        finally:
+            used: list[_Memo] = self._local.used
+            self._local.used = None
+        self._commit(used)  # reached only when the verdict is accepted
+        return Verification(
+            text, mirrored, rule, _through_mirror(mirrored, origin, resolutions), origin=origin
+        )
 
     def check(self, text: str, ref: Reference | None = None) -> Verification:
         """`verify` for batch use: never raises a TrustpullError, the error is in the result."""
@@ -266,11 +345,19 @@ class TrustService:
                     reference = parse(text)
                 except TrustpullError:
                     reference = None
-            rule = self.rule_for(reference) if reference is not None else None
-            return Verification(text, reference, rule, error=error)
+            origin = None
+            if reference is not None:
+                try:
+                    origin = mirror_origin(reference, self.settings)
+                except TrustpullError:
+                    origin = None
+            rule = self.rule_for(origin or reference) if reference is not None else None
+            return Verification(text, reference, rule, error=error, origin=origin)
 
     def inspect(self, ref: Reference, name_as_typed: str, tag: str | None) -> dict[str, object]:
-        """`docker trust inspect`'s object, from the reference's trust source."""
+        """`docker trust inspect`'s object, from the reference's trust source (the origin's,
+        for a reference under a mirror)."""
+        ref = mirror_origin(ref, self.settings) or ref
         source = select_source(ref, self.settings)
         if source is not None:
             from trust.tufsource import TufSource
@@ -280,10 +367,12 @@ class TrustService:
             )
         client = self._client(self.settings, frozenset())
         try:
-            data = client.update(ref)
+            data = client.update(ref, commit=False)
         finally:
             self._count(client)
-        return inspect_repository(data, name_as_typed, tag)
+        document = inspect_repository(data, name_as_typed, tag)
+        self._commit([_Memo(data=data, done=True, client=client)])
+        return document
 
     # -------------------------------------------------------------- reference shapes
 
@@ -410,6 +499,8 @@ class TrustService:
             return list(found)
         try:
             data = self._trust_data(repo, rule, settings)
+        except UnsignedAccepted:
+            raise  # the rule accepts the repository without trust data: every shape of it
         except NotSignedError as error:
             raise self._policy_wrap(repo, rule, error) from error
         roles: set[str] = set(LOOKUP_ROLES)
@@ -488,19 +579,36 @@ class TrustService:
         with memo.lock:
             if not memo.done:
                 try:
-                    memo.data = self._update(ref, rule, settings)
+                    fetched = self._update(ref, rule, settings)
+                    memo.data, memo.client = fetched.data, fetched.client
                 except TrustpullError as error:
                     memo.error = error
                 memo.done = True
         if memo.error is not None:
             raise memo.error.fresh()
         assert memo.data is not None
+        used: list[_Memo] | None = getattr(self._local, "used", None)
+        if used is not None and memo not in used:
+            used.append(memo)
         return memo.data
 
-    def _update(self, ref: Reference, rule: Rule, settings: Settings) -> TrustData:
+    def _commit(self, memos: Iterable[_Memo]) -> None:
+        """Let the Notary cache keep what these verifications fetched: called only for an
+        accepted verdict, so a refused first contact leaves no root behind as the pin."""
+        for memo in memos:
+            with memo.lock:
+                if memo.committed or memo.data is None or memo.client is None:
+                    continue
+                memo.client.commit(memo.data)
+                memo.committed = True
+                data = memo.data
+            if data.first_use and self._notice is not None:
+                self._notice(tofu_notice(data, data.gun))
+
+    def _update(self, ref: Reference, rule: Rule, settings: Settings) -> _Memo:
         client = self._client(settings, rule.required_roles)
         try:
-            data = client.update(ref)
+            data = client.update(ref, commit=False)
         except NoTrustDataError as error:
             # Notary answered that the repository has no trust data at all: the one case a
             # rule may accept unsigned, and only when nothing was ever cached for it.
@@ -521,9 +629,7 @@ class TrustService:
             raise
         finally:
             self._count(client)
-        if data.first_use and self._notice is not None:
-            self._notice(tofu_notice(data, ref.name))
-        return data
+        return _Memo(data=data, done=True, client=client)
 
     def _choose(self, data: TrustData, tag: str, rule: Rule) -> SignedTarget:
         """The digest the rule vouches for: every named signer's (they must agree), else

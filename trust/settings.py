@@ -18,6 +18,7 @@ from trust.errors import ConfigError, InputError
 
 __all__ = [
     "Limits",
+    "ProxyConfig",
     "Settings",
     "TrustPinning",
     "TrustSourceConfig",
@@ -81,8 +82,9 @@ class TrustPinning:
 
     #: GUN, or prefix ending in `*`, → root certificate key IDs (x509 or canonical form).
     certs: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    #: GUN prefix → path of a CA bundle that the root's leaf must chain to.
-    ca: Mapping[str, str] = field(default_factory=dict)
+    #: GUN prefix → PEM bytes of a CA bundle that the root's leaf must chain to (the loader
+    #: reads the file; the verifier does no I/O).
+    ca: Mapping[str, bytes] = field(default_factory=dict)
     #: Refuse trust on first use when no pin applies.
     disable_tofu: bool = False
 
@@ -108,6 +110,44 @@ def scope_matches(scope: str, name: str) -> bool:
 
 
 @dataclass(frozen=True)
+class ProxyConfig:
+    """The `[proxy]` table (shared/spec/engine-proxy.md §0.4); read only by `trustpull proxy`."""
+
+    listen: str | None = None
+    engine: str | None = None
+    socket_group: str | None = None
+    #: None: the engine socket's mode; never wider than it.
+    socket_mode: int | None = None
+    mode: str = "enforce"
+    allow_buildkit: bool = False
+    allow_load: bool = False
+    allow_import: bool = False
+    allow_import_url: bool = False
+    allow_commit: bool = False
+    allow_plugin_create: bool = False
+    allow_swarm: bool = False
+    ledger: str | None = None
+    max_json_body: int = 4 * 1024 * KIB
+    max_dockerfile: int = 1024 * KIB
+    build_spool_dir: str | None = None
+    build_spool_max: int = 10 * 1024 * 1024 * KIB
+    max_header_bytes: int = 1024 * KIB
+    header_timeout: float = 30.0
+    idle_timeout: float = 300.0
+    max_connections: int = 1024
+    max_connections_per_uid: int = 256
+    verify_cache_ttl: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("enforce", "audit"):
+            raise ConfigError('proxy.mode must be "enforce" or "audit"')
+        if self.socket_mode is not None and not 0 <= self.socket_mode <= 0o777:
+            raise ConfigError("proxy.socket_mode must be a permission mode such as 0o660")
+        if self.listen is not None and self.listen.startswith(("@", "unix://@")):
+            raise ConfigError("proxy.listen: an abstract socket has no file permissions")
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the library needs to run, resolved from defaults, file, env and flags."""
 
@@ -129,6 +169,11 @@ class Settings:
     #: `[auth] realms`: token realms besides the trust server's and registry's own hosts that may
     #: receive registry credentials (https URLs; trust.http.auth.RealmPolicy).
     auth_realms: tuple[str, ...] = ()
+    #: `[proxy]`: settings of `trustpull proxy` (ignored by every other command).
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    #: `[mirrors]`: mirror prefix (`host[:port][/path]`) → origin prefix. A reference under a
+    #: mirror is verified as the origin's repository and pulled from the mirror by digest.
+    mirrors: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def trust_dir(self) -> Path:

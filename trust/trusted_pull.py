@@ -162,6 +162,13 @@ def pull(
             verifier = service or TrustService(settings, policy, notice=report.notice)
             verification = verifier.verify(ref, all_tags=all_tags)
             result.resolutions = list(verification.resolutions)
+            if verification.origin is not None:
+                # The resolutions carry the mirror's name: the pull below asks the mirror for
+                # the origin's verified digest, and the engine checks the content against it.
+                report.notice(
+                    f"mirror: {ref.name} is verified as {verification.origin.name} (the "
+                    "origin's trust data) and pulled from the mirror by that digest"
+                )
             if verification.unsigned is not None:
                 # The one unverified pull with trust on: a policy rule accepts a repository
                 # that has no trust data at all. Said on every such pull, never quietly.

@@ -20,6 +20,7 @@ import fcntl
 import hashlib
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -34,6 +35,7 @@ from tuf.ngclient.updater import Updater
 
 from trust.errors import (
     AuthError,
+    CacheError,
     ConfigError,
     ExpiredError,
     HashMismatchError,
@@ -286,14 +288,28 @@ class TufSource:
         metadata_dir = self.cache_dir() / "metadata"
         try:
             metadata_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            lock = (self.cache_dir() / ".trustpull.lock").open("a")
         except OSError as exc:
             raise InputError(
                 f"{self.cache_dir()}: cannot create the TUF metadata cache: {exc.strerror}"
             ) from None
+        lock_path = self.cache_dir() / ".trustpull.lock"
+        try:
+            # No link followed and nothing but a regular file: a lock that cannot be taken is
+            # refused, never a silent unlocked run (issue 11 #7, as the Notary cache's lock).
+            fd = os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise CacheError(f"{lock_path}: cannot take the cache lock: {exc.strerror}") from None
+        lock = os.fdopen(fd, "a")
         close = _nothing
         try:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise CacheError(f"{lock_path}: the cache lock is not a regular file")
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as exc:
+                raise CacheError(
+                    f"{lock_path}: cannot take the cache lock: {exc.strerror}"
+                ) from None
             fetcher, close = self._make_fetcher()
             config = UpdaterConfig(
                 max_root_rotations=self.limits.max_root_rotations,

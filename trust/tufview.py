@@ -42,10 +42,9 @@ from tuf.api.serialization import DeserializationError
 from tuf.ngclient.updater import Updater
 
 from trust.errors import DelegationError, MalformedError, NoSuchTagError
-from trust.lookup import REPO_ADMIN, Resolution, natural_key, pinned_reference
 from trust.reference import Reference
 from trust.settings import Limits
-from trust.targets import SignedTarget
+from trust.targets import REPO_ADMIN, Resolution, SignedTarget, natural_key, pinned_reference
 
 __all__ = ["SOURCE_NAME", "TufView", "target_path"]
 

@@ -73,7 +73,7 @@ def test_listed_with_metadata_and_help(signed: Signed) -> None:
     # Tab completion: the docker CLI asks the plugin (cobra's __complete protocol).
     completed = signed.ok(signed.docker("__complete", "trustpull", "p", config=config))
     names = [line.split("\t")[0] for line in completed.stdout.splitlines()]
-    assert names == ["pin", "policy", "pull", ":4"], _why(completed)
+    assert names == ["pin", "policy", "proxy", "pull", ":4"], _why(completed)
 
     removed = signed.ok(signed.tp("docker-plugin", "uninstall", config=config))
     listing = signed.ok(signed.docker("--help", config=config))

@@ -224,7 +224,7 @@ def check(
         keys=root.keys,
         root_keyids=root.root_keyids,
         threshold=root.threshold,
-        signed=root.signed,
+        message=encode_canonical(root.signed),
         signatures=root.signatures,
         now=now,
         previous=None if previous is None else previous.previous,

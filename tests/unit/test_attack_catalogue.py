@@ -81,12 +81,13 @@ def root_builder(*root_keys: Key) -> RepoBuilder:
     return builder
 
 
-def ca_file(tmp_path: Path, *keys: Key, name: str = "ca.pem") -> str:
+def ca_file(tmp_path: Path, *keys: Key, name: str = "ca.pem") -> bytes:
+    """The CA bundle `name` as the configuration loader hands it over: the file's PEM bytes."""
     path = tmp_path / name
     path.write_bytes(
         b"".join(k.cert.public_bytes(serialization.Encoding.PEM) for k in keys if k.cert)
     )
-    return str(path)
+    return path.read_bytes()
 
 
 def ca_key(cn: str = "Pinned CA", **kwargs: Any) -> Key:

@@ -19,7 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 BASH = shutil.which("bash") or "/bin/bash"
-_COREUTILS = ("cat", "cut", "dirname", "mkdir", "mktemp", "rm", "sha256sum", "cp")
+_COREUTILS = ("cat", "cut", "dirname", "mkdir", "mktemp", "rm", "sha256sum", "cp", "grep")
 
 _PYTHON3 = """#!{bash}
 # python3 without ensurepip until apt-get installed python3-venv
@@ -40,6 +40,11 @@ exit 9
 _APT_GET = """#!{bash}
 echo "$*" >>"{stub}/apt.log"
 case " $* " in *" python3-venv "*) : >"{stub}/python3-venv" ;; esac
+case " $* " in *" busybox-static "*) : >"{stub}/busybox-static" ;; esac
+"""
+#: dpkg's status query, for the one package found by status rather than by a command.
+_DPKG_QUERY = """#!{bash}
+[ -e "{stub}/$3" ] && echo "install ok installed"
 """
 
 
@@ -68,7 +73,10 @@ class Sandbox:
 
     def install(self, *names: str) -> None:
         for name in names:
-            self.write(f"bin/{name}", "exit 0\n")
+            if name == "busybox-static":  # a package, known to dpkg-query
+                (self.stub / name).touch()
+            else:
+                self.write(f"bin/{name}", "exit 0\n")
 
     def write(self, name: str, text: str) -> None:
         path = self.stub / name
@@ -92,6 +100,7 @@ def sandbox(tmp_path: Path) -> Sandbox:
     box.write("bin/python3", _PYTHON3.format(bash=BASH, stub=stub))
     box.write("venv-python", _VENV_PYTHON.format(bash=BASH, stub=stub))
     box.write("bin/apt-get", _APT_GET.format(bash=BASH, stub=stub))
+    box.write("bin/dpkg-query", _DPKG_QUERY.format(bash=BASH, stub=stub))
     box.write("bin/id", "echo 0\n")  # root: apt-get without sudo
     (stub / "pip-status").write_text("0\n")
     box.install("dockerd", "docker-registry", "notary-server")
@@ -104,7 +113,7 @@ def test_fresh_machine_then_nothing_to_do(sandbox: Sandbox) -> None:
     assert sandbox.log("apt.log") == [
         "update",
         "install -y --no-install-recommends apache2-utils tinyproxy podman docker-compose "
-        "python3-venv",
+        "busybox-static python3-venv",
     ]
     assert sandbox.log("pip.log") == [
         f"-m pip install --disable-pip-version-check -e {sandbox.checkout}[test]"
@@ -113,7 +122,7 @@ def test_fresh_machine_then_nothing_to_do(sandbox: Sandbox) -> None:
     assert (sandbox.checkout / ".venv" / "bin" / "python").exists()
 
     sandbox.clear()
-    sandbox.install("htpasswd", "tinyproxy", "podman", "docker-compose")
+    sandbox.install("htpasswd", "tinyproxy", "podman", "docker-compose", "busybox-static")
     second = sandbox.run()
     assert second.returncode == 0, second.stderr
     assert (second.stdout, second.stderr) == ("", "")
@@ -125,7 +134,7 @@ def test_sandbox_mode_installs_less_and_test_mode_adds_the_extras(sandbox: Sandb
     assert sandbox.log("apt.log")[1:] == ["install -y --no-install-recommends python3-venv"]
     assert sandbox.log("pip.log")[0].endswith(f"-e {sandbox.checkout}")
     sandbox.clear()
-    sandbox.install("htpasswd", "tinyproxy", "podman", "docker-compose")
+    sandbox.install("htpasswd", "tinyproxy", "podman", "docker-compose", "busybox-static")
     assert sandbox.run("test").returncode == 0
     assert sandbox.log("pip.log")[0].endswith(f"-e {sandbox.checkout}[test]")
     sandbox.clear()
@@ -134,7 +143,7 @@ def test_sandbox_mode_installs_less_and_test_mode_adds_the_extras(sandbox: Sandb
 
 
 def test_changed_pyproject_reinstalls(sandbox: Sandbox) -> None:
-    sandbox.install("htpasswd", "tinyproxy", "podman", "docker-compose")
+    sandbox.install("htpasswd", "tinyproxy", "podman", "docker-compose", "busybox-static")
     assert sandbox.run().returncode == 0
     sandbox.clear()
     (sandbox.checkout / "pyproject.toml").write_text('[project]\nname = "y"\n')
@@ -143,7 +152,7 @@ def test_changed_pyproject_reinstalls(sandbox: Sandbox) -> None:
 
 
 def test_failed_step_prints_its_log_and_is_retried(sandbox: Sandbox) -> None:
-    sandbox.install("htpasswd", "tinyproxy", "podman", "docker-compose")
+    sandbox.install("htpasswd", "tinyproxy", "podman", "docker-compose", "busybox-static")
     (sandbox.stub / "pip-status").write_text("1\n")
     failed = sandbox.run()
     assert failed.returncode == 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import copy
 import datetime as dt
+import errno
 import hashlib
 import os
 import stat
@@ -1231,6 +1232,229 @@ def test_H07_delegation_named_metadata_is_ignored(make_env: MakeEnv, name: str) 
     assert not (env.metadata_dir / f"{name}.json").exists()
     assert lookup_tag(data, "1.0").digest == "sha256:" + D1
     env.refuse(NoSuchTagError, f"{GUN}:meta-only")
+
+
+# =========================================================================== cache writes: commit
+
+
+ALL_ROLES = {
+    "root",
+    "timestamp",
+    "snapshot",
+    "targets",
+    "targets/releases",
+    "targets/alice",
+    "targets/releases/ci",
+}
+
+
+def metadata_files(env: Env) -> dict[str, bytes]:
+    if not env.metadata_dir.exists():
+        return {}
+    return {
+        str(p.relative_to(env.metadata_dir))[: -len(".json")]: p.read_bytes()
+        for p in env.metadata_dir.rglob("*.json")
+    }
+
+
+@pytest.mark.parametrize("tag", ["never-signed", "alice-only"])
+def test_H08_refused_first_contact_writes_nothing(make_env: MakeEnv, tag: str) -> None:
+    """Issue 11 item 6: a first contact that ends in exit 4 leaves no root behind as the pin
+    (nor any other file); the next run is a first contact again."""
+    env = make_env()
+    env.refuse(NoSuchTagError, f"{GUN}:{tag}")
+    assert metadata_files(env) == {} and env.cache() == {}
+    assert digest_of(env) == "sha256:" + D1  # then an accepted run pins the root
+    assert set(metadata_files(env)) == ALL_ROLES
+
+
+def test_refused_first_contact_announces_no_trust_on_first_use(make_env: MakeEnv) -> None:
+    """Nothing was trusted, so nothing is announced; an accepted first contact is."""
+    env = make_env()
+    notices: list[str] = []
+    with pytest.raises(NoSuchTagError):
+        resolve_reference(
+            parse(f"{GUN}:never-signed"), env.settings, client=env.client(), notice=notices.append
+        )
+    assert notices == [] and env.cache() == {}
+    resolve_reference(parse(REF), env.settings, client=env.client(), notice=notices.append)
+    assert len(notices) == 1 and "trust on first use" in notices[0]
+
+
+def test_update_without_commit_writes_nothing_until_commit(make_env: MakeEnv) -> None:
+    env = make_env()
+    client = env.client()
+    data = client.update(parse(REF), commit=False)
+    assert env.cache() == {}
+    assert set(data.pending.files) == ALL_ROLES
+    assert data.pending.read == dict.fromkeys(ALL_ROLES)  # every role read, none cached
+    client.commit(data)
+    state = env.cache()
+    assert {k: v for k, v in state.items()} == {
+        f"tuf/{GUN}/metadata/{role}.json": (raw, 0o600) for role, raw in data.pending.files.items()
+    }
+    warnings = list(env.warnings)
+    client.commit(data)  # twice: nothing new, nothing said
+    assert env.cache() == state and env.warnings == warnings
+    # The convenience default commits at once; a warm run has nothing pending.
+    assert not env.update().pending
+    again = env.client().update(parse(REF), commit=False)
+    assert not again.pending and set(again.pending.read) == ALL_ROLES
+    assert list(env.trust_dir.rglob(".tmp-*")) == []
+
+
+def test_commit_writes_each_file_atomically_and_the_root_last(
+    make_env: MakeEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = make_env()
+    client = env.client()
+    data = client.update(parse(REF), commit=False)
+    renamed: list[str] = []
+    real_replace = os.replace
+
+    def replace(source: str, target: str) -> None:
+        name = str(Path(target).relative_to(env.metadata_dir))
+        renamed.append(name)
+        if name == "snapshot.json":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_replace(source, target)
+
+    monkeypatch.setattr("trust.notary.cache.os.replace", replace)
+    client.commit(data)
+    # Children before their parents, the top-level roles last, the root (the pin) at the end.
+    assert renamed[-4:] == ["targets.json", "snapshot.json", "timestamp.json", "root.json"]
+    assert sorted(renamed[:-4]) == [
+        "targets/alice.json",
+        "targets/releases.json",
+        "targets/releases/ci.json",
+    ]
+    assert renamed.index("targets/releases/ci.json") < renamed.index("targets/releases.json")
+    files = metadata_files(env)
+    assert "snapshot" not in files  # the failed file: absent, not half-written
+    assert files == {r: b for r, b in data.pending.files.items() if r != "snapshot"}
+    assert list(env.trust_dir.rglob(".tmp-*")) == []
+    assert any("could not write snapshot" in w and "not persisted" in w for w in env.warnings)
+    monkeypatch.setattr("trust.notary.cache.os.replace", real_replace)
+    assert digest_of(env) == "sha256:" + D1  # the next run verifies and completes the cache
+
+
+def test_commit_leaves_a_cache_another_run_changed_meanwhile(make_env: MakeEnv) -> None:
+    """Between `update(commit=False)` and `commit`, another process verified a newer state
+    and wrote it: this run's older files must not replace it (no version goes backwards)."""
+    env = make_env()
+    stale = env.client().update(parse(REF), commit=False)
+    env.builder.add_target("1.0", "77" * 32, 777, role="targets/releases")
+    env.serve()
+    assert digest_of(env) == "sha256:" + "77" * 32  # the other run, committed
+    newer = env.cache()
+    env.client().commit(stale)
+    assert env.cache() == newer
+    assert any("changed while this run verified it" in w for w in env.warnings)
+
+
+def test_a_verified_root_rotation_is_written_without_commit(make_env: MakeEnv) -> None:
+    """The one exception: a rotation of the cached, trusted root is written at once."""
+    env = warm(make_env)
+    before = env.cache()
+    env.builder.rotate_key("root")
+    repo = env.serve()
+    data = env.client().update(parse(REF), commit=False)
+    key = f"tuf/{GUN}/metadata/root.json"
+    after = env.cache()
+    assert after[key] == (repo.role_bytes("root"), 0o600)
+    assert {k: v for k, v in after.items() if k != key} == {
+        k: v for k, v in before.items() if k != key
+    }
+    assert "root" not in data.pending.files
+    env.client().commit(data)  # the rotated root it wrote is not a change by someone else
+    assert not [w for w in env.warnings if "changed while" in w]
+    assert metadata_files(env)["root"] == repo.role_bytes("root")
+
+
+# =========================================================================== cache lock
+
+
+def lock_path(env: Env) -> Path:
+    return env.trust_dir / "tuf" / GUN / ".trustpull.lock"
+
+
+@pytest.mark.parametrize("kind", ["symlink", "dangling-symlink", "directory", "fifo"])
+def test_H04_a_planted_lock_is_refused(make_env: MakeEnv, tmp_path: Path, kind: str) -> None:
+    """Issue 11 item 7: the lock is opened with O_NOFOLLOW and must be a regular file; one
+    that cannot be taken is CacheError (exit 5) naming it, never a silent unlocked run."""
+    env = warm(make_env)
+    lock = lock_path(env)
+    lock.unlink()
+    decoy = tmp_path / "decoy"
+    if kind == "symlink":
+        decoy.write_bytes(b"precious")
+        lock.symlink_to(decoy)
+    elif kind == "dangling-symlink":
+        lock.symlink_to(decoy)
+    elif kind == "directory":
+        lock.mkdir()
+    else:
+        os.mkfifo(lock)
+    env.server.clear_requests()
+    error = env.refuse(CacheError)
+    assert str(lock) in error.message and error.exit_code == 5
+    assert env.server.requests == []  # refused before any network I/O
+    if kind == "symlink":
+        assert decoy.read_bytes() == b"precious"
+    if kind == "dangling-symlink":
+        assert not decoy.exists()
+
+
+@pytest.mark.parametrize(
+    ("where", "code"),
+    [("open", errno.EACCES), ("open", errno.EPERM), ("flock", errno.ENOLCK)],
+)
+def test_H04_a_lock_that_cannot_be_taken_is_refused(
+    make_env: MakeEnv, monkeypatch: pytest.MonkeyPatch, where: str, code: int
+) -> None:
+    """An existing lock file this process may not open (another user's, a changed mode), or a
+    failing flock: CacheError naming the lock."""
+    env = warm(make_env)
+    lock = lock_path(env)
+    real_open = os.open
+
+    def fake_open(path: Any, flags: int, *args: Any) -> int:
+        if where == "open" and Path(path) == lock:
+            raise OSError(code, os.strerror(code))
+        return real_open(path, flags, *args)
+
+    def fake_flock(fd: int, operation: int) -> None:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr("trust.notary.cache.os.open", fake_open)
+    if where == "flock":
+        monkeypatch.setattr("trust.notary.cache.fcntl.flock", fake_flock)
+    error = env.refuse(CacheError)
+    assert str(lock) in error.message
+
+
+@pytest.mark.parametrize("code", [errno.EACCES, errno.EROFS])
+def test_H05_a_cache_that_cannot_be_written_at_all_runs_read_only(
+    make_env: MakeEnv, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    """A read-only home (H05, decided: accept and warn): the lock file cannot even be created,
+    so the run goes on without it, read-only and saying so; it writes nothing."""
+    env = make_env()
+    lock = lock_path(env)
+    real_open = os.open
+
+    def fake_open(path: Any, flags: int, *args: Any) -> int:
+        if Path(path) == lock:
+            raise OSError(code, os.strerror(code))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr("trust.notary.cache.os.open", fake_open)
+    result, engine = env.pull()
+    assert result.error is None and result.pulled and result.exit_code == 0
+    assert [c[0] for c in engine.calls if c[0] in ("pull", "tag")] == ["pull", "tag"]
+    assert [c[2] for c in engine.calls if c[0] == "pull"] == ["sha256:" + D1]
+    assert any("could not be locked" in w and "not persisted" in w for w in env.warnings)
+    assert metadata_files(env) == {}
 
 
 # =========================================================================== real-world data

@@ -13,14 +13,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from cli.docker_plugin import apply_global_options, parse_global_options
 from cli.main import main
-from cli.plugin import (
-    EXECUTABLE,
-    METADATA,
-    apply_global_options,
-    launcher_text,
-    parse_global_options,
-)
+from cli.plugin import EXECUTABLE, METADATA, launcher_text
 from trust.errors import InputError, UsageError
 
 

@@ -161,3 +161,47 @@ def test_now_is_the_services_clock(make_env: MakeEnv) -> None:
     env = make_env()
     service = TrustService(env.settings, now=NOW)
     assert service.now() == NOW
+
+
+def test_unsigned_acceptance_covers_every_reference_shape(make_env: MakeEnv) -> None:
+    """A rule that accepts a repository without trust data accepts its tags, its digests
+    (`docker run` of such an image is checked by its RepoDigest) and `-a` alike; a signed
+    repository under the same rule is still verified."""
+    env = make_env()
+    other = f"{GUN}-unsigned"  # the trust server has nothing for this repository
+    lenient = _policy(Rule("legacy", 0, Scope(), allow_unsigned=True, origin="p:1"))
+    service = TrustService(env.settings, lenient)
+    for text, all_tags in ((f"{other}:1.0", False), (f"{other}@sha256:{D1}", False), (other, True)):
+        verification = service.verify(text, all_tags=all_tags)
+        assert verification.resolutions == ()
+        assert verification.unsigned is not None and "legacy" in verification.unsigned
+    (signed,) = service.verify(f"{GUN}@sha256:{D2}").resolutions
+    assert signed.digest == "sha256:" + D2
+
+
+def _cached_files(env: Env) -> list[str]:
+    trust_dir = env.docker_config / "trust"
+    return sorted(str(p.relative_to(trust_dir)) for p in trust_dir.rglob("*.json"))
+
+
+def test_a_refused_first_contact_writes_nothing_and_an_accepted_one_persists(
+    make_env: MakeEnv,
+) -> None:
+    """Issue 11 #6: exit 4 (unknown tag) and exit 9 (policy) on a first contact leave the trust
+    cache as it was, in `verify` and in `check`; the first accepted verdict persists it."""
+    env = make_env()
+    with pytest.raises(NoSuchTagError):
+        TrustService(env.settings).verify(f"{GUN}:no-such-tag")
+    assert _cached_files(env) == []
+    refuse_2 = _policy(_tag_rule("no-2.0", "2.0", refuse=True), Rule("default", 1, Scope()))
+    needs_bob = _policy(Rule("bob", 0, Scope(), signers=("bob",)))
+    assert TrustService(env.settings, needs_bob).check(f"{GUN}:1.0").exit_code == 9
+    assert _cached_files(env) == []
+    batch = TrustService(env.settings, refuse_2)
+    assert batch.check(f"{GUN}:2.0").exit_code == 9
+    assert _cached_files(env) == []
+    notices: list[str] = []
+    accepted = TrustService(env.settings, refuse_2, notice=notices.append)
+    assert accepted.check(f"{GUN}:1.0").verdict == "pass"
+    assert "tuf/127.0.0.1:5000/ns/app/metadata/root.json" in _cached_files(env)
+    assert sum("trust on first use" in n for n in notices) == 1

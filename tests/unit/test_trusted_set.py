@@ -11,18 +11,22 @@ import base64
 import datetime as dt
 import hashlib
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
-from fixtures.notarygen import Repo, RepoBuilder
+from fixtures.notarygen import Repo, RepoBuilder, generate_key
 from fixtures.swizzle import Swizzler
 from tests.ci import skip_or_fail
+from trust.config import load_config
 from trust.errors import (
     CertificateError,
+    ConfigError,
     DelegationError,
     ExpiredError,
     HashMismatchError,
@@ -38,8 +42,8 @@ from trust.errors import (
 )
 from trust.lookup import REPO_ADMIN, inspect_repository, lookup_tag
 from trust.notary.metadata import FileMeta, parse_expires
-from trust.notary.trusted_set import TrustData, TrustedSet, check_meta
-from trust.settings import Limits
+from trust.notary.trusted_set import LoadOrderError, TrustData, TrustedSet, check_meta
+from trust.settings import Limits, TrustPinning
 
 GUN = "registry.test/org/app"
 NOW = dt.datetime(2024, 6, 1, 12, 0, tzinfo=dt.UTC)
@@ -56,14 +60,14 @@ def verify(
     limits: Limits | None = None,
 ) -> TrustData:
     """Feed a repository through a TrustedSet in the client's order (no I/O at all)."""
-    trusted = TrustedSet(gun, now=now, cached=dict(cached or {}), limits=limits or Limits())
-    if cached and "root" in cached:
-        trusted.load_cached_root(cached["root"])
+    previous = dict(cached or {})
+    if "root" in previous:
+        trusted = TrustedSet(gun, previous["root"], now=now, limits=limits or Limits())
     else:
-        trusted.trust_first_root(files["root"])
-    trusted.update_timestamp(files["timestamp"])
-    trusted.update_snapshot(files["snapshot"])
-    targets = trusted.update_targets(files["targets"])
+        trusted = TrustedSet(gun, files["root"], now=now, first_use=True, limits=limits)
+    trusted.update_timestamp(files["timestamp"], previous=previous.get("timestamp"))
+    trusted.update_snapshot(files["snapshot"], previous=previous.get("snapshot"))
+    targets = trusted.update_targets(files["targets"], previous=previous.get("targets"))
     work = [d.name for d in targets.delegations]
     while work:
         name = work.pop(0)
@@ -71,8 +75,9 @@ def verify(
             continue
         if name not in files:
             raise DelegationError(f"{name} is listed in the snapshot but was not kept")
-        child = trusted.update_delegation(name, files[name])
-        work[0:0] = [d.name for d in child.delegations]
+        child = trusted.update_delegation(name, files[name], previous=previous.get(name))
+        if child is not None:
+            work[0:0] = [d.name for d in child.delegations]
     return trusted.result()
 
 
@@ -129,11 +134,11 @@ def test_B01_floor_survives_expiry_of_the_cached_copy() -> None:
     b.set_expiry("timestamp", NOW + dt.timedelta(hours=1))
     newer = b.publish()
     b.set_expiry("timestamp", None)
-    cached = {"root": newer.role_bytes("root"), "timestamp": newer.role_bytes("timestamp")}
-    trusted = TrustedSet(GUN, now=LATER, cached=cached)
-    trusted.load_cached_root(cached["root"])
+    trusted = TrustedSet(GUN, newer.role_bytes("root"), now=LATER)
     with pytest.raises(RollbackError):
-        trusted.update_timestamp(old.role_bytes("timestamp"))
+        trusted.update_timestamp(
+            old.role_bytes("timestamp"), previous=newer.role_bytes("timestamp")
+        )
 
 
 def test_B02_same_version_other_content_keeps_the_cached_copy() -> None:
@@ -141,10 +146,10 @@ def test_B02_same_version_other_content_keeps_the_cached_copy() -> None:
     repo = b.publish()
     version = repo.signed("timestamp")["version"]
     other = Swizzler(b).set_version(b.publish(), "timestamp", version)
-    cached = {"root": repo.role_bytes("root"), "timestamp": repo.role_bytes("timestamp")}
-    trusted = TrustedSet(GUN, now=LATER, cached=cached)
-    trusted.load_cached_root(cached["root"])
-    assert trusted.update_timestamp(other.role_bytes("timestamp")) is False
+    trusted = TrustedSet(GUN, repo.role_bytes("root"), now=LATER)
+    previous = repo.role_bytes("timestamp")
+    assert trusted.update_timestamp(other.role_bytes("timestamp"), previous=previous) is False
+    assert any("keeping the cached copy" in w for w in trusted.warnings)
     assert trusted.timestamp_bytes == repo.role_bytes("timestamp")
     assert trusted.snapshot_meta().hex() == hashlib.sha256(repo.role_bytes("snapshot")).hexdigest()
     # The update goes on with the cached pointer and resolves as a normal run does.
@@ -174,18 +179,18 @@ def test_rotate_root_rules() -> None:
     v1 = b.publish()
     b.rotate_key("root")
     v2 = b.publish()
-    trusted = TrustedSet(GUN, now=LATER)
-    trusted.load_cached_root(v1.role_bytes("root"))
+    trusted = TrustedSet(GUN, v1.role_bytes("root"), now=LATER)
     with pytest.raises(RootRotationError):
-        trusted.rotate_root(v2.role_bytes("root"), exact_version=3)
+        trusted.update_root(v2.role_bytes("root"), exact_version=3)
     with pytest.raises(RollbackError):
-        trusted.rotate_root(v1.role_bytes("root"))
-    trusted.rotate_root(v2.role_bytes("root"), exact_version=2)
-    assert trusted.rotated_roots == [v2.role_bytes("root")]
+        trusted.update_root(v1.role_bytes("root"))
+    trusted.update_root(v2.role_bytes("root"), exact_version=2)
+    assert trusted.rotated_roots == (v2.role_bytes("root"),)
+    assert trusted.root_bytes == v2.role_bytes("root")
     b.rotate_key("root", sign_with="new")  # v3 not signed by v2's key
     v3 = b.publish()
     with pytest.raises(RootRotationError):
-        trusted.rotate_root(v3.role_bytes("root"))
+        trusted.update_root(v3.role_bytes("root"))
 
 
 def test_E04_effective_paths_are_restricted_by_every_parent() -> None:
@@ -230,13 +235,170 @@ def test_a_delegation_cannot_be_loaded_before_its_parent() -> None:
     b.add_delegation("targets/a")
     b.add_delegation("targets/a/b")
     repo = b.publish()
-    trusted = TrustedSet(GUN, now=LATER)
-    trusted.trust_first_root(repo.role_bytes("root"))
+    trusted = TrustedSet(GUN, repo.role_bytes("root"), now=LATER, first_use=True)
     trusted.update_timestamp(repo.role_bytes("timestamp"))
     trusted.update_snapshot(repo.role_bytes("snapshot"))
     trusted.update_targets(repo.role_bytes("targets"))
     with pytest.raises(DelegationError):
         trusted.update_delegation("targets/a/b", repo.role_bytes("targets/a/b"))
+
+
+# =========================================================================== the set itself
+
+
+def _loaded(repo: Repo, until: str) -> TrustedSet:
+    """A set from `repo`'s root, fed in order up to and including `until`."""
+    trusted = TrustedSet(GUN, repo.role_bytes("root"), now=LATER, first_use=True)
+    for role in ("timestamp", "snapshot", "targets"):
+        getattr(trusted, f"update_{role}")(repo.role_bytes(role))
+        if role == until:
+            break
+    return trusted
+
+
+def test_loading_out_of_order_or_twice_is_refused() -> None:
+    """As python-tuf's TrustedMetadataSet: root → timestamp → snapshot → targets → delegations,
+    each role once; the refusal is a typed error (a caller bug, exit 1), not a verdict."""
+    repo = builder().publish()
+    fresh = TrustedSet(GUN, repo.role_bytes("root"), now=LATER, first_use=True)
+    with pytest.raises(LoadOrderError, match="before timestamp"):
+        fresh.update_snapshot(repo.role_bytes("snapshot"))
+    with pytest.raises(LoadOrderError, match="before snapshot"):
+        fresh.update_targets(repo.role_bytes("targets"))
+    with pytest.raises(LoadOrderError, match="before targets"):
+        fresh.update_delegation("targets/releases", repo.role_bytes("targets/releases"))
+    with pytest.raises(LoadOrderError, match="before targets"):
+        fresh.delegation_meta("targets/releases")
+    with pytest.raises(LoadOrderError):
+        fresh.result()
+    stamped = _loaded(repo, "timestamp")
+    with pytest.raises(LoadOrderError, match="twice"):
+        stamped.update_timestamp(repo.role_bytes("timestamp"))
+    with pytest.raises(LoadOrderError):
+        stamped.result()
+    snap = _loaded(repo, "snapshot")
+    with pytest.raises(LoadOrderError, match="after snapshot"):
+        snap.update_timestamp(repo.role_bytes("timestamp"))
+    with pytest.raises(LoadOrderError, match="twice"):
+        snap.update_snapshot(repo.role_bytes("snapshot"))
+    full = _loaded(repo, "targets")
+    for role in ("timestamp", "snapshot"):
+        with pytest.raises(LoadOrderError, match=r"cannot update .* after "):
+            getattr(full, f"update_{role}")(repo.role_bytes(role))
+    with pytest.raises(LoadOrderError, match="twice"):
+        full.update_targets(repo.role_bytes("targets"))
+    with pytest.raises(LoadOrderError, match="root after targets"):
+        full.update_root(repo.role_bytes("root"))
+    full.update_delegation("targets/releases", repo.role_bytes("targets/releases"))
+    with pytest.raises(LoadOrderError, match="twice"):
+        full.update_delegation("targets/releases", repo.role_bytes("targets/releases"))
+    assert full.result().roles.keys() == {"targets", "targets/releases"}
+    assert issubclass(LoadOrderError, TrustpullError) and LoadOrderError.exit_code == 1
+
+
+def test_a_root_rotation_starts_the_timestamp_and_snapshot_again() -> None:
+    """Notary learns of a new root from the snapshot: the rotation is allowed until targets,
+    and what was verified under the old root must be verified again under the new one."""
+    b = builder()
+    v1 = b.publish()
+    b.rotate_key("root")
+    v2 = b.publish()
+    trusted = TrustedSet(GUN, v1.role_bytes("root"), now=LATER)
+    trusted.update_timestamp(v1.role_bytes("timestamp"))
+    trusted.update_snapshot(v1.role_bytes("snapshot"))
+    trusted.update_root(v2.role_bytes("root"))
+    assert trusted.timestamp is None and trusted.snapshot is None
+    with pytest.raises(LoadOrderError):
+        trusted.update_targets(v2.role_bytes("targets"))
+    for role in ("timestamp", "snapshot", "targets"):
+        getattr(trusted, f"update_{role}")(v2.role_bytes(role))
+    assert trusted.result().root_bytes == v2.role_bytes("root")
+
+
+def test_the_verified_state_is_read_only() -> None:
+    """No public mutable state: the set's views and the result cannot be written through."""
+    repo = builder().publish()
+    trusted = _loaded(repo, "targets")
+    trusted.update_delegation("targets/releases", repo.role_bytes("targets/releases"))
+    for name in ("root", "root_bytes", "timestamp", "snapshot", "roles", "warnings", "first_use"):
+        with pytest.raises(AttributeError):
+            setattr(trusted, name, None)
+    with pytest.raises(TypeError):
+        trusted.roles["targets/x"] = trusted.roles["targets"]  # type: ignore[index]
+    data = trusted.result()
+    with pytest.raises(TypeError):
+        data.roles["targets/x"] = data.roles["targets"]  # type: ignore[index]
+    with pytest.raises(TypeError):
+        data.root_check.leaf_keys["x"] = None  # type: ignore[index]
+    with pytest.raises(TypeError):
+        data.snapshot.meta["x"] = None  # type: ignore[index]
+    with pytest.raises(TypeError):
+        data.roles["targets"].targets.targets["x"] = None  # type: ignore[index]
+    assert isinstance(data.warnings, tuple) and isinstance(data.root_check.warnings, tuple)
+    # A state cannot be handed in: the set is made from root bytes and nothing else.
+    with pytest.raises(TypeError):
+        TrustedSet(GUN, repo.role_bytes("root"), now=LATER, roles={})  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        TrustedSet(GUN, repo.role_bytes("root"), now=LATER, cached={})  # type: ignore[call-arg]
+
+
+def test_warnings_are_returned_on_the_result() -> None:
+    """A skipped delegation (expired, not on the lookup path) is a warning of the result."""
+    b = builder()
+    b.add_delegation("targets/alice")
+    b.set_expiry("targets/alice", NOW + dt.timedelta(hours=1))
+    repo = b.publish()
+    data = verify(role_files(repo))
+    assert "targets/alice" not in data.roles
+    assert [w for w in data.warnings if "targets/alice" in w and "skipped" in w]
+    # On the lookup path the same failure refuses (attacks.md E06).
+    trusted = _loaded(repo, "targets")
+    with pytest.raises(ExpiredError):
+        trusted.update_delegation("targets/alice", repo.role_bytes("targets/alice"), required=True)
+
+
+def test_the_verifier_reads_no_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Pure: a CA-pinned first use verifies with every way of opening a file disabled. The
+    pinned bundle comes as PEM bytes, which the configuration loader read."""
+    ca = generate_key("ecdsa-x509", cn="Pinned CA", is_ca=True, not_before=NOW - dt.timedelta(30))
+    b = builder()
+    b.rotate_key("root", [b.new_key("ecdsa-x509", issuer=ca)], sign_with="new")
+    files = role_files(b.publish())
+    assert ca.cert is not None
+    bundle = tmp_path / "ca.pem"
+    bundle.write_bytes(ca.cert.public_bytes(serialization.Encoding.PEM))
+    config = tmp_path / "config.toml"
+    config.write_text('[trust_pinning.ca]\n"registry.test/" = "ca.pem"\n')
+    settings = load_config({"HOME": str(tmp_path)}, config_file=config).settings
+    assert settings.trust_pinning.ca == {"registry.test/": bundle.read_bytes()}
+
+    def no_io(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"file I/O in the verifier: {args!r}")
+
+    import builtins
+    import io
+
+    for target, name in ((builtins, "open"), (io, "open"), (os, "open"), (Path, "open")):
+        monkeypatch.setattr(target, name, no_io)
+    trusted = TrustedSet(
+        GUN, files["root"], now=LATER, first_use=True, pinning=settings.trust_pinning
+    )
+    assert not trusted.root_check.tofu  # the CA pin applied
+    for role in ("timestamp", "snapshot", "targets"):
+        getattr(trusted, f"update_{role}")(files[role])
+    trusted.update_delegation("targets/releases", files["targets/releases"])
+    assert lookup_tag(trusted.result(), "1.0").digest == "sha256:" + "11" * 32
+
+
+def test_an_unreadable_pinned_ca_file_is_a_config_error(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[trust_pinning.ca]\n"registry.test/" = "missing.pem"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config({"HOME": str(tmp_path)}, config_file=config)
+    message = caught.value.message
+    assert str(config) in message and "missing.pem" in message
+    assert "trust_pinning.ca" in message and "registry.test/" in message
+    assert isinstance(TrustPinning().ca, dict)
 
 
 # =========================================================================== real-world data
@@ -450,16 +612,15 @@ def test_realworld_root_key_change_without_old_signature(
         a, b = b, a
     trusted_files, presented = a.load(), b.load()
     assert a.gun == b.gun
-    trusted = TrustedSet(a.gun, now=when)
-    trusted.load_cached_root(trusted_files["root"])
+    trusted = TrustedSet(a.gun, trusted_files["root"], now=when)
     # The other set's timestamp is not signed by any key the trusted root knows ...
     with pytest.raises((SignatureError, ThresholdError)):
         trusted.update_timestamp(presented["timestamp"])
     # ... and its root is not signed by the trusted root's key: no rotation.
     with pytest.raises(RootRotationError):
-        trusted.rotate_root(presented["root"])
+        trusted.update_root(presented["root"])
     # Each set on its own verifies at that date's root (the refusal is about the pairing).
-    TrustedSet(b.gun, now=when).load_cached_root(presented["root"])
+    TrustedSet(b.gun, presented["root"], now=when)
 
 
 def test_realworld_errors_are_typed() -> None:

@@ -598,3 +598,17 @@ def test_python_tuf_is_used_through_its_public_api_only() -> None:
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tuf"):
                 assert "_internal" not in node.module, name
                 assert all(not alias.name.startswith("_") for alias in node.names), name
+
+
+def test_a_planted_tuf_cache_lock_is_refused(env: Env, tmp_path: Path) -> None:
+    """Issue 11 #7 for the TUF cache too: a link at the lock path is Cache 5 naming the path,
+    never an unlocked run; the link's target is left untouched."""
+    cache_dir = TufSource(env.source, env.settings).cache_dir()
+    (cache_dir / "metadata").mkdir(parents=True, exist_ok=True)
+    target = tmp_path / "victim"
+    target.write_text("untouched")
+    (cache_dir / ".trustpull.lock").symlink_to(target)
+    error = env.refused(f"{GUN}:1.0")
+    assert error.kind == "Cache" and error.exit_code == 5
+    assert str(cache_dir / ".trustpull.lock") in error.message
+    assert target.read_text() == "untouched"

@@ -304,7 +304,7 @@ def test_validate_certificate_rules() -> None:
 def test_tofu_accepts_a_self_consistent_root() -> None:
     key, private = leaf_key()
     result = check(build_root([(key, private)]))
-    assert result.tofu and result.warnings == []
+    assert result.tofu and result.warnings == ()
     assert list(result.leaf_keys) == [key.key_id]
 
 
@@ -539,10 +539,9 @@ def test_exact_pin_beats_wildcard_and_longest_wildcard_wins() -> None:
     assert check(root, pinning=TrustPinning(certs={"other.test/*": wrong})).tofu
 
 
-def _ca(tmp_path: Path, *certs: x509.Certificate, file: str = "ca.pem") -> str:
-    path = tmp_path / file
-    path.write_bytes(pem(*certs))
-    return str(path)
+def _ca(tmp_path: Path, *certs: x509.Certificate, file: str = "ca.pem") -> bytes:
+    """A pinned CA bundle as the loader hands it over: PEM bytes (the verifier reads no file)."""
+    return pem(*certs)
 
 
 def _ca_pair(**kwargs: Any) -> tuple[x509.Certificate, Any]:
@@ -591,7 +590,7 @@ def test_ca_pin_expired_ca_in_bundle_is_ignored(tmp_path: Path) -> None:
     with pytest.raises(TrustPinError, match="invalid CA certs provided"):
         check(root, pinning=TrustPinning(ca={"registry.test/": _ca(tmp_path, old_ca, file="x")}))
     with pytest.raises(TrustPinError, match="could not load root cert"):
-        check(root, pinning=TrustPinning(ca={"registry.test/": str(tmp_path / "missing.pem")}))
+        check(root, pinning=TrustPinning(ca={"registry.test/": b"not a PEM bundle"}))
 
 
 def test_ca_pin_longest_prefix_wins_and_certs_beat_ca(tmp_path: Path) -> None:

@@ -15,6 +15,11 @@ refused is forgotten and the handshake runs again. 401/403 otherwise come back t
 
 The one public class is used by the Notary client (`trust.notary.remote`) and by the TUF
 fetcher (`trust.tufsource`) alike; bodies are read by `trust.http.body`.
+
+Longer than 500 lines because the request core (caps, deadlines, retries, redirects) and
+docker's token handshake share one state per request; the pure parts (challenge parser, TLS
+files, body reading, the realm rule and token store, failure wording) are already their own
+modules.
 """
 
 from __future__ import annotations

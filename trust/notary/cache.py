@@ -7,7 +7,8 @@ not (attacks.md H03–H07):
 - every write is a temporary file in the same directory plus `os.replace`, so a concurrent
   reader (the docker CLI included) sees the old file or the new one, never half of one;
 - trustpull's writers hold `tuf/<GUN>/.trustpull.lock` (a leading dot is never a valid GUN
-  component) around read, verify and write;
+  component) around read, verify and write; a lock that cannot be taken is a `CacheError`,
+  except on a cache that cannot be written at all, where the run is read-only (H05);
 - files are opened with `O_NOFOLLOW` and must be regular files: a planted link is refused;
 - directories are 0700 and files 0600; every path is checked to stay inside the cache.
 """
@@ -133,22 +134,56 @@ class TrustCache:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._path(role))
 
+    @property
+    def lock_path(self) -> Path:
+        return self.repo_dir / ".trustpull.lock"
+
     @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        """Exclusive per-GUN lock; without a writable cache, go on unlocked (H05)."""
+    def lock(self) -> Iterator[bool]:
+        """Exclusive per-GUN lock around read, verify and write (attacks.md H04).
+
+        Yields True once the lock is held. A lock that exists but cannot be taken is a
+        `CacheError` naming its path, never a silent unlocked run: a symbolic link or any other
+        non-regular file planted at it (opened with `O_NOFOLLOW`), a lock file this process may
+        not open, a failing `flock`. Only when the cache location itself cannot be written (a
+        read-only file system, or no permission to create the directory or the lock file: the
+        read-only home of attacks.md H05) does it yield False: the caller then runs read-only,
+        writes nothing, and says so.
+        """
+        path = self.lock_path
         try:
             self._make_dirs(self.repo_dir)
-            fd = os.open(
-                self.repo_dir / ".trustpull.lock",
-                os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW,
-                _FILE_MODE,
-            )
-        except OSError:
-            yield
-            return
+        except OSError as exc:
+            if _read_only(exc):
+                yield False
+                return
+            raise CacheError(
+                f"cannot create the trust cache directory for {path}: {exc.strerror or exc}"
+            ) from None
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
+            fd = os.open(path, flags, _FILE_MODE)
+        except OSError as exc:
+            if exc.errno == errno.EROFS or (_read_only(exc) and not os.path.lexists(path)):
+                yield False
+                return
+            if exc.errno == errno.ELOOP:
+                raise CacheError(
+                    f"{path} is a symbolic link: refusing to use the trust cache",
+                    hint=f"remove {path} (trustpull creates it as a regular file)",
+                ) from None
+            raise CacheError(f"cannot open the trust cache lock {path}: {exc.strerror}") from None
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise CacheError(f"{path} is not a regular file: refusing to use the trust cache")
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as exc:
+                raise CacheError(
+                    f"cannot lock the trust cache lock {path}: {exc.strerror}"
+                ) from None
+            yield True
         finally:
             os.close(fd)
 
@@ -160,3 +195,8 @@ def has_cached_trust(trust_dir: Path, gun: str) -> bool:
         return directory.exists() and any(directory.rglob("*.json"))
     except OSError:
         return True  # cannot tell: assume something is there, so nothing is accepted unsigned
+
+
+def _read_only(exc: OSError) -> bool:
+    """The cache location cannot be written at all (H05), as opposed to something planted."""
+    return exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM)

@@ -11,17 +11,26 @@ One `update()` call runs the whole workflow for one GUN under the cache lock:
    as cap;
 4. root rotation when the snapshot names another root, or once when the timestamp or snapshot
    fails its signature check under the trusted root (attacks.md D03);
-5. only once everything verified, the downloaded files are written to the cache (a refused run
-   writes nothing; a verified root rotation is the one exception, written at once).
+5. nothing is written to the cache during the update (a verified rotation of the cached root is
+   the one exception, written at once): the verified files it fetched travel on the result
+   (`TrustData.pending`) and are written by `NotaryClient.commit` once the caller's verdict
+   accepts them, or straight away with `update(ref, commit=True)`, the default.
+
+Longer than 500 lines because Notary's update (timestamp, snapshot, targets, the
+delegation walk, root rotation, the cache fallback and the deferred commit) is one ordered
+procedure around the verifier; the verifier, the cache and the server API are elsewhere.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import hashlib
 import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Protocol
 
 from trust.errors import (
@@ -33,7 +42,6 @@ from trust.errors import (
     LengthError,
     NetworkError,
     NoTrustDataError,
-    RollbackError,
     RootRotationError,
     SignatureError,
     ThresholdError,
@@ -42,9 +50,15 @@ from trust.errors import (
 from trust.notary.cache import TrustCache
 from trust.notary.cjson import loads_strict
 from trust.notary.metadata import FileMeta
-from trust.notary.trusted_set import RELEASES_ROLE, TrustData, TrustedSet, check_meta
+from trust.notary.trusted_set import (
+    RELEASES_ROLE,
+    PendingWrites,
+    TrustData,
+    TrustedSet,
+    check_meta,
+)
 from trust.reference import Reference
-from trust.settings import Settings
+from trust.settings import Limits, Settings
 
 __all__ = ["MetadataSource", "NotaryClient", "UpdateStats", "trust_server_for"]
 
@@ -99,6 +113,18 @@ def _is_network_failure(error: TrustpullError) -> bool:
     return isinstance(error, NetworkError) and not isinstance(error, AuthError)
 
 
+def _digest(data: bytes | None) -> bytes | None:
+    return None if data is None else hashlib.sha256(data).digest()
+
+
+def _write_order(role: str) -> tuple[int, int]:
+    """Children before parents, the root last: a first-use pin appears only once every other
+    verified file is in place, and a crash part-way leaves files that are each re-verified
+    against their parent before use (dct.md §2.7 "Cache writes")."""
+    rank = {"root": 4, "timestamp": 3, "snapshot": 2, "targets": 1}.get(role, 0)
+    return rank, -role.count("/")
+
+
 def _peek_version(data: bytes) -> int:
     try:
         signed = loads_strict(data)["signed"]
@@ -136,19 +162,73 @@ class NotaryClient:
 
     # ------------------------------------------------------------------ public
 
-    def update(self, ref: Reference) -> TrustData:
-        """Verify `ref`'s repository and return its trust data, or raise a typed error."""
+    def update(self, ref: Reference, *, commit: bool = True) -> TrustData:
+        """Verify `ref`'s repository and return its trust data, or raise a typed error.
+
+        The contract with the trust cache (attacks.md H08, issue 11 item 6): verification
+        writes nothing, with one exception, a verified rotation of the already trusted, cached
+        root, which is written at once (the old root is never wanted again, attacks.md B07a).
+        Every other verified file the update fetched is on the result as `data.pending`:
+
+        - `commit=True` (the default, for callers that accept whatever verifies) writes them
+          before returning, under the same lock as the verification;
+        - `commit=False` returns them unwritten; the caller calls `commit(data)` only once its
+          own verdict (tag lookup, policy rules) accepts the result. A refused run then leaves
+          the cache as it was, first use included: no root becomes the pin that nobody accepted.
+        """
         check_gun_for_trust(ref)
         gun = ref.name
         server = trust_server_for(ref.domain, self.settings)
         cache = TrustCache(self.settings.trust_dir, gun)
-        with cache.lock():
-            run = _Run(self, ref, gun, server, cache)
+        with cache.lock() as locked:
+            run = _Run(self, ref, gun, server, cache, locked=locked)
             try:
-                return run.execute()
+                data = run.execute()
             finally:
                 run.close()
                 self.stats.requests += run.requests()
+            if commit:
+                self._write(cache, data.pending, locked=locked, recheck=False)
+                data = dataclasses.replace(data, pending=PendingWrites())
+        return data
+
+    def commit(self, data: TrustData) -> None:
+        """Write the verified files of an `update(ref, commit=False)` to the trust cache.
+
+        Each file is written atomically (a temporary file and a rename, 0600), children before
+        parents and the root last, under the GUN's lock. Nothing is written when the cache
+        changed since the update read it (another process verified and wrote it meanwhile):
+        this run's files would otherwise replace newer ones. A file that cannot be written is a
+        warning, never a failure (attacks.md H03, H05). Committing twice is harmless.
+        """
+        if not data.pending:
+            return
+        cache = TrustCache(self.settings.trust_dir, data.gun)
+        with cache.lock() as locked:
+            self._write(cache, data.pending, locked=locked, recheck=True)
+
+    def _write(
+        self, cache: TrustCache, pending: PendingWrites, *, locked: bool, recheck: bool
+    ) -> None:
+        if not pending:
+            return
+        if not locked:
+            self.warn(
+                f"the trust cache {cache.repo_dir} cannot be written (it could not be locked): "
+                "trust on first use is not persisted and rollback protection is reduced"
+            )
+            return
+        if recheck:
+            for role, expected in pending.read.items():
+                current = _digest(cache.read(role, _cache_cap(role, self.limits)))
+                if current != expected and current != _digest(pending.files.get(role)):
+                    self.warn(
+                        f"the trust cache for {cache.gun} changed while this run verified it "
+                        f"({role}): left as the other writer made it, nothing written"
+                    )
+                    return
+        for role in sorted(pending.files, key=_write_order):
+            _persist(self, cache, role, pending.files[role])
 
     def make_session(self, server: str, gun: str) -> MetadataSource:
         if self._session_factory is not None:
@@ -178,29 +258,62 @@ class NotaryClient:
         self._warn_sink(text)
 
 
+def _cache_cap(role: str, limits: Limits) -> int:
+    """How far a cached file is read (larger counts as absent, dct.md §5 "Size caps")."""
+    if role == "root":
+        return limits.root_max_bytes
+    if role == "timestamp":
+        return limits.timestamp_max_bytes
+    return limits.metadata_max_bytes
+
+
+def _persist(client: NotaryClient, cache: TrustCache, role: str, data: bytes) -> bool:
+    """Write verified bytes; a failure is a warning, never a failed pull (H03, H05)."""
+    try:
+        cache.write(role, data)
+    except (OSError, TrustpullError) as exc:
+        detail = exc.strerror if isinstance(exc, OSError) else exc.message
+        client.warn(
+            f"could not write {role} to the trust cache ({detail}): the verified pull goes "
+            "on, but trust on first use is not persisted and rollback protection is reduced"
+        )
+        return False
+    return True
+
+
 class _Run:
     """One update of one GUN: the state of a single `NotaryClient.update` call."""
 
     def __init__(
-        self, client: NotaryClient, ref: Reference, gun: str, server: str, cache: TrustCache
+        self,
+        client: NotaryClient,
+        ref: Reference,
+        gun: str,
+        server: str,
+        cache: TrustCache,
+        *,
+        locked: bool,
     ) -> None:
         self.client = client
         self.limits = client.limits
         self.gun = gun
         self.server = server
         self.cache = cache
+        self.locked = locked
         self.offline = client.settings.offline
         self.session: MetadataSource | None = None
+        #: Verified files fetched by this run, written only on commit.
         self.pending: dict[str, bytes] = {}
         self.network_failed: TrustpullError | None = None
+        #: The cache's bytes per role as this run read them, and their digests (None: absent).
         self.cached: dict[str, bytes] = {}
-        self.trusted = TrustedSet(
-            gun,
-            now=client.now,
-            pinning=client.settings.trust_pinning,
-            limits=client.limits,
-            cached=self.cached,
-        )
+        self.read: dict[str, bytes | None] = {}
+        self._trusted: TrustedSet | None = None
+
+    @property
+    def trusted(self) -> TrustedSet:
+        assert self._trusted is not None, "the root is loaded first"
+        return self._trusted
 
     # ------------------------------------------------------------------ I/O helpers
 
@@ -227,34 +340,19 @@ class _Run:
         self.client.stats.downloaded.append(name)
         return data
 
-    def read_cache(self, role: str, max_bytes: int) -> bytes | None:
-        data = self.cache.read(role, max_bytes)
+    def read_cache(self, role: str) -> bytes | None:
+        data = self.cache.read(role, _cache_cap(role, self.limits))
+        self.read[role] = _digest(data)
         if data is not None:
             self.cached[role] = data
         return data
-
-    def persist(self, role: str, data: bytes) -> None:
-        """Write verified bytes; a failure is a warning, never a failed pull (H03, H05)."""
-        try:
-            self.cache.write(role, data)
-        except (OSError, TrustpullError) as exc:
-            detail = exc.strerror if isinstance(exc, OSError) else exc.message
-            self.client.warn(
-                f"could not write {role} to the trust cache ({detail}): the verified pull goes "
-                "on, but trust on first use is not persisted and rollback protection is reduced"
-            )
 
     # ------------------------------------------------------------------ workflow
 
     def execute(self) -> TrustData:
         self._load_root()
         for role in ("timestamp", "snapshot", "targets"):
-            cap = (
-                self.limits.timestamp_max_bytes
-                if role == "timestamp"
-                else self.limits.metadata_max_bytes
-            )
-            self.read_cache(role, cap)
+            self.read_cache(role)
         rotated_for_signature = False
         for _attempt in range(2 + self.limits.max_root_rotations):
             try:
@@ -278,20 +376,30 @@ class _Run:
             raise RootRotationError("root keeps changing during the update")
         self._update_targets_tree()
         self.trusted.check_root_expiry()
-        for role, data in self.pending.items():
-            self.persist(role, data)
-        for warning in self.trusted.warnings:
+        data = self.trusted.result(from_cache_only=not self.pending and self.session is None)
+        for warning in data.warnings:
             self.client.warn(warning)
-        return self.trusted.result(from_cache_only=not self.pending and self.session is None)
+        pending = PendingWrites(
+            files=MappingProxyType(dict(self.pending)), read=MappingProxyType(dict(self.read))
+        )
+        return dataclasses.replace(data, pending=pending)
 
     # ------------------------------------------------------------------ root
 
     def _load_root(self) -> None:
-        cached = self.read_cache("root", self.limits.root_max_bytes)
+        cached = self.read_cache("root")
+        settings = self.client.settings
         if cached is not None:
             try:
-                self.trusted.load_cached_root(cached)
+                self._trusted = TrustedSet(
+                    self.gun,
+                    cached,
+                    now=self.client.now,
+                    pinning=settings.trust_pinning,
+                    limits=self.limits,
+                )
             except TrustpullError as error:
+                # A new error of the same kind (the caught one stays as raised, issue 10).
                 raise error.derive(
                     hint=f"the cached root for {self.gun} is the trust anchor and cannot be "
                     f"used; to forget it, delete {self.cache.metadata_dir}"
@@ -303,7 +411,14 @@ class _Run:
         if self.offline:
             raise NetworkError(f"offline: no cached trust data for {self.gun}")
         data = self._fetch_root_plain(first_use=True)
-        self.trusted.trust_first_root(data)
+        self._trusted = TrustedSet(
+            self.gun,
+            data,
+            now=self.client.now,
+            first_use=True,
+            pinning=settings.trust_pinning,
+            limits=self.limits,
+        )
         self.pending["root"] = data
 
     def _fetch_root_plain(self, *, first_use: bool = False) -> bytes:
@@ -323,12 +438,12 @@ class _Run:
 
     def _rotate(self, data: bytes) -> None:
         """Move the trusted root to `data`: directly if cross-signed, else walk `<v>.root`."""
-        current = self.trusted.root
-        assert current is not None
-        if data == self.trusted.root_bytes:
+        trusted = self.trusted
+        current = trusted.root
+        if data == trusted.root_bytes:
             return
         try:
-            self.trusted.rotate_root(data)
+            trusted.update_root(data)
         except RootRotationError:
             newest = _peek_version(data)
             steps = newest - current.version
@@ -339,18 +454,27 @@ class _Run:
                 ) from None
             for version in range(current.version + 1, newest):
                 step = self.fetch(f"{version}.root", self.limits.root_max_bytes)
-                self.trusted.rotate_root(step, exact_version=version)
-            self.trusted.rotate_root(data, exact_version=newest)
-        # A verified rotation is written at once, even if the final root then turns out
-        # expired (attacks.md B07a): the old root will never be wanted again.
-        self.pending.pop("root", None)
-        self.persist("root", data)
+                trusted.update_root(step, exact_version=version)
+            trusted.update_root(data, exact_version=newest)
+        # A verified rotation of the cached root is written at once, even if the final root
+        # then turns out expired (attacks.md B07a): the old root will never be wanted again.
+        # (The first-use root is not: it rotated before anything trusted it, so it stays
+        # pending with the rest, as the newest root.)
+        if "root" in self.pending:
+            self.pending["root"] = data
+            return
+        if not self.locked:
+            self.client.warn(
+                f"could not write the rotated root to the trust cache {self.cache.repo_dir} "
+                "(it could not be locked): rollback protection is reduced"
+            )
+        elif _persist(self.client, self.cache, "root", data):
+            self.read["root"] = _digest(data)
         # Roles whose keys changed no longer verify under the new root: their floors go, as
         # the spec's fast-forward recovery wants (B10); nothing else needs deleting.
 
     def _rotate_from_plain_root(self, error: TrustpullError) -> bool:
         current = self.trusted.root
-        assert current is not None
         data = self._fetch_root_plain()
         if data == self.trusted.root_bytes or _peek_version(data) <= current.version:
             return False
@@ -359,7 +483,6 @@ class _Run:
 
     def _rotate_to_snapshot_root(self, meta: FileMeta) -> None:
         current = self.trusted.root
-        assert current is not None
         data = self.fetch(f"root.{meta.hex()}", min(meta.length, self.limits.root_max_bytes))
         check_meta("root", data, meta)
         if _peek_version(data) <= current.version:
@@ -380,7 +503,8 @@ class _Run:
                 raise
             self._use_cached_timestamp(error)
             return
-        if self.trusted.update_timestamp(data):
+        previous = self.cached.get("timestamp")
+        if self.trusted.update_timestamp(data, previous=previous) and data != previous:
             self.pending["timestamp"] = data
         else:
             self.pending.pop("timestamp", None)
@@ -390,12 +514,13 @@ class _Run:
         if cached is None:
             raise error
         try:
-            self.trusted.update_timestamp(cached)
+            self.trusted.update_timestamp(cached, previous=cached)
         except ExpiredError:
             raise NetworkError(
                 f"{error.message}; the cached trust data for {self.gun} has expired, so it "
                 "cannot stand in for the server"
             ) from None
+        self.pending.pop("timestamp", None)
         if not self.offline:
             self.network_failed = error
             self.client.warn(
@@ -405,13 +530,14 @@ class _Run:
 
     def _cached_or_remote(self, role: str, meta: FileMeta) -> tuple[bytes, bool]:
         """Cached bytes if they match the parent's hashes, else a download by checksum name."""
+        if role not in self.read:
+            # Delegations are read when reached, up to the absolute ceiling rather than the new
+            # meta's length: the cached copy is also the rollback floor, and a newer (longer)
+            # cached delegation must not be treated as absent when the snapshot points at an
+            # older, shorter one (attacks.md B04; notary loses the floor this way, dct.md
+            # §6.12). Reuse still needs a match.
+            self.read_cache(role)
         cached = self.cached.get(role)
-        if cached is None and role not in ("timestamp", "snapshot", "targets", "root"):
-            # Read up to the absolute ceiling, not the new meta's length: the cached copy is
-            # also the rollback floor, and a newer (longer) cached delegation must not be
-            # treated as absent when the snapshot points at an older, shorter one (attacks.md
-            # B04; notary loses the floor this way, dct.md §6.12). Reuse still needs a match.
-            cached = self.read_cache(role, self.limits.metadata_max_bytes)
         if cached is not None and len(cached) <= meta.length:
             try:
                 check_meta(role, cached, meta)
@@ -428,21 +554,20 @@ class _Run:
     def _update_snapshot(self) -> None:
         meta = self.trusted.snapshot_meta()
         data, downloaded = self._cached_or_remote("snapshot", meta)
-        self.trusted.update_snapshot(data)
+        self.trusted.update_snapshot(data, previous=self.cached.get("snapshot"))
         if downloaded:
             self.pending["snapshot"] = data
 
     # ------------------------------------------------------------------ targets tree
 
     def _update_targets_tree(self) -> None:
-        snapshot = self.trusted.snapshot
-        assert snapshot is not None
-        meta = snapshot.meta["targets"]
+        trusted = self.trusted
+        meta = trusted.meta_for("targets")
+        assert meta is not None  # parse_snapshot requires it
         data, downloaded = self._cached_or_remote("targets", meta)
-        targets = self.trusted.update_targets(data)
+        targets = trusted.update_targets(data, previous=self.cached.get("targets"))
         if downloaded:
             self.pending["targets"] = data
-        previous_roles = self.trusted.previous_snapshot_roles()
         # Depth-first pre-order over every delegation, as notary downloads them (dct.md §2.7).
         work = [d.name for d in targets.delegations]
         visited: set[str] = {"targets"}
@@ -455,30 +580,20 @@ class _Run:
                 raise DelegationError(
                     f"more than {self.limits.max_delegations} delegated roles in {self.gun}"
                 )
-            children = self._load_delegation(name, snapshot.meta.get(name), previous_roles)
-            work[0:0] = children
+            work[0:0] = self._load_delegation(name)
 
-    def _load_delegation(
-        self, name: str, meta: FileMeta | None, previous_roles: set[str]
-    ) -> list[str]:
-        on_lookup_path = name == RELEASES_ROLE or name in self.client.required_roles
+    def _load_delegation(self, name: str) -> list[str]:
+        # On the lookup path any failure refuses the update (attacks.md C07, E06); elsewhere an
+        # expired or under-threshold role is skipped, as notary does (the trusted set decides).
+        required = name == RELEASES_ROLE or name in self.client.required_roles
+        meta = self.trusted.delegation_meta(name, required=required)
         if meta is None:
-            if name in previous_roles:
-                # attacks.md C08: the snapshot dropped a role that is still delegated.
-                raise RollbackError(f"{name} was removed from the snapshot but is still delegated")
-            if on_lookup_path:
-                # attacks.md C07: fail closed (notary skips it quietly and falls back).
-                raise DelegationError(f"{name} is delegated but not listed in the snapshot")
-            self.trusted.warnings.append(f"{name} is delegated but not in the snapshot: skipped")
             return []
-        try:
-            data, downloaded = self._cached_or_remote(name, meta)
-            targets = self.trusted.update_delegation(name, data)
-        except (ExpiredError, ThresholdError) as error:
-            if on_lookup_path:
-                # Fail closed on the lookup path (attacks.md E06), stricter than notary.
-                raise
-            self.trusted.warnings.append(f"Error getting {name}: {error.message} (role skipped)")
+        data, downloaded = self._cached_or_remote(name, meta)
+        targets = self.trusted.update_delegation(
+            name, data, previous=self.cached.get(name), required=required
+        )
+        if targets is None:
             return []
         if downloaded:
             self.pending[name] = data

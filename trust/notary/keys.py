@@ -10,22 +10,24 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
-
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from typing import TYPE_CHECKING, Any
 
 from trust.errors import CertificateError, MalformedError
 from trust.notary.cjson import encode_canonical
+
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+
+# `cryptography` is imported where it is used, never at module level: parsing metadata (and
+# computing key IDs, which need only hashlib) must not pay for it (issue 13's import profile).
 
 __all__ = [
     "ECDSA_KEY",
@@ -54,12 +56,20 @@ MIN_RSA_SIG_BYTES = 256
 #: notary signs RSA-PSS with a salt as long as the SHA-256 digest, and verifies exactly that.
 PSS_SALT_LENGTH = 32
 
-#: The curves Go's x509.ParsePKIXPublicKey accepts; anything else is unusable, as in notary.
-_GO_CURVES = (ec.SECP224R1, ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
 
-_PEM_BLOCK = re.compile(
-    rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n([A-Za-z0-9+/=\r\n]*?)-----END \1-----(\r?\n)?"
-)
+@functools.cache
+def _pem_block() -> re.Pattern[bytes]:
+    """Compiled on first use (importing this module compiles no regular expression)."""
+    return re.compile(
+        rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n([A-Za-z0-9+/=\r\n]*?)-----END \1-----(\r?\n)?"
+    )
+
+
+def _go_curves() -> tuple[type[ec.EllipticCurve], ...]:
+    """The curves Go's x509.ParsePKIXPublicKey accepts; anything else is unusable, as in notary."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return (ec.SECP224R1, ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
 
 
 def b64decode_strict(value: object, what: str) -> bytes:
@@ -92,16 +102,18 @@ def parse_pem_certificates(data: bytes) -> list[x509.Certificate]:
     Stricter than notary's `LoadCertBundleFromPEM`, which skips text around the blocks: here
     only whitespace may appear outside a block, and PEM headers are refused.
     """
+    from cryptography import x509
+
     certs: list[x509.Certificate] = []
     position = 0
-    for match in _PEM_BLOCK.finditer(data):
+    for match in _pem_block().finditer(data):
         if data[position : match.start()].strip():
             raise CertificateError("certificate bundle holds data outside PEM blocks")
         position = match.end()
         if match.group(1) != b"CERTIFICATE":
             kind = match.group(1).decode("ascii")
             raise CertificateError(f"invalid PEM block type {kind} in certificate bundle")
-        body = re.sub(rb"[\r\n]", b"", match.group(2))
+        body = match.group(2).replace(b"\r", b"").replace(b"\n", b"")
         try:
             der = base64.b64decode(body, validate=True)
             certs.append(x509.load_der_x509_certificate(der))
@@ -115,6 +127,8 @@ def parse_pem_certificates(data: bytes) -> list[x509.Certificate]:
 
 
 def _spki_der(key: PublicKeyTypes) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -176,12 +190,17 @@ class PublicKey:
     @cached_property
     def _crypto_key(self) -> PublicKeyTypes | None:
         """The key object behind this key, or None when unusable (wrong type, no parse)."""
+        from cryptography.exceptions import UnsupportedAlgorithm
+
         try:
             return self._load_crypto_key()
         except (CertificateError, MalformedError, ValueError, UnsupportedAlgorithm, TypeError):
             return None
 
     def _load_crypto_key(self) -> PublicKeyTypes | None:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
         loaded: PublicKeyTypes
         if self.keytype == ED25519_KEY:
             if len(self.public) != 32:
@@ -208,11 +227,16 @@ class PublicKey:
         """For `pycrypto-pkcs#1 pss`: an `rsa` key whose public value is a PEM `PUBLIC KEY`."""
         if self.keytype != RSA_KEY:
             return None
-        match = _PEM_BLOCK.fullmatch(self.public.strip() + b"\n")
+        from cryptography.exceptions import UnsupportedAlgorithm
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        match = _pem_block().fullmatch(self.public.strip() + b"\n")
         if match is None or match.group(1) != b"PUBLIC KEY":
             return None
         try:
-            der = base64.b64decode(re.sub(rb"[\r\n]", b"", match.group(2)), validate=True)
+            body = match.group(2).replace(b"\r", b"").replace(b"\n", b"")
+            der = base64.b64decode(body, validate=True)
             loaded = serialization.load_der_public_key(der)
         except (binascii.Error, ValueError, UnsupportedAlgorithm):
             return None
@@ -256,6 +280,8 @@ class PublicKey:
             return False
 
     def _verify(self, method: str, signature: bytes, message: bytes) -> bool:
+        from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
         if not isinstance(signature, bytes) or not isinstance(message, bytes):
             return False
         if method == "ecdsa":
@@ -290,7 +316,12 @@ class PublicKey:
 
 def _verify_ecdsa(key: ec.EllipticCurvePublicKey, signature: bytes, message: bytes) -> bool:
     """Raw `r||s`, each half exactly ⌈bits/8⌉ bytes; SHA-256 whatever the curve (as notary)."""
-    if not isinstance(key.curve, _GO_CURVES):
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+    if not isinstance(key.curve, _go_curves()):
         return False
     half = (key.curve.key_size + 7) // 8
     if len(signature) != 2 * half:
@@ -307,6 +338,10 @@ def _verify_ecdsa(key: ec.EllipticCurvePublicKey, signature: bytes, message: byt
 
 
 def _verify_rsa(key: rsa.RSAPublicKey, pss: bool, signature: bytes, message: bytes) -> bool:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
     if key.key_size < MIN_RSA_BITS or len(signature) < MIN_RSA_SIG_BYTES:
         return False
     pad: padding.AsymmetricPadding = padding.PKCS1v15()
@@ -326,6 +361,10 @@ def key_from_certificates(
 
     The type follows the leaf's key algorithm; any other algorithm raises `CertificateError`.
     """
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
     try:
         leaf_key = leaf.public_key()
     except (ValueError, UnsupportedAlgorithm):

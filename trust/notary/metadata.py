@@ -12,14 +12,16 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import functools
 import posixpath
 import re
-from collections.abc import Mapping
+from collections.abc import ItemsView, Iterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from trust.errors import MalformedError
-from trust.notary.cjson import MAX_SAFE_INTEGER, loads_strict
+from trust.notary.cjson import MAX_SAFE_INTEGER, collection_paused, decode_envelope
 from trust.notary.keys import PublicKey
 from trust.notary.signatures import Signature, parse_signatures
 
@@ -31,6 +33,7 @@ __all__ = [
     "RoleKeys",
     "Root",
     "Snapshot",
+    "TargetFiles",
     "Targets",
     "Timestamp",
     "is_valid_delegation_name",
@@ -51,11 +54,17 @@ _TYPE_NAMES = {
 }
 _HASH_SIZES = {"sha256": 32, "sha512": 64}
 
-_RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})",
-    re.ASCII,
-)
-_DELEGATION_NAME = re.compile(r"[-a-z0-9_/]+", re.ASCII)
+#: notary's delegation name alphabet, `^[-a-z0-9_/]+$` (a set test: no regex to compile).
+_DELEGATION_CHARS = frozenset("-abcdefghijklmnopqrstuvwxyz0123456789_/")
+
+
+@functools.cache
+def _rfc3339() -> re.Pattern[str]:
+    """Compiled on first use, so that importing this module compiles no regular expression."""
+    return re.compile(
+        r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})",
+        re.ASCII,
+    )
 
 
 @dataclass(frozen=True)
@@ -65,9 +74,11 @@ class Envelope:
     raw: bytes
     signed: Any
     signatures: tuple[Signature, ...]
+    #: The canonical JSON of `signed`: the exact bytes the signatures cover (dct.md §3.2).
+    message: bytes = b""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FileMeta:
     """A parent's binding of a file: its length cap and hashes (std base64 in the JSON)."""
 
@@ -118,12 +129,65 @@ class Delegation:
     paths: tuple[str, ...]
 
 
+class TargetFiles(Mapping[str, FileMeta]):
+    """A targets role's `targets`: every entry was checked when the file was parsed, and the
+    common one (a length and a sha256, nothing else) is kept as a plain pair; its `FileMeta` is
+    built when it is read. 100,000 tags then cost two small objects each, not six."""
+
+    __slots__ = ("_entries",)
+
+    def __init__(self, entries: Mapping[str, tuple[int, bytes] | FileMeta]) -> None:
+        self._entries = entries
+
+    def __getitem__(self, name: str) -> FileMeta:
+        entry = self._entries[name]
+        if isinstance(entry, FileMeta):
+            return entry
+        return FileMeta(entry[0], {"sha256": entry[1]})
+
+    def get(self, name: str, default: Any = None) -> Any:
+        if name in self._entries:
+            return self[name]
+        return default
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"TargetFiles({len(self._entries)} entries)"
+
+    def items(self) -> ItemsView[str, FileMeta]:
+        return _TargetItems(self)
+
+    def _pairs(self) -> Iterator[tuple[str, FileMeta]]:
+        for name, entry in self._entries.items():
+            if isinstance(entry, FileMeta):
+                yield name, entry
+            else:
+                yield name, FileMeta(entry[0], {"sha256": entry[1]})
+
+
+class _TargetItems(ItemsView[str, FileMeta]):
+    """`TargetFiles.items()` without a second lookup per entry (`-a` lists them all)."""
+
+    _mapping: TargetFiles
+
+    def __iter__(self) -> Iterator[tuple[str, FileMeta]]:
+        return self._mapping._pairs()
+
+
 @dataclass(frozen=True)
 class Targets:
     role: str
     version: int
     expires: dt.datetime
-    targets: Mapping[str, FileMeta]
+    targets: TargetFiles
     delegation_keys: Mapping[str, PublicKey]
     delegations: tuple[Delegation, ...]
     #: Delegations that are valid for notary but that trustpull ignores (attacks.md H07).
@@ -181,7 +245,7 @@ def _b64(value: Any, what: str) -> bytes:
 def parse_expires(value: Any) -> dt.datetime:
     """Strict RFC 3339 (B11): `YYYY-MM-DDTHH:MM:SS[.f{1,9}](Z|±HH:MM)`, returned in UTC."""
     text = _str(value, "expires")
-    match = _RFC3339.fullmatch(text)
+    match = _rfc3339().fullmatch(text)
     if not match:
         raise MalformedError(f"expires is not an RFC 3339 time: {text[:40]!r}")
     year, month, day, hour, minute, second, fraction, zone = match.groups()
@@ -220,7 +284,43 @@ def _file_meta(value: Any, what: str) -> FileMeta:
                 raise MalformedError(f"{what}: {algorithm} hash has {len(digest)} bytes")
             hashes[algorithm] = digest
         # Unknown algorithms are ignored, as notary does; they can never satisfy a check.
-    return FileMeta(length=length, hashes=hashes, custom=obj.get("custom"))
+    return FileMeta(length=length, hashes=MappingProxyType(hashes), custom=obj.get("custom"))
+
+
+def _target_files(targets_obj: Mapping[str, Any], role: str) -> TargetFiles:
+    """Every entry checked as `_file_meta` checks it; the common shape on a short path.
+
+    The short path accepts exactly `{"length": int, "hashes": {"sha256": str}}`, for which
+    `_file_meta` could not decide otherwise: two keys that are the known names (so no case
+    alias), an integer length in range, and a base64 digest that strict decoding takes (it
+    refuses everything `_b64` refuses, and then decodes to the same bytes) of the right size.
+    Anything else goes through `_file_meta`, which refuses it or returns its `FileMeta`.
+    """
+    a2b = binascii.a2b_base64
+    entries: dict[str, tuple[int, bytes] | FileMeta] = {}
+    with collection_paused():
+        for name, value in targets_obj.items():
+            if type(value) is dict and len(value) == 2 and "length" in value and "hashes" in value:
+                length = value["length"]
+                hashes = value["hashes"]
+                if (
+                    type(length) is int
+                    and 0 <= length <= MAX_SAFE_INTEGER
+                    and type(hashes) is dict
+                    and len(hashes) == 1
+                    and "sha256" in hashes
+                ):
+                    encoded = hashes["sha256"]
+                    if type(encoded) is str and len(encoded) == 44:
+                        try:
+                            digest = a2b(encoded, strict_mode=True)
+                        except (binascii.Error, ValueError):
+                            digest = b""
+                        if len(digest) == 32:
+                            entries[name] = (length, digest)
+                            continue
+            entries[name] = _file_meta(value, f"{role}.targets[{name[:40]!r}]")
+    return TargetFiles(entries)
 
 
 def _common(signed: Any, role: str) -> tuple[dict[str, Any], int, dt.datetime]:
@@ -246,11 +346,17 @@ def _common(signed: Any, role: str) -> tuple[dict[str, Any], int, dt.datetime]:
 
 
 def parse_envelope(data: bytes, role: str) -> Envelope:
-    """Split a metadata file into raw bytes, the `signed` value and its signatures."""
-    document = _fields(loads_strict(data), f"{role} metadata", {"signed", "signatures"})
+    """Split a metadata file into raw bytes, the `signed` value, its signatures and the
+    canonical message they sign (decoded strictly: `trust.notary.cjson.decode_envelope`)."""
+    decoded, message = decode_envelope(data)
+    document = _fields(decoded, f"{role} metadata", {"signed", "signatures"})
     signed = _object(document["signed"], f"{role}.signed")
+    assert message is not None  # `signed` exists, so decode_envelope encoded it
     return Envelope(
-        raw=bytes(data), signed=signed, signatures=tuple(parse_signatures(document["signatures"]))
+        raw=bytes(data),
+        signed=signed,
+        signatures=tuple(parse_signatures(document["signatures"])),
+        message=message,
     )
 
 
@@ -287,7 +393,7 @@ def parse_root(envelope: Envelope) -> Root:
     consistent = obj["consistent_snapshot"]
     if not isinstance(consistent, bool):
         raise MalformedError("root.consistent_snapshot must be a boolean")
-    return Root(version, expires, keys, roles, consistent)
+    return Root(version, expires, MappingProxyType(keys), MappingProxyType(roles), consistent)
 
 
 def parse_timestamp(envelope: Envelope) -> Timestamp:
@@ -314,7 +420,7 @@ def parse_snapshot(envelope: Envelope) -> Snapshot:
             raise MalformedError(
                 f"snapshot type metadata invalid: missing {required} sha256 checksum"
             )
-    return Snapshot(version, expires, meta)
+    return Snapshot(version, expires, MappingProxyType(meta))
 
 
 def is_valid_delegation_name(name: str) -> bool:
@@ -322,7 +428,7 @@ def is_valid_delegation_name(name: str) -> bool:
     return (
         name.startswith("targets/")
         and len(name.encode("utf-8")) < 256
-        and _DELEGATION_NAME.fullmatch(name) is not None
+        and _DELEGATION_CHARS.issuperset(name)
         and posixpath.normpath(name) == name
     )
 
@@ -334,11 +440,7 @@ def has_metadata_component(name: str) -> bool:
 
 def parse_targets(envelope: Envelope, role: str) -> Targets:
     obj, version, expires = _common(envelope.signed, role)
-    targets_obj = _object(obj["targets"], f"{role}.targets")
-    targets = {
-        name: _file_meta(value, f"{role}.targets[{name[:40]!r}]")
-        for name, value in targets_obj.items()
-    }
+    targets = _target_files(_object(obj["targets"], f"{role}.targets"), role)
     delegation_keys: dict[str, PublicKey] = {}
     delegations: list[Delegation] = []
     ignored: list[str] = []
@@ -379,5 +481,11 @@ def parse_targets(envelope: Envelope, role: str) -> Targets:
                 continue
             delegations.append(Delegation(name, keys.keyids, keys.threshold, tuple(paths_raw)))
     return Targets(
-        role, version, expires, targets, delegation_keys, tuple(delegations), tuple(ignored)
+        role,
+        version,
+        expires,
+        targets,
+        MappingProxyType(delegation_keys),
+        tuple(delegations),
+        tuple(ignored),
     )

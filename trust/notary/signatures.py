@@ -7,14 +7,14 @@ duplicate key IDs in a role are refused, and distinct *public keys* are counted,
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from trust.errors import MalformedError, SignatureError, ThresholdError
 from trust.notary.cjson import encode_canonical
 from trust.notary.keys import PublicKey, b64decode_strict
 
-__all__ = ["Signature", "parse_signatures", "verify_threshold"]
+__all__ = ["Signature", "parse_signatures", "verify_message", "verify_threshold"]
 
 _FIELDS = ("keyid", "method", "sig")
 
@@ -69,6 +69,30 @@ def verify_threshold(
     threshold, repeated key IDs or a key whose content does not match its ID, and
     `ThresholdError` when too few distinct keys produced a valid signature.
     """
+    return _verify(role, lambda: encode_canonical(signed), signatures, keys, keyids, threshold)
+
+
+def verify_message(
+    role: str,
+    message: bytes,
+    signatures: Sequence[Signature],
+    keys: Mapping[str, PublicKey],
+    keyids: Sequence[str],
+    threshold: int,
+) -> set[bytes]:
+    """`verify_threshold` when the canonical JSON of `signed` is already at hand
+    (`Envelope.message`, computed once by the strict decoder)."""
+    return _verify(role, lambda: message, signatures, keys, keyids, threshold)
+
+
+def _verify(
+    role: str,
+    message_of: Callable[[], bytes],
+    signatures: Sequence[Signature],
+    keys: Mapping[str, PublicKey],
+    keyids: Sequence[str],
+    threshold: int,
+) -> set[bytes]:
     if not signatures:
         raise SignatureError(f"{role}: no signatures")
     if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
@@ -77,7 +101,7 @@ def verify_threshold(
     if len(allowed) != len(keyids):
         # Stricter than notary, which would count the repeated ID once (attacks.md A06).
         raise MalformedError(f"{role}: key IDs listed for the role are not unique")
-    message = encode_canonical(signed)
+    message = message_of()
     valid: set[bytes] = set()
     for signature in signatures:
         if signature.keyid not in allowed:

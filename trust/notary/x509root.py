@@ -3,14 +3,16 @@
 Notary never trusts a root key because the root lists it: root keys must be x509 leaf
 certificates whose CN matches the GUN, and the root must verify against keys rebuilt from those
 certificates. This module follows notary's `ValidateRoot` step by step; where trustpull is
-stricter the code says so. The only I/O is reading a pinned CA bundle file.
+stricter the code says so. It does no I/O: a pinned CA bundle arrives as PEM bytes
+(`TrustPinning.ca`, read by the configuration loader).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
 from typing import Any
 
 from cryptography import x509
@@ -41,7 +43,7 @@ from trust.notary.keys import (
     key_from_certificates,
     parse_pem_certificates,
 )
-from trust.notary.signatures import Signature, verify_threshold
+from trust.notary.signatures import Signature, verify_message
 from trust.settings import TrustPinning
 
 __all__ = [
@@ -86,8 +88,8 @@ class RootCheck:
     """Outcome of `validate_root`: the root's usable keys, warnings, and whether TOFU applied."""
 
     #: key ID (of the re-encoded bundle) → key, for every leaf that survived all checks.
-    leaf_keys: dict[str, PublicKey]
-    warnings: list[str] = field(default_factory=list)
+    leaf_keys: Mapping[str, PublicKey]
+    warnings: tuple[str, ...] = ()
     #: True when no pin applied: the root is trusted on first use (or through `previous`).
     tofu: bool = True
 
@@ -266,19 +268,18 @@ class _PinChecker:
             if gun.startswith(prefix) and (ca_prefix is None or len(prefix) > len(ca_prefix)):
                 ca_prefix = prefix
         if ca_prefix is not None:
-            self.ca_store = self._load_ca(pinning.ca[ca_prefix])
+            self.ca_store = self._load_ca(pinning.ca[ca_prefix], ca_prefix)
 
     @property
     def applies(self) -> bool:
         return self.ids is not None or self.ca_store is not None
 
-    def _load_ca(self, path: str) -> Store:
+    def _load_ca(self, bundle: bytes, prefix: str) -> Store:
+        where = f"the CA bundle pinned for {prefix!r} ([trust_pinning] ca)"
         try:
-            with open(path, "rb") as handle:
-                data = handle.read()
-            certs = parse_pem_certificates(data)
-        except (OSError, CertificateError):
-            raise TrustPinError("could not load root cert from CA path", hint=path) from None
+            certs = parse_pem_certificates(bundle)
+        except CertificateError:
+            raise TrustPinError("could not load root cert from CA path", hint=where) from None
         valid: list[x509.Certificate] = []
         for cert in certs:
             try:
@@ -288,7 +289,7 @@ class _PinChecker:
                 continue
             valid.append(cert)
         if not valid:
-            raise TrustPinError("invalid CA certs provided", hint=path)
+            raise TrustPinError("invalid CA certs provided", hint=where)
         return Store(valid)
 
     def check(self, item: _Leaf) -> bool:
@@ -339,7 +340,7 @@ def validate_root(
     keys: Mapping[str, PublicKey],
     root_keyids: Sequence[str],
     threshold: int,
-    signed: object,
+    message: bytes,
     signatures: Sequence[Signature],
     now: datetime,
     previous: tuple[Mapping[str, PublicKey], Sequence[str], int] | None,
@@ -367,7 +368,7 @@ def validate_root(
         )
         trusted = _keys_for(prev_leaves)
         try:
-            verify_threshold("root", signed, signatures, trusted, list(trusted), prev_threshold)
+            verify_message("root", message, signatures, trusted, list(trusted), prev_threshold)
         except (SignatureError, ThresholdError):
             raise RootRotationError(ROTATION_FAILED) from None
 
@@ -381,7 +382,7 @@ def validate_root(
 
     own = _keys_for(pinned)
     try:
-        verify_threshold("root", signed, signatures, own, list(own), threshold)
+        verify_message("root", message, signatures, own, list(own), threshold)
     except (SignatureError, ThresholdError) as exc:
         raise _reraise_integrity(exc) from None
-    return RootCheck(leaf_keys=own, warnings=warnings, tofu=tofu)
+    return RootCheck(leaf_keys=MappingProxyType(own), warnings=tuple(warnings), tofu=tofu)

@@ -1,0 +1,435 @@
+"""`trustpull proxy` with real clients: the docker CLI 28, docker-py, docker-compose 1.29.
+
+Each client talks only to the proxy's socket (DOCKER_HOST=unix://…/tp.sock); the engine's state
+is then asked of the engine directly. Signed images work as against the engine; unsigned,
+tampered-by-tag and refused ones leave nothing new in the engine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fixtures.stack import DOCKER_CLI, Stack
+from tests.integration.proxy_world import World
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def world(stack: Stack) -> Iterator[World]:
+    w = World(stack)
+    try:
+        yield w
+    finally:
+        w.close()
+
+
+def _why(proc: object, world: World) -> str:
+    return f"\n{proc}\n--- proxy log ---\n{world.proxy.logs()[-3000:]}"
+
+
+def test_docker_pull_signed_X33(world: World) -> None:
+    world.rmi(f"{world.repo}:1.0")
+    proc = world.client("pull", f"{world.repo}:1.0")
+    assert proc.returncode == 0, _why(proc, world)
+    assert f"Pull (1 of 1): {world.repo}:1.0@{world.signed_digest}" in proc.stdout
+    assert f"trustpull: verified {world.repo}:1.0 -> {world.signed_digest}" in proc.stdout
+    assert f"Tagging {world.repo}@{world.signed_digest} as {world.repo}:1.0" in proc.stdout
+    image = world.image(f"{world.repo}:1.0")
+    assert image is not None
+    assert f"{world.repo}@{world.signed_digest}" in image["RepoDigests"]
+
+
+def test_docker_pull_unsigned_tag_refused(world: World) -> None:
+    before = world.snapshot()
+    proc = world.client("pull", f"{world.repo}:evil")
+    assert proc.returncode == 1, _why(proc, world)
+    assert "Error response from daemon: trustpull: pull of" in proc.stderr
+    assert "[NoSuchTag]" in proc.stderr or "NotSigned" in proc.stderr, proc.stderr
+    assert world.snapshot() == before
+    assert world.image(f"{world.repo}:evil") is None
+
+
+def test_docker_pull_unsigned_repository_refused(world: World) -> None:
+    before = world.snapshot()
+    proc = world.client("pull", f"{world.unsigned_repo}:1.0")
+    assert proc.returncode == 1, _why(proc, world)
+    assert "[NoTrustData]" in proc.stderr, proc.stderr
+    assert world.snapshot() == before
+    decisions = [d for d in world.proxy.decisions() if d.get("verdict") == "refused"]
+    assert any(world.unsigned_repo in str(d.get("reference")) for d in decisions)
+    last = decisions[-1]
+    for key in ("time", "uid", "pid", "method", "path", "reference", "verdict"):
+        assert key in last, last
+
+
+def test_docker_run_signed_X33(world: World) -> None:
+    world.rmi(f"{world.repo}:1.0")
+    proc = world.client("run", "--rm", "--network", "none", f"{world.repo}:1.0", "cat", "/marker")
+    assert proc.returncode == 0, _why(proc, world)
+    assert "signed-1.0" in proc.stdout
+    assert "Unable to find image" in proc.stderr  # create 404 -> pull through the proxy -> create
+
+
+def test_docker_run_unsigned_refused(world: World) -> None:
+    before = world.snapshot()
+    proc = world.client("run", "--rm", "--network", "none", f"{world.unsigned_repo}:1.0", "true")
+    assert proc.returncode == 125, _why(proc, world)
+    assert "trustpull" in proc.stderr
+    assert world.snapshot() == before
+
+
+def test_docker_ps_and_version_pass_through(world: World) -> None:
+    assert world.client("ps").returncode == 0
+    proc = world.client("version", "--format", "{{json .Server.APIVersion}}")
+    assert proc.returncode == 0 and json.loads(proc.stdout), proc
+
+
+# ----------------------------------------------------------------- the rest of the docker CLI
+
+
+def _signed_present(world: World) -> str:
+    """Pull the signed 1.0 through the proxy (idempotent); returns NAME:1.0."""
+    ref = f"{world.repo}:1.0"
+    if world.image(ref) is None:
+        proc = world.client("pull", ref)
+        assert proc.returncode == 0, _why(proc, world)
+    return ref
+
+
+def test_docker_create_pins_the_signed_digest(world: World) -> None:
+    ref = _signed_present(world)
+    proc = world.client("create", "--network", "none", ref, "true")
+    assert proc.returncode == 0, _why(proc, world)
+    cid = proc.stdout.strip()
+    inspect = json.loads(world.engine("inspect", cid).stdout)[0]
+    assert inspect["Config"]["Image"] == f"{world.repo}@{world.signed_digest}"
+    world.engine("rm", "-f", cid)
+
+
+def test_docker_exec_attach_logs_follow_and_cp(world: World, tmp_path: Path) -> None:
+    ref = _signed_present(world)
+    proc = world.client("run", "-d", "--network", "none", ref, "sh", "-c", "echo started; sleep 30")
+    assert proc.returncode == 0, _why(proc, world)
+    cid = proc.stdout.strip()
+    try:
+        # exec -i: stdin through the hijacked exec start, output back
+        proc = world.client("exec", "-i", cid, "cat", input="through the tunnel\n")
+        assert proc.returncode == 0, _why(proc, world)
+        assert proc.stdout == "through the tunnel\n"
+        # logs -f: a long stream, ended by the container's exit
+        follow = subprocess.Popen(
+            [DOCKER_CLI, "logs", "-f", cid],
+            env=world.env(world.client_config, DOCKER_HOST=world.proxy.docker_host),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(1.0)
+        world.engine("exec", cid, "sh", "-c", "echo more > /proc/1/fd/1")
+        time.sleep(0.5)
+        world.engine("kill", cid)
+        out, _ = follow.communicate(timeout=30)
+        assert "started" in out and "more" in out, out
+        # cp both ways
+        (tmp_path / "in.txt").write_text("copied in\n")
+        proc = world.client("cp", str(tmp_path / "in.txt"), f"{cid}:/in.txt")
+        assert proc.returncode == 0, _why(proc, world)
+        proc = world.client("cp", f"{cid}:/in.txt", str(tmp_path / "out.txt"))
+        assert proc.returncode == 0, _why(proc, world)
+        assert (tmp_path / "out.txt").read_text() == "copied in\n"
+    finally:
+        world.engine("rm", "-f", cid, check=False)
+
+
+def test_docker_attach(world: World) -> None:
+    ref = _signed_present(world)
+    proc = world.client("create", "-i", "--network", "none", ref, "cat")
+    assert proc.returncode == 0, _why(proc, world)
+    cid = proc.stdout.strip()
+    try:
+        proc = world.client("start", "-a", "-i", cid, input="attached stdin\n")
+        assert proc.returncode == 0, _why(proc, world)
+        assert proc.stdout == "attached stdin\n"
+        # docker attach to a running container
+        world.engine("rm", "-f", cid)
+        proc = world.client(
+            "run", "-d", "--network", "none", ref, "sh", "-c", "sleep 1; echo late; sleep 1"
+        )
+        cid = proc.stdout.strip()
+        proc = world.client("attach", cid, timeout=30)
+        assert "late" in proc.stdout, _why(proc, world)
+    finally:
+        world.engine("rm", "-f", cid, check=False)
+
+
+def test_docker_tag_verified_image_to_private_name(world: World) -> None:
+    ref = _signed_present(world)
+    proc = world.client("tag", ref, "myalias:latest")
+    assert proc.returncode == 0, _why(proc, world)
+    assert world.image("myalias:latest") is not None
+    world.rmi("myalias:latest")
+
+
+def test_docker_save_passes_and_load_is_refused_X36(world: World, tmp_path: Path) -> None:
+    ref = _signed_present(world)
+    archive = tmp_path / "img.tar"
+    proc = world.client("save", "-o", str(archive), ref)
+    assert proc.returncode == 0, _why(proc, world)
+    assert archive.stat().st_size > 100_000
+    before = world.snapshot()
+    proc = world.client("load", "-i", str(archive))
+    assert proc.returncode == 1, _why(proc, world)
+    assert "allow_load" in proc.stderr
+    assert world.snapshot() == before
+
+
+def test_docker_save_pipe_load_with_allow_load_X36(world: World, tmp_path: Path) -> None:
+    ref = _signed_present(world)
+    loading = world.start_proxy("[proxy]\nallow_load = true\n")
+    env = world.env(world.client_config, DOCKER_HOST=loading.docker_host)
+    pipeline = subprocess.run(  # noqa: S602 (the pipe is what the case is about)
+        f"{DOCKER_CLI} save {ref} | {DOCKER_CLI} load",
+        shell=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert pipeline.returncode == 0, pipeline
+    assert f"Loaded image: {ref}" in pipeline.stdout
+    loading.stop()
+
+
+def test_docker_build_classic_pins_from(world: World, tmp_path: Path) -> None:
+    ref = _signed_present(world)
+    world.rmi(ref)
+    (tmp_path / "Dockerfile").write_text(f"FROM {ref}\nRUN echo built > /built\n")
+    name = f"localbuild{time.monotonic_ns()}:1"
+    proc = world.client("build", "-t", name, str(tmp_path), DOCKER_BUILDKIT="0")
+    assert proc.returncode == 0, _why(proc, world)
+    # the base was pulled by digest and tagged first; the build's FROM was the digest
+    base = world.image(ref)
+    assert base is not None and f"{world.repo}@{world.signed_digest}" in base["RepoDigests"]
+    assert f"{world.repo}@{world.signed_digest}" in proc.stdout
+    # the built image is in the ledger: it runs by its name
+    proc = world.client("run", "--rm", "--network", "none", name, "cat", "/built")
+    assert proc.returncode == 0, _why(proc, world)
+    assert proc.stdout == "built\n"
+    world.rmi(name)
+
+
+def test_docker_build_unsigned_base_refused_X40(world: World, tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text(f"FROM {world.unsigned_repo}:1.0\nRUN true\n")
+    before = world.snapshot()
+    proc = world.client("build", "-t", "shouldnot:1", str(tmp_path), DOCKER_BUILDKIT="0")
+    assert proc.returncode != 0, _why(proc, world)
+    assert "trustpull: build base" in proc.stderr
+    assert world.snapshot() == before
+
+
+def test_docker_py_images_pull_and_containers_run(world: World) -> None:
+    import docker
+
+    world.rmi(f"{world.repo}:1.0")
+    client = docker.DockerClient(base_url=world.proxy.docker_host, version="auto")
+    try:
+        image = client.images.pull(world.repo, tag="1.0")
+        assert f"{world.repo}@{world.signed_digest}" in image.attrs["RepoDigests"]
+        world.rmi(f"{world.repo}:1.0")
+        out = client.containers.run(
+            f"{world.repo}:1.0", ["cat", "/marker"], remove=True, network_mode="none"
+        )
+        assert b"signed-1.0" in out
+        before = world.snapshot()
+        with pytest.raises(docker.errors.APIError) as refused:
+            client.containers.run(f"{world.unsigned_repo}:1.0", ["true"], network_mode="none")
+        assert "trustpull" in str(refused.value)
+        with pytest.raises(docker.errors.APIError):
+            client.api.pull(world.unsigned_repo, tag="1.0")
+        assert world.snapshot() == before
+    finally:
+        client.close()
+
+
+def test_docker_compose_pull_and_up(world: World, tmp_path: Path) -> None:
+    world.rmi(f"{world.repo}:1.0")
+    compose = tmp_path / "docker-compose.yml"
+    compose.write_text(
+        "version: '2.4'\n"
+        "services:\n"
+        "  app:\n"
+        f"    image: {world.repo}:1.0\n"
+        "    network_mode: none\n"
+        "    command: ['cat', '/marker']\n"
+    )
+    env = world.env(world.client_config, DOCKER_HOST=world.proxy.docker_host)
+    argv = ["docker-compose", "-p", f"tp{time.monotonic_ns()}", "-f", str(compose)]
+    pull = subprocess.run([*argv, "pull"], env=env, capture_output=True, text=True, timeout=120)
+    assert pull.returncode == 0, _why(pull, world)
+    assert world.image(f"{world.repo}:1.0") is not None
+    world.rmi(f"{world.repo}:1.0")
+    up = subprocess.run(
+        [*argv, "up", "--abort-on-container-exit"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert up.returncode == 0, _why(up, world)
+    assert "signed-1.0" in up.stdout
+    subprocess.run([*argv, "down"], env=env, capture_output=True, timeout=120)
+    # an unsigned image is refused by compose too, nothing new in the engine
+    compose.write_text(
+        compose.read_text().replace(f"{world.repo}:1.0", f"{world.unsigned_repo}:1.0")
+    )
+    before = world.snapshot()
+    up = subprocess.run([*argv, "up"], env=env, capture_output=True, text=True, timeout=120)
+    assert up.returncode != 0, _why(up, world)
+    assert "trustpull" in up.stdout + up.stderr
+    assert world.image(f"{world.unsigned_repo}:1.0") is None
+    assert world.snapshot()[0] == before[0]
+
+
+# ------------------------------------------------- tampered, revoked, policy-refused, allowed
+
+
+def test_tampered_trust_data_refused_nothing_pulled(world: World, tmp_path: Path) -> None:
+    """A trust server that swaps the signed digest of 1.0 for the evil image's (the sandbox's
+    man in the middle): refused as a verification failure, the engine never pulls."""
+    import base64
+    import shutil
+
+    from fixtures.sandbox import _fetch
+    from fixtures.server import FixtureServer
+    from fixtures.trustproxy import TrustProxy
+
+    assert world.stack.notary is not None and world.stack.dockerd is not None
+    base = f"{world.stack.notary.url}/v2/{world.repo}/_trust/tuf/"
+    names = ("root.json", "timestamp.json", "snapshot.json", "targets.json")
+    files = {name: _fetch(base + name, world.stack.notary.ca_path) for name in names}
+    targets = json.loads(files["targets.json"])
+    targets["signed"]["targets"]["1.0"]["hashes"]["sha256"] = base64.b64encode(
+        bytes.fromhex(world.evil_digest.removeprefix("sha256:"))
+    ).decode()
+    files["targets.json"] = json.dumps(targets, separators=(",", ":")).encode()
+    snapshot = json.loads(files["snapshot.json"])
+    for role in ("root", "targets"):
+        sha = base64.b64decode(snapshot["signed"]["meta"][role]["hashes"]["sha256"]).hex()
+        files[f"{role}.{sha}.json"] = files[f"{role}.json"]
+    timestamp = json.loads(files["timestamp.json"])
+    sha = base64.b64decode(timestamp["signed"]["meta"]["snapshot"]["hashes"]["sha256"]).hex()
+    files[f"snapshot.{sha}.json"] = files["snapshot.json"]
+    with FixtureServer({world.repo: files}) as evil:
+        config = tmp_path / "victim"
+        world.stack.docker_env(config)
+        tls = config / "tls" / f"127.0.0.1:{evil.port}"
+        tls.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(evil.ca_path, tls / "ca.crt")
+        env = world.env(config, DOCKER_CONTENT_TRUST_SERVER=evil.url)
+        proxy = TrustProxy(
+            world.tmp / f"mitm{time.monotonic_ns()}", str(world.stack.dockerd.socket_path), env
+        ).start()
+        try:
+            world.rmi(f"{world.repo}:1.0", f"{world.repo}:evil")
+            before = world.snapshot()
+            proc = world.client("pull", f"{world.repo}:1.0", proxy=proxy)
+            assert proc.returncode == 1, proc
+            assert "trustpull: pull of" in proc.stderr and "[HashMismatch]" in proc.stderr, proc
+            proc = world.client(
+                "run", "--rm", "--network", "none", f"{world.repo}:1.0", proxy=proxy
+            )
+            assert proc.returncode == 125, proc
+            assert world.snapshot() == before
+        finally:
+            proxy.stop()
+
+
+def test_revoked_tag_refused(world: World) -> None:
+    ref = f"{world.repo}:gone"
+    world.push(ref, "revoked", sign=True)
+    world.rmi(ref)
+    proc = world.client("pull", ref)
+    assert proc.returncode == 0, _why(proc, world)
+    world.rmi(ref)
+    world.engine("trust", "revoke", "-y", ref, trust=True)
+    before = world.snapshot()
+    proc = world.client("pull", ref)
+    assert proc.returncode == 1 and "[NoSuchTag]" in proc.stderr, _why(proc, world)
+    assert world.snapshot() == before
+
+
+def test_policy_refused_and_policy_accepted_unsigned(world: World, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.toml"
+    host = world.registry
+    plain_path = world.unsigned_repo.split("/", 1)[1]
+    app_path = world.repo.split("/", 1)[1]
+    policy.write_text(
+        "[[rules]]\n"
+        'name = "needs-alice"\n'
+        f'registry = "{host}"\n'
+        f'repository = "{app_path}"\n'
+        'signers = ["alice"]\n'
+        "\n[[rules]]\n"
+        'name = "legacy"\n'
+        f'registry = "{host}"\n'
+        f'repository = "{plain_path}"\n'
+        "allow_unsigned = true\n"
+    )
+    os.chmod(policy, 0o600)
+    proxy = world.start_proxy(policy=policy)
+    try:
+        world.rmi(f"{world.repo}:1.0")
+        before = world.snapshot()
+        proc = world.client("pull", f"{world.repo}:1.0", proxy=proxy)
+        assert proc.returncode == 1, _why(proc, world)
+        assert "refused" in proc.stderr and ("[Policy]" in proc.stderr or "alice" in proc.stderr)
+        assert world.snapshot() == before
+        # explicitly accepted unsigned: pulled by tag, the rule's warning first
+        proc = world.client("pull", f"{world.unsigned_repo}:1.0", proxy=proxy)
+        assert proc.returncode == 0, _why(proc, world)
+        assert "trustpull: WARNING:" in proc.stdout, proc.stdout
+        proc = world.client(
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            f"{world.unsigned_repo}:1.0",
+            "cat",
+            "/marker",
+            proxy=proxy,
+        )
+        assert proc.returncode == 0 and "unsigned" in proc.stdout, _why(proc, world)
+        assert "WARNING: trustpull:" in proc.stderr, proc.stderr
+        verdicts = {d.get("verdict") for d in proxy.decisions()}
+        assert "unsigned-accepted" in verdicts and "refused" in verdicts
+    finally:
+        proxy.stop()
+        world.rmi(f"{world.unsigned_repo}:1.0")
+
+
+def test_docker_pull_all_tags_pulls_every_signed_tag(world: World) -> None:
+    world.rmi(f"{world.repo}:1.0", f"{world.repo}:2.0")
+    proc = world.client("pull", "-a", world.repo)
+    assert proc.returncode == 0, _why(proc, world)
+    one, two = world.image(f"{world.repo}:1.0"), world.image(f"{world.repo}:2.0")
+    assert one is not None and two is not None
+    assert f"{world.repo}@{world.signed2_digest}" in two["RepoDigests"]
+    assert world.image(f"{world.repo}:evil") is None
+
+
+def test_docker_build_must_not_shadow_a_signed_tag(world: World, tmp_path: Path) -> None:
+    ref = _signed_present(world)
+    (tmp_path / "Dockerfile").write_text(f"FROM {ref}\nRUN echo shadow > /s\n")
+    before = world.snapshot()
+    proc = world.client("build", "-t", ref, str(tmp_path), DOCKER_BUILDKIT="0")
+    assert proc.returncode != 0 and "must not shadow a signed tag" in proc.stderr, proc
+    assert world.snapshot() == before

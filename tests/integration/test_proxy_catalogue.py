@@ -1,0 +1,1220 @@
+"""The bypass catalogue of shared/spec/engine-proxy.md §4 (X01–X59) on the real engine.
+
+Each test sends what the case describes to the proxy (raw bytes where the case is about
+parsing or framing) and then asks the ENGINE directly what it holds: no new image, tag or
+container unless the case says so.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fixtures.stack import DOCKER_CLI, Stack
+from fixtures.trustproxy import TrustProxy, busybox_tar
+from tests.integration.proxy_world import World, api, raw_request, status_of, statuses
+
+pytestmark = pytest.mark.integration
+
+V = "/v1.41"
+
+
+@pytest.fixture(scope="module")
+def world(stack: Stack) -> Iterator[World]:
+    w = World(stack)
+    try:
+        yield w
+    finally:
+        w.close()
+
+
+@pytest.fixture(scope="module")
+def evil_id(world: World) -> str:
+    """An unverified image in the engine (imported directly, behind the proxy's back)."""
+    tar_path = world.tmp / "evil.tar"
+    tar_path.write_bytes(busybox_tar("evil local image"))
+    name = f"evil-local{time.monotonic_ns()}:1"
+    world.engine("import", "--change", 'CMD ["/bin/sh"]', str(tar_path), name)
+    image = world.image(name)
+    assert image is not None
+    return str(image["Id"])
+
+
+def req(
+    method: str,
+    target: str,
+    headers: dict[str, str] | None = None,
+    body: bytes = b"",
+    *,
+    version: str = "1.1",
+    length: bool = True,
+    close: bool = True,
+) -> bytes:
+    lines = [f"{method} {target} HTTP/{version}", "Host: api.moby.localhost"]
+    if close and "Connection" not in (headers or {}):
+        lines.append("Connection: close")
+    for key, value in (headers or {}).items():
+        lines.append(f"{key}: {value}")
+    if length and body is not None and "Transfer-Encoding" not in (headers or {}):
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def send(world: World, data: bytes, proxy: TrustProxy | None = None) -> bytes:
+    return raw_request((proxy or world.proxy).socket, data)
+
+
+def body_of(response: bytes) -> bytes:
+    return response.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in response else b""
+
+
+def unchanged(world: World, before: tuple[set[str], set[str], set[str]]) -> None:
+    after = world.snapshot()
+    assert after == before, f"engine changed: {[a - b for a, b in zip(after, before, strict=True)]}"
+
+
+def pull_target(name: str, tag: str, prefix: str = V) -> str:
+    return f"{prefix}/images/create?fromImage={name}&tag={tag}"
+
+
+def create_body(image: str, **extra: object) -> bytes:
+    return json.dumps({"Image": image, "Cmd": ["true"], **extra}).encode()
+
+
+JSON = {"Content-Type": "application/json"}
+
+
+# ---------------------------------------------------------------- routing and parameters
+
+
+def test_X01_version_prefix_variants(world: World) -> None:
+    before = world.snapshot()
+    for prefix in ("/v1.41.0", "/v01.41", "/v1.041", "/v1.41.", ""):
+        response = send(world, req("POST", pull_target(world.unsigned_repo, "1.0", prefix)))
+        assert status_of(response) == 403, (prefix, response)
+        assert b"NoTrustData" in response
+    response = send(world, req("POST", pull_target(world.unsigned_repo, "1.0", "/v1.99")))
+    assert status_of(response) == 400 and b"too new" in response, response
+    unchanged(world, before)
+
+
+def test_X02_percent_encoded_path(world: World, evil_id: str) -> None:
+    before = world.snapshot()
+    for path in (f"{V}/images%2Fcreate", f"{V}/%69mages/create"):
+        response = send(world, req("POST", f"{path}?fromImage={world.unsigned_repo}&tag=1.0"))
+        assert status_of(response) == 403, (path, response)
+    response = send(world, req("POST", f"{V}/images/{evil_id[7:19]}/tag?repo={world.repo}&tag=1.0"))
+    assert status_of(response) == 403, response
+    response = send(world, req("POST", f"{V}/images/create%zz?fromImage=x"))
+    assert status_of(response) == 400, response
+    unchanged(world, before)
+
+
+def test_X03_dot_segments_and_double_slashes(world: World) -> None:
+    before = world.snapshot()
+    for path in (f"{V}//images/create", f"{V}/containers/../images/create"):
+        response = send(world, req("POST", f"{path}?fromImage={world.unsigned_repo}&tag=1.0"))
+        assert status_of(response) == 301, response
+        assert b"location: /v1.41/images/create?fromimage=" in response.lower(), response
+    unchanged(world, before)
+
+
+def test_X04_near_miss_routes(world: World) -> None:
+    before = world.snapshot()
+    target = f"?fromImage={world.unsigned_repo}&tag=1.0"
+    for method, path in (
+        ("POST", f"{V}/images/create/"),
+        ("POST", f"{V}/Images/create"),
+        ("post", f"{V}/images/create"),
+    ):
+        response = send(world, req(method, path + target))
+        assert status_of(response) in (403, 404), (method, path, response)
+    response = send(world, req("HEAD", f"{V}/images/create{target}", length=False))
+    assert status_of(response) in (404, 405), response
+    response = send(world, req("OPTIONS", f"{V}/images/create{target}", length=False))
+    assert status_of(response) == 200, response
+    unchanged(world, before)
+
+
+def test_X05_absolute_form_target(world: World) -> None:
+    before = world.snapshot()
+    response = send(world, req("POST", f"http://x{pull_target(world.unsigned_repo, '1.0')}"))
+    assert status_of(response) == 400, response
+    response = send(world, req("OPTIONS", "*", length=False))
+    assert status_of(response) == 400, response
+    unchanged(world, before)
+
+
+def test_X06_from_image_twice(world: World) -> None:
+    before = world.snapshot()
+    for query in (
+        f"fromImage={world.unsigned_repo}&fromImage={world.repo}&tag=1.0",
+        f"fromImage={world.repo}&fromImage={world.unsigned_repo}&tag=1.0",
+    ):
+        response = send(world, req("POST", f"{V}/images/create?{query}"))
+        assert status_of(response) == 400, response
+    unchanged(world, before)
+
+
+def test_X07_tag_twice(world: World) -> None:
+    before = world.snapshot()
+    response = send(
+        world, req("POST", f"{V}/images/create?fromImage={world.repo}&tag=evil&tag=1.0")
+    )
+    assert status_of(response) == 400, response
+    unchanged(world, before)
+
+
+def test_X08_tag_in_from_image_overridden_by_tag(world: World) -> None:
+    before = world.snapshot()
+    response = send(world, req("POST", f"{V}/images/create?fromImage={world.repo}:1.0&tag=evil"))
+    assert status_of(response) == 403, response
+    assert f"{world.repo}:evil".encode() in response
+    unchanged(world, before)
+
+
+def test_X09_tag_digest_replaces_from_image_digest(world: World) -> None:
+    before = world.snapshot()
+    target = (
+        f"{V}/images/create?fromImage={world.repo}@{world.signed_digest}&tag={world.evil_digest}"
+    )
+    response = send(world, req("POST", target))
+    assert status_of(response) == 403, response
+    assert world.evil_digest.encode() in response
+    unchanged(world, before)
+
+
+def test_X10_tag_and_digest_together(world: World) -> None:
+    before = world.snapshot()
+    response = send(world, req("POST", pull_target(f"{world.repo}:1.0@{world.evil_digest}", "")))
+    assert status_of(response) == 403, response
+    unchanged(world, before)
+    world.rmi(f"{world.repo}:1.0", f"{world.repo}@{world.signed_digest}")
+    response = send(world, req("POST", pull_target(f"{world.repo}:1.0@{world.signed_digest}", "")))
+    assert status_of(response) == 200, response
+    assert b"errorDetail" not in response
+    image = world.image(f"{world.repo}@{world.signed_digest}")
+    assert image is not None and f"{world.repo}:1.0" not in (image.get("RepoTags") or [])
+
+
+def test_X11_empty_first_from_image_selects_import(world: World) -> None:
+    before = world.snapshot()
+    target = (
+        f"{V}/images/create?fromImage=&fromImage={world.repo}&tag=1&fromSrc=-&repo={world.repo}"
+    )
+    response = send(world, req("POST", target, body=busybox_tar("x")))
+    assert status_of(response) in (400, 403), response
+    target = f"{V}/images/create?fromImage=&fromSrc=-&repo={world.repo}:1.0"
+    response = send(world, req("POST", target, body=busybox_tar("x")))
+    assert status_of(response) == 403 and b"allow_import" in response, response
+    unchanged(world, before)
+
+
+def test_X12_urlencoded_body_overrides_query(world: World) -> None:
+    before = world.snapshot()
+    body = f"fromImage={world.unsigned_repo}&tag=1.0".encode()
+    for route in (
+        "/images/create?fromImage=" + world.repo + "&tag=1.0",
+        "/_ping",
+        "/containers/json",
+    ):
+        response = send(
+            world,
+            req("POST", V + route, {"Content-Type": "application/x-www-form-urlencoded"}, body),
+        )
+        assert status_of(response) == 400, (route, response)
+    unchanged(world, before)
+
+
+def test_X13_multipart_body_on_build(world: World) -> None:
+    before = world.snapshot()
+    boundary = "xyz"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="remote"\r\n\r\n'
+        f"http://127.0.0.1:1/ctx.tar\r\n--{boundary}--\r\n"
+    ).encode()
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    response = send(world, req("POST", f"{V}/build", headers, body))
+    assert status_of(response) == 400, response
+    unchanged(world, before)
+
+
+def test_X14_semicolons_and_bad_escapes(world: World) -> None:
+    before = world.snapshot()
+    for target in (
+        f"{V}/images/create?fromImage={world.unsigned_repo};x=y&tag=1.0",
+        f"{V}/build?pull=%zz&pull=1",
+        f"{V}/build?dockerfile=a;b&remote=http://127.0.0.1:1/x",
+    ):
+        response = send(world, req("POST", target))
+        assert status_of(response) == 400, (target, response)
+    unchanged(world, before)
+
+
+def test_X15_fragment_and_control_bytes(world: World) -> None:
+    before = world.snapshot()
+    for target in (
+        f"{V}/images/create?fromImage=x#&fromImage={world.unsigned_repo}",
+        f"{V}/images%00/create?fromImage={world.unsigned_repo}",
+        f"{V}/images/create?fromImage=\t{world.unsigned_repo}",
+    ):
+        response = send(world, req("POST", target))
+        assert status_of(response) == 400, (target, response)
+    unchanged(world, before)
+
+
+def test_X16_parameter_name_case(world: World) -> None:
+    before = world.snapshot()
+    target = f"{V}/images/create?FromImage={world.repo}&fromImage={world.unsigned_repo}&tag=1.0"
+    response = send(world, req("POST", target))
+    assert status_of(response) == 403 and world.unsigned_repo.encode() in response, response
+    unchanged(world, before)
+
+
+def test_X17_forced_options_replace_not_append() -> None:
+    from trust.proxy.routes import booleanish, parse_query
+
+    query = parse_query("nocache=0&t=a&nocache=off&pull=1")
+    forced = query.replaced(nocache="1")
+    assert forced.all("nocache") == ["1"] and forced.first("nocache") == "1"
+    assert forced.all("t") == ["a"]
+    assert parse_query("fromImage=a&tag=b").replaced(tag="sha256:x").encode() == (
+        "fromImage=a&tag=sha256%3Ax"
+    )
+    assert booleanish("off") and booleanish("nope") and booleanish("1")
+    assert not booleanish("False") and not booleanish(" no ") and not booleanish("")
+
+
+# ---------------------------------------------------------------------------- JSON bodies
+
+
+def test_X18_case_variants_and_duplicates_of_image(world: World) -> None:
+    signed = f"{world.repo}:1.0"
+    evil = f"{world.unsigned_repo}:1.0"
+    before = world.snapshot()
+    bodies = [
+        f'{{"Image":"{signed}","image":"{evil}","Cmd":["true"]}}',
+        f'{{"Image":"{signed}","IMAGE":"{evil}","Cmd":["true"]}}',
+        f'{{"Image":"{signed}","Cmd":["true"],"Image":"{evil}"}}',
+        f'{{"Image":"{signed}","Im\\u0061ge":"{evil}","Cmd":["true"]}}',
+    ]
+    for body in bodies:
+        response = send(world, req("POST", f"{V}/containers/create", JSON, body.encode()))
+        assert status_of(response) == 403, (body, response)
+        assert world.unsigned_repo.encode() in response
+    unchanged(world, before)
+
+
+def test_X19_trailing_json_value(world: World) -> None:
+    before = world.snapshot()
+    signed = f"{world.repo}:1.0"
+    for body in (
+        f'{{"Image":"{signed}"}} {{"Image":"{world.unsigned_repo}:1.0"}}',
+        f'{{"Image":"{signed}"}}garbage',
+    ):
+        response = send(world, req("POST", f"{V}/containers/create", JSON, body.encode()))
+        assert status_of(response) == 400, response
+    unchanged(world, before)
+
+
+def test_X20_oversized_body(world: World) -> None:
+    before = world.snapshot()
+    padding = "x" * (5 * 1024 * 1024)
+    body = json.dumps(
+        {
+            "Labels": {"pad": padding},
+            "Image": f"{world.unsigned_repo}:1.0",
+            "HostConfig": {"Privileged": True},
+        }
+    ).encode()
+    response = send(world, req("POST", f"{V}/containers/create", JSON, body))
+    assert status_of(response) == 413, response[:300]
+    unchanged(world, before)
+
+
+def _chunked(body: bytes, ext: str = "", trailer: str = "") -> bytes:
+    size = f"{len(body):x}{ext}"
+    return f"{size}\r\n".encode() + body + b"\r\n0\r\n" + trailer.encode() + b"\r\n"
+
+
+def test_X21_body_the_length_says_is_not_there(world: World) -> None:
+    before = world.snapshot()
+    evil = create_body(f"{world.unsigned_repo}:1.0")
+    smuggle = {
+        "Content-Type": "application/json",
+        "Content-Length": "0",
+        "Transfer-Encoding": "chunked",
+    }
+    response = send(
+        world, req("POST", f"{V}/containers/create", smuggle, _chunked(evil), length=False)
+    )
+    assert status_of(response) == 400, response
+    chunked = {"Content-Type": "application/json", "Transfer-Encoding": "chunked"}
+    response = send(
+        world, req("POST", f"{V}/containers/create", chunked, _chunked(evil), length=False)
+    )
+    assert status_of(response) == 403, response
+    response = send(world, req("POST", f"{V}/build?remote=http://127.0.0.1:1/x.tar&version=1"))
+    assert status_of(response) == 403 and b"remote" in response, response
+    response = send(world, req("POST", f"{V}/build?remote=client-session&session=abc&version=2"))
+    assert status_of(response) == 403 and b"BuildKit" in response, response
+    unchanged(world, before)
+
+
+def test_X22_image_mount(world: World) -> None:
+    signed = f"{world.repo}:1.0"
+    if world.image(signed) is None:
+        world.client("pull", signed)
+    before = world.snapshot()
+    body = create_body(
+        signed,
+        HostConfig={
+            "Mounts": [{"Type": "image", "Source": f"{world.unsigned_repo}:1.0", "Target": "/opt"}]
+        },
+    )
+    response = send(world, req("POST", f"{V}/containers/create", JSON, body))
+    assert status_of(response) == 403, response
+    unchanged(world, before)
+
+
+# ------------------------------------------------------------------ framing and smuggling
+
+
+def _hidden_pull(world: World) -> bytes:
+    return req("POST", pull_target(world.unsigned_repo, "1.0"))
+
+
+def test_X23_te_plus_cl(world: World) -> None:
+    before = world.snapshot()
+    hidden = _hidden_pull(world)
+    data = req(
+        "POST",
+        f"{V}/_ping",
+        {"Content-Length": "5", "Transfer-Encoding": "chunked"},
+        b"0\r\n\r\n" + hidden,
+        length=False,
+    )
+    response = send(world, data)
+    assert statuses(response) == [400], response
+    unchanged(world, before)
+
+
+def test_X24_http10_with_te(world: World) -> None:
+    before = world.snapshot()
+    data = req(
+        "GET",
+        f"{V}/_ping",
+        {"Connection": "keep-alive", "Transfer-Encoding": "chunked"},
+        _hidden_pull(world),
+        version="1.0",
+        length=False,
+    )
+    response = send(world, data)
+    assert statuses(response) == [400], response
+    unchanged(world, before)
+
+
+def test_X25_two_content_lengths(world: World) -> None:
+    for values in (("5", "6"), ("5", "5"), ("+5",), ("5, 5",)):
+        head = f"POST {V}/_ping HTTP/1.1\r\nHost: x\r\n" + "".join(
+            f"Content-Length: {v}\r\n" for v in values
+        )
+        response = send(world, head.encode() + b"\r\nhello!")
+        assert status_of(response) == 400, (values, response)
+
+
+def test_X26_chunk_extensions_and_trailers(world: World) -> None:
+    signed = f"{world.repo}:1.0"
+    if world.image(signed) is None:
+        world.client("pull", signed)
+    body = create_body(signed)
+    headers = {"Content-Type": "application/json", "Transfer-Encoding": "chunked"}
+    trailer = "Content-Type: application/x-www-form-urlencoded\r\nX-Registry-Auth: e30=\r\n"
+    response = send(
+        world,
+        req(
+            "POST",
+            f"{V}/containers/create",
+            headers,
+            _chunked(body, ";foo=bar", trailer),
+            length=False,
+        ),
+    )
+    assert status_of(response) == 201, response
+    cid = json.loads(body_of(response))["Id"]
+    inspect = json.loads(world.engine("inspect", cid).stdout)[0]
+    assert inspect["Config"]["Image"] == f"{world.repo}@{world.signed_digest}"
+    world.engine("rm", "-f", cid)
+
+
+def test_X27_pipelined_request_after_a_short_body(world: World) -> None:
+    signed = f"{world.repo}:1.0"
+    if world.image(signed) is None:
+        world.client("pull", signed)
+    before = world.snapshot()
+    data = req("POST", f"{V}/containers/create", JSON, create_body(signed), close=False)
+    data += _hidden_pull(world)
+    response = send(world, data)
+    assert statuses(response) == [201, 403], response
+    images, tags, containers = world.snapshot()
+    assert (images, tags) == before[:2]
+    for cid in containers - before[2]:
+        world.engine("rm", "-f", cid)
+
+
+def test_X28_expect_100_continue_on_a_refused_request(world: World) -> None:
+    head = (
+        f"POST {V}/images/load HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-tar\r\n"
+        f"Content-Length: {2 * 1024**3}\r\nExpect: 100-continue\r\n\r\n"
+    ).encode()
+    response = send(world, head)
+    assert statuses(response) == [403], response
+    assert b"100 Continue" not in response
+    response = send(world, req("GET", f"{V}/_ping", {"Expect": "foo"}, length=False))
+    assert status_of(response) == 417, response
+
+
+def test_X29_oversized_or_endless_headers(world: World) -> None:
+    big = "X-Pad: " + "a" * (2 * 1024 * 1024)
+    response = send(world, f"GET {V}/_ping HTTP/1.1\r\nHost: x\r\n{big}\r\n\r\n".encode())
+    assert status_of(response) == 431, response[:200]
+    many = "".join(f"X-H{i}: v\r\n" for i in range(10_000))
+    response = send(world, f"GET {V}/_ping HTTP/1.1\r\nHost: x\r\n{many}\r\n".encode())
+    assert status_of(response) == 431, response[:200]
+    config = base64.urlsafe_b64encode(b"{" + b" " * (675 * 1024) + b"}").decode()
+    assert 899 * 1024 < len(config) < 901 * 1024
+    response = send(
+        world,
+        req(
+            "GET", f"{V}/_ping", {"X-Registry-Config": config, "Connection": "close"}, length=False
+        ),
+    )
+    assert status_of(response) == 200, response[:200]
+
+
+def test_X30_connection_naming_end_to_end_headers(world: World) -> None:
+    before = world.snapshot()
+    for value in ("close, X-Registry-Auth", "Content-Type"):
+        body = create_body(f"{world.repo}:1.0")
+        response = send(
+            world, req("POST", f"{V}/containers/create", {**JSON, "Connection": value}, body)
+        )
+        assert status_of(response) == 400, response
+    unchanged(world, before)
+
+
+def test_X31_h2c_and_http2_requests(world: World) -> None:
+    before = world.snapshot()
+    upgrade = {
+        "Connection": "Upgrade",
+        "Upgrade": "h2c",
+        "HTTP2-Settings": "AAMAAABkAAQAoAAAAAIAAAAA",
+    }
+    for path in (pull_target(world.unsigned_repo, "1.0"), f"{V}/grpc", f"{V}/session"):
+        response = send(world, req("POST", path, upgrade))
+        assert status_of(response) == 403, (path, response)
+        assert b"101" not in response.split(b"\r\n", 1)[0]
+    unchanged(world, before)
+
+
+def test_X32_attach_without_upgrade_then_a_hidden_request(world: World) -> None:
+    signed = f"{world.repo}:1.0"
+    if world.image(signed) is None:
+        world.client("pull", signed)
+    cid = world.engine("run", "-d", "-i", "--network", "none", signed, "cat").stdout.strip()
+    before = world.snapshot()
+    try:
+        hidden = _hidden_pull(world)
+        attach = req("POST", f"{V}/containers/{cid}/attach?stream=1&stdin=1&stdout=1", length=False)
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(5)
+            sock.connect(world.proxy.socket)
+            sock.sendall(attach + hidden)
+            out = b""
+            deadline = time.monotonic() + 5
+            while hidden[:30] not in out and time.monotonic() < deadline:
+                try:
+                    chunk = sock.recv(65536)
+                except TimeoutError:
+                    break
+                if not chunk:
+                    break
+                out += chunk
+        assert out.startswith(b"HTTP/1.1 200"), out
+        assert hidden[:30] in out  # echoed by cat: it went to the container's stdin
+        unchanged(world, before)
+    finally:
+        world.engine("rm", "-f", cid)
+
+
+# -------------------------------------------------------------------------------- endpoints
+
+
+def test_X34_unsigned_digest(world: World) -> None:
+    before = world.snapshot()
+    proc = world.client("pull", f"{world.repo}@{world.evil_digest}")
+    assert proc.returncode == 1, proc
+    assert "NoSuchTag" in proc.stderr or "not signed" in proc.stderr, proc.stderr
+    unchanged(world, before)
+
+
+def test_X35_import(world: World, tmp_path: Path) -> None:
+    tar_path = tmp_path / "evil.tar"
+    tar_path.write_bytes(busybox_tar("imported"))
+    before = world.snapshot()
+    proc = world.client("import", str(tar_path), f"{world.repo}:1.0")
+    assert proc.returncode == 1 and "allow_import" in proc.stderr, proc
+    response = send(
+        world, req("POST", f"{V}/images/create?fromSrc=http://127.0.0.1:1/evil.tar&repo=x")
+    )
+    assert status_of(response) == 403, response
+    unchanged(world, before)
+    importing = world.start_proxy("[proxy]\nallow_import = true\n")
+    response = send(
+        world,
+        req("POST", f"{V}/images/create?fromSrc=http://127.0.0.1:1/evil.tar&repo=x"),
+        importing,
+    )
+    assert status_of(response) == 403 and b"allow_import_url" in response, response
+    name = f"imported{time.monotonic_ns()}:1"
+    proc = world.client("import", str(tar_path), name, proxy=importing)
+    assert proc.returncode == 0, proc
+    assert world.image(name) is not None
+    importing.stop()
+    world.rmi(name)
+
+
+def test_X37_tag_planted_before_the_proxy_started(world: World, evil_id: str) -> None:
+    signed = f"{world.repo}:1.0"
+    world.rmi(signed)
+    world.engine("tag", evil_id, signed)  # behind the proxy's back
+    try:
+        proc = world.client("run", "--rm", "--network", "none", signed, "cat", "/marker")
+        assert proc.returncode == 0, proc
+        assert "signed-1.0" in proc.stdout and "evil" not in proc.stdout
+        before = world.snapshot()
+        proc = world.client("run", "--rm", "--network", "none", evil_id, "true")
+        assert proc.returncode == 125 and "not verified" in proc.stderr, proc
+        unchanged(world, before)
+    finally:
+        world.rmi(signed)
+
+
+def test_X38_retag_between_verify_and_create(world: World, evil_id: str) -> None:
+    signed = f"{world.repo}:1.0"
+    world.rmi(signed)
+    results: list[int] = []
+
+    def pull() -> None:
+        results.append(world.client("pull", signed).returncode)
+
+    threads = [threading.Thread(target=pull) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [0, 0, 0]
+    image = world.image(signed)
+    assert image is not None and f"{world.repo}@{world.signed_digest}" in image["RepoDigests"]
+    world.engine("tag", evil_id, signed)  # a retag after verification
+    proc = world.client("create", "--network", "none", signed, "true")
+    assert proc.returncode == 0, proc
+    cid = proc.stdout.strip()
+    inspect = json.loads(world.engine("inspect", cid).stdout)[0]
+    assert inspect["Image"] != evil_id
+    assert inspect["Config"]["Image"] == f"{world.repo}@{world.signed_digest}"
+    world.engine("rm", "-f", cid)
+    world.rmi(signed)
+
+
+def test_X39_retag_an_unverified_image_onto_a_signed_name(world: World, evil_id: str) -> None:
+    before = world.snapshot()
+    proc = world.client("tag", evil_id, f"{world.repo}:1.0")
+    assert proc.returncode == 1 and "not verified" in proc.stderr, proc
+    response = send(world, req("POST", f"{V}/images/{evil_id}/tag?repo={world.repo}:1.0"))
+    assert status_of(response) == 403, response
+    unchanged(world, before)
+    signed = f"{world.repo}:1.0"
+    world.client("pull", signed)
+    proc = world.client("tag", signed, "myalpine:latest")
+    assert proc.returncode == 0, proc
+    world.rmi("myalpine:latest")
+
+
+def _build(
+    world: World, tmp_path: Path, dockerfile: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "Dockerfile").write_text(dockerfile)
+    return world.client("build", *args, str(tmp_path), DOCKER_BUILDKIT="0")
+
+
+def test_X40_classic_build_references(world: World, tmp_path: Path) -> None:
+    signed = f"{world.repo}:1.0"
+    before = world.snapshot()
+    proc = _build(world, tmp_path, f"FROM {world.unsigned_repo}:1.0\n")
+    assert proc.returncode != 0 and "NoTrustData" in proc.stderr, proc
+    proc = _build(
+        world,
+        tmp_path,
+        f"ARG BASE={signed}\nFROM ${{BASE}}\nRUN true\n",
+        "--build-arg",
+        f"BASE={world.unsigned_repo}:1.0",
+    )
+    assert proc.returncode != 0 and "NoTrustData" in proc.stderr, proc
+    unchanged(world, before)
+    name = f"stagebuild{time.monotonic_ns()}:1"
+    proc = _build(
+        world,
+        tmp_path,
+        f"FROM {signed} AS alpine\nRUN echo one > /one\nFROM alpine\nRUN cat /one\n",
+        "-t",
+        name,
+        "--pull",
+    )
+    assert proc.returncode == 0, proc
+    assert f"{world.repo}@{world.signed_digest}" in proc.stdout
+    proc = world.client("run", "--rm", "--network", "none", name, "cat", "/one")
+    assert proc.returncode == 0 and proc.stdout == "one\n", proc
+    world.rmi(name)
+
+
+def test_X41_remote_build_contexts(world: World) -> None:
+    import docker
+
+    before = world.snapshot()
+    client = docker.APIClient(base_url=world.proxy.docker_host, version="auto")
+    try:
+        with pytest.raises(docker.errors.APIError) as refused:
+            list(client.build(path="https://127.0.0.1:1/ctx.tar", tag="remote:1"))
+        assert "build from a local directory" in str(refused.value)
+    finally:
+        client.close()
+    for remote in ("git://127.0.0.1:1/x.git", "http://127.0.0.1:1/ctx.tar"):
+        response = send(world, req("POST", f"{V}/build?remote={remote}", body=b"x" * 10))
+        assert status_of(response) == 403, response
+    unchanged(world, before)
+
+
+def test_X42_buildkit(world: World) -> None:
+    before = world.snapshot()
+    response = send(world, req("POST", f"{V}/build?remote=client-session&session=x&version=2"))
+    assert status_of(response) == 403 and b"DOCKER_BUILDKIT=0" in response, response
+    response = send(world, req("POST", f"{V}/grpc", {"Connection": "Upgrade", "Upgrade": "h2c"}))
+    assert status_of(response) == 403, response
+    status, _, headers = api(world.proxy.socket, "GET", "/_ping")
+    assert status == 200 and headers.get("builder-version") == "1", headers
+    unchanged(world, before)
+
+
+def test_X43_create_by_id_or_prefix(world: World, evil_id: str, tmp_path: Path) -> None:
+    before = world.snapshot()
+    for image in (evil_id, evil_id[7:19], evil_id[7:]):
+        response = send(world, req("POST", f"{V}/containers/create", JSON, create_body(image)))
+        assert status_of(response) == 403, (image, response)
+    unchanged(world, before)
+    name = f"ledgerbuild{time.monotonic_ns()}:1"
+    proc = _build(world, tmp_path, f"FROM {world.repo}:1.0\nRUN echo l > /l\n", "-t", name)
+    assert proc.returncode == 0, proc
+    built = world.image(name)
+    assert built is not None
+    response = send(
+        world, req("POST", f"{V}/containers/create", JSON, create_body(built["Id"][7:19]))
+    )
+    assert status_of(response) == 201, response
+    cid = json.loads(body_of(response))["Id"]
+    assert json.loads(world.engine("inspect", cid).stdout)[0]["Config"]["Image"] == built["Id"]
+    world.engine("rm", "-f", cid)
+    world.rmi(name)
+
+
+def test_X44_start_a_container_created_behind_the_proxy(world: World, evil_id: str) -> None:
+    cid = world.engine("create", "--network", "none", evil_id, "sleep", "30").stdout.strip()
+    try:
+        for action in ("start", "restart"):
+            proc = world.client(action, cid)
+            assert proc.returncode == 1 and "not verified" in proc.stderr, (action, proc)
+        state = json.loads(world.engine("inspect", cid).stdout)[0]["State"]
+        assert not state["Running"]
+        world.engine("start", cid)
+        world.engine("pause", cid)
+        proc = world.client("unpause", cid)
+        assert proc.returncode == 1 and "not verified" in proc.stderr, proc
+        assert json.loads(world.engine("inspect", cid).stdout)[0]["State"]["Paused"]
+    finally:
+        world.engine("rm", "-f", cid, check=False)
+
+
+def test_X45_services(world: World) -> None:
+    spec = {
+        "Name": "svc",
+        "TaskTemplate": {"ContainerSpec": {"Image": f"{world.unsigned_repo}:1.0"}},
+    }
+    response = send(world, req("POST", f"{V}/services/create", JSON, json.dumps(spec).encode()))
+    assert status_of(response) == 403, response
+    spec["TaskTemplate"]["ContainerSpec"]["Image"] = f"{world.repo}:1.0@{world.evil_digest}"
+    response = send(world, req("POST", f"{V}/services/create", JSON, json.dumps(spec).encode()))
+    assert status_of(response) == 403, response
+    plugin = {"Name": "p", "TaskTemplate": {"Runtime": "plugin", "PluginSpec": {"Remote": "x/y:1"}}}
+    response = send(world, req("POST", f"{V}/services/create", JSON, json.dumps(plugin).encode()))
+    assert status_of(response) == 403, response
+    # a signed tag is pinned and forwarded: this engine is no swarm manager, so it says so
+    spec["TaskTemplate"]["ContainerSpec"]["Image"] = f"{world.repo}:1.0"
+    response = send(world, req("POST", f"{V}/services/create", JSON, json.dumps(spec).encode()))
+    assert status_of(response) == 503 and b"swarm" in response, response
+
+
+def test_X46_plugins(world: World, tmp_path: Path) -> None:
+    # `docker plugin install` asks GET /plugins/privileges first (read-only, passed through);
+    # the engine fails there for a non-plugin image, so the pull itself is sent raw here.
+    proc = world.client(
+        "plugin", "install", "--grant-all-permissions", f"{world.unsigned_repo}:1.0"
+    )
+    assert proc.returncode != 0, proc
+    for remote in (f"{world.unsigned_repo}:1.0", f"{world.repo}:1.0@{world.evil_digest}"):
+        target = f"{V}/plugins/pull?remote={remote}&name=p"
+        response = send(world, req("POST", target, JSON, b"[]"))
+        assert status_of(response) == 403 and b"trustpull" in response, response
+    (tmp_path / "rootfs").mkdir()
+    (tmp_path / "config.json").write_text("{}")
+    proc = world.client("plugin", "create", "evilplugin", str(tmp_path))
+    assert proc.returncode != 0 and "allow_plugin_create" in proc.stderr, proc
+    assert world.engine("plugin", "ls", "-q").stdout.strip() == ""
+
+
+def test_X47_swarm_membership(world: World) -> None:
+    proc = world.client("swarm", "init")
+    assert proc.returncode == 1 and "allow_swarm" in proc.stderr, proc
+    proc = world.client("swarm", "join", "--token", "SWMTKN-1-x", "127.0.0.1:1")
+    assert proc.returncode == 1 and "allow_swarm" in proc.stderr, proc
+    assert "inactive" in world.engine("info", "--format", "{{.Swarm.LocalNodeState}}").stdout
+
+
+def test_X48_commit(world: World) -> None:
+    signed = f"{world.repo}:1.0"
+    world.client("pull", signed)
+    cid = world.engine("create", "--network", "none", signed, "true").stdout.strip()
+    try:
+        before = world.snapshot()
+        proc = world.client("commit", cid, f"{world.repo}:1.0")
+        assert proc.returncode == 1 and "allow_commit" in proc.stderr, proc
+        unchanged(world, before)
+    finally:
+        world.engine("rm", "-f", cid)
+
+
+def test_X49_credentials_are_never_logged(world: World) -> None:
+    secret = f"s3cr3t-{time.monotonic_ns()}"
+    auth = base64.urlsafe_b64encode(
+        json.dumps({"username": "u", "password": secret}).encode()
+    ).decode()
+    response = send(
+        world, req("POST", pull_target(world.unsigned_repo, "1.0"), {"X-Registry-Auth": auth})
+    )
+    assert status_of(response) == 403
+    assert secret.encode() not in response
+    assert secret not in world.proxy.logs()
+    assert auth not in world.proxy.logs()
+
+
+# ------------------------------------------------------------------------------ operations
+
+
+def test_X50_socket_permissions(world: World, tmp_path: Path) -> None:
+    engine = world.stack.dockerd.socket_path if world.stack.dockerd else ""
+    engine_mode = os.stat(engine).st_mode & 0o777
+
+    def refused(config: str, listen: str | None = None) -> subprocess.CompletedProcess[str]:
+        cfg = tmp_path / f"c{time.monotonic_ns()}.toml"
+        cfg.write_text(config)
+        os.chmod(cfg, 0o600)
+        argv = [
+            "python3",
+            "-m",
+            "cli.main",
+            "proxy",
+            "--listen",
+            listen or f"unix://{tmp_path}/p{time.monotonic_ns()}.sock",
+            "--engine",
+            f"unix://{engine}",
+            "--config",
+            str(cfg),
+        ]
+        return subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=world.env(world.proxy_config),
+            cwd=Path(__file__).resolve().parents[2],
+            check=False,
+        )
+
+    wider = engine_mode | 0o006
+    proc = refused(f"[proxy]\nsocket_mode = {wider}\n")
+    assert proc.returncode == 3 and "wider" in proc.stderr, proc
+    target = tmp_path / "elsewhere"
+    target.write_text("")
+    link = tmp_path / "link.sock"
+    link.symlink_to(target)
+    proc = refused("", f"unix://{link}")
+    assert proc.returncode == 3 and "symbolic link" in proc.stderr, proc
+    plain = tmp_path / "file.sock"
+    plain.write_text("")
+    proc = refused("", f"unix://{plain}")
+    assert proc.returncode == 3 and "not a socket" in proc.stderr, proc
+    proc = refused("", "unix://@trustpull")
+    assert proc.returncode == 3 and "abstract" in proc.stderr, proc
+    cfg = tmp_path / "open.toml"
+    cfg.write_text("")
+    os.chmod(cfg, 0o666)  # noqa: S103 (the case under test)
+    proc = subprocess.run(
+        [
+            "python3",
+            "-m",
+            "cli.main",
+            "proxy",
+            "--listen",
+            f"unix://{tmp_path}/q.sock",
+            "--engine",
+            f"unix://{engine}",
+            "--config",
+            str(cfg),
+            "--check-config",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=world.env(world.proxy_config),
+        cwd=Path(__file__).resolve().parents[2],
+        check=False,
+    )
+    assert proc.returncode == 3 and "writable by group or others" in proc.stderr, proc
+    # the default: the same mode as the engine's socket
+    mode = os.stat(world.proxy.socket).st_mode & 0o777
+    assert mode == engine_mode
+
+
+def test_X51_engine_down(world: World) -> None:
+    directory = world.tmp / f"down{time.monotonic_ns()}"
+    proxy = TrustProxy(
+        directory,
+        str(directory / "missing.sock"),
+        world.env(world.proxy_config),
+        config="[proxy]\nsocket_mode = 0o600\n",
+    )
+    proxy.start()
+    try:
+        proc = world.client("pull", f"{world.repo}:1.0", proxy=proxy)
+        assert proc.returncode == 1, proc
+        assert "trustpull: cannot reach the Docker engine" in proc.stderr, proc
+        response = send(world, req("GET", f"{V}/containers/json", length=False), proxy)
+        assert status_of(response) == 503, response
+    finally:
+        proxy.stop()
+
+
+def test_X52_trust_server_down(world: World, tmp_path: Path) -> None:
+    config = tmp_path / "cold"
+    world.stack.docker_env(config)
+    directory = world.tmp / f"nots{time.monotonic_ns()}"
+    engine = str(world.stack.dockerd.socket_path) if world.stack.dockerd else ""
+    env = world.env(config, DOCKER_CONTENT_TRUST_SERVER="https://127.0.0.1:1")
+    proxy = TrustProxy(directory, engine, env).start()
+    try:
+        world.rmi(f"{world.repo}:1.0")
+        before = world.snapshot()
+        proc = world.client("pull", f"{world.repo}:1.0", proxy=proxy)
+        assert proc.returncode == 1 and "[Network]" in proc.stderr, proc
+        response = send(world, req("POST", pull_target(world.repo, "1.0")), proxy)
+        assert status_of(response) == 503, response
+        response = send(
+            world,
+            req("POST", f"{V}/containers/create", JSON, create_body(f"{world.repo}:1.0")),
+            proxy,
+        )
+        assert status_of(response) == 503, response
+        unchanged(world, before)
+    finally:
+        proxy.stop()
+
+
+def test_X53_proxy_crash(world: World) -> None:
+    """Killing the proxy during an attach tunnel: the client sees a broken connection, the
+    engine and the container are untouched, and the socket path never leads to the engine."""
+    signed = f"{world.repo}:1.0"
+    world.client("pull", signed)
+    directory = world.tmp / f"crash{time.monotonic_ns()}"
+    engine = str(world.stack.dockerd.socket_path) if world.stack.dockerd else ""
+    proxy = TrustProxy(directory, engine, world.env(world.proxy_config)).start()
+    cid = world.engine("run", "-d", "--network", "none", signed, "sleep", "60").stdout.strip()
+    try:
+        attach = subprocess.Popen(
+            [DOCKER_CLI, "attach", cid],
+            env=world.env(world.client_config, DOCKER_HOST=proxy.docker_host),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(1.5)
+        assert attach.poll() is None  # attached, tunnelled
+        proxy.kill()
+        _, err = attach.communicate(timeout=30)
+        assert attach.returncode != 0, err
+        state = json.loads(world.engine("inspect", cid).stdout)[0]["State"]
+        assert state["Running"]
+        proc = world.client("ps", proxy=proxy)
+        assert proc.returncode != 0 and "Cannot connect" in proc.stderr, proc
+        if os.path.exists(proxy.socket):
+            assert not os.path.samefile(proxy.socket, engine)
+    finally:
+        world.engine("rm", "-f", cid, check=False)
+
+
+def test_X54_slowloris(world: World) -> None:
+    proxy = world.start_proxy("[proxy]\nheader_timeout = 1.0\nidle_timeout = 2.0\n")
+    slow = [socket.socket(socket.AF_UNIX) for _ in range(20)]
+    try:
+        for sock in slow:
+            sock.connect(proxy.socket)
+            sock.sendall(b"GET /_ping HTTP/1.1\r\nHost")
+        status, _, _ = api(proxy.socket, "GET", "/_ping")
+        assert status == 200  # others are served meanwhile
+        time.sleep(1.5)
+        for sock in slow:
+            sock.settimeout(5)
+            assert sock.recv(100).startswith(b"HTTP/1.1 408"), "no 408"
+        idle = socket.socket(socket.AF_UNIX)
+        idle.connect(proxy.socket)
+        idle.settimeout(5)
+        started = time.monotonic()
+        assert idle.recv(10) == b""
+        assert time.monotonic() - started < 4.5
+        idle.close()
+    finally:
+        for sock in slow:
+            sock.close()
+        proxy.stop()
+
+
+def test_X55_connection_limit(world: World) -> None:
+    proxy = world.start_proxy("[proxy]\nmax_connections = 5\n")
+    held = [socket.socket(socket.AF_UNIX) for _ in range(5)]
+    try:
+        for sock in held:
+            sock.connect(proxy.socket)
+        time.sleep(0.3)
+        extra = raw_request(proxy.socket, b"GET /_ping HTTP/1.1\r\nHost: x\r\n\r\n", read_timeout=5)
+        assert status_of(extra) == 503, extra
+    finally:
+        for sock in held:
+            sock.close()
+    time.sleep(0.3)
+    status, _, _ = api(proxy.socket, "GET", "/_ping")
+    assert status == 200
+    proxy.stop()
+
+
+def test_X56_large_streams_are_not_buffered(world: World, tmp_path: Path) -> None:
+    signed = f"{world.repo}:1.0"
+    world.client("pull", signed)
+    cid = world.engine("run", "-d", "--network", "none", signed, "sleep", "60").stdout.strip()
+    try:
+        big = tmp_path / "big.bin"
+        with open(big, "wb") as handle:
+            for _ in range(64):
+                handle.write(os.urandom(1024 * 1024))
+        proc = world.client("cp", str(big), f"{cid}:/big.bin")
+        assert proc.returncode == 0, proc
+        proc = world.client("cp", f"{cid}:/big.bin", str(tmp_path / "back.bin"))
+        assert proc.returncode == 0, proc
+        assert (tmp_path / "back.bin").read_bytes() == big.read_bytes()
+        assert world.proxy.proc is not None
+        status = Path(f"/proc/{world.proxy.proc.pid}/status").read_text().splitlines()
+        rss_kib = int(next(line for line in status if line.startswith("VmHWM:")).split()[1])
+        assert rss_kib < 100 * 1024, f"proxy peak RSS {rss_kib} KiB"
+    finally:
+        world.engine("rm", "-f", cid)
+
+
+def test_X57_http2_prior_knowledge(world: World) -> None:
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+    response = send(world, preface)
+    assert status_of(response) == 400, response
+
+
+def test_X58_clients_cannot_switch_enforcement_off(world: World) -> None:
+    before = world.snapshot()
+    proc = world.client("pull", f"{world.unsigned_repo}:1.0", DOCKER_CONTENT_TRUST="0")
+    assert proc.returncode == 1 and "trustpull" in proc.stderr, proc
+    proc = world.client("pull", "--disable-content-trust", f"{world.unsigned_repo}:1.0")
+    assert proc.returncode != 0, proc
+    headers = {"X-Trustpull-Mode": "audit", "X-Trustpull-Disable": "1"}
+    response = send(world, req("POST", pull_target(world.unsigned_repo, "1.0"), headers))
+    assert status_of(response) == 403, response
+    unchanged(world, before)
+
+
+def test_X59_mixed_case_names(world: World) -> None:
+    before = world.snapshot()
+    upper = world.registry.replace("127.0.0.1", "LOCALHOST")
+    name = world.repo.replace(world.registry, upper)
+    response = send(world, req("POST", pull_target(name, "1.0")))
+    assert status_of(response) == 400 and b"lower case" in response, response
+    response = send(world, req("POST", pull_target(world.repo.replace("proxy/", "Proxy/"), "1.0")))
+    assert status_of(response) == 400, response
+    response = send(world, req("POST", f"{V}/containers/create", JSON, create_body(f"{name}:1.0")))
+    assert status_of(response) == 400, response
+    unchanged(world, before)
+
+
+# ------------------------------------------------------------------------------ audit mode
+
+
+def test_audit_mode_forwards_and_logs_would_refuse(world: World) -> None:
+    audit = world.start_proxy(mode="audit")
+    try:
+        assert "AUDIT MODE" in audit.logs()
+        proc = world.client("pull", f"{world.unsigned_repo}:1.0", proxy=audit)
+        assert proc.returncode == 0, proc
+        assert world.image(f"{world.unsigned_repo}:1.0") is not None
+        would = [d for d in audit.decisions() if d.get("verdict") == "would-refuse"]
+        assert would and all(d.get("mode") == "audit" for d in would), audit.logs()
+    finally:
+        audit.stop()
+        world.rmi(f"{world.unsigned_repo}:1.0")
+
+
+def test_check_config(world: World, tmp_path: Path) -> None:
+    cfg = tmp_path / "ok.toml"
+    cfg.write_text('[proxy]\nmode = "audit"\nallow_load = true\n')
+    os.chmod(cfg, 0o600)
+    root = Path(__file__).resolve().parents[2]
+    argv = [
+        "python3",
+        "-m",
+        "cli.main",
+        "proxy",
+        "--listen",
+        f"unix://{tmp_path}/x.sock",
+        "--config",
+        str(cfg),
+        "--check-config",
+    ]
+    proc = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        env=world.env(world.proxy_config),
+        cwd=root,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 0 and "configuration OK" in proc.stdout, proc
+    cfg.write_text("[proxy]\nallow_lod = true\n")
+    proc = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        env=world.env(world.proxy_config),
+        cwd=root,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 3 and "proxy.allow_lod: unknown key" in proc.stderr, proc
+
+
+def test_X48_commit_allowed_is_a_ledger_entry_without_names(world: World) -> None:
+    signed = f"{world.repo}:1.0"
+    world.client("pull", signed)
+    committing = world.start_proxy("[proxy]\nallow_commit = true\n")
+    cid = world.engine("create", "--network", "none", signed, "true").stdout.strip()
+    try:
+        proc = world.client("commit", cid, signed, proxy=committing)
+        assert proc.returncode == 0, proc
+        committed = proc.stdout.strip()
+        # the signed name still runs the signed content, not the commit
+        proc = world.client("create", "--network", "none", signed, "true", proxy=committing)
+        assert proc.returncode == 0, proc
+        inspect = json.loads(world.engine("inspect", proc.stdout.strip()).stdout)[0]
+        assert inspect["Config"]["Image"] == f"{world.repo}@{world.signed_digest}"
+        assert inspect["Image"] != committed
+        world.engine("rm", "-f", proc.stdout.strip())
+        # the commit itself runs by ID, pinned to it
+        proc = world.client("create", "--network", "none", committed, "true", proxy=committing)
+        assert proc.returncode == 0, proc
+        inspect = json.loads(world.engine("inspect", proc.stdout.strip()).stdout)[0]
+        assert inspect["Image"] == committed
+        world.engine("rm", "-f", proc.stdout.strip())
+    finally:
+        world.engine("rm", "-f", cid, check=False)
+        committing.stop()
+        world.rmi(signed)
+
+
+def test_X52a_trust_server_down_with_a_verified_cache(world: World, tmp_path: Path) -> None:
+    """(a): an unexpired verified cache serves pulls and creates, with the CLI's warning."""
+    config = tmp_path / "warm"
+    world.stack.docker_env(config)
+    engine = str(world.stack.dockerd.socket_path) if world.stack.dockerd else ""
+    warm = TrustProxy(world.tmp / f"warm{time.monotonic_ns()}", engine, world.env(config)).start()
+    try:
+        world.rmi(f"{world.repo}:1.0")
+        proc = world.client("pull", f"{world.repo}:1.0", proxy=warm)
+        assert proc.returncode == 0, proc
+    finally:
+        warm.stop()
+    world.rmi(f"{world.repo}:1.0")
+    env = world.env(config, DOCKER_CONTENT_TRUST_SERVER="https://127.0.0.1:1")
+    down = TrustProxy(world.tmp / f"cold{time.monotonic_ns()}", engine, env).start()
+    try:
+        proc = world.client("pull", f"{world.repo}:1.0", proxy=down)
+        assert proc.returncode == 0, proc
+        assert f"{world.repo}@{world.signed_digest}" in proc.stdout, proc
+        assert "trustpull: WARNING:" in proc.stdout, proc
+        print("X52a warning:", [x for x in proc.stdout.splitlines() if "WARNING" in x])
+    finally:
+        down.stop()
+
+
+def test_X40b_copy_from_an_image_is_never_pulled_unverified(world: World, tmp_path: Path) -> None:
+    signed = f"{world.repo}:1.0"
+    world.client("pull", signed)
+    before = world.snapshot()
+    for dockerfile in (
+        f"FROM {signed}\nCOPY --from={world.unsigned_repo}:1.0 /marker /m\n",
+        f"FROM {signed}\nRUN --mount=type=bind,from={world.unsigned_repo}:1.0,target=/x true\n",
+    ):
+        proc = _build(world, tmp_path, dockerfile, "-t", "nocopy:1")
+        assert proc.returncode != 0 and "trustpull" in proc.stderr, proc
+        assert world.image(f"{world.unsigned_repo}:1.0") is None
+    unchanged(world, before)
+    # stage names and indexes stay allowed
+    name = f"copystage{time.monotonic_ns()}:1"
+    proc = _build(
+        world,
+        tmp_path,
+        f"FROM {signed} AS first\nRUN echo s > /s\nFROM {signed}\nCOPY --from=first /s /s\n"
+        "COPY --from=0 /marker /m\n",
+        "-t",
+        name,
+    )
+    assert proc.returncode == 0, proc
+    world.rmi(name)
+
+
+def test_X45b_distribution_descriptor_is_checked_against_the_signed_digest(world: World) -> None:
+    status, body, _ = api(world.proxy.socket, "GET", f"{V}/distribution/{world.repo}:1.0/json")
+    assert status == 200, body
+    assert json.loads(body)["Descriptor"]["digest"] == world.signed_digest
+    # a tag that is not signed is passed through (a service create is refused later anyway)
+    status, body, _ = api(world.proxy.socket, "GET", f"{V}/distribution/{world.repo}:evil/json")
+    assert status == 200 and json.loads(body)["Descriptor"]["digest"] == world.evil_digest

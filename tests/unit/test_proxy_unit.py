@@ -1,0 +1,378 @@
+"""The proxy's parser, router and Go-JSON rules, and its framing against a recording fake engine.
+
+The fake engine is a tiny HTTP server on a unix socket that records every request it receives
+(method, target, headers, body) and answers 200 `{}` (201 for creates); it stands for the engine
+only where the engine's behaviour is not the point: what the proxy FORWARDS is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from trust.proxy import gojson
+from trust.proxy.framing import HTTPRefusal, check_head
+from trust.proxy.handlers import build_proxy, compare_versions, sanitize
+from trust.proxy.routes import match_route, parse_query, parse_target
+from trust.proxy.server import DecisionLog, bind_listener
+from trust.settings import ProxyConfig, Settings
+
+# ------------------------------------------------------------------------------ pure parts
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked",
+        b"GET / HTTP/1.0\r\nTransfer-Encoding: chunked",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:\r\n chunked",
+        b"POST / HTTP/1.1\nHost: x",
+        b"POST / HTTP/1.1\r\nHost : x",
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5",
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +5",
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked",
+        b"POST http://x/ HTTP/1.1\r\nHost: x",
+        b"OPTIONS * HTTP/1.1\r\nHost: x",
+        b"PRI * HTTP/2.0",
+        b"GET / HTTP/1.1",
+        b"GET /a#b HTTP/1.1\r\nHost: x",
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close, X-Registry-Auth",
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x00b",
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded",
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=x",
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: a\r\nContent-Type: b",
+        b"GET / HTTP/1.1\r\nHost: x\r\nExpect: foo",
+        b"GET / HTTP/3.0\r\nHost: x",
+    ],
+)
+def test_strict_head_refuses_ambiguous_shapes(raw: bytes) -> None:
+    with pytest.raises(HTTPRefusal) as refused:
+        check_head(raw)
+    assert refused.value.status in (400, 417, 501, 505)
+
+
+def test_strict_head_accepts_what_real_clients_send() -> None:
+    head = check_head(
+        b"POST /v1.41/images/create?fromImage=a&tag=b HTTP/1.1\r\nHost: api.moby.localhost\r\n"
+        b"User-Agent: Docker-Client/28.2.2 (linux)\r\nContent-Length: 0\r\n"
+        b"X-Registry-Auth: e30=\r\nConnection: Upgrade\r\nUpgrade: tcp"
+    )
+    assert head.method == "POST" and head.get(b"x-registry-auth") == b"e30="
+    assert head.wants_upgrade() == b"tcp"
+    assert check_head(b"GET /_ping HTTP/1.0").version == (1, 0)
+
+
+def test_version_prefixes_and_decoded_paths_X01_X02() -> None:
+    for text in ("/v1.41/images/create", "/v1.41.0/images/create", "/v01.41/images/create"):
+        target = parse_target(text + "?fromImage=a")
+        assert target.path == "/images/create"
+    assert parse_target("/images/create").version is None
+    assert parse_target("/v1.41/images%2Fcreate").path == "/images/create"
+    assert parse_target("/v1.41/%69mages/create").path == "/images/create"
+    with pytest.raises(HTTPRefusal):
+        parse_target("/v1.41/images%zz")
+    with pytest.raises(HTTPRefusal) as moved:
+        parse_target("/v1.41//images/create?x=1")
+    assert moved.value.status == 301
+    assert (b"location", b"/v1.41/images/create?x=1") in moved.value.headers
+    assert compare_versions("1.41.0", "1.41") == 0
+    assert compare_versions("1.041", "1.41") == 0
+    assert compare_versions("1.99", "1.41") == 1
+    assert compare_versions("1", "1.12") == -1
+
+
+def test_route_table_X04() -> None:
+    match = match_route("POST", "/images/evil:latest/tag")
+    assert match is not None and match.route.name == "images.tag"
+    assert match.params["name"] == "evil:latest"
+    assert match_route("POST", "/images/create/") is None
+    assert match_route("POST", "/Images/create") is None
+    assert match_route("post", "/images/create") is None
+    assert match_route("HEAD", "/images/create") is None
+    match = match_route("POST", "/images/a/b:1/tag")
+    assert match is not None and match.params["name"] == "a/b:1"
+
+
+def test_query_rules_X14_X16() -> None:
+    query = parse_query("FromImage=a&fromImage=b&tag=c+d")
+    assert query.first("fromImage") == "b" and query.first("tag") == "c d"
+    for bad in ("a=b;c", "a=%zz", "a=%4"):
+        with pytest.raises(HTTPRefusal):
+            parse_query(bad)
+
+
+def test_go_json_rules_X18_X19() -> None:
+    for body in (
+        '{"Image":"good","image":"evil"}',
+        '{"IMAGE":"evil"}',
+        '{"Image":"good","Image":"evil"}',
+        '{"Im\\u0061ge":"evil"}',
+    ):
+        obj = gojson.loads(body.encode())
+        assert gojson.get(obj, "Image") == "evil"
+        gojson.set_field(obj, "Image", "pinned")
+        assert json.loads(gojson.dumps(obj)) == {"Image": "pinned"}
+    obj = gojson.loads(b'{"HostConfig":{},"Ho\\u017ftConfig":{"Privileged":true}}')
+    assert gojson.get(gojson.get(obj, "HostConfig"), "Privileged") is True
+    for bad in (b'{"Image":"a"} {"Image":"b"}', b'{"Image":"a"}x', b"\xff", b"NaN"):
+        with pytest.raises(HTTPRefusal):
+            gojson.loads(bad)
+
+
+def test_refusal_messages_never_change_docker_runs_exit_code() -> None:
+    text = sanitize("permission denied; no such file or directory; is a directory")
+    assert "permission denied" not in text and "no such file or directory" not in text
+
+
+def test_proxy_config_is_strict(tmp_path: Path) -> None:
+    from trust.config import load_config
+    from trust.errors import ConfigError
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[proxy]\nmode = "audit"\nsocket_mode = "0660"\nallow_load = true\n')
+    proxy = load_config({}, config_file=cfg).settings.proxy
+    assert proxy.mode == "audit" and proxy.socket_mode == 0o660 and proxy.allow_load
+    for bad in ("allow_lod = true", 'mode = "off"', "allow_load = 1", "max_connections = -1"):
+        cfg.write_text(f"[proxy]\n{bad}\n")
+        with pytest.raises(ConfigError):
+            load_config({}, config_file=cfg)
+
+
+# ----------------------------------------------------------------- against a fake engine
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    seen: list[dict[str, Any]]
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            body = b""
+            while True:
+                size = int(self.rfile.readline().split(b";")[0], 16)
+                if size == 0:
+                    self.rfile.readline()
+                    break
+                body += self.rfile.read(size)
+                self.rfile.readline()
+        self.server.seen.append(  # type: ignore[attr-defined]
+            {"method": self.command, "path": self.path, "headers": dict(self.headers), "body": body}
+        )
+        if self.path.endswith("/version"):
+            answer = json.dumps({"ApiVersion": "1.41", "MinAPIVersion": "1.12"}).encode()
+            status = 200
+        elif "/containers/create" in self.path:
+            answer, status = b'{"Id":"abc","Warnings":[]}', 201
+        else:
+            answer, status = b"{}", 200
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
+
+
+class _UnixServer(ThreadingHTTPServer):
+    address_family = socket.AF_UNIX
+
+    def server_bind(self) -> None:
+        self.socket.bind(self.server_address)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, _ = self.socket.accept()
+        return sock, ("local", 0)
+
+
+@pytest.fixture
+def fake(tmp_path: Path) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    path = str(tmp_path / "engine.sock")
+    server = _UnixServer(path, _Recorder)
+    server.seen = []  # type: ignore[attr-defined]
+    os.chmod(path, 0o660)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield path, server.seen  # type: ignore[attr-defined]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def proxy(tmp_path: Path, fake: tuple[str, list[dict[str, Any]]]) -> Iterator[str]:
+    engine, _ = fake
+    config = ProxyConfig(header_timeout=2.0, idle_timeout=5.0)
+    listen = str(tmp_path / "p.sock")
+    listener = bind_listener(listen, engine, config)
+    log_path = tmp_path / "log"
+    handle = open(log_path, "w")
+    server = build_proxy(Settings(), engine, config, DecisionLog(handle))
+    thread = threading.Thread(target=server.serve, args=(listener,), daemon=True)
+    thread.start()
+    try:
+        yield listen
+    finally:
+        server.stop()
+        handle.close()
+
+
+def _exchange(path: str, data: bytes, wait: float = 1.0) -> bytes:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(path)
+        sock.sendall(data)
+        sock.settimeout(wait)
+        out = b""
+        try:
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                out += chunk
+        except TimeoutError:
+            pass
+        return out
+
+
+def test_keep_alive_pipelining_and_http10(proxy: str, fake: Any) -> None:
+    _, seen = fake
+    two = (
+        b"GET /v1.41/containers/json HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /v1.41/images/json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    out = _exchange(proxy, two)
+    assert out.count(b"HTTP/1.1 200") == 2, out
+    assert [s["path"] for s in seen[-2:]] == ["/v1.41/containers/json", "/v1.41/images/json"]
+    out = _exchange(proxy, b"GET /v1.41/info HTTP/1.0\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 200") or out.startswith(b"HTTP/1.0 200"), out
+
+
+def test_pipelined_after_a_json_body_X27(proxy: str, fake: Any) -> None:
+    _, seen = fake
+    body = b'{"Cmd":["true"]}'
+    data = (
+        b"POST /v1.41/containers/create HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+        + b"GET /v1.41/images/json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    out = _exchange(proxy, data)
+    assert out.count(b"HTTP/1.1 20") == 2, out
+    assert seen[-1]["path"] == "/v1.41/images/json"
+
+
+def test_chunked_body_is_reframed_and_trailers_dropped_X26(proxy: str, fake: Any) -> None:
+    _, seen = fake
+    data = (
+        b"PUT /v1.41/containers/c/archive?path=/ HTTP/1.1\r\nHost: x\r\n"
+        b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        b"5;foo=bar\r\nhello\r\n0\r\nX-Registry-Auth: evil\r\n\r\n"
+    )
+    out = _exchange(proxy, data)
+    assert out.startswith(b"HTTP/1.1 200"), out
+    assert seen[-1]["body"] == b"hello"
+    assert "X-Registry-Auth" not in seen[-1]["headers"]
+
+
+def test_forwarded_target_is_reencoded_X02(proxy: str, fake: Any) -> None:
+    _, seen = fake
+    _exchange(
+        proxy, b"GET /v1.41/%69mages/json?a=b+c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    assert seen[-1]["path"] == "/v1.41/images/json?a=b%20c"
+
+
+def test_unknown_mutating_route_refused_and_get_passes(proxy: str, fake: Any) -> None:
+    _, seen = fake
+    count = len(seen)
+    out = _exchange(proxy, b"POST /v1.41/newthing HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 403"), out
+    assert len(seen) == count
+    out = _exchange(proxy, b"GET /v1.41/newthing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 200"), out
+
+
+def test_smuggling_shapes_never_reach_the_engine_X23_X24(proxy: str, fake: Any) -> None:
+    _, seen = fake
+    count = len(seen)
+    hidden = b"POST /v1.41/images/create?fromImage=evil HTTP/1.1\r\nHost: x\r\n\r\n"
+    for data in (
+        b"POST /_ping HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + hidden,
+        b"GET /_ping HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + hidden,
+    ):
+        out = _exchange(proxy, data)
+        assert out.startswith(b"HTTP/1.1 400"), out
+    assert len(seen) == count
+
+
+def test_expect_100_continue_passes_for_allowed_bodies(proxy: str, fake: Any) -> None:
+    _, seen = fake
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(proxy)
+        sock.settimeout(3)
+        sock.sendall(
+            b"PUT /v1.41/containers/c/archive?path=/ HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+            b"Expect: 100-continue\r\nConnection: close\r\n\r\n"
+        )
+        assert sock.recv(100).startswith(b"HTTP/1.1 100")
+        sock.sendall(b"hello")
+        rest = b""
+        while chunk := sock.recv(1000):
+            rest += chunk
+        assert b"200" in rest.split(b"\r\n")[0]
+    assert seen[-1]["body"] == b"hello"
+    assert "Expect" not in seen[-1]["headers"]
+
+
+def test_header_timeout_408(proxy: str) -> None:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(proxy)
+        sock.sendall(b"GET /_ping HTTP/1.1\r\nHo")
+        sock.settimeout(5)
+        started = time.monotonic()
+        assert sock.recv(100).startswith(b"HTTP/1.1 408")
+        assert time.monotonic() - started < 4
+
+
+def test_socket_never_wider_than_the_engines_X50(tmp_path: Path, fake: Any) -> None:
+    from trust.errors import ConfigError
+
+    engine, _ = fake
+    with pytest.raises(ConfigError, match="wider"):
+        bind_listener(str(tmp_path / "w.sock"), engine, ProxyConfig(socket_mode=0o666))
+    listener = bind_listener(str(tmp_path / "ok.sock"), engine, ProxyConfig())
+    assert os.stat(tmp_path / "ok.sock").st_mode & 0o777 == 0o660
+    listener.close()
+    with pytest.raises(ConfigError, match="abstract"):
+        bind_listener("@trustpull", engine, ProxyConfig())
+
+
+def test_copy_from_images_the_reader_did_not_report_fail_closed_X40() -> None:
+    from trust.proxy.handlers import _refuse_unreported_from
+
+    _refuse_unreported_from("FROM a AS b\nCOPY --from=b /x /x\nCOPY --from=0 /y /y\n", set(), "D")
+    _refuse_unreported_from("FROM a\nCOPY --from=c:1 /x /x\n", {"c:1"}, "D")
+    for text in (
+        "FROM a\nCOPY --from=evil:1 /x /x\n",
+        "FROM a\nRUN --mount=from=evil,target=/x t\n",
+    ):
+        with pytest.raises(HTTPRefusal):
+            _refuse_unreported_from(text, set(), "D")

@@ -1,0 +1,896 @@
+"""The listener, the per-connection loop, forwarding and byte tunnels.
+
+One thread per client connection (bounded by `max_connections` and per peer uid), one upstream
+connection per client connection, one request at a time on it. Request heads are checked by
+`framing.check_head` before h11 sees them; bodies and responses are framed by h11 afresh per
+request, so the engine only ever receives bytes the proxy produced itself, until the engine
+switched a connection to a raw stream (attach, exec start, an allowed upgrade): from then on
+both sockets are joined by a tunnel that never parses again.
+
+Longer than 500 lines because one connection's life (strict head, body framing,
+forwarding, the engine's answer, upgrades and byte tunnels, keep-alive) is one loop whose
+states must stay in step; the head checks, routes and handlers are elsewhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import json
+import os
+import socket
+import stat
+import struct
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TextIO
+
+import h11
+
+from trust.errors import ConfigError
+from trust.policy import Policy
+from trust.proxy.framing import HEAD_END, HOP_BY_HOP, HTTPRefusal, RequestHead, check_head
+from trust.proxy.routes import Match, Target, match_route, parse_target
+from trust.proxy.upstream import EngineDown, Upstream
+from trust.settings import ProxyConfig, Settings
+
+__all__ = ["Peer", "Proxy", "bind_listener"]
+
+_RECV = 1024 * 1024
+_HIJACK_ROUTES = {"containers.attach", "exec.start"}
+_RAW_STREAM_TYPES = (
+    b"application/vnd.docker.raw-stream",
+    b"application/vnd.docker.multiplexed-stream",
+)
+
+
+@dataclass(frozen=True)
+class Peer:
+    pid: int
+    uid: int
+    gid: int
+
+
+def peer_of(sock: socket.socket) -> Peer:
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        pid, uid, gid = struct.unpack("3i", raw)
+        return Peer(pid, uid, gid)
+    except OSError:
+        return Peer(-1, -1, -1)
+
+
+# --------------------------------------------------------------------------------- listener
+
+
+def bind_listener(path: str, engine_path: str, config: ProxyConfig) -> socket.socket:
+    """The listening socket, never more open than the engine's (X50); ConfigError otherwise."""
+    if path.startswith("@") or not path:
+        raise ConfigError("an abstract socket address has no file permissions: refused")
+    try:
+        engine = os.stat(engine_path)
+        engine_mode = stat.S_IMODE(engine.st_mode)
+        engine_uid, engine_gid = engine.st_uid, engine.st_gid
+    except OSError as exc:
+        if config.socket_mode is None:
+            raise ConfigError(
+                f"engine socket {engine_path} not found ({exc.strerror}): cannot copy its "
+                "permissions; set proxy.socket_mode"
+            ) from None
+        engine_mode, engine_uid, engine_gid = 0o600, os.geteuid(), os.getegid()
+    mode = engine_mode if config.socket_mode is None else config.socket_mode
+    if mode & ~engine_mode:
+        raise ConfigError(
+            f"socket_mode {mode:04o} is wider than the engine socket's {engine_mode:04o}: refused"
+        )
+    gid = engine_gid
+    if config.socket_group is not None:
+        try:
+            gid = grp.getgrnam(config.socket_group).gr_gid
+        except KeyError:
+            raise ConfigError(f"socket_group {config.socket_group!r} does not exist") from None
+        if gid != engine_gid and mode & 0o070:
+            raise ConfigError(
+                f"socket_group {config.socket_group} is not the engine socket's group: a "
+                "group-accessible socket would reach other users: refused"
+            )
+    parent = os.path.dirname(os.path.abspath(path))
+    try:
+        pst = os.stat(parent)
+    except OSError as exc:
+        raise ConfigError(f"{parent}: {exc.strerror}") from None
+    if pst.st_uid not in (0, os.geteuid()):
+        raise ConfigError(f"{parent} is owned by uid {pst.st_uid}: refused (root or us only)")
+    if pst.st_mode & 0o022 and not pst.st_mode & stat.S_ISVTX:
+        raise ConfigError(f"{parent} is writable by group or others without the sticky bit")
+    try:
+        existing = os.lstat(path)
+    except FileNotFoundError:
+        existing = None
+    if existing is not None:
+        if stat.S_ISLNK(existing.st_mode):
+            raise ConfigError(f"{path} is a symbolic link: refused")
+        if not stat.S_ISSOCK(existing.st_mode):
+            raise ConfigError(f"{path} exists and is not a socket: refused")
+        if existing.st_uid != os.geteuid():
+            raise ConfigError(f"{path} belongs to uid {existing.st_uid}: refused")
+        if os.path.samefile(path, engine_path):
+            raise ConfigError(f"{path} is the engine socket itself")
+        os.unlink(path)  # our own stale socket
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o777)  # created with no permissions, then opened up to `mode`
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old)
+    if os.geteuid() == 0:
+        os.chown(path, engine_uid, gid)
+    elif gid != os.getegid():
+        with contextlib.suppress(OSError):
+            os.chown(path, -1, gid)
+    os.chmod(path, mode)
+    sock.listen(512)
+    return sock
+
+
+def check_private_files(settings: Settings, extra: list[str]) -> None:
+    """Configuration, policy and trust cache must not be writable by group or others (§0.3)."""
+    paths = [str(settings.config_file)] if settings.config_file else []
+    paths += extra
+    trust = settings.trust_dir
+    if trust.exists():
+        paths.append(str(trust))
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        if st.st_mode & 0o022:
+            raise ConfigError(f"{path} is writable by group or others: refused (§0.3)")
+        if st.st_uid not in (0, os.geteuid()):
+            raise ConfigError(f"{path} belongs to uid {st.st_uid}: refused")
+
+
+# ------------------------------------------------------------------------------------ logging
+
+
+class DecisionLog:
+    """One JSON line per decision (stderr by default); credentials are never passed here."""
+
+    def __init__(self, stream: TextIO | None = None, mode: str = "enforce") -> None:
+        self.stream = stream or sys.stderr
+        self.mode = mode
+        self.lock = threading.Lock()
+
+    def write(self, **fields: Any) -> None:
+        record = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "mode": self.mode}
+        record.update({k: v for k, v in fields.items() if v is not None})
+        line = json.dumps(record, sort_keys=False)
+        with self.lock:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+
+
+# ---------------------------------------------------------------------------------- the proxy
+
+
+class Decides(Protocol):
+    """What the connection loop asks for each parsed request."""
+
+    def handle(self, exchange: Exchange) -> None: ...
+
+
+@dataclass
+class Proxy:
+    settings: Settings
+    engine_path: str
+    config: ProxyConfig
+    log: DecisionLog
+    policy_files: list[str] = field(default_factory=list)
+    #: The configured policy (`[[rules]]` or `--policy`); None: the built-in default rule.
+    policy: Policy | None = None
+
+    #: The per-endpoint decisions (`trust.proxy.handlers.Decider`), set by `build_proxy`:
+    #: the handlers use this module, so this module does not import them.
+    decider: Decides | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.upstream = Upstream(self.engine_path, timeout=self.settings.limits.engine_timeout)
+        self._slots = threading.BoundedSemaphore(self.config.max_connections)
+        self._per_uid: dict[int, int] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self.listener: socket.socket | None = None
+
+    @property
+    def enforcing(self) -> bool:
+        return self.config.mode == "enforce"
+
+    def serve(self, listener: socket.socket) -> None:
+        self.listener = listener
+        while not self._stopping.is_set():
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                if self._stopping.is_set():
+                    return
+                continue
+            peer = peer_of(client)
+            if not self._admit(peer):
+                threading.Thread(
+                    target=_refuse_raw,
+                    args=(client, 503, "trustpull: the proxy is at its connection limit"),
+                    daemon=True,
+                ).start()
+                continue
+            thread = threading.Thread(
+                target=self._run, args=(client, peer), daemon=True, name=f"conn-{peer.pid}"
+            )
+            thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self.listener is not None:
+            with contextlib.suppress(OSError):
+                self.listener.close()
+
+    def _admit(self, peer: Peer) -> bool:
+        if not self._slots.acquire(blocking=False):
+            return False
+        with self._lock:
+            count = self._per_uid.get(peer.uid, 0)
+            if count >= self.config.max_connections_per_uid:
+                self._slots.release()
+                return False
+            self._per_uid[peer.uid] = count + 1
+        return True
+
+    def _run(self, client: socket.socket, peer: Peer) -> None:
+        try:
+            ClientConnection(self, client, peer).run()
+        except Exception as exc:  # one broken connection never stops the proxy
+            self.log.write(event="connection-error", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            with contextlib.suppress(OSError):
+                client.close()
+            with self._lock:
+                self._per_uid[peer.uid] -= 1
+            self._slots.release()
+
+
+def _refuse_raw(sock: socket.socket, status: int, message: str) -> None:
+    body = json.dumps({"message": message}).encode() + b"\n"
+    head = (
+        f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    with contextlib.suppress(OSError):
+        sock.sendall(head + body)
+        sock.shutdown(socket.SHUT_WR)
+    _linger(sock, 2.0, 1024 * 1024)
+    with contextlib.suppress(OSError):
+        sock.close()
+
+
+_REASONS = {
+    200: "OK",
+    301: "Moved Permanently",
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    408: "Request Timeout",
+    413: "Payload Too Large",
+    417: "Expectation Failed",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    503: "Service Unavailable",
+    505: "HTTP Version Not Supported",
+}
+
+
+class _Closed(Exception):
+    """The client went away."""
+
+
+@dataclass
+class Exchange:
+    """One client request being handled."""
+
+    conn: ClientConnection
+    head: RequestHead
+    target: Target
+    match: Match | None
+    h11c: h11.Connection
+    body_read: bool = False
+    body: bytes | None = None
+
+    @property
+    def route(self) -> str | None:
+        return self.match.route.name if self.match is not None else None
+
+    def header(self, name: str) -> str | None:
+        value = self.head.get(name.lower().encode())
+        return value.decode("latin-1") if value is not None else None
+
+
+class ClientConnection:
+    def __init__(self, proxy: Proxy, sock: socket.socket, peer: Peer) -> None:
+        self.proxy = proxy
+        self.sock = sock
+        self.peer = peer
+        self.buffer = bytearray()
+        self.eof = False
+        self.upstream: socket.socket | None = None
+        self.tunnelled = False
+
+    # -- reading the head
+
+    def _recv(self, timeout: float | None) -> bool:
+        self.sock.settimeout(timeout)
+        try:
+            data = self.sock.recv(_RECV)
+        except TimeoutError:
+            raise
+        except OSError:
+            data = b""
+        if not data:
+            self.eof = True
+            return False
+        self.buffer += data
+        return True
+
+    def read_head(self) -> bytes | None:
+        config = self.proxy.config
+        # Up to four CR/LF bytes between requests are skipped, as Go does.
+        deadline: float | None = None
+        while True:
+            stripped = 0
+            while bytes(self.buffer[:1]) in (b"\r", b"\n") and stripped < 4:
+                del self.buffer[:1]
+                stripped += 1
+            end = self.buffer.find(HEAD_END)
+            if end >= 0:
+                if end > config.max_header_bytes:
+                    raise HTTPRefusal(431, "trustpull: request header block too large", close=True)
+                raw = bytes(self.buffer[:end])
+                return raw
+            if len(self.buffer) > config.max_header_bytes:
+                raise HTTPRefusal(431, "trustpull: request header block too large", close=True)
+            if self.eof:
+                if self.buffer:
+                    raise HTTPRefusal(400, "trustpull: incomplete request", close=True)
+                return None
+            if not self.buffer:
+                timeout = config.idle_timeout
+            else:
+                if deadline is None:
+                    deadline = time.monotonic() + config.header_timeout
+                timeout = max(0.0, deadline - time.monotonic())
+            try:
+                if not self._recv(timeout or None):
+                    continue
+            except TimeoutError:
+                if not self.buffer:
+                    return None  # idle keep-alive connection: close quietly
+                raise HTTPRefusal(
+                    408, "trustpull: request head not complete in time", close=True
+                ) from None
+            if deadline is None and self.buffer:
+                deadline = time.monotonic() + config.header_timeout
+
+    # -- the loop
+
+    def run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            if not self.tunnelled:
+                self._drop_upstream()
+
+    def _loop(self) -> None:
+        while not self.tunnelled:
+            try:
+                raw = self.read_head()
+            except HTTPRefusal as refusal:
+                self._send_simple(refusal)
+                return
+            if raw is None:
+                return
+            try:
+                keep = self._one(raw)
+            except _Closed:
+                return
+            if not keep:
+                return
+        # tunnelled: the tunnel owns both sockets until it ends
+
+    def _one(self, raw: bytes) -> bool:
+        """Handle one request; return whether the connection may carry another."""
+        try:
+            head = check_head(raw)
+        except HTTPRefusal as refusal:
+            self.proxy.log.write(
+                event="refused",
+                verdict="refused",
+                status=refusal.status,
+                reason=refusal.message,
+                uid=self.peer.uid,
+                pid=self.peer.pid,
+            )
+            self._send_simple(refusal)
+            return False
+        h11c = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=self.proxy.config.max_header_bytes + 64
+        )
+        h11c.receive_data(bytes(self.buffer))
+        self.buffer.clear()
+        try:
+            event = h11c.next_event()
+        except h11.RemoteProtocolError as exc:
+            self._send_simple(HTTPRefusal(400, f"trustpull: malformed request: {exc}", close=True))
+            return False
+        if not isinstance(event, h11.Request):
+            self._send_simple(HTTPRefusal(400, "trustpull: malformed request", close=True))
+            return False
+        exchange: Exchange | None = None
+        try:
+            target = parse_target(head.target)
+            match = match_route(head.method, target.path)
+            exchange = Exchange(self, head, target, match, h11c)
+            if not head.has_body:
+                for _ in self.body_pieces(exchange):  # an empty body: its end, no bytes
+                    pass
+            assert self.proxy.decider is not None, "build the proxy with build_proxy()"
+            self.proxy.decider.handle(exchange)
+        except HTTPRefusal as refusal:
+            if exchange is None:
+                exchange = Exchange(
+                    self, head, Target(None, head.target, _EMPTY_QUERY, ""), None, h11c
+                )
+            self.refuse(exchange, refusal)
+            if refusal.close or (head.has_body and not exchange.body_read):
+                return False
+        except EngineDown as down:
+            assert exchange is not None
+            self.refuse(
+                exchange,
+                HTTPRefusal(
+                    503,
+                    "trustpull: cannot reach the Docker engine at "
+                    f"unix://{self.proxy.engine_path}: {down}",
+                    kind="Engine",
+                    close=True,
+                ),
+            )
+            return False
+        if self.tunnelled:
+            return False
+        if h11c.our_state is h11.DONE and h11c.their_state is h11.DONE:
+            trailing, closed = h11c.trailing_data
+            self.buffer += trailing
+            if closed:
+                self.eof = True
+            return True
+        return False
+
+    # -- reading the request body
+
+    def body_pieces(self, ex: Exchange) -> Iterator[bytes]:
+        """The request body as h11 decodes it (chunk extensions dropped, trailers dropped)."""
+        h11c = ex.h11c
+        if h11c.their_state is not h11.SEND_BODY:
+            ex.body_read = True
+            return
+        if h11c.client_is_waiting_for_100_continue:
+            self._send_events(h11c, h11.InformationalResponse(status_code=100, headers=[]))
+        ex.body_read = True
+        pending = bytearray()  # Data events already decoded, sent on as one piece
+        while True:
+            try:
+                event = h11c.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise HTTPRefusal(400, f"trustpull: malformed body: {exc}", close=True) from None
+            if event is h11.NEED_DATA:
+                if pending:
+                    yield bytes(pending)
+                    pending.clear()
+                self.sock.settimeout(None)
+                try:
+                    data = self.sock.recv(_RECV)
+                except OSError:
+                    data = b""
+                h11c.receive_data(data)
+                if not data:
+                    # h11 raises on the next call when the body is incomplete
+                    continue
+                continue
+            if isinstance(event, h11.Data):
+                pending += event.data
+                if len(pending) >= _RECV:
+                    yield bytes(pending)
+                    pending.clear()
+                continue
+            if isinstance(event, h11.EndOfMessage):
+                if pending:
+                    yield bytes(pending)
+                return
+            raise HTTPRefusal(400, "trustpull: unexpected data in request", close=True)
+
+    def read_body(self, ex: Exchange, limit: int) -> bytes:
+        if ex.body is not None:
+            return ex.body
+        declared = ex.head.content_length
+        if declared is not None and declared > limit:
+            raise HTTPRefusal(413, f"trustpull: request body over {limit} bytes", close=True)
+        out = bytearray()
+        for piece in self.body_pieces(ex):
+            out += piece
+            if len(out) > limit:
+                raise HTTPRefusal(413, f"trustpull: request body over {limit} bytes", close=True)
+        ex.body = bytes(out)
+        return ex.body
+
+    # -- answering
+
+    def _send_events(self, h11c: h11.Connection, *events: Any) -> None:
+        for event in events:
+            data = h11c.send(event)
+            if data:
+                try:
+                    self.sock.sendall(data)
+                except OSError:
+                    raise _Closed from None
+
+    def _send_simple(self, refusal: HTTPRefusal) -> None:
+        body = b""
+        headers = list(refusal.headers)
+        if refusal.status != 301:
+            body = json.dumps({"message": refusal.message}).encode() + b"\n"
+            headers.append((b"content-type", b"application/json"))
+            headers.append((b"x-trustpull-refusal", refusal.kind.encode()))
+        head = f"HTTP/1.1 {refusal.status} {_REASONS.get(refusal.status, 'Error')}\r\n".encode()
+        for k, v in headers:
+            head += k + b": " + v + b"\r\n"
+        head += f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        with contextlib.suppress(OSError):
+            self.sock.sendall(head + body)
+            self.sock.shutdown(socket.SHUT_WR)
+        if refusal.status != 301:
+            _linger(self.sock, 2.0, 4 * 1024 * 1024)
+
+    def refuse(self, ex: Exchange, refusal: HTTPRefusal) -> None:
+        """An Engine API error (§3.1); closes when the body was not read."""
+        h11c = ex.h11c
+        if h11c.our_state is not h11.SEND_RESPONSE:
+            raise _Closed
+        body = b""
+        headers: list[tuple[bytes, bytes]] = list(refusal.headers)
+        if refusal.status != 301:
+            body = json.dumps({"message": refusal.message}).encode() + b"\n"
+            headers.append((b"content-type", b"application/json"))
+            headers.append((b"x-trustpull-refusal", refusal.kind.encode()))
+        headers.append((b"content-length", str(len(body)).encode()))
+        if refusal.close or (ex.head.has_body and not ex.body_read):
+            headers.append((b"connection", b"close"))
+        self._send_events(
+            h11c,
+            h11.Response(
+                status_code=refusal.status,
+                headers=headers,
+                reason=_REASONS.get(refusal.status, "Error").encode(),
+            ),
+        )
+        if body and ex.head.method != "HEAD":
+            self._send_events(h11c, h11.Data(data=body))
+        self._send_events(h11c, h11.EndOfMessage())
+        if refusal.close or (ex.head.has_body and not ex.body_read):
+            # The body is never parsed nor forwarded (X28). Close our side, then discard what
+            # the client is still sending for a moment (bounded), so that it reads the answer
+            # instead of failing on a reset; a client waiting for 100 Continue sends nothing.
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_WR)
+            if not h11c.client_is_waiting_for_100_continue:
+                _linger(self.sock)
+
+    def respond_head(self, ex: Exchange, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        self._send_events(
+            ex.h11c,
+            h11.Response(
+                status_code=status, headers=headers, reason=_REASONS.get(status, "OK").encode()
+            ),
+        )
+
+    def respond_data(self, ex: Exchange, data: bytes) -> None:
+        if data:
+            self._send_events(ex.h11c, h11.Data(data=data))
+
+    def respond_end(self, ex: Exchange) -> None:
+        self._send_events(ex.h11c, h11.EndOfMessage())
+
+    def respond_json(self, ex: Exchange, status: int, value: Any) -> None:
+        body = json.dumps(value).encode() + b"\n"
+        self.respond_head(
+            ex,
+            status,
+            [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        )
+        if ex.head.method != "HEAD":
+            self.respond_data(ex, body)
+        self.respond_end(ex)
+
+    # -- forwarding
+
+    def _upstream_socket(self) -> socket.socket:
+        if self.upstream is None:
+            self.upstream = self.proxy.upstream.connect_raw()
+        return self.upstream
+
+    def _drop_upstream(self) -> None:
+        if self.upstream is not None:
+            with contextlib.suppress(OSError):
+                self.upstream.close()
+            self.upstream = None
+
+    def forward(
+        self,
+        ex: Exchange,
+        *,
+        target: str | None = None,
+        body: bytes | Iterator[bytes] | None = None,
+        extra_headers: list[tuple[bytes, bytes]] | None = None,
+        drop_headers: set[bytes] | None = None,
+        upgrade: bytes | None = None,
+        response_filter: Callable[[int, list[tuple[bytes, bytes]]], list[tuple[bytes, bytes]]]
+        | None = None,
+        buffer_response: Callable[[int, bytes], bytes] | None = None,
+        tee: Callable[[bytes], None] | None = None,
+        status_from_body: bytes | None = None,
+    ) -> int:
+        """Send the request (as the proxy re-framed it) and relay the answer; returns its status.
+
+        `body`: None forwards the client's own body (streamed); bytes or an iterator replace it.
+        """
+        head = ex.head
+        hop = HOP_BY_HOP | (drop_headers or set())
+        headers = [(k, v) for k, v in head.headers if k not in hop]
+        if head.get(b"host") is None:  # HTTP/1.0 without Host: the upstream side is 1.1
+            headers.insert(0, (b"host", b"localhost"))
+        headers += extra_headers or []
+        if body is None:
+            if head.chunked:
+                source: bytes | Iterator[bytes] | None = self.body_pieces(ex)
+                headers.append((b"transfer-encoding", b"chunked"))
+            elif (head.content_length or 0) > 0:
+                source = self.body_pieces(ex)
+                headers.append((b"content-length", str(head.content_length).encode()))
+            else:
+                ex.body_read = True
+                source = None
+                if head.method in ("POST", "PUT", "PATCH") or head.content_length == 0:
+                    headers.append((b"content-length", b"0"))
+        elif isinstance(body, bytes):
+            source = body
+            headers.append((b"content-length", str(len(body)).encode()))
+        else:
+            source = body
+            headers.append((b"transfer-encoding", b"chunked"))
+        if upgrade is not None:
+            headers += [(b"connection", b"Upgrade"), (b"upgrade", upgrade)]
+        elif head.version == (1, 0) or _wants_close(head):
+            pass  # the upstream connection stays reusable; the client side closes
+        up = self._upstream_socket()
+        uc = h11.Connection(h11.CLIENT)
+        request = h11.Request(
+            method=head.method, target=target or ex.target.encode(), headers=headers
+        )
+        try:
+            up.sendall(uc.send(request))
+            if isinstance(source, bytes):
+                if source:
+                    up.sendall(uc.send(h11.Data(data=source)))
+            elif source is not None:
+                for piece in source:
+                    if piece:
+                        up.sendall(uc.send(h11.Data(data=piece)))
+            up.sendall(uc.send(h11.EndOfMessage()))
+        except OSError as exc:
+            self._drop_upstream()
+            raise EngineDown(str(exc)) from None
+        return self._relay(ex, uc, up, response_filter, buffer_response, tee, status_from_body)
+
+    def _up_event(
+        self,
+        uc: h11.Connection,
+        up: socket.socket,
+        before_recv: Callable[[], None] | None = None,
+    ) -> Any:
+        while True:
+            try:
+                event = uc.next_event()
+            except h11.RemoteProtocolError as exc:
+                self._drop_upstream()
+                raise EngineDown(f"invalid answer from the engine: {exc}") from None
+            if event is h11.NEED_DATA:
+                if before_recv is not None:
+                    before_recv()  # whatever was decoded goes out before we block
+                try:
+                    data = up.recv(_RECV)
+                except OSError:
+                    data = b""
+                uc.receive_data(data)
+                continue
+            return event
+
+    def _relay(
+        self,
+        ex: Exchange,
+        uc: h11.Connection,
+        up: socket.socket,
+        response_filter: Any,
+        buffer_response: Any,
+        tee: Any,
+        status_from_body: bytes | None = None,
+    ) -> int:
+        while True:
+            event = self._up_event(uc, up)
+            if isinstance(event, h11.InformationalResponse) and event.status_code != 101:
+                continue
+            break
+        if isinstance(event, h11.ConnectionClosed):
+            self._drop_upstream()
+            raise EngineDown("the engine closed the connection")
+        status: int = event.status_code
+        resp_headers = list(event.headers)
+        ctype = _header(resp_headers, b"content-type") or b""
+        is_raw = (
+            ex.route in _HIJACK_ROUTES
+            and status == 200
+            and ctype.split(b";")[0].strip() in _RAW_STREAM_TYPES
+            and _header(resp_headers, b"content-length") is None
+            and _header(resp_headers, b"transfer-encoding") is None
+        )
+        if status == 101 or is_raw:
+            self._tunnel(ex, event, uc, up)
+            return status
+        if response_filter is not None:
+            resp_headers = response_filter(status, resp_headers)
+        out_headers = [
+            (k, v)
+            for k, v in resp_headers
+            if k not in (b"connection", b"keep-alive", b"transfer-encoding")
+        ]
+        if buffer_response is not None:
+            data = bytearray()
+            while True:
+                ev = self._up_event(uc, up)
+                if isinstance(ev, h11.Data):
+                    data += ev.data
+                elif isinstance(ev, h11.EndOfMessage | h11.ConnectionClosed):
+                    break
+            new = buffer_response(status, bytes(data))
+            if status_from_body is not None and status_from_body in new and new != data:
+                status = 403  # the filter turned the answer into a refusal
+                out_headers = [(k, v) for k, v in out_headers if k != b"content-type"]
+                out_headers.append((b"content-type", b"application/json"))
+            out_headers = [(k, v) for k, v in out_headers if k != b"content-length"]
+            out_headers.append((b"content-length", str(len(new)).encode()))
+            reason = event.reason if status == event.status_code else b"Forbidden"
+            self._send_events(
+                ex.h11c, h11.Response(status_code=status, headers=out_headers, reason=reason)
+            )
+            if new and ex.head.method != "HEAD":
+                self._send_events(ex.h11c, h11.Data(data=new))
+            self._send_events(ex.h11c, h11.EndOfMessage())
+        else:
+            self._send_events(
+                ex.h11c, h11.Response(status_code=status, headers=out_headers, reason=event.reason)
+            )
+            pending = bytearray()
+
+            def flush() -> None:
+                if pending:
+                    if tee is not None:
+                        tee(bytes(pending))
+                    if ex.head.method != "HEAD":
+                        self._send_events(ex.h11c, h11.Data(data=bytes(pending)))
+                    pending.clear()
+
+            while True:
+                ev = self._up_event(uc, up, before_recv=flush)
+                if isinstance(ev, h11.Data):
+                    pending += ev.data
+                    if len(pending) >= _RECV:
+                        flush()
+                elif isinstance(ev, h11.EndOfMessage | h11.ConnectionClosed):
+                    break
+            flush()
+            self._send_events(ex.h11c, h11.EndOfMessage())
+        if not (uc.our_state is h11.DONE and uc.their_state is h11.DONE):
+            self._drop_upstream()
+        return status
+
+    # -- tunnels (§1.6)
+
+    def _tunnel(self, ex: Exchange, event: Any, uc: h11.Connection, up: socket.socket) -> None:
+        self.tunnelled = True
+        self.upstream = None  # never pooled again
+        reason = event.reason or b""
+        head = b"HTTP/1.1 " + str(event.status_code).encode() + b" " + bytes(reason) + b"\r\n"
+        for k, v in event.headers:
+            head += bytes(k) + b": " + bytes(v) + b"\r\n"
+        head += b"\r\n"
+        up_rest, _ = uc.trailing_data
+        client_rest, _ = ex.h11c.trailing_data
+        try:
+            self.sock.sendall(head + bytes(up_rest))
+            if client_rest:
+                up.sendall(bytes(client_rest))
+        except OSError:
+            up.close()
+            return
+        tunnel(self.sock, up)
+
+
+def tunnel(a: socket.socket, b: socket.socket) -> None:
+    """Copy bytes both ways; half-close each direction separately; close when both ended."""
+    a.settimeout(None)
+    b.settimeout(None)
+
+    def pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                data = src.recv(_RECV)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            with contextlib.suppress(OSError):
+                src.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_RDWR)
+            return
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    other = threading.Thread(target=pump, args=(b, a), daemon=True)
+    other.start()
+    pump(a, b)
+    other.join()
+    with contextlib.suppress(OSError):
+        b.close()
+
+
+def _linger(sock: socket.socket, seconds: float = 5.0, limit: int = 256 * 1024 * 1024) -> None:
+    deadline = time.monotonic() + seconds
+    seen = 0
+    with contextlib.suppress(OSError):
+        while seen < limit:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            sock.settimeout(left)
+            data = sock.recv(_RECV)
+            if not data:
+                return
+            seen += len(data)
+
+
+def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    for k, v in headers:
+        if bytes(k).lower() == name:
+            return bytes(v)
+    return None
+
+
+def _wants_close(head: RequestHead) -> bool:
+    return any(b"close" in v.lower() for v in head.get_all(b"connection"))
+
+
+from trust.proxy.routes import Query as _Query  # noqa: E402
+
+_EMPTY_QUERY = _Query(())
