@@ -556,6 +556,8 @@ def load_yaml(text: str, path: str, max_bytes: int = DEFAULT_MAX_BYTES) -> list[
         raise InputError(f"{path}: invalid YAML: {exc}") from None
     except RecursionError:
         raise InputError(f"{path}: YAML nested too deeply") from None
+    except TypeError as exc:  # a mapping inside a complex key: "unhashable type" (fuzz_manifests)
+        raise InputError(f"{path}: invalid YAML: {exc}") from None
 
 
 def _owner(node: Any, key: str) -> Any:

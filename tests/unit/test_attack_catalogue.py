@@ -30,8 +30,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 
 from fixtures.notarygen import Key, Repo, RepoBuilder, generate_key
 from fixtures.tlsgen import make_ca
+from tests.unit._listener import TOKEN, Listener
 from tests.unit._trust_env import (
     D1,
+    D2,
     FAST,
     GUN,
     NOW,
@@ -341,7 +343,14 @@ def test_G09_untrusted_certificate(make_env: MakeEnv, tmp_path: Path, how: str) 
         shutil.copy(rogue.cert_path, tls_dir / "ca.crt")
     error = env.refuse(NetworkError)
     assert "TLS" in error.message or "certificate" in error.message.lower()
-    assert env.server.requests == []  # no request got through, none retried over http
+    assert env.server.requests == []  # no request got through
+    # The handshakes were tried (and refused by trustpull), and none retried over plain http,
+    # which the server would see as an HTTP request on its TLS port.
+    deadline = time.monotonic() + 5  # the server notes a failed handshake in its own thread
+    while not any("TLS handshake" in e for e in env.server.errors):
+        assert time.monotonic() < deadline, env.server.errors
+        time.sleep(0.01)
+    assert not [e for e in env.server.errors if "http request" in e.lower()], env.server.errors
 
 
 @pytest.mark.parametrize(
@@ -349,13 +358,18 @@ def test_G09_untrusted_certificate(make_env: MakeEnv, tmp_path: Path, how: str) 
     ["http://{host}", "ftp://{host}", "{host}", "https://user:pw@{host}", "https://{host}/?q=1"],
 )
 def test_G10_trust_server_url_forms_refused(make_env: MakeEnv, url: str) -> None:
+    """Each form is refused with exit 3 from the environment and when handed in directly (a
+    config entry, a policy rule, the API), and nothing connects to the host it names: a real
+    listener there records every connection (TLS or not) and every request."""
     env = make_env()
-    value = url.format(host=f"127.0.0.1:{env.server.port}")
-    with pytest.raises(InputError):
-        load_config({"DOCKER_CONTENT_TRUST_SERVER": value})
-    # Even when handed in directly, an insecure URL never reaches the network.
-    if value.startswith("http://"):
-        env.refuse(InputError, trust_server_override=value)
+    with Listener() as wire:
+        value = url.format(host=f"127.0.0.1:{wire.port}")
+        with pytest.raises(InputError) as caught:
+            load_config({"DOCKER_CONTENT_TRUST_SERVER": value})
+        assert caught.value.exit_code == 3
+        error = env.refuse(InputError, trust_server_override=value)
+        assert "trust server" in error.message
+    assert (wire.connections, wire.requests) == (0, [])
     assert env.server.requests == []
 
 
@@ -363,25 +377,86 @@ def _challenge(realm: str) -> dict[str, str]:
     return {"WWW-Authenticate": f'Bearer realm="{realm}",service="notary",scope="x"'}
 
 
+def _registry_credentials(env: Env) -> str:
+    """config.json credentials for the GUN's registry: what a wrong realm would be sent."""
+    config = {"auths": {GUN.split("/", 1)[0]: {"auth": _basic("alice", "pw-secret-7e")}}}
+    (env.docker_config / "config.json").write_text(json.dumps(config))
+    return "Basic " + _basic("alice", "pw-secret-7e")
+
+
+def _leaked(requests: list[Any], credentials: str) -> list[Any]:
+    """Requests that carried the registry credentials in any form (header, query, body)."""
+    return [
+        r
+        for r in requests
+        if "Authorization" in r.headers
+        or "pw-secret-7e" in r.path
+        or "alice" in r.path
+        or b"pw-secret-7e" in getattr(r, "body", b"")
+        or credentials in r.headers.values()
+    ]
+
+
 @pytest.mark.parametrize("case", ["http-realm-elsewhere", "token-500", "token-not-json", "403"])
 def test_G11_token_authentication_faults(make_env: MakeEnv, case: str) -> None:
     env = make_env()
+    credentials = _registry_credentials(env)
     base = env.server.url
-    if case == "403":
-        env.server.add_fault("*/timestamp.json", status=403)
-    else:
-        realm = "http://evil.example/token" if case == "http-realm-elsewhere" else f"{base}/token"
-        env.server.add_fault("/v2/", status=401, headers=_challenge(realm))
-        env.server.add_fault("*/_trust/tuf/*", status=401, headers=_challenge(realm))
-        if case == "token-500":
-            env.server.add_fault("/token*", status=500)
-        elif case == "token-not-json":
-            env.server.add_fault("/token*", status=200, body=b"<html>", content_type="text/html")
-    error = env.refuse(AuthError)
+    with Listener() as attacker:
+        # `127.1` is this machine (inet_aton's short form) but not a loopback literal, so the
+        # realm is a plain-http host elsewhere with a real listener behind it.
+        elsewhere = f"http://127.1:{attacker.port}/token"
+        if case == "403":
+            env.server.add_fault("*/timestamp.json", status=403)
+        else:
+            realm = elsewhere if case == "http-realm-elsewhere" else f"{base}/token"
+            env.server.add_fault("/v2/", status=401, headers=_challenge(realm))
+            env.server.add_fault("*/_trust/tuf/*", status=401, headers=_challenge(realm))
+            if case == "token-500":
+                env.server.add_fault("/token*", status=500)
+            elif case == "token-not-json":
+                env.server.add_fault(
+                    "/token*", status=200, body=b"<html>", content_type="text/html"
+                )
+        error = env.refuse(AuthError)
     assert error.exit_code == 7
     # Auth failures are never "not signed", and never fall back to a cache.
-    if case == "http-realm-elsewhere":
-        assert not any(r.path.startswith("/token") for r in env.server.requests)
+    # No credentials left the process for the attacker's realm: nothing connected to it at all.
+    assert _leaked(attacker.requests, credentials) == []
+    assert (attacker.connections, attacker.requests) == (0, [])
+    # The run did not go on with the attacker's token either.
+    assert not any(TOKEN in v for r in env.server.requests for v in r.headers.values())
+    token_requests = [r for r in env.server.requests if r.path.startswith("/token")]
+    if case in ("token-500", "token-not-json"):
+        # The fault under test was reached: the trust server's own realm was asked.
+        assert token_requests and all(
+            r.headers.get("Authorization") == credentials for r in token_requests
+        )
+    else:
+        assert token_requests == []
+
+
+def test_G11_https_realm_on_another_host_gets_no_credentials(
+    make_env: MakeEnv, tmp_path: Path
+) -> None:
+    """issue 11 item 8 over https: a trust server run by another party names an https realm on
+    another host (`localhost` is not the trust server's `127.0.0.1`) whose certificate is
+    trusted: the registry's credentials are not sent there (exit 7). Failed on the old realm
+    rule (any https realm), where the listener received `Authorization: Basic …`."""
+    env = make_env()
+    credentials = _registry_credentials(env)
+    realm_ca = make_ca(tmp_path / "realm", "realm CA")
+    cert = realm_ca.issue_server(tmp_path / "realm", hosts=("localhost",))
+    tls = env.docker_config / "tls" / f"127.0.0.1:{env.server.port}"
+    shutil.copy(realm_ca.cert_path, tls / "realm-ca.crt")  # trusted, as a public CA would be
+    with Listener(tls=(cert.cert_path, cert.key_path)) as attacker:
+        realm = f"https://localhost:{attacker.port}/token"
+        env.server.add_fault("/v2/", status=401, headers=_challenge(realm))
+        env.server.add_fault("*/_trust/tuf/*", status=401, headers=_challenge(realm))
+        error = env.refuse(AuthError)
+    assert error.exit_code == 7
+    assert _leaked(attacker.requests, credentials) == []
+    assert not any(TOKEN in v for r in env.server.requests for v in r.headers.values())
 
 
 class _RealmListener(ThreadingHTTPServer):
@@ -499,8 +574,9 @@ def test_H05_cache_cannot_be_written(make_env: MakeEnv, monkeypatch: pytest.Monk
 
     monkeypatch.setattr("trust.notary.cache.tempfile.mkstemp", denied)
     result, engine = env.pull()
-    assert result.error is None and result.pulled
+    assert result.error is None and result.pulled and result.exit_code == 0
     assert [c[0] for c in engine.calls if c[0] in ("pull", "tag")] == ["pull", "tag"]
+    assert [c[2] for c in engine.calls if c[0] == "pull"] == ["sha256:" + D1]
     assert any("not persisted" in w and "rollback protection" in w for w in env.warnings)
     files = [p for p in env.trust_dir.rglob("*") if p.is_file() and p.name != ".trustpull.lock"]
     assert files == []
@@ -548,12 +624,24 @@ def test_I06_malformed_digests_refused_before_io(make_env: MakeEnv, digest: str)
     "text",
     ["alpine", "library/alpine", "docker.io/alpine", "index.docker.io/library/alpine:latest"],
 )
-def test_I07_docker_hub_forms_normalise_to_one_gun(text: str) -> None:
+def test_I07_docker_hub_forms_normalise_to_one_gun(make_env: MakeEnv, text: str) -> None:
     ref = parse(text)
     assert ref.name == "docker.io/library/alpine" and ref.tag == "latest"
     from trust.settings import Settings
 
     assert trust_server_for(ref.domain, Settings()) == "https://notary.docker.io"
+    # End to end, with the trust server overridden to the fixture: that one name is the GUN
+    # verified and the repository pulled, by the digest signed for `latest`.
+    hub = "docker.io/library/alpine"
+    builder = baseline_builder(hub, others=False)
+    builder.add_target("latest", D2, 540, role="targets/releases")
+    env = make_env(builder, publish=False)
+    env.server.publish(hub, builder.publish())
+    result, engine = env.pull(text)
+    assert result.error is None and result.exit_code == 0
+    assert engine.calls[0] == ("pull", hub, "sha256:" + D2)
+    tuf_paths = {r.path.split("/_trust/")[0] for r in env.server.requests if "/_trust/" in r.path}
+    assert tuf_paths == {f"/v2/{hub}"}
 
 
 def test_I07_verified_gun_is_the_pulled_repository(make_env: MakeEnv) -> None:
@@ -605,10 +693,12 @@ def test_J07_credentials_are_chosen_by_the_exact_registry_host(make_env: MakeEnv
     }
     (env.docker_config / "config.json").write_text(json.dumps(config))
     seen: list[RegistryAuth | None] = []
+    pulled: list[str | None] = []
 
     class Recording:
         def pull(self, name: str, tag_or_digest: str | None, **kwargs: Any) -> None:
             seen.append(kwargs.get("auth"))
+            pulled.append(tag_or_digest)
 
         def tag(self, source: str, repo: str, tag: str) -> None:
             return None
@@ -621,7 +711,8 @@ def test_J07_credentials_are_chosen_by_the_exact_registry_host(make_env: MakeEnv
 
     service = TrustService(env.settings, notice=env.warnings.append)
     result = pull(REF, env.settings, environ={}, engine_factory=Recording, service=service)
-    assert result.error is None
+    assert result.error is None and result.exit_code == 0
+    assert pulled == ["sha256:" + D1]
     assert len(seen) == 1 and seen[0] is not None
     assert (seen[0].username, seen[0].password) == ("right", "pw-right")
     assert all("Authorization" not in r.headers for r in env.server.requests)
@@ -647,7 +738,7 @@ def test_J07_trust_server_gets_the_guns_registry_credentials_only(make_env: Make
     env.server.add_fault(
         "*/_trust/tuf/*", status=401, headers={"WWW-Authenticate": 'Basic realm="t"'}, times=1
     )
-    env.update()
+    assert lookup_tag(env.update(), "1.0").digest == "sha256:" + D1
     sent = {r.headers.get("Authorization") for r in env.server.requests if "/_trust/" in r.path}
     # The first request goes out bare (no ping, issue 13), the challenge is answered once.
     assert sent == {None, "Basic " + _basic("right", "pw-right")}

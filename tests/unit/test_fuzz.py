@@ -1,10 +1,15 @@
 """Property-based fuzzing (hypothesis) of everything that reads untrusted input (attacks.md A14,
 B11, B12, I08): the metadata parser, canonical JSON, key loading and the reference parser.
 
-The one property: on any input, only the project's typed errors (`TrustpullError` subclasses)
+The main property: on any input, only the project's typed errors (`TrustpullError` subclasses)
 come out, never another exception, and every call returns quickly (the per-example deadline
-catches a hang or catastrophic backtracking). Settings are deterministic (`derandomize`) and the
-example counts bounded, so the module runs in well under a minute and the same way every time.
+catches a hang or catastrophic backtracking). Signature verification has its own: `verify` is
+True exactly for the bytes that were signed, by that key, with that method.
+
+Settings come from the hypothesis profile (tests/conftest.py): `ci` by default (derandomised,
+300 examples, 512-byte inputs: the same inputs every run, well under a minute), `long` with
+`--hypothesis-profile=long` (random, many examples, larger inputs). The coverage-guided fuzzers
+are in fuzz/.
 """
 
 from __future__ import annotations
@@ -17,11 +22,13 @@ from functools import cache
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fixtures.notarygen import Repo
-from tests.unit._trust_env import baseline_builder
+from fixtures.notarygen import Repo, generate_key, sign_message
+from tests.unit._trust_env import GUN, baseline_builder
 from trust.errors import InvalidReferenceError, MalformedError, TrustpullError
 from trust.notary.cjson import MAX_SAFE_INTEGER, encode_canonical, loads_strict
 from trust.notary.keys import PublicKey
@@ -34,13 +41,10 @@ from trust.notary.metadata import (
 )
 from trust.reference import parse
 
-FUZZ = settings(
-    derandomize=True,
-    max_examples=300,
-    deadline=2000,  # ms per example: a hang or a regex blow-up fails the test
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+#: Largest binary input per profile (512 bytes under `ci`); text sizes scale with it.
+MAX_BYTES = {"ci": 512, "long": 8192}
+BIG = MAX_BYTES.get(settings.get_current_profile_name(), 512)
+SCALE = BIG // 512
 
 ROLES = ("root", "timestamp", "snapshot", "targets", "targets/releases")
 
@@ -89,13 +93,11 @@ def only_typed_errors(call: Callable[[], object]) -> None:
 # ------------------------------------------------------------------------------ metadata
 
 
-@FUZZ
-@given(data=st.binary(max_size=512), role=st.sampled_from(ROLES))
+@given(data=st.binary(max_size=BIG), role=st.sampled_from(ROLES))
 def test_metadata_parser_on_arbitrary_bytes(data: bytes, role: str) -> None:
     only_typed_errors(lambda: parse_role(data, role))
 
 
-@FUZZ
 @given(
     role=st.sampled_from(ROLES),
     edits=st.lists(
@@ -134,7 +136,6 @@ def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     return found
 
 
-@FUZZ
 @given(role=st.sampled_from(ROLES), pick=st.integers(0, 1 << 16), value=JSON_VALUES)
 def test_metadata_parser_on_schema_mutations(role: str, pick: int, value: Any) -> None:
     """Valid JSON, wrong shape: any one subtree of a real document replaced by any JSON."""
@@ -181,7 +182,6 @@ ANY_TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=20)
 PRINTABLE_TEXT = st.text(st.characters(exclude_categories=["Cs", "Cc"]), max_size=20)
 
 
-@FUZZ
 @given(value=_canonical_values(PRINTABLE_TEXT))
 def test_canonical_json_round_trips(value: Any) -> None:
     encoded = encode_canonical(value)
@@ -190,7 +190,6 @@ def test_canonical_json_round_trips(value: Any) -> None:
     assert encode_canonical(decoded) == encoded  # a fixed point
 
 
-@FUZZ
 @given(value=_canonical_values(ANY_TEXT), indent=st.none() | st.integers(0, 2))
 def test_canonical_form_of_any_served_document(value: Any, indent: int | None) -> None:
     """The real flow: a server's (escaped, any layout) JSON is decoded strictly, then its
@@ -199,8 +198,7 @@ def test_canonical_form_of_any_served_document(value: Any, indent: int | None) -
     assert encode_canonical(loads_strict(served)) == encode_canonical(value)
 
 
-@FUZZ
-@given(data=st.binary(max_size=256))
+@given(data=st.binary(max_size=BIG // 2))
 def test_loads_strict_raises_only_malformed(data: bytes) -> None:
     try:
         loads_strict(data)
@@ -208,8 +206,7 @@ def test_loads_strict_raises_only_malformed(data: bytes) -> None:
         pass
 
 
-@FUZZ
-@given(text=st.text(alphabet='{}[]",:0123456789.eE+-tfnrul \\u\ud7ffa', max_size=64))
+@given(text=st.text(alphabet='{}[]",:0123456789.eE+-tfnrul \\u\ud7ffa', max_size=64 * SCALE))
 def test_loads_strict_on_json_like_text(text: str) -> None:
     try:
         loads_strict(text.encode("utf-8", "surrogatepass"))
@@ -217,7 +214,6 @@ def test_loads_strict_on_json_like_text(text: str) -> None:
         pass
 
 
-@FUZZ
 @given(value=JSON_VALUES | st.sets(st.integers(), max_size=2) | st.binary(max_size=4))
 def test_encode_canonical_raises_only_malformed(value: Any) -> None:
     try:
@@ -250,7 +246,6 @@ def _real_public(role: str) -> str:
     return str(signed["keys"][keyid]["keyval"]["public"])
 
 
-@FUZZ
 @given(obj=_key_objects(), message=st.binary(max_size=32), signature=st.binary(max_size=80))
 def test_public_key_loading(obj: Any, message: bytes, signature: bytes) -> None:
     try:
@@ -259,8 +254,103 @@ def test_public_key_loading(obj: Any, message: bytes, signature: bytes) -> None:
         return
     assert len(key.key_id) == 64
     for method in ("ecdsa", "rsapss", "rsapkcs1v15", "eddsa", "pycrypto-pkcs#1 pss", "?"):
-        assert key.verify(method, signature, message) in (True, False)
+        # Nobody signed `message`: arbitrary bytes are never a valid signature (and verify
+        # answers a bool, never raises).
+        assert key.verify(method, signature, message) is False
     only_typed_errors(key.certificates)
+
+
+# ------------------------------------------------------------------------------ signatures
+
+METHODS = ("ecdsa", "rsapss", "rsapkcs1v15", "eddsa", "pycrypto-pkcs#1 pss")
+
+
+@cache
+def signing_cases() -> dict[str, tuple[PublicKey, Any, str]]:
+    """name → (PublicKey as the verifier loads it, the private key, the method notary uses)."""
+    cases: dict[str, tuple[PublicKey, Any, str]] = {}
+    plans = [
+        ("ecdsa-p256", "ecdsa", "ecdsa", {}),
+        ("ecdsa-p384", "ecdsa", "ecdsa", {"curve": ec.SECP384R1()}),
+        ("ecdsa-x509", "ecdsa-x509", "ecdsa", {"cn": GUN}),
+        ("rsa-pss", "rsa", "rsapss", {}),
+        ("rsa-x509-pkcs1v15", "rsa-x509", "rsapkcs1v15", {"cn": GUN}),
+        ("ed25519", "ed25519", "eddsa", {}),
+    ]
+    for name, keytype, method, kwargs in plans:
+        key = generate_key(keytype, **kwargs)
+        cases[name] = (PublicKey.from_json(key.to_dict()), key.private_key, method)
+    # An `rsa` key whose public value is a PEM `PUBLIC KEY` (old pycrypto signers).
+    rsa_private = cases["rsa-pss"][1]
+    pem = rsa_private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    cases["rsa-pem-pycrypto"] = (PublicKey("rsa", pem), rsa_private, "pycrypto-pkcs#1 pss")
+    return cases
+
+
+def _mutate(data: bytes, kind: str, position: int, blob: bytes) -> bytes:
+    buffer = bytearray(data)
+    at = position % (len(buffer) + 1)
+    if kind == "flip" and at < len(buffer):
+        buffer[at] ^= blob[0] or 1
+    elif kind == "insert":
+        buffer[at:at] = blob
+    elif kind == "delete":
+        del buffer[at : at + len(blob)]
+    elif kind == "truncate":
+        del buffer[at:]
+    return bytes(buffer)
+
+
+MUTATIONS = st.lists(
+    st.tuples(
+        st.sampled_from(["signature", "message"]),
+        st.sampled_from(["flip", "insert", "delete", "truncate", "none"]),
+        st.integers(0, 1 << 16),
+        st.binary(min_size=1, max_size=3),
+    ),
+    max_size=3,
+)
+
+
+@given(
+    case=st.sampled_from(sorted(signing_cases())),
+    message=st.binary(max_size=BIG // 4),
+    mutations=MUTATIONS,
+)
+def test_verify_is_true_iff_the_signed_bytes(
+    case: str, message: bytes, mutations: list[tuple[str, str, int, bytes]]
+) -> None:
+    """verify(method, sig', msg') is True exactly when sig' and msg' are the signed bytes: an
+    unmodified signature verifies, any change to the signature or the message does not."""
+    key, private, method = signing_cases()[case]
+    signature = sign_message(private, message, method)
+    sent_signature, sent_message = signature, message
+    for where, kind, position, blob in mutations:
+        if where == "signature":
+            sent_signature = _mutate(sent_signature, kind, position, blob)
+        else:
+            sent_message = _mutate(sent_message, kind, position, blob)
+    unchanged = sent_signature == signature and sent_message == message
+    assert key.verify(method, sent_signature, sent_message) is unchanged
+    # Method names are matched case-insensitively, as notary does.
+    assert key.verify(method.upper(), sent_signature, sent_message) is unchanged
+
+
+@given(case=st.sampled_from(sorted(signing_cases())), message=st.binary(max_size=64))
+def test_a_signature_verifies_under_no_other_key_or_method(case: str, message: bytes) -> None:
+    key, private, method = signing_cases()[case]
+    signature = sign_message(private, message, method)
+    assert key.verify(method, signature, message) is True
+    for other in METHODS:
+        if other != method:
+            assert key.verify(other, signature, message) is False, other
+    for name, (other_key, other_private, other_method) in signing_cases().items():
+        if other_private is private:
+            continue  # the same private key under another encoding (rsa-pem-pycrypto)
+        for candidate in {method, other_method}:
+            assert other_key.verify(candidate, signature, message) is False, (name, candidate)
 
 
 # ------------------------------------------------------------------------------ references
@@ -268,7 +358,6 @@ def test_public_key_loading(obj: Any, message: bytes, signature: bytes) -> None:
 REFERENCE_ALPHABET = "abcz019._-/:@ABZ[]%+ \t\n"
 
 
-@FUZZ
 @given(
     text=st.text(max_size=80)
     | st.text(alphabet=REFERENCE_ALPHABET, max_size=300)

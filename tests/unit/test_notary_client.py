@@ -68,7 +68,7 @@ from trust.errors import (
     ThresholdError,
     TrustPinError,
 )
-from trust.lookup import list_signed_tags, lookup_tag, root_key_id
+from trust.lookup import REPO_ADMIN, inspect_repository, list_signed_tags, lookup_tag, root_key_id
 from trust.notary.cjson import encode_canonical
 from trust.notary.client import NotaryClient
 from trust.notary.remote import NotFoundError
@@ -219,8 +219,9 @@ def test_I04_unsigned_digest_is_refused(make_env: MakeEnv) -> None:
 
 def test_I05_tag_and_digest_agree(make_env: MakeEnv) -> None:
     env = make_env()
-    result, _ = env.pull(f"{GUN}:1.0@sha256:{D1}")
-    assert result.error is None
+    result, engine = env.pull(f"{GUN}:1.0@sha256:{D1}")
+    assert result.error is None and result.exit_code == 0
+    assert [c[2] for c in engine.calls if c[0] == "pull"] == ["sha256:" + D1]
 
 
 def test_I05_tag_and_digest_disagree(make_env: MakeEnv) -> None:
@@ -890,7 +891,8 @@ def test_D05_structurally_broken_root(make_env: MakeEnv, case: str) -> None:
 def test_D06_first_use_is_trusted_persisted_and_reported(make_env: MakeEnv) -> None:
     env = make_env()
     notices: list[str] = []
-    resolve_reference(parse(REF), env.settings, client=env.client(), notice=notices.append)
+    found = resolve_reference(parse(REF), env.settings, client=env.client(), notice=notices.append)
+    assert [r.digest for r in found] == ["sha256:" + D1]  # ACCEPT
     assert len(notices) == 1 and "trust on first use" in notices[0]
     assert env.builder.keys("root")[0].canonical_id in notices[0]
     assert (env.metadata_dir / "root.json").read_bytes() == env.builder.repo.role_bytes("root")
@@ -949,12 +951,19 @@ def test_E04_child_paths_are_restricted_by_the_parent(make_env: MakeEnv) -> None
     builder.add_delegation("targets/releases/ci", paths=[""])
     builder.add_target("latest", "c2" * 32, 540, role="targets/releases/ci")
     builder.add_target("stable-1", "c3" * 32, 541, role="targets/releases/ci")
+    builder.add_target("stable-1", "c3" * 32, 541, role="targets/releases")
     env = make_env(builder)
     data = env.update()
     assert data.roles["targets/releases/ci"].paths == ()
     assert data.roles["targets/releases"].paths == ("stable-",)
     env.refuse(NoSuchTagError, f"{GUN}:latest")
-    env.refuse(NoSuchTagError, f"{GUN}:stable-1")
+    # stable-1 is within the parent's paths and signed there; the child's signature of it does
+    # not count (a docker pull never reads the child, so only the signer list can show it).
+    assert digest_of(env, f"{GUN}:stable-1") == "sha256:" + "c3" * 32
+    listed = inspect_repository(data, GUN, None)["SignedTags"]
+    assert isinstance(listed, list)
+    signed = [t for t in listed if t["SignedTag"] == "stable-1"]
+    assert signed == [{"SignedTag": "stable-1", "Digest": "c3" * 32, "Signers": [REPO_ADMIN]}]
 
 
 def test_E05_delegation_without_paths_has_no_authority(make_env: MakeEnv) -> None:
@@ -1441,8 +1450,9 @@ def test_H05_a_cache_that_cannot_be_written_at_all_runs_read_only(
 
     monkeypatch.setattr("trust.notary.cache.os.open", fake_open)
     result, engine = env.pull()
-    assert result.error is None and result.pulled
+    assert result.error is None and result.pulled and result.exit_code == 0
     assert [c[0] for c in engine.calls if c[0] in ("pull", "tag")] == ["pull", "tag"]
+    assert [c[2] for c in engine.calls if c[0] == "pull"] == ["sha256:" + D1]
     assert any("could not be locked" in w and "not persisted" in w for w in env.warnings)
     assert metadata_files(env) == {}
 

@@ -40,7 +40,7 @@ from trust.errors import (
     TrustpullError,
     VerificationError,
 )
-from trust.lookup import lookup_tag
+from trust.lookup import REPO_ADMIN, inspect_repository, lookup_tag
 from trust.notary.metadata import FileMeta, parse_expires
 from trust.notary.trusted_set import LoadOrderError, TrustData, TrustedSet, check_meta
 from trust.settings import Limits, TrustPinning
@@ -152,6 +152,11 @@ def test_B02_same_version_other_content_keeps_the_cached_copy() -> None:
     assert any("keeping the cached copy" in w for w in trusted.warnings)
     assert trusted.timestamp_bytes == repo.role_bytes("timestamp")
     assert trusted.snapshot_meta().hex() == hashlib.sha256(repo.role_bytes("snapshot")).hexdigest()
+    # The update goes on with the cached pointer and resolves as a normal run does.
+    trusted.update_snapshot(repo.role_bytes("snapshot"))
+    trusted.update_targets(repo.role_bytes("targets"))
+    trusted.update_delegation("targets/releases", repo.role_bytes("targets/releases"))
+    assert lookup_tag(trusted.result(), "1.0").digest == "sha256:" + "11" * 32
 
 
 def test_B10_a_rotated_key_drops_the_floor() -> None:
@@ -192,9 +197,25 @@ def test_E04_effective_paths_are_restricted_by_every_parent() -> None:
     b = RepoBuilder(GUN, now=NOW)
     b.add_delegation("targets/releases", paths=["stable-"])
     b.add_delegation("targets/releases/wide", paths=["", "stable-1", "other"])
+    for tag, digest in (("stable-1.2", "12" * 32), ("stable-2", "22" * 32)):
+        b.add_target(tag, digest, 12, role="targets/releases")
+    for tag, digest in (("stable-1.2", "12" * 32), ("stable-2", "22" * 32), ("other", "0e" * 32)):
+        b.add_target(tag, digest, 12, role="targets/releases/wide")
     data = verify(role_files(b.publish()))
     assert data.roles["targets/releases"].paths == ("stable-",)
     assert data.roles["targets/releases/wide"].paths == ("stable-1",)
+    # The child counts as a signer only inside the paths both it and its parent allow:
+    # stable-2 (its own "" allows it, the parent's "stable-" too, not the intersection) and
+    # other (outside the parent's paths) are not the child's.
+    signed = inspect_repository(data, GUN, None)["SignedTags"]
+    assert isinstance(signed, list)
+    assert [(t["SignedTag"], t["Digest"], t["Signers"]) for t in signed] == [
+        ("stable-1.2", "12" * 32, ["releases/wide"]),
+        ("stable-2", "22" * 32, [REPO_ADMIN]),
+    ]
+    assert lookup_tag(data, "stable-2").digest == "sha256:" + "22" * 32
+    with pytest.raises(NoSuchTagError):
+        lookup_tag(data, "other")  # signed only by the child, outside its parent's paths
 
 
 def test_E08_limits_are_enforced_by_the_trusted_set_itself() -> None:

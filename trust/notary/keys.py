@@ -117,7 +117,7 @@ def parse_pem_certificates(data: bytes) -> list[x509.Certificate]:
         try:
             der = base64.b64decode(body, validate=True)
             certs.append(x509.load_der_x509_certificate(der))
-        except (binascii.Error, ValueError):
+        except (binascii.Error, ValueError, x509.InvalidVersion):  # not a ValueError (fuzz_keys)
             raise CertificateError("certificate in bundle does not parse") from None
     if data[position:].strip():
         raise CertificateError("certificate bundle holds data outside PEM blocks")

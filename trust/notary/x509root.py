@@ -109,7 +109,7 @@ def _common_name(cert: x509.Certificate) -> str | None:
     """The subject CN, or None unless there is exactly one (Go silently takes the last)."""
     try:
         values = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    except ValueError:
+    except (ValueError, KeyError, TypeError):  # a subject cryptography cannot decode (fuzz_keys)
         return None
     if len(values) != 1 or not isinstance(values[0].value, str):
         return None
