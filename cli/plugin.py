@@ -26,16 +26,9 @@ tool (or the user) wrote or changed.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import re
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
-import threading
 from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +38,9 @@ import click
 from cli.common import run
 from trust.errors import InputError, InternalError, UsageError
 from trust.version import __version__
+
+# hashlib, json, signal, socket, subprocess, tempfile and threading are imported by the functions
+# that use them: this module is imported by every `trustpull` command, `--version` included.
 
 __all__ = [
     "METADATA",
@@ -194,12 +190,16 @@ def parse_global_options(args: Sequence[str]) -> tuple[GlobalOptions, list[str]]
 
 def _context_store_meta(docker_config: Path, name: str) -> Path:
     """Where the docker CLI keeps a context's metadata (cli/context/store)."""
+    import hashlib
+
     digest = hashlib.sha256(name.encode()).hexdigest()
     return docker_config / "contexts" / "meta" / digest / "meta.json"
 
 
 def _current_context(environ: Mapping[str, str], docker_config: Path) -> str | None:
     """docker's resolveContextName when neither --context nor -H is given."""
+    import json
+
     if environ.get("DOCKER_HOST"):
         return None
     if environ.get("DOCKER_CONTEXT"):
@@ -214,6 +214,8 @@ def _current_context(environ: Mapping[str, str], docker_config: Path) -> str | N
 
 def _apply_context(name: str, docker_config: Path, environ: MutableMapping[str, str]) -> None:
     """Point DOCKER_HOST (and the TLS variables) at the docker endpoint of context `name`."""
+    import json
+
     meta_path = _context_store_meta(docker_config, name)
     try:
         meta = json.loads(meta_path.read_text())
@@ -312,6 +314,10 @@ def _watch_cli_socket(environ: Mapping[str, str]) -> None:
     address = environ.get("DOCKER_CLI_PLUGIN_SOCKET")
     if not address:
         return
+    import signal
+    import socket
+    import threading
+
     name = "\0" + address[1:] if address.startswith("@") else address
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -366,6 +372,8 @@ def plugin_main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `docker-trustpull` executable (never returns)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args == [METADATA_COMMAND]:
+        import json
+
         click.echo(json.dumps(METADATA, indent=2))
         sys.exit(0)
     if args[:2] == ["__complete", PLUGIN_NAME]:
@@ -421,6 +429,8 @@ def launcher_text(python: str, source_dir: str) -> str:
         f"exec {_shell_quote(python)} -P -c {_shell_quote(code)} {_shell_quote(source_dir)} "
         '"$@"\n'
     )
+    import hashlib
+
     return body + MARKER_PREFIX + hashlib.sha256(body.encode()).hexdigest() + "\n"
 
 
@@ -435,6 +445,8 @@ def _ours(data: bytes) -> bool | None:
     if match is None or not text.endswith(match.group(0)):
         return None
     body = text[: match.start()]
+    import hashlib
+
     return hashlib.sha256(body.encode()).hexdigest() == match.group(1)
 
 
@@ -470,6 +482,8 @@ def _check_existing(path: Path) -> bool:
 
 
 def _docker_search_dirs(environ: Mapping[str, str]) -> list[Path]:
+    import json
+
     from trust.config import docker_config_dir
 
     config = docker_config_dir(environ)
@@ -493,6 +507,10 @@ class Installed:
 
 def install_plugin(directory: str | None, environ: Mapping[str, str]) -> Installed:
     """Write the launcher atomically (mode 0755); replace only a launcher of ours."""
+    import json
+    import subprocess
+    import tempfile
+
     import cli
 
     target_dir = plugin_dir(directory, environ)
