@@ -114,6 +114,12 @@ def check_command(
             raise click.UsageError(
                 "no images: give references, -f, --compose, --k8s or --dockerfile"
             )
+        from trust.prefetch import Prefetch
+
+        # The first repositories' timestamp requests go out at once (trust.prefetch); the
+        # workers take them as they reach those repositories.
+        service.prefetch = Prefetch(service.settings, service.policy)
+        service.prefetch.start(texts, wait=False)
         progress = BatchProgress(
             len(set(texts)), tty=None if output == "text" and not quiet else False
         )

@@ -9,7 +9,7 @@ import json
 import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -79,11 +79,29 @@ def notice(text: str) -> None:
     click.echo(text if plain else f"WARNING: {text}", err=True)
 
 
-def service_for(configuration: Configuration) -> TrustService:
-    """The one verification service every command asks."""
+def service_for(
+    configuration: Configuration,
+    early: Sequence[str] = (),
+    *,
+    all_tags: bool = False,
+    with_policy: bool = True,
+) -> TrustService:
+    """The one verification service every command asks.
+
+    `early`: the references the command will verify; their timestamp requests go out now, from
+    a thread, while the verifier is imported (trust.prefetch: only fetching moves).
+    """
+    prefetch = None
+    if early:
+        from trust.prefetch import Prefetch
+
+        prefetch = Prefetch(configuration.settings, configuration.policy)
+        prefetch.start(early, all_tags=all_tags, with_policy=with_policy)
     from trust.service import TrustService
 
-    return TrustService(configuration.settings, configuration.policy, notice=notice)
+    return TrustService(
+        configuration.settings, configuration.policy, notice=notice, prefetch=prefetch
+    )
 
 
 def print_json(value: object) -> None:
