@@ -166,7 +166,10 @@ def pull_command(
         early = references if settings.content_trust else ()
         service = service_for(configuration, early, all_tags=all_tags)
         # Imported once the early request is out (trust.prefetch): this overlaps it.
+        from trust.engine import preload
         from trust.trusted_pull import NullReporter, pull
+
+        preload()
 
         results = []
         for text in references:

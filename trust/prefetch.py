@@ -72,6 +72,28 @@ def session_key(server: str, gun: str, settings: Settings) -> tuple[object, ...]
     )
 
 
+_PROXY_VARIABLES = ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
+
+
+def _preconnect(server: str) -> None:
+    """Start the TCP connection to the trust server (trust.preconnect) before `requests` is
+    imported; not when a proxy may be configured (the connection would bypass it)."""
+    import os
+    from urllib.parse import urlsplit
+
+    if any(os.environ.get(name) for name in _PROXY_VARIABLES):
+        return
+    try:
+        parts = urlsplit(server)
+        host, port = parts.hostname, parts.port or 443
+    except ValueError:
+        return
+    if parts.scheme == "https" and host:
+        from trust import preconnect
+
+        preconnect.start(host, port)
+
+
 class Prefetched:
     """A `MetadataSource` whose first `timestamp` answer was fetched early (see module doc)."""
 
@@ -90,6 +112,7 @@ class Prefetched:
 
     # The thread's side.
     def run(self, server: str, gun: str, settings: Settings) -> None:
+        _preconnect(server)
         try:
             from trust.notary.remote import remote_for
 

@@ -130,3 +130,30 @@ def test_prefetched_is_a_metadata_source_for_other_roles(make_env: MakeEnv) -> N
     assert _timestamps(env) == 2
     assert early.request_count == 3
     early.close()
+
+
+def test_preconnected_socket_is_adopted_once_for_its_address_only(make_env: MakeEnv) -> None:
+    """The early TCP connection carries the client's TLS session (the server's certificate is
+    checked on it as usual); it serves one connection to exactly its address."""
+    from urllib.parse import urlsplit
+
+    from trust import preconnect
+
+    env = make_env()
+    parts = urlsplit(env.settings.trust_server_override or "")
+    assert parts.hostname and parts.port
+    assert preconnect.start(parts.hostname, parts.port)
+    assert preconnect.adopt(parts.hostname, parts.port + 1, 1.0) is None  # another address
+    prefetch = Prefetch(env.settings)
+    prefetch.start([f"{GUN}:1.0"])
+    (resolution,) = TrustService(env.settings, prefetch=prefetch).verify(f"{GUN}:1.0").resolutions
+    assert resolution.digest == "sha256:" + D1
+    assert preconnect.adopt(parts.hostname, parts.port, 1.0) is None  # used up
+    preconnect.discard()
+
+
+def test_preconnect_to_a_closed_port_falls_back_to_the_usual_error(tmp_path: Path) -> None:
+    from trust import preconnect
+
+    preconnect.start("127.0.0.1", 9)
+    assert preconnect.adopt("127.0.0.1", 9, 1.0) is None  # refused: the caller connects itself
