@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import platform
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -27,16 +26,29 @@ __all__ = [
 
 
 def _console_script() -> list[str]:
-    """The console script pip installed next to this interpreter (what users run).
+    """A console script for this checkout's `[project.scripts] trustpull` entry point, written
+    the way pip writes it (this interpreter, `from MODULE import FUNC; sys.exit(FUNC())`).
 
-    Not a `trustpull` found first on PATH: under pyenv that is a bash shim that re-executes
-    pyenv and adds about 0.2 s to every run. `python -m cli.main` as a fallback.
+    Not the installed `trustpull`: under pyenv that is a bash shim that re-executes pyenv
+    (about 0.2 s per run), and an installed script follows the entry point of the checkout it
+    was installed from, which need not be this one.
     """
-    beside = Path(sys.executable).parent / "trustpull"
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return [str(beside)]
-    found = shutil.which("trustpull")
-    return [found] if found else [sys.executable, "-m", "cli.main"]
+    import re
+    import tempfile
+
+    text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    found = re.search(r'^trustpull\s*=\s*"([\w.]+):(\w+)"', text, re.MULTILINE)
+    module, func = found.groups() if found else ("cli.main", "main")
+    script = Path(tempfile.mkdtemp(prefix="trustpull-bench-")) / "trustpull"
+    script.write_text(
+        f"#!{sys.executable}\n# -*- coding: utf-8 -*-\nimport re\nimport sys\n"
+        f"from {module} import {func}\n"
+        "if __name__ == '__main__':\n"
+        "    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])\n"
+        f"    sys.exit({func}())\n"
+    )
+    script.chmod(0o755)
+    return [str(script)]
 
 
 TRUSTPULL: list[str] = _console_script()

@@ -80,6 +80,25 @@ def test_version() -> None:
     assert result.exit_code == 0 and "trustpull" in result.output
 
 
+def test_console_script_answers_version_like_click_without_importing_it() -> None:
+    """cli.entry (the console script) prints click's `--version` text itself, unloaded."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.argv = ['trustpull', '--version']\n"
+        "from cli.entry import main\n"
+        "try:\n    main()\nexcept SystemExit as e:\n"
+        "    print('click' in sys.modules, e.code, file=sys.stderr)\n"
+    )
+    root = str(Path(__file__).resolve().parents[2])
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True
+    )
+    assert proc.stdout == CliRunner().invoke(main, ["--version"]).output
+    assert proc.stderr.split() == ["False", "0"]
+
+
 @pytest.mark.parametrize(
     ("value", "on"),
     [
