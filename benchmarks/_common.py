@@ -39,7 +39,12 @@ def _console_script() -> list[str]:
     text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
     found = re.search(r'^trustpull\s*=\s*"([\w.]+):(\w+)"', text, re.MULTILINE)
     module, func = found.groups() if found else ("cli.main", "main")
-    script = Path(tempfile.mkdtemp(prefix="trustpull-bench-")) / "trustpull"
+    import atexit
+    import shutil
+
+    directory = tempfile.mkdtemp(prefix="trustpull-bench-")
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    script = Path(directory) / "trustpull"
     script.write_text(
         f"#!{sys.executable}\n# -*- coding: utf-8 -*-\nimport re\nimport sys\n"
         f"from {module} import {func}\n"
