@@ -5,9 +5,11 @@ The commands (cli/main.py, cli/batch.py) only parse options, call the library an
 
 from __future__ import annotations
 
+import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+import traceback
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -27,8 +29,6 @@ def fail(error: TrustpullError, verbose: bool) -> None:
     if verbose and error.detail:
         click.echo(f"detail: {error.detail}", err=True)
     if verbose and error.__cause__ is not None:
-        import traceback
-
         traceback.print_exception(error.__cause__, file=sys.stderr)
 
 
@@ -46,8 +46,6 @@ def run(verbose: bool, body: Callable[[], int]) -> None:
     except Exception as error:  # the one place a bug becomes exit 1 with a message
         click.echo(f"Error: internal error: {type(error).__name__}: {error}", err=True)
         if verbose:
-            import traceback
-
             traceback.print_exc()
         code = 1
     sys.exit(code)
@@ -81,34 +79,14 @@ def notice(text: str) -> None:
     click.echo(text if plain else f"WARNING: {text}", err=True)
 
 
-def service_for(
-    configuration: Configuration,
-    early: Sequence[str] = (),
-    *,
-    all_tags: bool = False,
-    with_policy: bool = True,
-) -> TrustService:
-    """The one verification service every command asks.
-
-    `early`: the references the command will verify; their timestamp requests go out now, from
-    a thread, while the verifier is imported (trust.prefetch: only fetching moves).
-    """
-    prefetch = None
-    if early:
-        from trust.prefetch import Prefetch
-
-        prefetch = Prefetch(configuration.settings, configuration.policy)
-        prefetch.start(early, all_tags=all_tags, with_policy=with_policy)
+def service_for(configuration: Configuration) -> TrustService:
+    """The one verification service every command asks."""
     from trust.service import TrustService
 
-    return TrustService(
-        configuration.settings, configuration.policy, notice=notice, prefetch=prefetch
-    )
+    return TrustService(configuration.settings, configuration.policy, notice=notice)
 
 
 def print_json(value: object) -> None:
-    import json
-
     click.echo(json.dumps(value, indent=4))
 
 

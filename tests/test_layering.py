@@ -35,13 +35,7 @@ ROOMS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     (
         "transport",
-        (
-            "trust.preconnect",
-            "trust.http",
-            "trust.notary.remote",
-            "trust.credentials",
-            "trust.notary.cache",
-        ),
+        ("trust.http", "trust.notary.remote", "trust.credentials", "trust.notary.cache"),
     ),
     ("trust source", ("trust.notary.client", "trust.tufview", "trust.tufsource")),
     ("policy", ("trust.policy", "trust.policy_file", "trust.config")),
@@ -50,7 +44,6 @@ ROOMS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "service",
         (
             "trust.service",
-            "trust.prefetch",
             "trust.batch",
             "trust.safewrite",
             "trust.manifests",

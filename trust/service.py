@@ -53,11 +53,10 @@ from trust.lookup import (
     root_key_id,
 )
 from trust.notary.cache import has_cached_trust
-from trust.notary.client import MetadataSource, NotaryClient, trust_server_for
+from trust.notary.client import NotaryClient, trust_server_for
 from trust.notary.trusted_set import LOOKUP_ROLES, TrustData
 from trust.notary.x509root import PIN_NO_TOFU
 from trust.policy import BUILTIN_DEFAULT, Context, Policy, Refuse, Rule, UnsignedAccepted
-from trust.prefetch import Prefetch
 from trust.reference import Reference, parse, parse_normalized_named
 from trust.settings import Settings, TrustPinning, TrustSourceConfig, scope_matches
 from trust.targets import SignedTarget
@@ -262,11 +261,8 @@ class TrustService:
         notice: Notice | None = None,
         now: dt.datetime | None = None,
         client_factory: Callable[[Settings, frozenset[str]], NotaryClient] | None = None,
-        prefetch: Prefetch | None = None,
     ) -> None:
         self.settings = settings
-        #: Timestamp requests a front end started early (trust.prefetch); only fetching moves.
-        self.prefetch = prefetch
         self.policy = policy
         self._notice = notice
         self._now = now
@@ -575,26 +571,7 @@ class TrustService:
     def _client(self, settings: Settings, roles: frozenset[str]) -> NotaryClient:
         if self._client_factory is not None:
             return self._client_factory(settings, roles)
-        return NotaryClient(
-            settings,
-            warn=self._notice,
-            required_roles=roles,
-            session_factory=self._sessions(settings),
-        )
-
-    def _sessions(self, settings: Settings) -> Callable[[str, str], MetadataSource] | None:
-        """The client's sessions: an early one (trust.prefetch) when it fits, else its own."""
-        prefetch = self.prefetch
-        if prefetch is None:
-            return None
-
-        def session(server: str, gun: str) -> MetadataSource:
-            early = prefetch.take(server, gun, settings)
-            if early is not None:
-                return early
-            return NotaryClient(settings).make_session(server, gun)
-
-        return session
+        return NotaryClient(settings, warn=self._notice, required_roles=roles)
 
     def _count(self, client: NotaryClient) -> None:
         with self._lock:

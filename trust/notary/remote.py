@@ -8,10 +8,9 @@ credentials is `AuthError` (exit 7), never "not signed" and never a reason to us
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from trust.errors import AuthError, InputError, NetworkError
@@ -19,16 +18,7 @@ from trust.http import Auth, Credentials, HttpsSession, RealmPolicy, TokenStore
 from trust.http.auth import error_detail
 from trust.settings import Limits
 
-if TYPE_CHECKING:
-    from trust.settings import Settings
-
-__all__ = [
-    "DOCKER_HUB_NOTICE",
-    "DOCKER_HUB_TRUST_SERVER",
-    "NotFoundError",
-    "NotaryRemote",
-    "remote_for",
-]
+__all__ = ["DOCKER_HUB_NOTICE", "DOCKER_HUB_TRUST_SERVER", "NotFoundError", "NotaryRemote"]
 
 #: Docker Hub's Notary (trust.notary.client.OFFICIAL_TRUST_SERVER).
 DOCKER_HUB_TRUST_SERVER = "https://notary.docker.io"
@@ -172,30 +162,3 @@ class NotaryRemote:
             f"{status}{error_detail(reply.body)}",
             hint=hint,
         )
-
-
-def remote_for(server: str, gun: str, settings: Settings) -> NotaryRemote:
-    """The remote `NotaryClient.make_session` builds for `settings` (registry credentials for
-    the GUN's registry, `[auth] realms`, tokens kept under the trust directory).
-
-    Also used by trust.prefetch, which must build exactly the same session without importing
-    the verifier; `trust.prefetch.session_key` names what this construction reads.
-    """
-    from trust.credentials import resolve_registry_auth
-    from trust.http import TokenStore
-
-    domain = gun.split("/", 1)[0]
-
-    def credentials() -> Any:
-        return resolve_registry_auth(domain, settings.docker_config, os.environ)
-
-    return NotaryRemote(
-        server,
-        gun,
-        limits=settings.limits,
-        docker_config=settings.docker_config,
-        credentials=credentials,
-        realms=settings.auth_realms,
-        token_store=TokenStore(settings.trust_dir / "tokens"),
-        config_hint=f"[auth] realms in {settings.config_file or 'the config file'}",
-    )
