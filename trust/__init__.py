@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from trust import errors as _errors
 from trust.version import __version__
 
 if TYPE_CHECKING:
@@ -56,34 +57,9 @@ if TYPE_CHECKING:
     from trust.settings import Limits, Settings, TrustPinning
     from trust.trusted_pull import PullResult
 
-_ERRORS = (
-    "EXIT_CODES",
-    "AuthError",
-    "CacheError",
-    "CertificateError",
-    "ConfigError",
-    "DelegationError",
-    "EngineError",
-    "ExpiredError",
-    "HashMismatchError",
-    "InputError",
-    "InternalError",
-    "InvalidReferenceError",
-    "LengthError",
-    "MalformedError",
-    "NetworkError",
-    "NoSuchTagError",
-    "NoTrustDataError",
-    "NotSignedError",
-    "PolicyError",
-    "RollbackError",
-    "RootRotationError",
-    "SignatureError",
-    "ThresholdError",
-    "TrustPinError",
-    "TrustpullError",
-    "UsageError",
-    "VerificationError",
+#: The error hierarchy and its exit codes, as `trust.errors` declares them.
+_ERRORS = tuple(
+    name for name in _errors.__all__ if name not in ("SEVERITY_ORDER", "combined_exit_code")
 )
 
 #: public name → the module that defines it.

@@ -388,10 +388,7 @@ class TrustService:
         except NotSignedError as error:
             if self.policy is None:
                 raise
-            raise PolicyError(
-                f"rule {rule.label}: {ref.familiar()} is not signed as required: {error.message}",
-                hint=error.hint,
-            ) from error
+            raise self._as_policy(ref, rule, error) from error
 
     def _one(self, ref: Reference, rule: Rule) -> Resolution:
         """`NAME:TAG` or `NAME:TAG@sha256:X` under `rule`."""
@@ -448,18 +445,16 @@ class TrustService:
                 f"signed for: {detail}",
                 hint=first.hint,
             ) from first
-        raise self._policy_wrap(
-            repo,
-            repo_rule,
-            NoSuchTagError(
-                f"digest {digest} is not signed for any tag of {repo.name}",
-                hint="trustpull pulls a digest only when it is a signed tag's digest",
-            ),
+        unsigned = NoSuchTagError(
+            f"digest {digest} is not signed for any tag of {repo.name}",
+            hint="trustpull pulls a digest only when it is a signed tag's digest",
         )
-
-    def _policy_wrap(self, ref: Reference, rule: Rule, error: NotSignedError) -> TrustpullError:
         if self.policy is None:
-            return error
+            raise unsigned
+        raise self._as_policy(repo, repo_rule, unsigned) from unsigned
+
+    def _as_policy(self, ref: Reference, rule: Rule, error: NotSignedError) -> PolicyError:
+        """Under a configured policy, "not signed" is a requirement not met (exit 9)."""
         return PolicyError(
             f"rule {rule.label}: {ref.familiar()} is not signed as required: {error.message}",
             hint=error.hint,
@@ -501,14 +496,18 @@ class TrustService:
                 error = NoTrustDataError(
                     f"No trusted tags for {repo.name} in {source.metadata_url}"
                 )
-                raise self._policy_wrap(repo, rule, error)
+                if self.policy is None:
+                    raise error
+                raise self._as_policy(repo, rule, error) from error
             return list(found)
         try:
             data = self._trust_data(repo, rule, settings)
         except UnsignedAccepted:
             raise  # the rule accepts the repository without trust data: every shape of it
         except NotSignedError as error:
-            raise self._policy_wrap(repo, rule, error) from error
+            if self.policy is None:
+                raise
+            raise self._as_policy(repo, rule, error) from error
         roles: set[str] = set(LOOKUP_ROLES)
         for candidate in self.policy.rules if self.policy is not None else ():
             if dataclasses.replace(candidate.scope, tag=None).matches(repo):
@@ -522,7 +521,9 @@ class TrustService:
             try:
                 list_signed_tags(data)  # raises "no trusted tags"
             except NotSignedError as error:
-                raise self._policy_wrap(repo, rule, error) from error
+                if self.policy is None:
+                    raise
+                raise self._as_policy(repo, rule, error) from error
         return sorted(tags, key=natural_key)
 
     # -------------------------------------------------------------- sources
