@@ -122,7 +122,9 @@ def _add_options(func: F, outputs: tuple[str, ...]) -> F:
         click.option(
             "--offline", is_flag=True, help="No network: verify the cached trust data only."
         ),
-        click.option("--verbose", "-v", is_flag=True, help="Show tracebacks of unexpected errors."),
+        click.option(
+            "--verbose", "-v", is_flag=True, help="Show a failure's low-level detail and traceback."
+        ),
         click.option(
             "--policy",
             "policy",

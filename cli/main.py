@@ -246,7 +246,8 @@ def _save_credentials(result: Any, settings: Any) -> None:
     "write_files",
     multiple=True,
     metavar="FILE",
-    help="Rewrite the images of a compose file or Kubernetes manifests to NAME:TAG@sha256:...",
+    help="Rewrite the images of a compose file, Kubernetes manifests or a Dockerfile to "
+    "NAME:TAG@sha256:...",
 )
 @click.option(
     "--check",
@@ -351,7 +352,9 @@ def resolve_command(
 )
 @click.option("--config", "config", metavar="FILE", help="Configuration file (TOML).")
 @click.option("--offline", is_flag=True, help="No network: verify the cached trust data only.")
-@click.option("--verbose", "-v", is_flag=True, help="Show tracebacks of unexpected errors.")
+@click.option(
+    "--verbose", "-v", is_flag=True, help="Show a failure's low-level detail and traceback."
+)
 def inspect_command(
     references: Sequence[str], pretty: bool, config: str | None, offline: bool, verbose: bool
 ) -> None:

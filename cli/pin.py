@@ -109,7 +109,9 @@ def _render(result: object) -> str:
     show_default=True,
     help="Output format.",
 )
-@click.option("--verbose", "-v", is_flag=True, help="Show tracebacks of unexpected errors.")
+@click.option(
+    "--verbose", "-v", is_flag=True, help="Show a failure's low-level detail and traceback."
+)
 def pin_command(
     name: str,
     write: str | None,

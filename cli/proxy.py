@@ -26,7 +26,12 @@ def _unix_path(value: str, what: str) -> str:
 
 
 @click.command("proxy", epilog=EPILOG)
-@click.option("--listen", "listen", metavar="unix://PATH", help="Socket to listen on.")
+@click.option(
+    "--listen",
+    "listen",
+    metavar="unix://PATH",
+    help="Socket to listen on (default: [proxy].listen; one of the two is required).",
+)
 @click.option(
     "--engine",
     "engine",
@@ -34,10 +39,23 @@ def _unix_path(value: str, what: str) -> str:
     help="The real engine (default: [proxy].engine, DOCKER_HOST, unix:///var/run/docker.sock).",
 )
 @click.option("--config", "config", metavar="FILE", help="Configuration file (TOML).")
-@click.option("--policy", "policy", metavar="FILE", help="Policy rules file ([[rules]]).")
-@click.option("--mode", type=click.Choice(["enforce", "audit"]), default=None)
+@click.option(
+    "--policy",
+    "policy",
+    metavar="FILE",
+    help="Policy rules file ([[rules]]); replaces the config file's rules.",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["enforce", "audit"]),
+    default=None,
+    help="audit logs trust refusals instead of making them (a request that cannot be parsed "
+    "unambiguously is still refused); default: [proxy].mode, else enforce.",
+)
 @click.option("--check-config", is_flag=True, help="Validate the configuration and exit.")
-@click.option("--verbose", "-v", is_flag=True, help="Show tracebacks of unexpected errors.")
+@click.option(
+    "--verbose", "-v", is_flag=True, help="Show a failure's low-level detail and traceback."
+)
 def proxy_command(
     listen: str | None,
     engine: str | None,

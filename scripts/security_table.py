@@ -15,6 +15,8 @@ import argparse
 import ast
 import re
 import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -214,9 +216,10 @@ PROXY_OUTCOMES: dict[str, str] = {
 }
 
 
-def catalogue() -> list[tuple[str, str]]:
-    text = ATTACKS.read_text(encoding="utf-8")
-    return [(case_id, title.rstrip(".")) for case_id, title in _CASE_RE.findall(text)]
+def catalogue(spec: Path = ATTACKS, case_re: re.Pattern[str] = _CASE_RE) -> list[tuple[str, str]]:
+    """The (id, title) of each case of a catalogue, in its order."""
+    text = spec.read_text(encoding="utf-8")
+    return [(case_id, title.rstrip(".")) for case_id, title in case_re.findall(text)]
 
 
 def tests_by_id(ids: list[str]) -> dict[str, list[str]]:
@@ -232,33 +235,82 @@ def tests_by_id(ids: list[str]) -> dict[str, list[str]]:
     return found
 
 
-def render() -> str:
-    cases = catalogue()
+@dataclass(frozen=True)
+class Table:
+    """One generated case table: where its cases come from and how it is written."""
+
+    spec: Path
+    case_re: re.Pattern[str]
+    #: Names the outcome dict and its spec in the error when their ids disagree.
+    disagree: str
+    #: The outcome column's text per case id.
+    outcomes: Mapping[str, str]
+    outcome_header: str
+    begin: str
+    end: str
+    #: The line after the table, from the ids and the tests found per id.
+    summary: Callable[[list[str], dict[str, list[str]]], str]
+
+
+def render_table(table: Table) -> str:
+    cases = catalogue(table.spec, table.case_re)
     ids = [case_id for case_id, _ in cases]
-    unknown = sorted(set(OUTCOMES) ^ set(ids))
+    unknown = sorted(set(table.outcomes) ^ set(ids))
     if unknown:
-        raise SystemExit(f"OUTCOMES and attacks.md disagree on: {unknown}")
+        raise SystemExit(f"{table.disagree} disagree on: {unknown}")
     tests = tests_by_id(ids)
-    lines = [BEGIN, "", "| Case | What | trustpull's outcome (kind, exit code) | Proved by |"]
+    lines = [table.begin, "", f"| Case | What | {table.outcome_header} | Proved by |"]
     lines.append("|---|---|---|---|")
     for case_id, title in cases:
         proof = "<br>".join(f"`{t}`" for t in tests[case_id]) or "**none**"
-        lines.append(f"| {case_id} | {title} | {OUTCOMES[case_id][1]} | {proof} |")
+        lines.append(f"| {case_id} | {title} | {table.outcomes[case_id]} | {proof} |")
+    lines += ["", table.summary(ids, tests), "", table.end]
+    return "\n".join(lines)
+
+
+def _attack_summary(ids: list[str], tests: dict[str, list[str]]) -> str:
     kinds = [OUTCOMES[i][0] for i in ids]
     refused = sum("R" in k for k in kinds)
     accepted = sum("A" in k for k in kinds)
     both = sum(k == "RA" for k in kinds)
     proved = sum(bool(tests[i]) for i in ids)
-    lines += [
-        "",
+    return (
         f"Cases tried: **{len(ids)}** (every id of the catalogue, {proved} with at least one "
         f"test; {sum(len(t) for t in tests.values())} test functions, many parametrised). "
         f"Refused as catalogued: **{refused}**. Accepted as expected: **{accepted}** "
-        f"({both} cases have both a refused and an accepted half, so they count in both).",
-        "",
-        END,
-    ]
-    return "\n".join(lines)
+        f"({both} cases have both a refused and an accepted half, so they count in both)."
+    )
+
+
+def _proxy_summary(ids: list[str], tests: dict[str, list[str]]) -> str:
+    partly = sum(PROXY_OUTCOMES[i].startswith("partly") for i in ids)
+    proved = sum(bool(tests[i]) for i in ids)
+    return (
+        f"Cases: **{len(ids)}**, {proved} with at least one test on the real engine or in the "
+        f"unit suite; {partly} marked *partly* (what their tests do not exercise is said)."
+    )
+
+
+ATTACK_TABLE = Table(
+    spec=ATTACKS,
+    case_re=_CASE_RE,
+    disagree="OUTCOMES and attacks.md",
+    outcomes={case_id: text for case_id, (_kind, text) in OUTCOMES.items()},
+    outcome_header="trustpull's outcome (kind, exit code)",
+    begin=BEGIN,
+    end=END,
+    summary=_attack_summary,
+)
+PROXY_TABLE = Table(
+    spec=ENGINE_PROXY,
+    case_re=_PROXY_CASE_RE,
+    disagree="PROXY_OUTCOMES and engine-proxy.md",
+    outcomes=PROXY_OUTCOMES,
+    outcome_header="`trustpull proxy` (enforcing)",
+    begin=PROXY_BEGIN,
+    end=PROXY_END,
+    summary=_proxy_summary,
+)
 
 
 PROXY_SECTION = """## The engine proxy's bypass catalogue (engine-proxy.md §4)
@@ -271,44 +323,19 @@ its socket and not the engine's (README, "Engine proxy").
 """
 
 
-def render_proxy() -> str:
-    text = ENGINE_PROXY.read_text(encoding="utf-8")
-    cases = [(case_id, title.rstrip(".")) for case_id, title in _PROXY_CASE_RE.findall(text)]
-    ids = [case_id for case_id, _ in cases]
-    unknown = sorted(set(PROXY_OUTCOMES) ^ set(ids))
-    if unknown:
-        raise SystemExit(f"PROXY_OUTCOMES and engine-proxy.md disagree on: {unknown}")
-    tests = tests_by_id(ids)
-    lines = [PROXY_BEGIN, "", "| Case | What | `trustpull proxy` (enforcing) | Proved by |"]
-    lines.append("|---|---|---|---|")
-    for case_id, title in cases:
-        proof = "<br>".join(f"`{t}`" for t in tests[case_id]) or "**none**"
-        lines.append(f"| {case_id} | {title} | {PROXY_OUTCOMES[case_id]} | {proof} |")
-    partly = sum(PROXY_OUTCOMES[i].startswith("partly") for i in ids)
-    proved = sum(bool(tests[i]) for i in ids)
-    lines += [
-        "",
-        f"Cases: **{len(ids)}**, {proved} with at least one test on the real engine or in the "
-        f"unit suite; {partly} marked *partly* (what their tests do not exercise is said).",
-        "",
-        PROXY_END,
-    ]
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--check", action="store_true", help="only check SECURITY.md")
     args = parser.parse_args(argv)
     text = SECURITY.read_text(encoding="utf-8")
     start, end = text.index(BEGIN), text.index(END) + len(END)
-    updated = text[:start] + render() + text[end:]
+    updated = text[:start] + render_table(ATTACK_TABLE) + text[end:]
     if ENGINE_PROXY.is_file():
         if PROXY_BEGIN not in updated:
             updated = updated.rstrip("\n") + "\n\n" + PROXY_SECTION + PROXY_BEGIN + PROXY_END + "\n"
         start = updated.index(PROXY_BEGIN)
         end = updated.index(PROXY_END) + len(PROXY_END)
-        updated = updated[:start] + render_proxy() + updated[end:]
+        updated = updated[:start] + render_table(PROXY_TABLE) + updated[end:]
     if args.check:
         if updated != text:
             print(

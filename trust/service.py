@@ -61,7 +61,14 @@ from trust.reference import Reference, parse, parse_normalized_named
 from trust.settings import Settings, TrustPinning, TrustSourceConfig, scope_matches
 from trust.targets import SignedTarget
 
-__all__ = ["TrustService", "Verification", "mirror_origin", "select_source", "tofu_notice"]
+__all__ = [
+    "TrustService",
+    "Verification",
+    "mirror_origin",
+    "refuse_all_tags_with",
+    "select_source",
+    "tofu_notice",
+]
 
 Notice = Callable[[str], None]
 
@@ -134,6 +141,18 @@ def select_source(ref: Reference, settings: Settings) -> TrustSourceConfig | Non
         ):
             best = source
     return best
+
+
+def refuse_all_tags_with(ref: Reference, *, all_tags: bool) -> None:
+    """Refuse a tag or a digest together with all-tags as usage (exit 2).
+
+    One refusal, one message and one exit code whatever the front end: the service raises it
+    before anything else, and the trust-off pull (which never asks the service) raises the same.
+    """
+    if all_tags and ref.tag_given:
+        raise UsageError("tag can't be used with --all-tags/-a")
+    if all_tags and ref.digest is not None:
+        raise UsageError("a digest can't be used with --all-tags/-a")
 
 
 def mirror_origin(ref: Reference, settings: Settings) -> Reference | None:
@@ -304,15 +323,11 @@ class TrustService:
             ref = parse(ref, default_tag=not all_tags)
         else:
             text = str(ref)
+        refuse_all_tags_with(ref, all_tags=all_tags)
         mirrored = ref
         origin = mirror_origin(ref, self.settings)
         if origin is not None:
             ref = origin  # rules, source, trust server and pins: the origin's
-        # One refusal, one exit code, whatever the front end: a bad combination is usage (2).
-        if all_tags and ref.tag_given:
-            raise UsageError("tag can't be used with --all-tags/-a")
-        if all_tags and ref.digest is not None:
-            raise UsageError("a digest can't be used with --all-tags/-a")
         rule = self.rule_for(ref.trimmed() if all_tags else ref)
         self._local.used = []
         try:

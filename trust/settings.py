@@ -54,7 +54,8 @@ class Limits:
     read_timeout: float = 30.0
     file_timeout: float = 60.0
     total_timeout: float = 300.0
-    #: The `/v2/` ping before metadata requests (docker uses 5 s).
+    #: Unused since the `/v2/` ping went (the first metadata request goes out at once, README
+    #: "Tokens"); kept so that a config file that sets it still loads.
     ping_timeout: float = 5.0
     #: Retries of idempotent requests on connection errors, 5xx and 429.
     retries: int = 2

@@ -15,11 +15,11 @@ from typing import Any, Protocol
 
 from trust.credentials import RegistryAuth, credential_key, resolve_registry_auth
 from trust.engine import Engine
-from trust.errors import AuthError, EngineError, TrustpullError, UsageError
+from trust.errors import AuthError, EngineError, TrustpullError
 from trust.lookup import Resolution
 from trust.policy import Policy
 from trust.reference import Reference, parse
-from trust.service import TrustService
+from trust.service import TrustService, refuse_all_tags_with
 from trust.settings import Settings
 
 __all__ = [
@@ -152,10 +152,6 @@ def pull(
     try:
         ref = parse(text, default_tag=not all_tags)
         result.reference = ref
-        if all_tags and ref.tag_given:
-            raise UsageError("tag can't be used with --all-tags/-a")
-        if all_tags and ref.digest is not None:
-            raise UsageError("a digest can't be used with --all-tags/-a")
         if not all_tags and not ref.tag_given and ref.digest is None:
             report.default_tag()
         if settings.content_trust:
@@ -175,6 +171,8 @@ def pull(
                 result.unsigned = verification.unsigned
                 result.trusted = False
                 report.notice(verification.unsigned)
+        else:
+            refuse_all_tags_with(ref, all_tags=all_tags)  # the service's refusal, trust off
         engine = _connect(engine_factory, env, settings, result)
         try:
             auth = _engine_auth(ref, settings, env)

@@ -14,12 +14,10 @@ import json
 import os
 import pty
 import select
-import shutil
 import signal
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -35,10 +33,10 @@ from fixtures.stack import (
     PodmanService,
     Stack,
     StackError,
-    ensure_installed,
     free_port,
 )
 from tests.ci import skip_or_fail
+from tests.integration._podman import running_podman
 from trust.credentials import RegistryAuth
 from trust.engine import Engine
 from trust.errors import EngineError
@@ -654,22 +652,8 @@ def test_interactive_retry_on_a_trusted_pull(world: World, auth: AuthStack) -> N
 
 @pytest.fixture(scope="module")
 def podman(auth: AuthStack) -> Iterator[PodmanService]:
-    """podman system service with this module's registries marked insecure (test_podman.py)."""
-    directory = Path(tempfile.mkdtemp(prefix="tpp-", dir="/tmp"))
-    service = PodmanService(
-        directory, insecure_registries=[auth.registry.host, auth.basic_registry.host]
-    )
-    try:
-        ensure_installed(["podman"], ["podman"])
-        service.start()
-    except (StackError, OSError) as exc:
-        shutil.rmtree(directory, ignore_errors=True)
-        skip_or_fail(f"podman system service did not start: {exc}")
-    try:
-        yield service
-    finally:
-        service.stop()
-        shutil.rmtree(directory, ignore_errors=True)
+    """podman system service with this module's registries marked insecure."""
+    yield from running_podman([auth.registry.host, auth.basic_registry.host])
 
 
 def _podman_digests(podman: PodmanService, ref: str) -> list[str]:

@@ -20,10 +20,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -34,14 +32,12 @@ import pytest
 from fixtures.stack import (
     PodmanService,
     Stack,
-    StackError,
     _tiny_tar,
     _UnixHTTPConnection,
     docker,
-    ensure_installed,
     free_port,
 )
-from tests.ci import skip_or_fail
+from tests.integration._podman import running_podman
 from trust.engine import Engine
 from trust.errors import AuthError, EngineError
 
@@ -56,19 +52,7 @@ _PROGRESS_RE = re.compile(r"^[0-9a-f]{12}: (Pulling fs layer|Download complete)$
 @pytest.fixture(scope="module")
 def podman(stack: Stack) -> Iterator[PodmanService]:
     assert stack.registry is not None
-    directory = Path(tempfile.mkdtemp(prefix="tpp-", dir="/tmp"))
-    service = PodmanService(directory, insecure_registries=[stack.registry.host])
-    try:
-        ensure_installed(["podman"], ["podman"])
-        service.start()
-    except (StackError, OSError) as exc:
-        shutil.rmtree(directory, ignore_errors=True)
-        skip_or_fail(f"podman system service did not start: {exc}")
-    try:
-        yield service
-    finally:
-        service.stop()
-        shutil.rmtree(directory, ignore_errors=True)
+    yield from running_podman([stack.registry.host])
 
 
 @pytest.fixture(autouse=True)

@@ -21,8 +21,12 @@ from trust.errors import (
     ConfigError,
     InputError,
     TrustpullError,
+    UsageError,
     combined_exit_code,
 )
+from trust.service import TrustService
+from trust.settings import Settings
+from trust.trusted_pull import pull
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,12 +67,53 @@ def test_bad_reference_is_exit_3_without_engine_or_network() -> None:
     assert "must be lowercase" in result.output
 
 
-@pytest.mark.parametrize("command", ["pull", "resolve"])
-def test_all_tags_with_tag_is_one_usage_error_everywhere(command: str) -> None:
-    """One refusal, one exit code whatever the command: a tag with -a is usage (2)."""
-    result = CliRunner().invoke(main, [command, "-a", "alpine:3.19"])
-    assert result.exit_code == 2
-    assert "tag can't be used with --all-tags/-a" in result.output
+DIGEST = "sha256:" + "a" * 64
+
+
+@pytest.mark.parametrize(
+    ("reference", "message"),
+    [
+        ("alpine:3.19", "tag can't be used with --all-tags/-a"),
+        (f"alpine@{DIGEST}", "a digest can't be used with --all-tags/-a"),
+        (f"alpine:3.19@{DIGEST}", "tag can't be used with --all-tags/-a"),
+    ],
+)
+def test_all_tags_with_tag_or_digest_is_one_usage_error_everywhere(
+    reference: str, message: str, isolated_home: Path
+) -> None:
+    """One refusal, one exit code whatever the command and whether trust is on: a tag or a
+    digest with -a is usage (2), said in the same words (the trust-off pull never asks the
+    service, so this is the one place that proves it raises the service's refusal)."""
+    runs = {
+        "pull": CliRunner().invoke(main, ["pull", "-a", reference]),
+        "pull, DOCKER_CONTENT_TRUST=0": CliRunner().invoke(
+            main, ["pull", "-a", reference], env={"DOCKER_CONTENT_TRUST": "0"}
+        ),
+        "pull --disable-content-trust": CliRunner().invoke(
+            main, ["pull", "--disable-content-trust", "-a", reference]
+        ),
+        "resolve": CliRunner().invoke(main, ["resolve", "-a", reference]),
+    }
+    for how, result in runs.items():
+        assert (how, result.exit_code) == (how, 2)
+        assert message in result.output, how
+    errors = {
+        how: result.output.replace("WARNING: content trust is off: the image is not verified\n", "")
+        for how, result in runs.items()
+    }
+    assert len(set(errors.values())) == 1, errors
+
+
+@pytest.mark.parametrize("trust_on", [True, False])
+def test_all_tags_refusal_comes_before_the_mirror_mapping(trust_on: bool) -> None:
+    """The usage refusal is raised before anything else the service does: a mirror prefix that
+    names no repository (an InputError, exit 3) does not hide it, with trust on or off."""
+    settings = Settings(content_trust=trust_on, mirrors={"mirror.corp:5000/app": "example.com"})
+    result = pull("mirror.corp:5000/app:1", settings, all_tags=True)
+    assert isinstance(result.error, UsageError)
+    assert (result.exit_code, result.error.message) == (2, "tag can't be used with --all-tags/-a")
+    with pytest.raises(UsageError, match="tag can't be used with --all-tags/-a"):
+        TrustService(settings).verify("mirror.corp:5000/app:1", all_tags=True)
 
 
 def test_unknown_option_is_usage_error() -> None:

@@ -164,133 +164,147 @@ def _route(method: str, template: str, name: str, interpreted: bool = False) -> 
     return Route(name, method, re.compile(regex), interpreted)
 
 
-_C = "/containers/{name:.*}"
-ROUTES: tuple[Route, ...] = (
-    # system
-    _route("OPTIONS", "/{anyroute:.*}", "options"),
-    _route("GET", "/_ping", "ping"),
-    _route("HEAD", "/_ping", "ping"),
-    _route("GET", "/events", "events"),
-    _route("GET", "/info", "info"),
-    _route("GET", "/version", "version"),
-    _route("GET", "/system/df", "system.df"),
-    _route("POST", "/auth", "auth"),
-    # containers
-    _route("HEAD", _C + "/archive", "containers.archive.head"),
-    _route("GET", "/containers/json", "containers.list"),
-    _route("GET", _C + "/export", "containers.export"),
-    _route("GET", _C + "/changes", "containers.changes"),
-    _route("GET", _C + "/json", "containers.inspect"),
-    _route("GET", _C + "/top", "containers.top"),
-    _route("GET", _C + "/logs", "containers.logs"),
-    _route("GET", _C + "/stats", "containers.stats"),
-    _route("GET", _C + "/attach/ws", "containers.attach.ws"),
-    _route("GET", "/exec/{id:.*}/json", "exec.inspect"),
-    _route("GET", _C + "/archive", "containers.archive.get"),
-    _route("POST", "/containers/create", "containers.create", True),
-    _route("POST", _C + "/kill", "containers.kill"),
-    _route("POST", _C + "/pause", "containers.pause"),
-    _route("POST", _C + "/unpause", "containers.unpause"),
-    _route("POST", _C + "/restart", "containers.restart"),
-    _route("POST", _C + "/start", "containers.start"),
-    _route("POST", _C + "/stop", "containers.stop"),
-    _route("POST", _C + "/wait", "containers.wait"),
-    _route("POST", _C + "/resize", "containers.resize"),
-    _route("POST", _C + "/attach", "containers.attach"),
-    _route("POST", _C + "/copy", "containers.copy"),
-    _route("POST", _C + "/exec", "containers.exec"),
-    _route("POST", "/exec/{name:.*}/start", "exec.start"),
-    _route("POST", "/exec/{name:.*}/resize", "exec.resize"),
-    _route("POST", _C + "/rename", "containers.rename"),
-    _route("POST", _C + "/update", "containers.update"),
-    _route("POST", "/containers/prune", "containers.prune"),
-    _route("PUT", _C + "/archive", "containers.archive.put"),
-    _route("DELETE", "/containers/{name:.*}", "containers.delete"),
-    _route("GET", "/containers/{name}/checkpoints", "checkpoints.list"),
-    _route("POST", "/containers/{name}/checkpoints", "checkpoints.create"),
-    _route("DELETE", "/containers/{name}/checkpoints/{checkpoint}", "checkpoints.delete"),
-    # images
-    _route("GET", "/images/json", "images.list"),
-    _route("GET", "/images/search", "images.search"),
-    _route("GET", "/images/get", "images.save"),
-    _route("GET", "/images/{name:.*}/get", "images.save"),
-    _route("GET", "/images/{name:.*}/history", "images.history"),
-    _route("GET", "/images/{name:.*}/json", "images.inspect"),
-    _route("POST", "/commit", "commit", True),
-    _route("POST", "/images/load", "images.load", True),
-    _route("POST", "/images/create", "images.create", True),
-    _route("POST", "/images/{name:.*}/push", "images.push"),
-    _route("POST", "/images/{name:.*}/tag", "images.tag", True),
-    _route("POST", "/images/prune", "images.prune"),
-    _route("DELETE", "/images/{name:.*}", "images.delete"),
-    # networks
-    _route("GET", "/networks", "networks.list"),
-    _route("GET", "/networks/", "networks.list"),
-    _route("GET", "/networks/{id:.+}", "networks.inspect"),
-    _route("POST", "/networks/create", "networks.create"),
-    _route("POST", "/networks/{id:.*}/connect", "networks.connect"),
-    _route("POST", "/networks/{id:.*}/disconnect", "networks.disconnect"),
-    _route("POST", "/networks/prune", "networks.prune"),
-    _route("DELETE", "/networks/{id:.*}", "networks.delete"),
-    # volumes
-    _route("GET", "/volumes", "volumes.list"),
-    _route("GET", "/volumes/{name:.*}", "volumes.inspect"),
-    _route("POST", "/volumes/create", "volumes.create", True),
-    _route("POST", "/volumes/prune", "volumes.prune"),
-    _route("PUT", "/volumes/{name:.*}", "volumes.update"),
-    _route("DELETE", "/volumes/{name:.*}", "volumes.delete"),
-    # build, BuildKit
-    _route("POST", "/build", "build", True),
-    _route("POST", "/build/prune", "build.prune"),
-    _route("POST", "/build/cancel", "build.cancel"),
-    _route("POST", "/session", "session"),
-    _route("POST", "/grpc", "grpc"),
-    # swarm
-    _route("GET", "/swarm", "swarm.inspect"),
-    _route("GET", "/swarm/unlockkey", "swarm.unlockkey"),
-    _route("POST", "/swarm/init", "swarm.init"),
-    _route("POST", "/swarm/join", "swarm.join"),
-    _route("POST", "/swarm/leave", "swarm.leave"),
-    _route("POST", "/swarm/update", "swarm.update"),
-    _route("POST", "/swarm/unlock", "swarm.unlock"),
-    _route("GET", "/services", "services.list"),
-    _route("GET", "/services/{id}", "services.inspect"),
-    _route("POST", "/services/create", "services.create", True),
-    _route("POST", "/services/{id}/update", "services.update", True),
-    _route("DELETE", "/services/{id}", "services.delete"),
-    _route("GET", "/services/{id}/logs", "services.logs"),
-    _route("GET", "/nodes", "nodes.list"),
-    _route("GET", "/nodes/{id}", "nodes.inspect"),
-    _route("DELETE", "/nodes/{id}", "nodes.delete"),
-    _route("POST", "/nodes/{id}/update", "nodes.update"),
-    _route("GET", "/tasks", "tasks.list"),
-    _route("GET", "/tasks/{id}", "tasks.inspect"),
-    _route("GET", "/tasks/{id}/logs", "tasks.logs"),
-    _route("GET", "/secrets", "secrets.list"),
-    _route("POST", "/secrets/create", "secrets.create"),
-    _route("DELETE", "/secrets/{id}", "secrets.delete"),
-    _route("GET", "/secrets/{id}", "secrets.inspect"),
-    _route("POST", "/secrets/{id}/update", "secrets.update"),
-    _route("GET", "/configs", "configs.list"),
-    _route("POST", "/configs/create", "configs.create"),
-    _route("DELETE", "/configs/{id}", "configs.delete"),
-    _route("GET", "/configs/{id}", "configs.inspect"),
-    _route("POST", "/configs/{id}/update", "configs.update"),
-    # plugins
-    _route("GET", "/plugins", "plugins.list"),
-    _route("GET", "/plugins/{name:.*}/json", "plugins.inspect"),
-    _route("GET", "/plugins/privileges", "plugins.privileges"),
-    _route("DELETE", "/plugins/{name:.*}", "plugins.delete"),
-    _route("POST", "/plugins/{name:.*}/enable", "plugins.enable"),
-    _route("POST", "/plugins/{name:.*}/disable", "plugins.disable"),
-    _route("POST", "/plugins/pull", "plugins.pull", True),
-    _route("POST", "/plugins/{name:.*}/push", "plugins.push"),
-    _route("POST", "/plugins/{name:.*}/upgrade", "plugins.upgrade", True),
-    _route("POST", "/plugins/{name:.*}/set", "plugins.set"),
-    _route("POST", "/plugins/create", "plugins.create"),
-    # distribution
-    _route("GET", "/distribution/{name:.*}/json", "distribution.inspect"),
-)
+#: The engine's routes in its registration order (moby api/server/router/*), one a line:
+#: method, path template, route name, and `interpreted` where the proxy reads the parameters.
+_TABLE = """
+# system
+OPTIONS /{anyroute:.*}                              options
+GET     /_ping                                      ping
+HEAD    /_ping                                      ping
+GET     /events                                     events
+GET     /info                                       info
+GET     /version                                    version
+GET     /system/df                                  system.df
+POST    /auth                                       auth
+# containers
+HEAD    /containers/{name:.*}/archive               containers.archive.head
+GET     /containers/json                            containers.list
+GET     /containers/{name:.*}/export                containers.export
+GET     /containers/{name:.*}/changes               containers.changes
+GET     /containers/{name:.*}/json                  containers.inspect
+GET     /containers/{name:.*}/top                   containers.top
+GET     /containers/{name:.*}/logs                  containers.logs
+GET     /containers/{name:.*}/stats                 containers.stats
+GET     /containers/{name:.*}/attach/ws             containers.attach.ws
+GET     /exec/{id:.*}/json                          exec.inspect
+GET     /containers/{name:.*}/archive               containers.archive.get
+POST    /containers/create                          containers.create       interpreted
+POST    /containers/{name:.*}/kill                  containers.kill
+POST    /containers/{name:.*}/pause                 containers.pause
+POST    /containers/{name:.*}/unpause               containers.unpause
+POST    /containers/{name:.*}/restart               containers.restart
+POST    /containers/{name:.*}/start                 containers.start
+POST    /containers/{name:.*}/stop                  containers.stop
+POST    /containers/{name:.*}/wait                  containers.wait
+POST    /containers/{name:.*}/resize                containers.resize
+POST    /containers/{name:.*}/attach                containers.attach
+POST    /containers/{name:.*}/copy                  containers.copy
+POST    /containers/{name:.*}/exec                  containers.exec
+POST    /exec/{name:.*}/start                       exec.start
+POST    /exec/{name:.*}/resize                      exec.resize
+POST    /containers/{name:.*}/rename                containers.rename
+POST    /containers/{name:.*}/update                containers.update
+POST    /containers/prune                           containers.prune
+PUT     /containers/{name:.*}/archive               containers.archive.put
+DELETE  /containers/{name:.*}                       containers.delete
+GET     /containers/{name}/checkpoints              checkpoints.list
+POST    /containers/{name}/checkpoints              checkpoints.create
+DELETE  /containers/{name}/checkpoints/{checkpoint} checkpoints.delete
+# images
+GET     /images/json                                images.list
+GET     /images/search                              images.search
+GET     /images/get                                 images.save
+GET     /images/{name:.*}/get                       images.save
+GET     /images/{name:.*}/history                   images.history
+GET     /images/{name:.*}/json                      images.inspect
+POST    /commit                                     commit                  interpreted
+POST    /images/load                                images.load             interpreted
+POST    /images/create                              images.create           interpreted
+POST    /images/{name:.*}/push                      images.push
+POST    /images/{name:.*}/tag                       images.tag              interpreted
+POST    /images/prune                               images.prune
+DELETE  /images/{name:.*}                           images.delete
+# networks
+GET     /networks                                   networks.list
+GET     /networks/                                  networks.list
+GET     /networks/{id:.+}                           networks.inspect
+POST    /networks/create                            networks.create
+POST    /networks/{id:.*}/connect                   networks.connect
+POST    /networks/{id:.*}/disconnect                networks.disconnect
+POST    /networks/prune                             networks.prune
+DELETE  /networks/{id:.*}                           networks.delete
+# volumes
+GET     /volumes                                    volumes.list
+GET     /volumes/{name:.*}                          volumes.inspect
+POST    /volumes/create                             volumes.create          interpreted
+POST    /volumes/prune                              volumes.prune
+PUT     /volumes/{name:.*}                          volumes.update
+DELETE  /volumes/{name:.*}                          volumes.delete
+# build, BuildKit
+POST    /build                                      build                   interpreted
+POST    /build/prune                                build.prune
+POST    /build/cancel                               build.cancel
+POST    /session                                    session
+POST    /grpc                                       grpc
+# swarm
+GET     /swarm                                      swarm.inspect
+GET     /swarm/unlockkey                            swarm.unlockkey
+POST    /swarm/init                                 swarm.init
+POST    /swarm/join                                 swarm.join
+POST    /swarm/leave                                swarm.leave
+POST    /swarm/update                               swarm.update
+POST    /swarm/unlock                               swarm.unlock
+GET     /services                                   services.list
+GET     /services/{id}                              services.inspect
+POST    /services/create                            services.create         interpreted
+POST    /services/{id}/update                       services.update         interpreted
+DELETE  /services/{id}                              services.delete
+GET     /services/{id}/logs                         services.logs
+GET     /nodes                                      nodes.list
+GET     /nodes/{id}                                 nodes.inspect
+DELETE  /nodes/{id}                                 nodes.delete
+POST    /nodes/{id}/update                          nodes.update
+GET     /tasks                                      tasks.list
+GET     /tasks/{id}                                 tasks.inspect
+GET     /tasks/{id}/logs                            tasks.logs
+GET     /secrets                                    secrets.list
+POST    /secrets/create                             secrets.create
+DELETE  /secrets/{id}                               secrets.delete
+GET     /secrets/{id}                               secrets.inspect
+POST    /secrets/{id}/update                        secrets.update
+GET     /configs                                    configs.list
+POST    /configs/create                             configs.create
+DELETE  /configs/{id}                               configs.delete
+GET     /configs/{id}                               configs.inspect
+POST    /configs/{id}/update                        configs.update
+# plugins
+GET     /plugins                                    plugins.list
+GET     /plugins/{name:.*}/json                     plugins.inspect
+GET     /plugins/privileges                         plugins.privileges
+DELETE  /plugins/{name:.*}                          plugins.delete
+POST    /plugins/{name:.*}/enable                   plugins.enable
+POST    /plugins/{name:.*}/disable                  plugins.disable
+POST    /plugins/pull                               plugins.pull            interpreted
+POST    /plugins/{name:.*}/push                     plugins.push
+POST    /plugins/{name:.*}/upgrade                  plugins.upgrade         interpreted
+POST    /plugins/{name:.*}/set                      plugins.set
+POST    /plugins/create                             plugins.create
+# distribution
+GET     /distribution/{name:.*}/json                distribution.inspect
+"""
+
+
+def _rows(table: str) -> tuple[Route, ...]:
+    routes = []
+    for line in (line for line in table.splitlines() if line and not line.startswith("#")):
+        method, template, name, *flag = line.split()
+        if flag not in ([], ["interpreted"]):
+            raise ValueError(f"route line {line!r}: the fourth column is `interpreted` or nothing")
+        routes.append(_route(method, template, name, bool(flag)))
+    return tuple(routes)
+
+
+ROUTES: tuple[Route, ...] = _rows(_TABLE)
 
 
 @dataclass(frozen=True)
