@@ -34,7 +34,7 @@ from trust.errors import (
 from trust.proxy import gojson
 from trust.proxy.framing import HTTPRefusal
 from trust.proxy.routes import Query, check_single_keys
-from trust.proxy.upstream import EngineDown, image_path, vpath
+from trust.proxy.upstream import Answer, EngineDown, image_path, vpath
 from trust.proxy.verify import Pin, Verified, rule_for, verify_reference
 from trust.reference import Reference, parse
 
@@ -153,6 +153,9 @@ class Decider:
         self.ledger = Ledger(self.config.ledger)
         self._tag_locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
+        #: Per `NAME:TAG`, when the verification that last tagged it started (monotonic): an
+        #: older verification never retags over a newer one (engine-proxy.md §2.1, X38).
+        self._tagged_at: dict[str, float] = {}
         self._admitted: dict[str, float] = {}
         #: Bounded concurrency of verifications (each may fetch from the trust server).
         self._verifying = threading.BoundedSemaphore(16)
@@ -197,6 +200,7 @@ class Decider:
             if route.name in ("containers.attach", "exec.start") and upgrade == b"tcp":
                 ex.conn.forward(ex, upgrade=b"tcp")
             elif upgrade is not None and self.config.allow_buildkit:
+                self._buildkit_allowed(ex)
                 ex.conn.forward(ex, upgrade=upgrade)
             else:
                 ex.conn.forward(ex)
@@ -381,6 +385,7 @@ class Decider:
                 reference=from_image,
             ) from None
         all_tags = ref.tag is None and ref.digest is None
+        verified_at = time.monotonic()
         verified = self.verify(ex, ref, all_tags=all_tags)
         platform = q.first("platform")
         if verified.unsigned is not None:
@@ -391,7 +396,13 @@ class Decider:
                 rule=verified.rule,
                 reason=verified.unsigned,
             )
-            query = Query((("fromImage", ref.name), ("tag", ref.digest or ref.tag or "latest")))
+            # What the engine does with this request, and what `trustpull pull [-a]` asks of
+            # it for the same answer of the service: an all-tags pull stays one (no tag).
+            query = (
+                Query((("fromImage", ref.name),))
+                if all_tags
+                else Query((("fromImage", ref.name), ("tag", ref.digest or ref.tag or "")))
+            )
             if platform is not None:
                 query = query.replaced(platform=platform)
             self._pull_stream(ex, ref, [], verified, query)
@@ -410,7 +421,9 @@ class Decider:
             digest=",".join(p.digest for p in verified.pins),
             rule=verified.rule,
         )
-        self._pull_stream(ex, ref, list(verified.pins), verified, None, platform=platform)
+        self._pull_stream(
+            ex, ref, list(verified.pins), verified, None, platform=platform, verified_at=verified_at
+        )
 
     def _auth_headers(self, ex: Exchange) -> dict[str, str]:
         headers: dict[str, str] = {}
@@ -427,7 +440,14 @@ class Decider:
         verified: Verified,
         unsigned_query: Query | None,
         platform: str | None = None,
+        verified_at: float = float("-inf"),
     ) -> None:
+        """Relay the engine's pulls by digest, then tag each from its digest reference.
+
+        The streams run unlocked (the engine pulls one digest once however many ask); the tag
+        step is serialised per `NAME:TAG` and skipped when a verification that started later
+        has tagged it since, so concurrent pulls while a tag is re-signed end on the newer
+        digest (§2.1, X38)."""
         conn = ex.conn
         upstream = self.proxy.upstream
         version = ex.target.version
@@ -461,74 +481,92 @@ class Decider:
                 query = query.replaced(platform=platform)
             jobs.append((each, query))
         for index, (pin, query) in enumerate(jobs, start=1):
-            lock = (
-                self._lock_for(f"{ref.name}:{pin.tag}")
-                if pin is not None and pin.tag
-                else contextlib.nullcontext()
+            status, _, pieces, close = upstream.stream(
+                "POST", vpath(version, "/images/create") + "?" + query.encode(), headers
             )
-            with lock:
-                status, _, pieces, close = upstream.stream(
-                    "POST", vpath(version, "/images/create") + "?" + query.encode(), headers
-                )
-                try:
-                    if status >= 400:
-                        body = b"".join(pieces)
-                        message = _message_of(body) or f"engine answered HTTP {status}"
-                        if not started:
-                            conn.respond_json(ex, status, {"message": message})
-                            return
-                        fail(message)
+            try:
+                if status >= 400:
+                    body = b"".join(pieces)
+                    message = _message_of(body) or f"engine answered HTTP {status}"
+                    if not started:
+                        conn.respond_json(ex, status, {"message": message})
                         return
-                    start()
-                    if index == 1:
-                        for notice in verified.notices:
-                            conn.respond_data(ex, line({"status": f"trustpull: WARNING: {notice}"}))
-                    if pin is None:
-                        conn.respond_data(
-                            ex, line({"status": f"trustpull: WARNING: {verified.unsigned}"})
-                        )
-                    else:
-                        signers = ", ".join(pin.signers)
-                        what = ref.trimmed().with_tag(pin.tag) if pin.tag else ref
-                        by = f" (signed by {signers})" if signers else ""
-                        conn.respond_data(
-                            ex,
-                            line({"status": f"trustpull: verified {what} -> {pin.digest}{by}"}),
-                        )
-                        shown = f"{ref.trimmed().with_tag(pin.tag)}" if pin.tag else ref.name
-                        conn.respond_data(
-                            ex,
-                            line(
-                                {"status": f"Pull ({index} of {len(jobs)}): {shown}@{pin.digest}"}
-                            ),
-                        )
-                    scanner = _StreamScanner()
-                    for piece in pieces:
-                        scanner.feed(piece)
-                        conn.respond_data(ex, piece)
-                    if scanner.error is not None:
-                        conn.respond_end(ex)
-                        return
-                finally:
-                    close()
-                if pin is None or ref.digest is not None or not pin.tag:
-                    continue
-                source = f"{ref.name}@{pin.digest}"
-                answer = upstream.call(
-                    "POST",
-                    image_path(version, source, "/tag")
-                    + "?"
-                    + Query((("repo", ref.name), ("tag", pin.tag))).encode(),
-                )
-                if answer.status != 201:
-                    fail(
-                        f"trustpull: pulled {source} but could not tag it as {ref.name}:{pin.tag}: "
-                        f"{answer.message}"
-                    )
+                    fail(message)
                     return
-                conn.respond_data(ex, line({"status": f"Tagging {source} as {ref.name}:{pin.tag}"}))
+                start()
+                if index == 1:
+                    for notice in verified.notices:
+                        conn.respond_data(ex, line({"status": f"trustpull: WARNING: {notice}"}))
+                if pin is None:
+                    conn.respond_data(
+                        ex, line({"status": f"trustpull: WARNING: {verified.unsigned}"})
+                    )
+                else:
+                    signers = ", ".join(pin.signers)
+                    what = ref.trimmed().with_tag(pin.tag) if pin.tag else ref
+                    by = f" (signed by {signers})" if signers else ""
+                    conn.respond_data(
+                        ex,
+                        line({"status": f"trustpull: verified {what} -> {pin.digest}{by}"}),
+                    )
+                    shown = f"{ref.trimmed().with_tag(pin.tag)}" if pin.tag else ref.name
+                    conn.respond_data(
+                        ex,
+                        line({"status": f"Pull ({index} of {len(jobs)}): {shown}@{pin.digest}"}),
+                    )
+                scanner = _StreamScanner()
+                for piece in pieces:
+                    scanner.feed(piece)
+                    conn.respond_data(ex, piece)
+                if scanner.error is not None:
+                    conn.respond_end(ex)
+                    return
+            finally:
+                close()
+            if pin is None or ref.digest is not None or not pin.tag:
+                continue
+            source = f"{ref.name}@{pin.digest}"
+            answer = self._tag_verified(ex, ref.name, pin, verified_at)
+            if answer is None:
+                conn.respond_data(
+                    ex,
+                    line(
+                        {
+                            "status": f"trustpull: {ref.name}:{pin.tag} was verified again "
+                            "since this pull began and tagged from that newer verification; "
+                            f"left as it is ({source} pulled, not tagged)"
+                        }
+                    ),
+                )
+                continue
+            if answer.status != 201:
+                fail(
+                    f"trustpull: pulled {source} but could not tag it as {ref.name}:{pin.tag}: "
+                    f"{answer.message}"
+                )
+                return
+            conn.respond_data(ex, line({"status": f"Tagging {source} as {ref.name}:{pin.tag}"}))
         start()
         conn.respond_end(ex)
+
+    def _tag_verified(self, ex: Exchange, name: str, pin: Pin, verified_at: float) -> Answer | None:
+        """Tag `name:pin.tag` from the digest reference (never from `name:tag`: a retag in
+        between must not be what gets the name; attacks.md J06). None when a verification
+        that started later has tagged it already: the newer signed digest keeps the name."""
+        assert pin.tag is not None
+        key = f"{name}:{pin.tag}"
+        with self._lock_for(key):
+            if self._tagged_at.get(key, float("-inf")) > verified_at:
+                return None
+            answer = self.proxy.upstream.call(
+                "POST",
+                image_path(ex.target.version, f"{name}@{pin.digest}", "/tag")
+                + "?"
+                + Query((("repo", name), ("tag", pin.tag))).encode(),
+            )
+            if answer.status == 201:
+                self._tagged_at[key] = verified_at
+            return answer
 
     # -------------------------------------------------------------------- create / start
 
@@ -886,12 +924,64 @@ class Decider:
                 gojson.set_field(spec, "Image", pinned)
                 self._log(ex, verdict="pinned", reference=image, digest=verified.pins[0].digest)
         if ex.target.query.get("rollback") == "previous":
+            self._check_previous_spec(ex)
+        ex.conn.forward(ex, body=gojson.dumps(obj))
+
+    def _check_previous_spec(self, ex: Exchange) -> None:
+        """`rollback=previous` makes the engine run the service's `PreviousSpec`, not the
+        body (§2.9): its image must be admitted, which for a spec means pinned to a digest that
+        verifies (`N:T@D` with T signed for D, or a signed `N@D`; a tag alone would be pulled
+        by tag on the workers). The spec is read at the version the update names: swarm refuses
+        an update out of sequence, so the spec checked is the spec the engine rolls back to."""
+        assert ex.match is not None
+        service_id = ex.match.params.get("id", "")
+        answer = self.proxy.upstream.call(
+            "GET", vpath(ex.target.version, f"/services/{service_id}")
+        )
+        if answer.status != 200:
+            raise HTTPRefusal(answer.status if answer.status >= 400 else 502, answer.message)
+        info = answer.json()
+        info = info if isinstance(info, dict) else {}
+        version = (info.get("Version") or {}).get("Index")
+        if str(version) != ex.target.query.get("version"):
             raise Refused(
                 403,
-                "trustpull: rollback=previous refused: the previous spec is not checked [Service]",
+                f"trustpull: rollback=previous of service {service_id} refused: the update "
+                f"names version {ex.target.query.get('version') or '(none)'} but the service "
+                f"is at {version}; the previous spec checked must be the one rolled back to "
+                "[Service]",
                 kind="Service",
             )
-        ex.conn.forward(ex, body=gojson.dumps(obj))
+        previous = info.get("PreviousSpec")
+        if not isinstance(previous, dict):
+            return  # the engine refuses a rollback without a previous spec itself
+        template = previous.get("TaskTemplate") or {}
+        if template.get("PluginSpec") is not None:
+            raise Refused(
+                403,
+                "trustpull: rollback=previous refused: the previous spec runs a plugin [Plugin]",
+                kind="Plugin",
+            )
+        image = (template.get("ContainerSpec") or {}).get("Image")
+        if not isinstance(image, str) or not image:
+            return
+        what = f"rollback=previous of service {service_id} to {image}"
+        try:
+            ref = parse(image)
+        except InputError as error:
+            raise Refused(
+                400, f"trustpull: {what} refused: {error.message} [Input]", kind="Input"
+            ) from None
+        verified = self.verify(ex, ref, what="rollback=previous")
+        if verified.unsigned is None and ref.digest is None:
+            raise Refused(
+                403,
+                f"trustpull: {what} refused: the previous image is not pinned to a digest, so "
+                "the workers would pull the tag unverified [Service]",
+                kind="Service",
+                reference=image,
+            )
+        self._log(ex, verdict="verified", reference=image, reason="rollback=previous")
 
     def on_services_create(self, ex: Exchange) -> None:
         self._service(ex)
@@ -975,8 +1065,19 @@ class Decider:
     def _buildkit(self, ex: Exchange) -> None:
         if not self.config.allow_buildkit:
             raise Refused(403, BUILDKIT_MESSAGE, kind="BuildKit")
+        self._buildkit_allowed(ex)
         upgrade = ex.head.wants_upgrade()
         ex.conn.forward(ex, upgrade=upgrade)
+
+    def _buildkit_allowed(self, ex: Exchange) -> None:
+        """allow_buildkit: passed unchanged, never quietly (engine-proxy.md X42)."""
+        self._log(
+            ex,
+            verdict="allowed-unverified",
+            level="warning",
+            reason="allow_buildkit: passed unchanged; the images BuildKit pulls are not "
+            "verified by the proxy",
+        )
 
     # -------------------------------------------------------------------- build
 
@@ -985,6 +1086,7 @@ class Decider:
         if q.get("version") == "2":
             if not self.config.allow_buildkit:
                 raise Refused(403, BUILDKIT_MESSAGE, kind="BuildKit")
+            self._buildkit_allowed(ex)
             ex.conn.forward(ex)
             return
         if q.get("remote"):
@@ -1002,6 +1104,7 @@ class Decider:
                 "trustpull: cachefrom is refused (cache sources are not verified) [CacheFrom]",
                 kind="CacheFrom",
             )
+        verified_at = time.monotonic()  # before any verification of this build's bases
         for name in q.all("t"):
             self._refuse_shadowing(ex, name)
         build_args: dict[str, str] = {}
@@ -1032,7 +1135,7 @@ class Decider:
             )
             auths = _registry_config(ex.header("X-Registry-Config"))
             for ref, pin in pins:
-                self._prepull(ex, ref, pin, auths)
+                self._prepull(ex, ref, pin, auths, verified_at)
             query = Query(tuple((k, v) for k, v in q.pairs if k != "pull"))
             if self.config.allow_load or self.config.allow_import or self.config.allow_commit:
                 query = query.replaced(nocache="1")
@@ -1202,7 +1305,14 @@ class Decider:
         tar.close()
         return out, pins
 
-    def _prepull(self, ex: Exchange, ref: Reference, pin: Pin, auths: dict[str, Any]) -> None:
+    def _prepull(
+        self,
+        ex: Exchange,
+        ref: Reference,
+        pin: Pin,
+        auths: dict[str, Any],
+        verified_at: float = float("-inf"),
+    ) -> None:
         headers = {"X-Registry-Auth": _auth_for(ref.domain, auths)}
         query = Query((("fromImage", ref.name), ("tag", pin.digest)))
         status, _, pieces, close = self.proxy.upstream.stream(
@@ -1233,12 +1343,7 @@ class Decider:
                 reference=str(ref),
             )
         if pin.tag:
-            self.proxy.upstream.call(
-                "POST",
-                image_path(ex.target.version, f"{ref.name}@{pin.digest}", "/tag")
-                + "?"
-                + Query((("repo", ref.name), ("tag", pin.tag))).encode(),
-            )
+            self._tag_verified(ex, ref.name, pin, verified_at)
 
 
 _FROM_FLAG = re.compile(r"(?i)(?:--from=|--mount=\S*?\bfrom=)([^\s,]+)")
