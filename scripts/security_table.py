@@ -186,9 +186,10 @@ PROXY_OUTCOMES: dict[str, str] = {
     "X39": "403 both; tagging a verified image as an unsigned name is allowed",
     "X40": "unsigned FROM and build-arg FROM 403, stage names and indexes left alone, signed "
     "FROM pinned to the digest, built image in the ledger; `COPY --from`/`--mount from=` an "
-    "image 400 until the Dockerfile reader reports it (then verified and pinned); a signed "
-    "base whose ONBUILD triggers copy `--from` anything 403 [OnBuild] (the base is pulled by "
-    "digest, untagged, to read them)",
+    "image 400 until the Dockerfile reader reports it (then verified and pinned); a base "
+    "whose ONBUILD triggers copy `--from` anything 403 [OnBuild]: a signed one is pulled by "
+    "digest, untagged, to read them, one a rule accepts unsigned is read locally or pulled by "
+    "its tag first",
     "X41": "403 with the 'build from a local directory' hint",
     "X42": "403 with the pinning hint; `/_ping` says Builder-Version 1; with allow_buildkit the "
     "`/session` upgrade, the `version=2` build and `/_ping` get the engine's own answers, each "

@@ -1337,12 +1337,53 @@ def test_X40c_onbuild_triggers_copying_from_images(world: World, tmp_path: Path)
     assert "ONBUILD triggers that copy from other images" in proc.stderr, proc
     assert "[OnBuild]" in proc.stderr, proc
     ids, tags, containers = world.snapshot()
-    assert tags == before[1] and containers == before[2]
+    assert tags - before[1] <= {f"{world.repo}:<none>"} and containers == before[2]
     source = world.image(f"{world.repo}@{digest}")  # pulled by digest to read its triggers
     assert source is not None and ids - before[0] <= {source["Id"]}
     assert world.image(f"{world.unsigned_repo}:1.0") is None
     assert world.image(name) is None and world.image(base) is None
     world.rmi(f"{world.repo}@{digest}")
+
+
+def test_X40d_onbuild_triggers_of_a_base_accepted_unsigned(world: World, tmp_path: Path) -> None:
+    """A base an allow_unsigned rule accepts runs its triggers too: one copying from an
+    unsigned tag of a signed repository would pull it unverified; it is read first, 403."""
+    plain = world.unsigned_repo
+    base = f"{plain}:onbuild{time.monotonic_ns()}"
+    world.push(
+        base, "onbuild", sign=False, changes=(f"ONBUILD COPY --from={world.repo}:evil /marker /m",)
+    )
+    world.rmi(base, f"{world.repo}:evil", f"{plain}:1.0")
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        f'[[rules]]\nname = "legacy"\nregistry = "{world.registry}"\n'
+        f'repository = "{plain.split("/", 1)[1]}"\nallow_unsigned = true\n'
+    )
+    os.chmod(policy, 0o600)
+    proxy = world.start_proxy(policy=policy)
+    context = tmp_path / "ctx"
+    context.mkdir()
+    try:
+        name = f"onbuildplain{time.monotonic_ns()}:1"
+        before = world.snapshot()
+        (context / "Dockerfile").write_text(f"FROM {base}\nRUN true\n")
+        proc = world.client("build", "-t", name, str(context), proxy=proxy, DOCKER_BUILDKIT="0")
+        assert proc.returncode != 0 and "[OnBuild]" in proc.stderr, proc
+        _, tags, containers = world.snapshot()
+        assert tags - before[1] <= {base} and containers == before[2]  # the accepted base only
+        assert world.image(f"{world.repo}:evil") is None and world.image(name) is None
+        assert world.image(f"{world.repo}@{world.evil_digest}") is None
+        # a base accepted unsigned without such triggers builds (pulled by its tag first)
+        (context / "Dockerfile").write_text(f"FROM {plain}:1.0\nRUN cat /marker\n")
+        proc = world.client("build", "-t", name, str(context), proxy=proxy, DOCKER_BUILDKIT="0")
+        assert proc.returncode == 0, proc
+        assert world.image(name) is not None
+        # under a policy too, a proxy build runs by its name (the ledger), not "not signed"
+        proc = world.client("run", "--rm", "--network", "none", name, "cat", "/marker", proxy=proxy)
+        assert proc.returncode == 0 and "unsigned" in proc.stdout, proc
+    finally:
+        proxy.stop()
+        world.rmi(name, base, f"{plain}:1.0")
 
 
 def test_X42b_allow_buildkit_passes_session_and_build_with_a_warning(world: World) -> None:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from trust.errors import (
     InputError,
     NetworkError,
+    NotSignedError,
     TrustpullError,
 )
 from trust.proxy import gojson
@@ -78,7 +79,7 @@ class Refused(HTTPRefusal):
     @property
     def exit_kind_is_trust_failure(self) -> bool:
         """A verification or policy failure (not merely "not signed")."""
-        return self.kind not in ("NoTrustData", "NoSuchTag", "NotSigned")
+        return not self.not_signed
 
     def __init__(
         self,
@@ -94,6 +95,13 @@ class Refused(HTTPRefusal):
         self.rule = rule
         #: trustpull's exit code for the same verdict in the CLI (None: no CLI equivalent).
         self.exit_code: int | None = None
+        #: The name is merely not signed (no trust data, tag or digest not signed), also when
+        #: a policy reports that as "not signed as required" (exit 9): local builds and tags
+        #: under such names are judged by the ledger, as without a policy.
+        self.not_signed = kind in _NOT_SIGNED
+
+
+_NOT_SIGNED = ("NoTrustData", "NoSuchTag", "NotSigned")
 
 
 def _status_for(error: TrustpullError) -> int:
@@ -297,6 +305,9 @@ class Decider:
                     reference=str(ref),
                 )
                 refusal.exit_code = error.exit_code
+                refusal.not_signed = isinstance(error, NotSignedError) or isinstance(
+                    error.__cause__, NotSignedError
+                )
                 refusal.rule = rule_for(self.proxy.policy, ref, self.proxy.settings)
                 raise refusal from None
 
@@ -606,7 +617,7 @@ class Decider:
         try:
             verified = self.verify(ex, ref, what=what)
         except Refused as refusal:
-            if refusal.kind in ("NoTrustData", "NoSuchTag", "NotSigned"):
+            if refusal.not_signed:
                 image = self.inspect_image(ex, text)
                 if image is None:
                     raise
@@ -787,7 +798,7 @@ class Decider:
         try:
             verified = self.verify(ex, target, what="tag")
         except Refused as refusal:
-            if refusal.kind not in ("NoTrustData", "NoSuchTag", "NotSigned"):
+            if not refusal.not_signed:
                 raise
             verified = None
         if verified is not None and verified.pins:
@@ -1130,12 +1141,14 @@ class Decider:
                 spool.write(piece)
             ex.body = None
             spool.seek(0)
-            rewritten, pins = self._rewrite_context(
+            rewritten, pins, unsigned = self._rewrite_context(
                 ex, spool, q.get("dockerfile") or "Dockerfile", build_args
             )
             auths = _registry_config(ex.header("X-Registry-Config"))
             for ref, pin in pins:
                 self._prepull(ex, ref, pin, auths, verified_at)
+            for ref in unsigned:
+                self._check_unsigned_base(ex, ref, auths)
             query = Query(tuple((k, v) for k, v in q.pairs if k != "pull"))
             if self.config.allow_load or self.config.allow_import or self.config.allow_commit:
                 query = query.replaced(nocache="1")
@@ -1175,7 +1188,7 @@ class Decider:
         try:
             verified = self.verify(ex, ref, what="build tag")
         except Refused as refusal:
-            if refusal.kind in ("NoTrustData", "NoSuchTag", "NotSigned") or refusal.status == 503:
+            if refusal.not_signed or refusal.status == 503:
                 return
             raise
         if verified.pins:
@@ -1193,7 +1206,9 @@ class Decider:
 
     def _rewrite_context(
         self, ex: Exchange, spool: Any, dockerfile: str, build_args: dict[str, str]
-    ) -> tuple[Any, list[tuple[Reference, Pin]]]:
+    ) -> tuple[Any, list[tuple[Reference, Pin]], list[Reference]]:
+        """The context with its Dockerfile pinned, the pins, and the `FROM` bases a rule
+        accepts unsigned (left as written; their ONBUILD triggers are read before the build)."""
         from trust.manifests import refs_from_dockerfile
 
         try:
@@ -1260,6 +1275,7 @@ class Decider:
         _refuse_unreported_from(text, {site.text for site in sites}, dockerfile)
         lines = text.split("\n")
         pins: list[tuple[Reference, Pin]] = []
+        unsigned: list[Reference] = []
         for site in sites:
             try:
                 ref = parse(site.text)
@@ -1271,6 +1287,8 @@ class Decider:
                 ) from None
             verified = self.verify(ex, ref, what="build base")
             if verified.unsigned is not None:
+                if site.kind in ("from", "argument"):
+                    unsigned.append(ref)
                 continue
             pin = verified.pins[0]
             pinned = f"{ref.name}@{pin.digest}"
@@ -1303,7 +1321,7 @@ class Decider:
                 else:
                     new_tar.addfile(item)
         tar.close()
-        return out, pins
+        return out, pins, unsigned
 
     def _prepull(
         self,
@@ -1313,8 +1331,26 @@ class Decider:
         auths: dict[str, Any],
         verified_at: float = float("-inf"),
     ) -> None:
+        self._pull_for_build(ex, ref, pin.digest, auths, f"verified ({pin.digest})")
+        _refuse_onbuild_from(ref, self.inspect_image(ex, f"{ref.name}@{pin.digest}") or {})
+        if pin.tag:
+            self._tag_verified(ex, ref.name, pin, verified_at)
+
+    def _check_unsigned_base(self, ex: Exchange, ref: Reference, auths: dict[str, Any]) -> None:
+        """A base a rule accepts unsigned runs its ONBUILD triggers in this build too: the
+        image the engine will use (the local one, else pulled by its tag as the engine would
+        pull it) is read first, so a trigger cannot pull another image unverified."""
+        image = self.inspect_image(ex, str(ref))
+        if image is None:
+            self._pull_for_build(ex, ref, ref.digest or ref.tag or "latest", auths, "accepted")
+            image = self.inspect_image(ex, str(ref)) or {}
+        _refuse_onbuild_from(ref, image)
+
+    def _pull_for_build(
+        self, ex: Exchange, ref: Reference, tag: str, auths: dict[str, Any], how: str
+    ) -> None:
         headers = {"X-Registry-Auth": _auth_for(ref.domain, auths)}
-        query = Query((("fromImage", ref.name), ("tag", pin.digest)))
+        query = Query((("fromImage", ref.name), ("tag", tag)))
         status, _, pieces, close = self.proxy.upstream.stream(
             "POST", vpath(ex.target.version, "/images/create") + "?" + query.encode(), headers
         )
@@ -1327,23 +1363,26 @@ class Decider:
         if status >= 400 or scanner.error is not None:
             raise Refused(
                 403 if status < 500 else 503,
-                f"trustpull: build base {ref} verified ({pin.digest}) but could "
+                f"trustpull: build base {ref} {how} but could "
                 f"not be pulled: {scanner.error or status} [Engine]",
                 kind="Engine",
                 reference=str(ref),
             )
-        base = self.inspect_image(ex, f"{ref.name}@{pin.digest}") or {}
-        triggers = (base.get("Config") or {}).get("OnBuild") or []
-        if any(re.search(r"from=", str(t), re.IGNORECASE) for t in triggers):
-            raise Refused(
-                403,
-                f"trustpull: build base {ref} has ONBUILD triggers that copy from other "
-                "images, which the proxy cannot verify [OnBuild]",
-                kind="OnBuild",
-                reference=str(ref),
-            )
-        if pin.tag:
-            self._tag_verified(ex, ref.name, pin, verified_at)
+
+
+def _refuse_onbuild_from(ref: Reference, image: dict[str, Any]) -> None:
+    """Base images' ONBUILD triggers run as instructions of the child build (§2.4 step 5): one
+    that copies or mounts `from=` anything is refused (stricter than the spec, which allows a
+    trigger pinned to an admitted digest: a trigger cannot be pinned by rewriting)."""
+    triggers = (image.get("Config") or {}).get("OnBuild") or []
+    if any(re.search(r"from=", str(t), re.IGNORECASE) for t in triggers):
+        raise Refused(
+            403,
+            f"trustpull: build base {ref} has ONBUILD triggers that copy from other "
+            "images, which the proxy cannot verify [OnBuild]",
+            kind="OnBuild",
+            reference=str(ref),
+        )
 
 
 _FROM_FLAG = re.compile(r"(?i)(?:--from=|--mount=\S*?\bfrom=)([^\s,]+)")
