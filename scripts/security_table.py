@@ -196,12 +196,13 @@ PROXY_OUTCOMES: dict[str, str] = {
     "with a `warning` decision line",
     "X43": "403 for an unverified image by ID/prefix; a ledger build runs pinned to its ID",
     "X44": "403 for start, restart and unpause",
-    "X45": "partly: unsigned and evil-pinned specs 403, plugin runtimes 403, signed tags pinned "
-    "to `N:T@sha256:D`; a registry lying at `/distribution` (a loopback stand-in answering the "
+    "X45": "unsigned and evil-pinned specs 403, plugin runtimes 403, signed tags pinned to "
+    "`N:T@sha256:D`; a registry lying at `/distribution` (a loopback stand-in answering the "
     "tag with another manifest) 403 with both digests; `rollback=previous` only when the "
-    "PreviousSpec image, read at the update's version, is pinned to a digest that verifies "
-    "(tested against a canned service inspect: the test engine is no swarm manager, so no real "
-    "rollback runs)",
+    "PreviousSpec image, read at the update's version, is pinned to a digest that verifies: "
+    "on a one-node swarm `docker service rollback` to a verified image works and to an "
+    "evil-pinned previous spec is refused, the spec unchanged (tag-only, plugin and "
+    "out-of-sequence previous specs against a canned service inspect)",
     "X46": "403 unsigned remote and evil pin; plugin create 403",
     "X47": "403 (allow_swarm off)",
     "X48": "403 (allow_commit off; ledger for allowed commits: not yet)",

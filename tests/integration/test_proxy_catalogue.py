@@ -1496,6 +1496,49 @@ def test_X45d_rollback_previous_requires_an_admitted_previous_image(world: World
         assert len(updates) == 1 and updates[0].query["rollback"] == ["previous"]
 
 
+def test_X45e_rollback_previous_on_a_real_swarm(world: World) -> None:
+    """The engine made a one-node swarm manager for this test (left afterwards): `docker
+    service rollback` through the proxy rolls back to a verified previous image, and is
+    refused when the previous spec (set behind the proxy's back) names the evil digest."""
+    signed1 = f"{world.repo}:1.0@{world.signed_digest}"
+    signed2 = f"{world.repo}:2.0@{world.signed2_digest}"
+    evil = f"{world.repo}:1.0@{world.evil_digest}"
+    name = f"rb{time.monotonic_ns()}"
+
+    def image_of(spec: str = "Spec") -> str:
+        proc = world.engine("service", "inspect", name)
+        return str(json.loads(proc.stdout)[0][spec]["TaskTemplate"]["ContainerSpec"]["Image"])
+
+    def direct_update(image: str) -> None:
+        world.engine("service", "update", "-d", "--no-resolve-image", "--image", image, name)
+
+    world.engine("swarm", "init", "--advertise-addr", "127.0.0.1")
+    try:
+        before_containers = world.container_ids()
+        proc = world.client(
+            "service", "create", "-d", "--name", name, "--replicas", "0", f"{world.repo}:1.0"
+        )
+        assert proc.returncode == 0, proc
+        assert image_of() == signed1  # pinned by the proxy
+        proc = world.client("service", "update", "-d", "--image", f"{world.repo}:2.0", name)
+        assert proc.returncode == 0, proc
+        assert image_of() == signed2 and image_of("PreviousSpec") == signed1
+        proc = world.client("service", "rollback", "-d", name)
+        assert proc.returncode == 0, proc
+        assert image_of() == signed1
+        direct_update(evil)  # behind the proxy's back
+        direct_update(signed2)
+        assert image_of("PreviousSpec") == evil
+        proc = world.client("service", "rollback", "-d", name)
+        assert proc.returncode != 0 and "rollback=previous" in proc.stderr, proc
+        assert world.evil_digest in proc.stderr, proc
+        assert image_of() == signed2 and image_of("PreviousSpec") == evil
+        assert world.container_ids() == before_containers
+    finally:
+        world.engine("service", "rm", name, check=False)
+        world.engine("swarm", "leave", "--force", check=False)
+
+
 # --------------------------------------------------------------------- trust server, crashes
 
 
