@@ -1589,7 +1589,7 @@ def _never_the_engine(world: World, proxy: TrustProxy, hooked: EngineProxy) -> N
 
 def test_X53b_proxy_killed_during_a_pull_stream(world: World) -> None:
     signed = f"{world.repo}:2.0"
-    world.rmi(signed)
+    world.rmi(signed, f"{world.repo}@{world.signed2_digest}")  # a real pull: a long stream
     before_tags = world.tags()
     with hooked_engine(world) as (hooked, proxy):
         hooked.during[("POST", "/images/create")] = lambda request: proxy.kill()
