@@ -181,20 +181,30 @@ PROXY_OUTCOMES: dict[str, str] = {
     "X35": "403; with allow_import the body import works and a URL still needs allow_import_url",
     "X36": "load 403; with allow_load `save | load` works (ledger entries for loads: not yet)",
     "X37": "`docker run N:T` creates from the signed digest; `docker run <evil ID>` 403",
-    "X38": "partly: concurrent pulls end on the signed digest and a retag after verification "
-    "cannot change what a create runs; no mid-pull retag hook",
+    "X38": "a second client retagging `N:T` between the digest pull and the tag step is "
+    "overwritten (the tag step's source is `N@sha256:D`); pulls while `T` is re-signed D1→D2 "
+    "end on D2 (an older verification never retags over a newer one); a retag between the "
+    "create check and the engine's create cannot change what runs (pinned)",
     "X39": "403 both; tagging a verified image as an unsigned name is allowed",
     "X40": "unsigned FROM and build-arg FROM 403, stage names and indexes left alone, signed "
     "FROM pinned to the digest, built image in the ledger; `COPY --from`/`--mount from=` an "
-    "image 400 until the Dockerfile reader reports it (then verified and pinned); ONBUILD "
-    "triggers copying from images 403 (untested)",
+    "image 400 until the Dockerfile reader reports it (then verified and pinned); a base "
+    "whose ONBUILD triggers copy `--from` anything 403 [OnBuild]: a signed one is pulled by "
+    "digest, untagged, to read them, one a rule accepts unsigned is read locally or pulled by "
+    "its tag first",
     "X41": "403 with the 'build from a local directory' hint",
-    "X42": "403 with the pinning hint; `/_ping` says Builder-Version 1 (allow_buildkit untested)",
+    "X42": "403 with the pinning hint; `/_ping` says Builder-Version 1; with allow_buildkit the "
+    "`/session` upgrade, the `version=2` build and `/_ping` get the engine's own answers, each "
+    "with a `warning` decision line",
     "X43": "403 for an unverified image by ID/prefix; a ledger build runs pinned to its ID",
     "X44": "403 for start, restart and unpause",
-    "X45": "partly: unsigned and evil-pinned specs 403, plugin runtimes 403, signed tags pinned "
-    "to `N:T@sha256:D`; `/distribution` answers checked against the signed digest (a lying "
-    "registry untested); rollback=previous refused outright",
+    "X45": "unsigned and evil-pinned specs 403, plugin runtimes 403, signed tags pinned to "
+    "`N:T@sha256:D`; a registry lying at `/distribution` (a loopback stand-in answering the "
+    "tag with another manifest) 403 with both digests; `rollback=previous` only when the "
+    "PreviousSpec image, read at the update's version, is pinned to a digest that verifies: "
+    "on a one-node swarm `docker service rollback` to a verified image works and to an "
+    "evil-pinned previous spec is refused, the spec unchanged (tag-only, plugin and "
+    "out-of-sequence previous specs against a canned service inspect)",
     "X46": "403 unsigned remote and evil pin; plugin create 403",
     "X47": "403 (allow_swarm off)",
     "X48": "403 (allow_commit off; ledger for allowed commits: not yet)",
@@ -202,11 +212,12 @@ PROXY_OUTCOMES: dict[str, str] = {
     "selection untested; trust-server auth uses the proxy's own settings",
     "X50": "refuses to start: wider mode, symlink, plain file, abstract name, writable config",
     "X51": "503 `trustpull: cannot reach the Docker engine …` for every request",
-    "X52": "partly: (a) a verified cache serves the pull with the CLI's warning as a status "
-    "line; (c) no cache: pulls and creates 503 (Network); (b) an expired cache untested",
-    "X53": "partly: a proxy killed during an attach tunnel leaves the client with a broken "
-    "connection and then `Cannot connect`, the container untouched, the path never the "
-    "engine's (kills during a pull stream or a build upload not exercised)",
+    "X52": "(a) a verified cache serves the pull with the CLI's warning as a status line; (b) "
+    "an expired verified cache and (c) no cache: pulls and creates 503 (Network), nothing "
+    "pulled",
+    "X53": "a proxy killed during an attach tunnel, a pull stream or a build upload leaves the "
+    "client with a broken connection and then `Cannot connect`; no tag step ran for the pull, "
+    "the build never reached the engine, the container untouched, the path never the engine's",
     "X54": "408 after header_timeout, others served meanwhile, idle connections closed",
     "X55": "503 beyond max_connections (per uid too); served again afterwards",
     "X56": "partly: 64 MiB `docker cp` both ways with peak RSS < 100 MiB (5 GiB not run)",

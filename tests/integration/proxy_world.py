@@ -8,13 +8,16 @@ directly, never through the proxy, so a test can assert what the engine holds af
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,14 @@ from fixtures.stack import DOCKER_CLI, Stack, StackError
 from fixtures.trustproxy import TrustProxy, busybox_tar
 
 _DIGEST_PREFIX = "digest: "
+_ACCEPT = ", ".join(
+    [
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.oci.image.index.v1+json",
+    ]
+)
 
 
 def _show(proc: subprocess.CompletedProcess[str]) -> str:
@@ -103,11 +114,14 @@ class World:
             cwd=self.tmp,
         )
 
-    def push(self, ref: str, marker: str, *, sign: bool) -> str:
+    def push(self, ref: str, marker: str, *, sign: bool, changes: tuple[str, ...] = ()) -> str:
+        """Import a busybox image as `ref` (with `docker import --change` lines), push it,
+        signed with the publisher's keys when `sign`; returns the manifest digest."""
         tar_path = self.tmp / f"img-{time.monotonic_ns()}.tar"
         tar_path.write_bytes(busybox_tar(f"{ref} {marker}"))
+        extra = [arg for change in changes for arg in ("--change", change)]
         try:
-            self.engine("import", "--change", 'CMD ["/bin/sh"]', str(tar_path), ref)
+            self.engine("import", "--change", 'CMD ["/bin/sh"]', *extra, str(tar_path), ref)
         finally:
             tar_path.unlink(missing_ok=True)
         pushed = self.engine("push", ref, trust=sign)
@@ -117,13 +131,21 @@ class World:
         raise StackError(_show(pushed))
 
     def start_proxy(
-        self, config: str = "", *, mode: str | None = None, policy: Path | None = None
+        self,
+        config: str = "",
+        *,
+        mode: str | None = None,
+        policy: Path | None = None,
+        engine: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> TrustProxy:
+        """A proxy in front of the engine (or of `engine`, e.g. an EngineProxy's socket),
+        with the proxy's own DOCKER_CONFIG unless `env` is given."""
         directory = Path(tempfile.mkdtemp(prefix="tpx-", dir="/tmp"))
         proxy = TrustProxy(
             directory,
-            str(self.stack.dockerd.socket_path) if self.stack.dockerd else "",
-            self.env(self.proxy_config),
+            engine or self.engine_socket,
+            env or self.env(self.proxy_config),
             config=config,
             mode=mode,
             policy=policy,
@@ -131,6 +153,41 @@ class World:
         proxy.start()
         self.proxies.append(proxy)
         return proxy
+
+    @property
+    def engine_socket(self) -> str:
+        return str(self.stack.dockerd.socket_path) if self.stack.dockerd else ""
+
+    def manifest_length(self, repo: str, digest: str) -> int:
+        """The size of the manifest the registry serves for `repo@digest` (what a signature
+        records), checked against the digest."""
+        path = repo.split("/", 1)[1]
+        request = urllib.request.Request(
+            f"http://{self.registry}/v2/{path}/manifests/{digest}", headers={"Accept": _ACCEPT}
+        )
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            body: bytes = answer.read()
+        assert "sha256:" + hashlib.sha256(body).hexdigest() == digest
+        return len(body)
+
+    def fixture_trust(self, gun: str, tag: str, digest: str, length: int) -> tuple[Any, Path]:
+        """A generated trust server (FixtureServer) signing `gun:tag` → `digest`, and a
+        DOCKER_CONFIG that trusts its CA; returns (the builder, the config). Start the server
+        with `FixtureServer({gun: builder.publish()})`."""
+        from fixtures.notarygen import RepoBuilder
+
+        builder = RepoBuilder(gun)
+        builder.add_target(tag, digest.removeprefix("sha256:"), length)
+        config = Path(tempfile.mkdtemp(prefix="tpf-", dir=self.tmp))
+        self.stack.docker_env(config)
+        return builder, config
+
+    def trust_env(self, config: Path, server: Any) -> dict[str, str]:
+        """The env of a proxy whose trust server is `server` (a FixtureServer)."""
+        tls = config / "tls" / f"127.0.0.1:{server.port}"
+        tls.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(server.ca_path, tls / "ca.crt")
+        return self.env(config, DOCKER_CONTENT_TRUST_SERVER=server.url)
 
     def close(self) -> None:
         for proxy in self.proxies:

@@ -433,3 +433,58 @@ def test_docker_build_must_not_shadow_a_signed_tag(world: World, tmp_path: Path)
     proc = world.client("build", "-t", ref, str(tmp_path), DOCKER_BUILDKIT="0")
     assert proc.returncode != 0 and "must not shadow a signed tag" in proc.stderr, proc
     assert world.snapshot() == before
+
+
+def test_docker_pull_all_tags_of_an_unsigned_accepted_repository(
+    world: World, tmp_path: Path
+) -> None:
+    """`docker pull -a` of a repository an `allow_unsigned` rule accepts: the proxy forwards
+    the all-tags pull (what the engine does with it), and `trustpull pull -a` under the same
+    policy asks the engine for the same: both end with every tag, from the service's one
+    answer (`unsigned`), with the rule's warning."""
+    import sys
+
+    plain = world.unsigned_repo
+    world.push(f"{plain}:2.0", "unsigned two", sign=False)
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        "[[rules]]\n"
+        'name = "legacy"\n'
+        f'registry = "{world.registry}"\n'
+        f'repository = "{plain.split("/", 1)[1]}"\n'
+        "allow_unsigned = true\n"
+    )
+    os.chmod(policy, 0o600)
+    wanted = {f"{plain}:1.0", f"{plain}:2.0"}
+
+    def plain_tags() -> set[str]:
+        return {t for t in world.tags() if t.startswith(f"{plain}:")}
+
+    proxy = world.start_proxy(policy=policy)
+    try:
+        world.rmi(*wanted)
+        assert plain_tags() == set()
+        proc = world.client("pull", "-a", plain, proxy=proxy)
+        assert proc.returncode == 0, _why(proc, world)
+        assert "trustpull: WARNING:" in proc.stdout, proc.stdout
+        assert plain_tags() == wanted, proc.stdout
+        creates = [d for d in proxy.decisions() if d.get("verdict") == "unsigned-accepted"]
+        assert creates and creates[-1].get("reference") == plain, creates
+    finally:
+        proxy.stop()
+        world.rmi(*wanted)
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [sys.executable, "-m", "cli.main", "pull", "-a", "--policy", str(policy), plain],
+        env=world.env(world.proxy_config),
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    try:
+        assert proc.returncode == 0, proc
+        assert plain_tags() == wanted, proc
+    finally:
+        world.rmi(*wanted)

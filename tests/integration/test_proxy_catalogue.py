@@ -8,17 +8,24 @@ container unless the case says so.
 from __future__ import annotations
 
 import base64
+import contextlib
+import datetime as dt
 import json
 import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from fixtures.proxies import EngineProxy, EngineRequest, RegistryShim
+from fixtures.server import FixtureServer
 from fixtures.stack import DOCKER_CLI, Stack
 from fixtures.trustproxy import TrustProxy, busybox_tar
 from tests.integration.proxy_world import World, api, raw_request, status_of, statuses
@@ -1218,3 +1225,409 @@ def test_X45b_distribution_descriptor_is_checked_against_the_signed_digest(world
     # a tag that is not signed is passed through (a service create is refused later anyway)
     status, body, _ = api(world.proxy.socket, "GET", f"{V}/distribution/{world.repo}:evil/json")
     assert status == 200 and json.loads(body)["Descriptor"]["digest"] == world.evil_digest
+
+
+# ---------------------------------------------------- a second client between two proxy steps
+
+
+@contextlib.contextmanager
+def hooked_engine(world: World) -> Iterator[tuple[EngineProxy, TrustProxy]]:
+    """A proxy whose engine is reached through an EngineProxy (recording, with hooks), so a
+    test can act on the engine between two of the proxy's steps or kill it mid-stream."""
+    short = Path(tempfile.mkdtemp(prefix="tph-", dir="/tmp"))
+    hooked = EngineProxy(world.engine_socket, short / "engine.sock").start()
+    try:
+        proxy = world.start_proxy(engine=str(hooked.socket_path))
+        try:
+            yield hooked, proxy
+        finally:
+            proxy.stop()
+    finally:
+        hooked.stop()
+        shutil.rmtree(short, ignore_errors=True)
+
+
+def test_X38a_retag_between_the_digest_pull_and_the_tag_step(world: World, evil_id: str) -> None:
+    signed = f"{world.repo}:1.0"
+    pinned = f"{world.repo}@{world.signed_digest}"
+    world.rmi(signed)
+    retagged: list[str] = []
+
+    def retag(request: EngineRequest) -> None:
+        world.engine("tag", evil_id, signed)  # a second client, straight at the engine
+        retagged.append(urllib.parse.unquote(request.target))
+
+    with hooked_engine(world) as (hooked, proxy):
+        hooked.before[("POST", r"/images/.+/tag")] = retag
+        proc = world.client("pull", signed, proxy=proxy)
+    assert proc.returncode == 0, proc
+    assert len(retagged) == 1 and f"/images/{pinned}/tag?" in retagged[0], retagged
+    image, source = world.image(signed), world.image(pinned)
+    assert image is not None and source is not None
+    assert image["Id"] == source["Id"] != evil_id  # the tag step's source was the digest
+    world.rmi(signed)
+
+
+def test_X38b_concurrent_pulls_while_the_tag_is_re_signed(world: World) -> None:
+    """A verifies T→D1; before its pull reaches the engine, T is re-signed to D2 and B pulls
+    it through the proxy to the end; A then finishes: T must stay on D2."""
+    ref = f"{world.repo}:rs{time.monotonic_ns()}"
+    first_digest = world.push(ref, "first", sign=True)
+    world.rmi(ref)
+    second: list[subprocess.CompletedProcess[str]] = []
+    second_digest: list[str] = []
+
+    with hooked_engine(world) as (hooked, proxy):
+
+        def resign_and_pull(request: EngineRequest) -> None:
+            if request.query.get("tag") != [first_digest] or second:
+                return
+            second_digest.append(world.push(ref, "second", sign=True))  # T: D1 → D2
+            world.rmi(ref)  # the publisher's local tag, not the proxy's doing
+            second.append(world.client("pull", ref, proxy=proxy))
+
+        hooked.before[("POST", "/images/create")] = resign_and_pull
+        first = world.client("pull", ref, proxy=proxy)
+    assert second and second[0].returncode == 0, second
+    assert second_digest[0] in second[0].stdout
+    assert first.returncode == 0, first
+    assert first_digest in first.stdout and "verified again" in first.stdout, first.stdout
+    image = world.image(ref)
+    assert image is not None and f"{world.repo}@{second_digest[0]}" in image["RepoDigests"]
+    world.rmi(ref, f"{world.repo}@{first_digest}", f"{world.repo}@{second_digest[0]}")
+
+
+def test_X38c_retag_between_the_create_check_and_the_create(world: World, evil_id: str) -> None:
+    signed = f"{world.repo}:1.0"
+    world.client("pull", signed)
+    before_containers = world.container_ids()
+
+    def retag(request: EngineRequest) -> None:
+        world.engine("tag", evil_id, signed)
+
+    with hooked_engine(world) as (hooked, proxy):
+        hooked.before[("POST", "/containers/create")] = retag
+        proc = world.client("create", "--network", "none", signed, "true", proxy=proxy)
+    assert proc.returncode == 0, proc
+    cid = proc.stdout.strip()
+    try:
+        assert world.container_ids() - before_containers == {cid}
+        tagged = world.image(signed)
+        assert tagged is not None and tagged["Id"] == evil_id  # the retag happened
+        inspect = json.loads(world.engine("inspect", cid).stdout)[0]
+        assert inspect["Image"] != evil_id
+        assert inspect["Config"]["Image"] == f"{world.repo}@{world.signed_digest}"
+    finally:
+        world.engine("rm", "-f", cid)
+        world.rmi(signed)
+
+
+# ------------------------------------------------------------ builds: ONBUILD, BuildKit allowed
+
+
+def test_X40c_onbuild_triggers_copying_from_images(world: World, tmp_path: Path) -> None:
+    base = f"{world.repo}:onbuild{time.monotonic_ns()}"
+    trigger = f"ONBUILD COPY --from={world.unsigned_repo}:1.0 /marker /m"
+    digest = world.push(base, "onbuild", sign=True, changes=(trigger,))
+    world.rmi(base, f"{world.unsigned_repo}:1.0")
+    name = f"onbuildchild{time.monotonic_ns()}:1"
+    before = world.snapshot()
+    proc = _build(world, tmp_path, f"FROM {base}\nRUN true\n", "-t", name)
+    assert proc.returncode != 0, proc
+    assert "ONBUILD triggers that copy from other images" in proc.stderr, proc
+    assert "[OnBuild]" in proc.stderr, proc
+    ids, tags, containers = world.snapshot()
+    assert tags - before[1] <= {f"{world.repo}:<none>"} and containers == before[2]
+    source = world.image(f"{world.repo}@{digest}")  # pulled by digest to read its triggers
+    assert source is not None and ids - before[0] <= {source["Id"]}
+    assert world.image(f"{world.unsigned_repo}:1.0") is None
+    assert world.image(name) is None and world.image(base) is None
+    world.rmi(f"{world.repo}@{digest}")
+
+
+def test_X40d_onbuild_triggers_of_a_base_accepted_unsigned(world: World, tmp_path: Path) -> None:
+    """A base an allow_unsigned rule accepts runs its triggers too: one copying from an
+    unsigned tag of a signed repository would pull it unverified; it is read first, 403."""
+    plain = world.unsigned_repo
+    base = f"{plain}:onbuild{time.monotonic_ns()}"
+    world.push(
+        base, "onbuild", sign=False, changes=(f"ONBUILD COPY --from={world.repo}:evil /marker /m",)
+    )
+    world.rmi(base, f"{world.repo}:evil", f"{plain}:1.0")
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        f'[[rules]]\nname = "legacy"\nregistry = "{world.registry}"\n'
+        f'repository = "{plain.split("/", 1)[1]}"\nallow_unsigned = true\n'
+    )
+    os.chmod(policy, 0o600)
+    proxy = world.start_proxy(policy=policy)
+    context = tmp_path / "ctx"
+    context.mkdir()
+    try:
+        name = f"onbuildplain{time.monotonic_ns()}:1"
+        before = world.snapshot()
+        (context / "Dockerfile").write_text(f"FROM {base}\nRUN true\n")
+        proc = world.client("build", "-t", name, str(context), proxy=proxy, DOCKER_BUILDKIT="0")
+        assert proc.returncode != 0 and "[OnBuild]" in proc.stderr, proc
+        _, tags, containers = world.snapshot()
+        assert tags - before[1] <= {base} and containers == before[2]  # the accepted base only
+        assert world.image(f"{world.repo}:evil") is None and world.image(name) is None
+        assert world.image(f"{world.repo}@{world.evil_digest}") is None
+        # a base accepted unsigned without such triggers builds (pulled by its tag first)
+        (context / "Dockerfile").write_text(f"FROM {plain}:1.0\nRUN cat /marker\n")
+        proc = world.client("build", "-t", name, str(context), proxy=proxy, DOCKER_BUILDKIT="0")
+        assert proc.returncode == 0, proc
+        assert world.image(name) is not None
+        # under a policy too, a proxy build runs by its name (the ledger), not "not signed"
+        proc = world.client("run", "--rm", "--network", "none", name, "cat", "/marker", proxy=proxy)
+        assert proc.returncode == 0 and "unsigned" in proc.stdout, proc
+    finally:
+        proxy.stop()
+        world.rmi(name, base, f"{plain}:1.0")
+
+
+def test_X42b_allow_buildkit_passes_session_and_build_with_a_warning(world: World) -> None:
+    proxy = world.start_proxy("[proxy]\nallow_buildkit = true\n")
+    try:
+        before = world.snapshot()
+        session = {
+            "Connection": "Upgrade",
+            "Upgrade": "h2c",
+            "X-Docker-Expose-Session-Uuid": f"tp{time.monotonic_ns()}",
+            "X-Docker-Expose-Session-Name": "trustpull-test",
+            "X-Docker-Expose-Session-Sharedkey": "k",
+        }
+        direct = raw_request(
+            world.engine_socket, req("POST", f"{V}/session", session), read_timeout=2
+        )
+        proxied = raw_request(proxy.socket, req("POST", f"{V}/session", session), read_timeout=2)
+        assert status_of(proxied) == status_of(direct) == 101, (direct, proxied)
+        build = f"{V}/build?version=2&remote=client-session&session=nosuch&buildid=b1"
+        direct = raw_request(world.engine_socket, req("POST", build), read_timeout=5)
+        proxied = raw_request(proxy.socket, req("POST", build), read_timeout=5)
+        assert b"BuildKit builds are refused" not in proxied
+        assert status_of(proxied) == status_of(direct), (direct, proxied)
+        status, _, headers = api(world.engine_socket, "GET", "/_ping")
+        engine_builder = headers.get("builder-version")
+        status, _, headers = api(proxy.socket, "GET", "/_ping")
+        assert status == 200 and headers.get("builder-version") == engine_builder, headers
+        warned = [d for d in proxy.decisions() if d.get("level") == "warning"]
+        paths = {str(d.get("path")) for d in warned}
+        assert {"/session", "/build"} <= paths, warned
+        assert all("not verified" in str(d.get("reason")) for d in warned), warned
+        unchanged(world, before)
+    finally:
+        proxy.stop()
+
+
+# ---------------------------------------------------------------- services: a lying registry
+
+
+def test_X45c_a_registry_lying_at_distribution_is_refused(world: World) -> None:
+    """The registry (a loopback stand-in in front of the real one) answers tag 1.0 with the
+    evil tag's manifest: the descriptor `/distribution` returns is refused with both digests."""
+    path = world.repo.split("/", 1)[1]
+    length = world.manifest_length(world.repo, world.signed_digest)
+    with RegistryShim(world.registry) as shim:
+        gun = f"{shim.host}/{path}"
+        builder, config = world.fixture_trust(gun, "1.0", world.signed_digest, length)
+        with FixtureServer({gun: builder.publish()}) as trust:
+            proxy = world.start_proxy(env=world.trust_env(config, trust))
+            try:
+                target = f"{V}/distribution/{gun}:1.0/json"
+                status, body, _ = api(proxy.socket, "GET", target)
+                assert status == 200, body
+                assert json.loads(body)["Descriptor"]["digest"] == world.signed_digest
+                shim.remap = lambda p: p.replace("/manifests/1.0", "/manifests/evil")
+                status, body, _ = api(world.engine_socket, "GET", target)
+                assert status == 200 and world.evil_digest in body.decode()  # it lies
+                before = world.snapshot()
+                status, body, _ = api(proxy.socket, "GET", target)
+                assert status == 403, body
+                message = json.loads(body)["message"]
+                assert world.evil_digest in message and world.signed_digest in message
+                assert "[HashMismatch]" in message
+                unchanged(world, before)
+            finally:
+                proxy.stop()
+
+
+def test_X45d_rollback_previous_requires_an_admitted_previous_image(world: World) -> None:
+    """`rollback=previous` runs the service's PreviousSpec: its image must be pinned to a
+    digest that verifies, read at the version the update names. The engine here is no swarm
+    manager, so the service inspect is a canned answer (EngineProxy) and a forwarded update
+    gets the engine's 503."""
+    spec = {"Name": "svc1", "TaskTemplate": {"ContainerSpec": {"Image": f"{world.repo}:2.0"}}}
+    body = json.dumps(spec).encode()
+    target = f"{V}/services/svc1/update?version=7&rollback=previous"
+
+    def previous(image: str | None, index: int = 7, plugin: bool = False) -> tuple[int, object]:
+        template: dict[str, object] = {"ContainerSpec": {"Image": image}} if image else {}
+        if plugin:
+            template = {"Runtime": "plugin", "PluginSpec": {"Remote": "x/y:1"}}
+        return 200, {
+            "ID": "svc1",
+            "Version": {"Index": index},
+            "Spec": spec,
+            "PreviousSpec": {"Name": "svc1", "TaskTemplate": template},
+        }
+
+    refused = [
+        previous(f"{world.repo}:1.0@{world.evil_digest}"),  # pinned, not the signed digest
+        previous(f"{world.repo}@{world.evil_digest}"),
+        previous(f"{world.repo}:1.0"),  # a tag alone: the workers would pull it by tag
+        previous(f"{world.unsigned_repo}:1.0@{world.unsigned_digest}"),
+        previous(None, plugin=True),
+        previous(f"{world.repo}:1.0@{world.signed_digest}", index=8),  # another version
+    ]
+    with hooked_engine(world) as (hooked, proxy):
+        for answer in refused:
+            hooked.replies[("GET", "/services/svc1")] = answer
+            response = send(world, req("POST", target, JSON, body), proxy)
+            assert status_of(response) == 403, (answer, response)
+            assert b"trustpull" in response
+        assert not [r for r in hooked.requests if r.path.endswith("/update")]
+        hooked.replies[("GET", "/services/svc1")] = previous(
+            f"{world.repo}:1.0@{world.signed_digest}"
+        )
+        response = send(world, req("POST", target, JSON, body), proxy)
+        assert status_of(response) == 503 and b"swarm" in response, response
+        updates = [r for r in hooked.requests if r.path.endswith("/update")]
+        assert len(updates) == 1 and updates[0].query["rollback"] == ["previous"]
+
+
+def test_X45e_rollback_previous_on_a_real_swarm(world: World) -> None:
+    """The engine made a one-node swarm manager for this test (left afterwards): `docker
+    service rollback` through the proxy rolls back to a verified previous image, and is
+    refused when the previous spec (set behind the proxy's back) names the evil digest."""
+    signed1 = f"{world.repo}:1.0@{world.signed_digest}"
+    signed2 = f"{world.repo}:2.0@{world.signed2_digest}"
+    evil = f"{world.repo}:1.0@{world.evil_digest}"
+    name = f"rb{time.monotonic_ns()}"
+
+    def image_of(spec: str = "Spec") -> str:
+        proc = world.engine("service", "inspect", name)
+        return str(json.loads(proc.stdout)[0][spec]["TaskTemplate"]["ContainerSpec"]["Image"])
+
+    def direct_update(image: str) -> None:
+        world.engine("service", "update", "-d", "--no-resolve-image", "--image", image, name)
+
+    world.engine("swarm", "init", "--advertise-addr", "127.0.0.1")
+    try:
+        before_containers = world.container_ids()
+        proc = world.client(
+            "service", "create", "-d", "--name", name, "--replicas", "0", f"{world.repo}:1.0"
+        )
+        assert proc.returncode == 0, proc
+        assert image_of() == signed1  # pinned by the proxy
+        proc = world.client("service", "update", "-d", "--image", f"{world.repo}:2.0", name)
+        assert proc.returncode == 0, proc
+        assert image_of() == signed2 and image_of("PreviousSpec") == signed1
+        proc = world.client("service", "rollback", "-d", name)
+        assert proc.returncode == 0, proc
+        assert image_of() == signed1
+        direct_update(evil)  # behind the proxy's back
+        direct_update(signed2)
+        assert image_of("PreviousSpec") == evil
+        proc = world.client("service", "rollback", "-d", name)
+        assert proc.returncode != 0 and "rollback=previous" in proc.stderr, proc
+        assert world.evil_digest in proc.stderr, proc
+        assert image_of() == signed2 and image_of("PreviousSpec") == evil
+        assert world.container_ids() == before_containers
+    finally:
+        world.engine("service", "rm", name, check=False)
+        world.engine("swarm", "leave", "--force", check=False)
+
+
+# --------------------------------------------------------------------- trust server, crashes
+
+
+def test_X52b_trust_server_down_with_an_expired_cache(world: World) -> None:
+    """(b): the cache verified a minute ago has expired when the trust server goes down:
+    pulls and creates 503 (Network), never a pass-through pull by tag."""
+    signed = f"{world.repo}:1.0"
+    length = world.manifest_length(world.repo, world.signed_digest)
+    builder, config = world.fixture_trust(world.repo, "1.0", world.signed_digest, length)
+    expires = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=8)
+    builder.set_expiry("timestamp", expires)
+    trust = FixtureServer({world.repo: builder.publish()}).start()
+    proxy: TrustProxy | None = None
+    try:
+        proxy = world.start_proxy(env=world.trust_env(config, trust))
+        world.rmi(signed)
+        proc = world.client("pull", signed, proxy=proxy)  # verified and cached
+        assert proc.returncode == 0, proc
+        assert dt.datetime.now(dt.UTC) < expires, "the warm pull took too long"
+        trust.stop()
+        world.rmi(signed)
+        time.sleep(max(0.0, (expires - dt.datetime.now(dt.UTC)).total_seconds()) + 1.5)
+        before = world.snapshot()
+        proc = world.client("pull", signed, proxy=proxy)
+        assert proc.returncode == 1 and "[Network]" in proc.stderr, proc
+        assert "has expired" in proc.stderr, proc
+        response = send(world, req("POST", pull_target(world.repo, "1.0")), proxy)
+        assert status_of(response) == 503, response
+        response = send(
+            world, req("POST", f"{V}/containers/create", JSON, create_body(signed)), proxy
+        )
+        assert status_of(response) == 503, response
+        unchanged(world, before)
+        assert world.image(signed) is None
+    finally:
+        if proxy is not None:
+            proxy.stop()
+        trust.stop()
+
+
+def _never_the_engine(world: World, proxy: TrustProxy, hooked: EngineProxy) -> None:
+    proc = world.client("ps", proxy=proxy)
+    assert proc.returncode != 0 and "Cannot connect" in proc.stderr, proc
+    if os.path.exists(proxy.socket):
+        assert not os.path.samefile(proxy.socket, world.engine_socket)
+        assert not os.path.samefile(proxy.socket, hooked.socket_path)
+
+
+def test_X53b_proxy_killed_during_a_pull_stream(world: World) -> None:
+    signed = f"{world.repo}:2.0"
+    world.rmi(signed, f"{world.repo}@{world.signed2_digest}")  # a real pull: a long stream
+    before_tags = world.tags()
+    with hooked_engine(world) as (hooked, proxy):
+        hooked.during[("POST", "/images/create")] = lambda request: proxy.kill()
+        proc = world.client("pull", signed, proxy=proxy)
+        assert proc.returncode != 0, proc
+        creates = [r for r in hooked.requests if r.path == "/images/create"]
+        assert len(creates) == 1 and creates[0].query["tag"] == [world.signed2_digest]
+        assert not [r for r in hooked.requests if r.path.endswith("/tag")]  # no tag step ran
+        _never_the_engine(world, proxy, hooked)
+    assert world.image(signed) is None and world.tags() == before_tags
+    world.rmi(f"{world.repo}@{world.signed2_digest}")
+
+
+def test_X53c_proxy_killed_during_a_build_upload(world: World) -> None:
+    size = 64 * 1024 * 1024
+    piece = b"\0" * (1024 * 1024)
+    before = world.snapshot()
+    with hooked_engine(world) as (hooked, proxy):
+        head = req(
+            "POST",
+            f"{V}/build?t=killed{time.monotonic_ns()}:1",
+            {"Content-Type": "application/x-tar", "Content-Length": str(size)},
+            length=False,
+        )
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            sock.connect(proxy.socket)
+            sock.sendall(head + piece * 4)
+            time.sleep(0.5)
+            proxy.kill()
+            broken = False
+            try:
+                for _ in range(size // len(piece)):
+                    sock.sendall(piece)
+                broken = sock.recv(65536) == b""
+            except (BrokenPipeError, ConnectionResetError):
+                broken = True
+            assert broken
+        assert not [r for r in hooked.requests if r.path == "/build"]
+        _never_the_engine(world, proxy, hooked)
+    unchanged(world, before)

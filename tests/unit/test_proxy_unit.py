@@ -366,7 +366,7 @@ def test_socket_never_wider_than_the_engines_X50(tmp_path: Path, fake: Any) -> N
 
 
 def test_copy_from_images_the_reader_did_not_report_fail_closed_X40() -> None:
-    from trust.proxy.handlers import _refuse_unreported_from
+    from trust.proxy.builds import _refuse_unreported_from
 
     _refuse_unreported_from("FROM a AS b\nCOPY --from=b /x /x\nCOPY --from=0 /y /y\n", set(), "D")
     _refuse_unreported_from("FROM a\nCOPY --from=c:1 /x /x\n", {"c:1"}, "D")

@@ -1,0 +1,415 @@
+"""Classic builds and BuildKit (engine-proxy.md §2.4): every base verified and pinned."""
+
+from __future__ import annotations
+
+import io
+import re
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from trust.errors import InputError
+from trust.proxy import gojson
+from trust.proxy.decide import (
+    DeciderBase,
+    Refused,
+    StreamScanner,
+    auth_for,
+    names_for,
+    registry_config,
+)
+from trust.proxy.framing import HTTPRefusal
+from trust.proxy.routes import Query
+from trust.proxy.upstream import vpath
+from trust.proxy.verify import Pin
+from trust.reference import Reference, parse
+
+if TYPE_CHECKING:
+    from trust.proxy.server import Exchange
+
+__all__ = ["BUILDKIT_MESSAGE", "BuildRoutes"]
+
+
+class BuildRoutes(DeciderBase):
+    """`POST /build` read, pinned and pre-pulled; BuildKit refused unless allowed."""
+
+    def on_ping(self, ex: Exchange) -> None:
+        def builder_v1(
+            status: int, headers: list[tuple[bytes, bytes]]
+        ) -> list[tuple[bytes, bytes]]:
+            if self.config.allow_buildkit:
+                return headers
+            kept = [(k, v) for k, v in headers if bytes(k).lower() != b"builder-version"]
+            return [*kept, (b"builder-version", b"1")]
+
+        ex.conn.forward(ex, response_filter=builder_v1)
+
+    def on_session(self, ex: Exchange) -> None:
+        self._buildkit(ex)
+
+    def on_grpc(self, ex: Exchange) -> None:
+        self._buildkit(ex)
+
+    def _buildkit(self, ex: Exchange) -> None:
+        if not self.config.allow_buildkit:
+            raise Refused(403, BUILDKIT_MESSAGE, kind="BuildKit")
+        self._buildkit_allowed(ex)
+        upgrade = ex.head.wants_upgrade()
+        ex.conn.forward(ex, upgrade=upgrade)
+
+    def on_build(self, ex: Exchange) -> None:
+        q = ex.target.query
+        if q.get("version") == "2":
+            if not self.config.allow_buildkit:
+                raise Refused(403, BUILDKIT_MESSAGE, kind="BuildKit")
+            self._buildkit_allowed(ex)
+            ex.conn.forward(ex)
+            return
+        if q.get("remote"):
+            raise Refused(
+                403,
+                f"trustpull: build from remote context {q.get('remote')} refused: "
+                "the proxy cannot see what the engine fetches; build from a local "
+                "directory (the docker CLI clones git URLs and downloads URL contexts "
+                "itself) [RemoteContext]",
+                kind="RemoteContext",
+            )
+        if q.all("cachefrom") and q.get("cachefrom") not in ("", "[]", "null"):
+            raise Refused(
+                403,
+                "trustpull: cachefrom is refused (cache sources are not verified) [CacheFrom]",
+                kind="CacheFrom",
+            )
+        verified_at = time.monotonic()  # before any verification of this build's bases
+        for name in q.all("t"):
+            self._refuse_shadowing(ex, name)
+        build_args: dict[str, str] = {}
+        raw_args = q.get("buildargs")
+        if raw_args:
+            parsed = gojson.loads(raw_args.encode())
+            if not isinstance(parsed, gojson.Obj):
+                raise HTTPRefusal(400, "trustpull: buildargs must be a JSON object")
+            for key, value in parsed:
+                if isinstance(value, str):
+                    build_args[key] = value
+                elif value is not None:
+                    raise HTTPRefusal(400, "trustpull: buildargs values must be strings")
+        spool = tempfile.TemporaryFile(dir=self.config.build_spool_dir)
+        try:
+            size = 0
+            for piece in ex.conn.body_pieces(ex):
+                size += len(piece)
+                if size > self.config.build_spool_max:
+                    raise HTTPRefusal(
+                        413, "trustpull: build context over build_spool_max", close=True
+                    )
+                spool.write(piece)
+            ex.body = None
+            spool.seek(0)
+            rewritten, pins, unsigned = self._rewrite_context(
+                ex, spool, q.get("dockerfile") or "Dockerfile", build_args
+            )
+            auths = registry_config(ex.header("X-Registry-Config"))
+            for ref, pin in pins:
+                self._prepull(ex, ref, pin, auths, verified_at)
+            for ref in unsigned:
+                self._check_unsigned_base(ex, ref, auths)
+            query = Query(tuple((k, v) for k, v in q.pairs if k != "pull"))
+            if self.config.allow_load or self.config.allow_import or self.config.allow_commit:
+                query = query.replaced(nocache="1")
+            names = q.all("t")
+            scanner = StreamScanner()
+            rewritten.seek(0)
+            status = ex.conn.forward(
+                ex,
+                target=ex.target.encode(query=query),
+                body=_file_pieces(rewritten),
+                tee=scanner.feed,
+            )
+            if status == 200 and scanner.error is None:
+                for image_id in scanner.aux_ids[-1:] or scanner.built_ids[-1:]:
+                    full = (
+                        image_id if image_id.startswith("sha256:") else self._full_id(ex, image_id)
+                    )
+                    if full:
+                        self.ledger.add(full, "build", names_for(names), ex.conn.peer.uid)
+            self._log(
+                ex,
+                verdict="built",
+                digest=",".join(p.digest for _, p in pins),
+                reference=",".join(names) or None,
+            )
+        finally:
+            spool.close()
+
+    def _refuse_shadowing(self, ex: Exchange, name: str) -> None:
+        """A build must not put its result under a currently signed tag (§2.4 step 7). When
+        the trust server cannot say, the build goes on: a create of a signed name is pinned to
+        the signed digest anyway (§2.5), so a shadowing tag is never what runs."""
+        try:
+            ref = parse(name)
+        except InputError:
+            return  # the engine refuses the name itself
+        try:
+            verified = self.verify(ex, ref, what="build tag")
+        except Refused as refusal:
+            if refusal.not_signed or refusal.status == 503:
+                return
+            raise
+        if verified.pins:
+            raise Refused(
+                403,
+                f"trustpull: build tag {ref} refused: that tag is signed for "
+                f"{verified.pins[0].digest}; a build must not shadow a signed tag [Shadow]",
+                kind="Shadow",
+                reference=str(ref),
+            )
+
+    def _full_id(self, ex: Exchange, short: str) -> str | None:
+        image = self.inspect_image(ex, short)
+        return str(image["Id"]) if image else None
+
+    def _rewrite_context(
+        self, ex: Exchange, spool: Any, dockerfile: str, build_args: dict[str, str]
+    ) -> tuple[Any, list[tuple[Reference, Pin]], list[Reference]]:
+        """The context with its Dockerfile pinned, the pins, and the `FROM` bases a rule
+        accepts unsigned (left as written; their ONBUILD triggers are read before the build)."""
+        from trust.manifests import refs_from_dockerfile
+
+        try:
+            tar = tarfile.open(fileobj=spool, mode="r:*")
+            members = tar.getmembers()
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            raise Refused(
+                400,
+                f"trustpull: build context is not a readable tar archive ({exc}) [Context]",
+                kind="Context",
+            ) from None
+        by_name: dict[str, tarfile.TarInfo] = {}
+        for member in members:
+            by_name[_norm(member.name)] = member
+        wanted = _norm(dockerfile)
+        if wanted.startswith("../") or wanted == "..":
+            raise Refused(
+                400,
+                f"trustpull: Dockerfile path {dockerfile} escapes the context [Context]",
+                kind="Context",
+            )
+        found = by_name.get(wanted)
+        if found is None and dockerfile == "Dockerfile":
+            found = by_name.get("dockerfile")
+        if found is None:
+            raise Refused(
+                400,
+                f"trustpull: the Dockerfile {dockerfile} is not in the build context [Context]",
+                kind="Context",
+            )
+        member = found
+        parts = wanted.split("/")
+        for i in range(1, len(parts)):
+            parent = by_name.get("/".join(parts[:i]))
+            if parent is not None and not parent.isdir():
+                raise Refused(
+                    400, f"trustpull: a parent of {dockerfile} is a link [Context]", kind="Context"
+                )
+        if not member.isfile():
+            raise Refused(
+                400,
+                f"trustpull: the Dockerfile {dockerfile} is a link or not a regular file [Context]",
+                kind="Context",
+            )
+        if member.size > self.config.max_dockerfile:
+            raise HTTPRefusal(413, "trustpull: Dockerfile over max_dockerfile")
+        handle = tar.extractfile(member)
+        assert handle is not None
+        raw = handle.read()
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise Refused(
+                400, "trustpull: the Dockerfile is not UTF-8 [Context]", kind="Context"
+            ) from None
+        try:
+            sites = refs_from_dockerfile(text, dockerfile, build_args)
+        except InputError as error:
+            raise Refused(
+                400,
+                f"trustpull: cannot read the Dockerfile: {error.message} [Context]",
+                kind="Context",
+            ) from None
+        _refuse_unreported_from(text, {site.text for site in sites}, dockerfile)
+        lines = text.split("\n")
+        pins: list[tuple[Reference, Pin]] = []
+        unsigned: list[Reference] = []
+        for site in sites:
+            try:
+                ref = parse(site.text)
+            except InputError as error:
+                raise Refused(
+                    400,
+                    f"trustpull: build base {site.text} refused: {error.message} [Input]",
+                    kind="Input",
+                ) from None
+            verified = self.verify(ex, ref, what="build base")
+            if verified.unsigned is not None:
+                if site.kind in ("from", "argument"):
+                    unsigned.append(ref)
+                continue
+            pin = verified.pins[0]
+            pinned = f"{ref.name}@{pin.digest}"
+            index = site.line - 1
+            new_line = _pin_line(lines[index], site.text, pinned)
+            if new_line is None:
+                raise Refused(
+                    400,
+                    f"trustpull: {dockerfile}:{site.line}: cannot pin this FROM line "
+                    "to a digest (write it on one line) [Context]",
+                    kind="Context",
+                )
+            lines[index] = new_line
+            pins.append((ref, pin))
+        new_text = "\n".join(lines).encode()
+        out = tempfile.TemporaryFile(dir=self.config.build_spool_dir)
+        with tarfile.open(fileobj=out, mode="w") as new_tar:
+            for item in members:
+                if item.isfile():
+                    if item is member or (
+                        _norm(item.name) in (wanted, "dockerfile") and item.name == member.name
+                    ):
+                        info = tarfile.TarInfo(item.name)
+                        info.size = len(new_text)
+                        info.mode = item.mode
+                        info.mtime = item.mtime
+                        new_tar.addfile(info, io.BytesIO(new_text))
+                    else:
+                        new_tar.addfile(item, tar.extractfile(item))
+                else:
+                    new_tar.addfile(item)
+        tar.close()
+        return out, pins, unsigned
+
+    def _prepull(
+        self,
+        ex: Exchange,
+        ref: Reference,
+        pin: Pin,
+        auths: dict[str, Any],
+        verified_at: float = float("-inf"),
+    ) -> None:
+        self._pull_for_build(ex, ref, pin.digest, auths, f"verified ({pin.digest})")
+        _refuse_onbuild_from(ref, self.inspect_image(ex, f"{ref.name}@{pin.digest}") or {})
+        if pin.tag:
+            self._tag_verified(ex, ref.name, pin, verified_at)
+
+    def _check_unsigned_base(self, ex: Exchange, ref: Reference, auths: dict[str, Any]) -> None:
+        """A base a rule accepts unsigned runs its ONBUILD triggers in this build too: the
+        image the engine will use (the local one, else pulled by its tag as the engine would
+        pull it) is read first, so a trigger cannot pull another image unverified."""
+        image = self.inspect_image(ex, str(ref))
+        if image is None:
+            self._pull_for_build(ex, ref, ref.digest or ref.tag or "latest", auths, "accepted")
+            image = self.inspect_image(ex, str(ref)) or {}
+        _refuse_onbuild_from(ref, image)
+
+    def _pull_for_build(
+        self, ex: Exchange, ref: Reference, tag: str, auths: dict[str, Any], how: str
+    ) -> None:
+        headers = {"X-Registry-Auth": auth_for(ref.domain, auths)}
+        query = Query((("fromImage", ref.name), ("tag", tag)))
+        status, _, pieces, close = self.proxy.upstream.stream(
+            "POST", vpath(ex.target.version, "/images/create") + "?" + query.encode(), headers
+        )
+        try:
+            scanner = StreamScanner()
+            for piece in pieces:
+                scanner.feed(piece)
+        finally:
+            close()
+        if status >= 400 or scanner.error is not None:
+            raise Refused(
+                403 if status < 500 else 503,
+                f"trustpull: build base {ref} {how} but could "
+                f"not be pulled: {scanner.error or status} [Engine]",
+                kind="Engine",
+                reference=str(ref),
+            )
+
+
+def _refuse_onbuild_from(ref: Reference, image: dict[str, Any]) -> None:
+    """Base images' ONBUILD triggers run as instructions of the child build (§2.4 step 5): one
+    that copies or mounts `from=` anything is refused (stricter than the spec, which allows a
+    trigger pinned to an admitted digest: a trigger cannot be pinned by rewriting)."""
+    triggers = (image.get("Config") or {}).get("OnBuild") or []
+    if any(re.search(r"from=", str(t), re.IGNORECASE) for t in triggers):
+        raise Refused(
+            403,
+            f"trustpull: build base {ref} has ONBUILD triggers that copy from other "
+            "images, which the proxy cannot verify [OnBuild]",
+            kind="OnBuild",
+            reference=str(ref),
+        )
+
+
+_FROM_FLAG = re.compile(r"(?i)(?:--from=|--mount=\S*?\bfrom=)([^\s,]+)")
+
+
+_STAGE_NAME = re.compile(r"(?im)^\s*FROM\s+.*\s+AS\s+(\S+)\s*$")
+
+
+def _refuse_unreported_from(text: str, reported: set[str], dockerfile: str) -> None:
+    """Fail closed on `COPY --from=IMAGE` / `RUN --mount=…,from=IMAGE` that the Dockerfile
+    reader did not report as image references: the classic builder would pull them itself."""
+    stages = {m.group(1).lower() for m in _STAGE_NAME.finditer(text)}
+    for match in _FROM_FLAG.finditer(text):
+        value = match.group(1).strip("\"'")
+        if value.isdigit() or value.lower() in stages or value in reported:
+            continue
+        raise Refused(
+            400,
+            f"trustpull: {dockerfile}: --from={value} names an image the proxy cannot verify "
+            "here; use a build stage FROM a signed image instead [Context]",
+            kind="Context",
+            reference=value,
+        )
+
+
+BUILDKIT_MESSAGE = (
+    "trustpull proxy: BuildKit builds are refused because the proxy cannot verify the images "
+    "BuildKit pulls; use the classic builder (DOCKER_BUILDKIT=0), or pin each FROM to the digest "
+    "`trustpull resolve NAME:TAG` prints and set allow_buildkit"
+)
+
+
+_FROM_LINE = re.compile(r"^(\s*FROM\s+(?:--\S+\s+)*)(\S+)(.*)$", re.IGNORECASE)
+
+
+def _pin_line(line: str, text: str, pinned: str) -> str | None:
+    """`line` with the image reference `text` replaced by `pinned`, or None when the proxy
+    cannot do that exactly (a continued line, a reference written with variables): the build
+    is then refused, never forwarded unpinned."""
+    if line.rstrip().endswith("\\"):
+        return None
+    m = _FROM_LINE.match(line)
+    if m is not None and not line.lstrip().lower().startswith(("copy", "run")):
+        return m.group(1) + pinned + m.group(3)
+    needle = f"--from={text}"
+    if line.count(needle) == 1:
+        return line.replace(needle, f"--from={pinned}")
+    return None
+
+
+def _norm(name: str) -> str:
+    import posixpath
+
+    cleaned = posixpath.normpath("/" + name.lstrip("./").lstrip("/"))
+    return cleaned.lstrip("/")
+
+
+def _file_pieces(handle: Any) -> Iterator[bytes]:
+    while True:
+        data = handle.read(256 * 1024)
+        if not data:
+            return
+        yield data

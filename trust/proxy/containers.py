@@ -1,0 +1,220 @@
+"""Container create, start, volumes (engine-proxy.md §2.5, §2.6): verified images only."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import TYPE_CHECKING, Any
+
+from trust.errors import InputError
+from trust.proxy import gojson
+from trust.proxy.decide import HEX64, HEX_PREFIX, DeciderBase, Refused
+from trust.proxy.framing import HTTPRefusal
+from trust.proxy.upstream import vpath
+from trust.reference import Reference, parse
+
+if TYPE_CHECKING:
+    from trust.proxy.server import Exchange
+
+__all__ = ["ContainerRoutes"]
+
+
+class ContainerRoutes(DeciderBase):
+    """Creates pinned to verified digests; starts of unverified images refused."""
+
+    def _admit_image_text(
+        self, ex: Exchange, text: str, *, mount: bool = False
+    ) -> tuple[str, list[str], bool]:
+        """The `Image` to forward for `text`, warnings, and whether it is missing locally."""
+        what = "image mount" if mount else "create"
+        is_id = bool(HEX64.fullmatch(text))
+        ref: Reference | None = None
+        if not is_id:
+            try:
+                ref = parse(text)
+            except InputError:
+                ref = None
+        if ref is None:
+            if not HEX_PREFIX.fullmatch(text):
+                return text, [], False  # the engine refuses it itself
+            image = self.inspect_image(ex, text)
+            if image is None:
+                return text, [], True
+            if not self.admitted(ex, image):
+                raise Refused(
+                    403,
+                    f"trustpull: {what} from image {text} refused: image {image.get('Id')} "
+                    "is not verified (no signed digest reference, not built through "
+                    "the proxy) [NotVerified]",
+                    kind="NotVerified",
+                    reference=text,
+                )
+            return str(image["Id"]), [], False
+        if ref.digest is not None:
+            verified = self.verify(ex, ref, what=what)
+            if verified.unsigned is not None:
+                return text, [verified.unsigned], False
+            return f"{ref.name}@{verified.pins[0].digest}", [], False
+        try:
+            verified = self.verify(ex, ref, what=what)
+        except Refused as refusal:
+            if refusal.not_signed:
+                image = self.inspect_image(ex, text)
+                if image is None:
+                    raise
+                image_id = str(image.get("Id"))
+                if self.ledger.has(image_id):
+                    names = self.ledger.names(image_id)
+                    if text in names or str(ref) in names:
+                        return text, [], False
+                    return image_id, [], False
+                if self.admitted(ex, image):
+                    return image_id, [], False
+                raise Refused(
+                    403,
+                    f"trustpull: {what} from {text} refused: not signed, and the local "
+                    f"image {image_id} is not verified [{refusal.kind}]",
+                    kind=refusal.kind,
+                    reference=text,
+                ) from None
+            if refusal.status == 503:
+                image = self.inspect_image(ex, text)
+                if (
+                    image is not None
+                    and self.ledger.has(str(image.get("Id")))
+                    and text in self.ledger.names(str(image.get("Id")))
+                ):
+                    return text, [], False
+            raise
+        if verified.unsigned is not None:
+            return text, [verified.unsigned], False
+        pinned = f"{ref.name}@{verified.pins[0].digest}"
+        return pinned, [], self.inspect_image(ex, pinned) is None
+
+    def on_containers_create(self, ex: Exchange) -> None:
+        body = ex.conn.read_body(ex, self.config.max_json_body)
+        if not body.strip():
+            ex.conn.forward(ex, body=body)
+            return
+        obj = gojson.loads(body)
+        if not isinstance(obj, gojson.Obj):
+            raise HTTPRefusal(400, "trustpull: the create body is not a JSON object")
+        image = gojson.get(obj, "Image")
+        warnings: list[str] = []
+        if isinstance(image, str) and image:
+            new, warns, missing = self._admit_image_text(ex, image)
+            warnings += warns
+            if missing:
+                self._log(ex, verdict="not-present", reference=image, digest=new)
+                ex.conn.respond_json(
+                    ex,
+                    404,
+                    {
+                        "message": f"No such image: {image} (trustpull: the signed image {new} is "
+                        f"not present; pull {image})"
+                    },
+                )
+                return
+            gojson.set_field(obj, "Image", new)
+            self._log(
+                ex, verdict="pinned" if new != image else "allowed", reference=image, digest=new
+            )
+        elif image not in (None, ""):
+            raise HTTPRefusal(400, "trustpull: Image must be a string")
+        host_config = gojson.get(obj, "HostConfig")
+        self._check_mounts(ex, host_config)
+        forwarded = gojson.dumps(obj)
+
+        def add_warnings(status: int, data: bytes) -> bytes:
+            if not warnings or status != 201:
+                return data
+            try:
+                answer = json.loads(data)
+                answer["Warnings"] = list(answer.get("Warnings") or []) + [
+                    f"trustpull: {w}" for w in warnings
+                ]
+                return json.dumps(answer).encode() + b"\n"
+            except (ValueError, AttributeError, TypeError):
+                return data
+
+        ex.conn.forward(ex, body=forwarded, buffer_response=add_warnings)
+
+    def _check_mounts(self, ex: Exchange, host_config: Any) -> None:
+        if not isinstance(host_config, gojson.Obj):
+            return
+        engine_dir = os.path.dirname(os.path.realpath(self.proxy.engine_path))
+        for bind in gojson.get(host_config, "Binds") or []:
+            if isinstance(bind, str):
+                self._check_host_path(bind.split(":", 1)[0], engine_dir)
+        for mount in gojson.get(host_config, "Mounts") or []:
+            if not isinstance(mount, gojson.Obj):
+                continue
+            kind = str(gojson.get(mount, "Type") or "").lower()
+            source = gojson.get(mount, "Source")
+            if kind == "bind" and isinstance(source, str):
+                self._check_host_path(source, engine_dir)
+            if kind == "image" and isinstance(source, str) and source:
+                new, _, missing = self._admit_image_text(ex, source, mount=True)
+                if missing:
+                    raise Refused(
+                        403,
+                        f"trustpull: image mount {source}: the signed image {new} is not "
+                        "present; pull it first [NotPresent]",
+                        kind="NotPresent",
+                        reference=source,
+                    )
+                gojson.set_field(mount, "Source", new)
+
+    def _check_host_path(self, path: str, engine_dir: str) -> None:
+        if not path.startswith("/"):
+            return
+        real = os.path.realpath(path)
+        engine = os.path.realpath(self.proxy.engine_path)
+        if real == engine or engine.startswith(real.rstrip("/") + "/") or real == "/":
+            raise Refused(
+                403,
+                f"trustpull: mounting {path} refused: it exposes the engine socket [EngineSocket]",
+                kind="EngineSocket",
+            )
+
+    def _container_check(self, ex: Exchange, what: str) -> None:
+        assert ex.match is not None
+        name = ex.match.params["name"]
+        answer = self.proxy.upstream.call(
+            "GET", vpath(ex.target.version, f"/containers/{name}/json")
+        )
+        if answer.status != 200:
+            ex.conn.forward(ex)
+            return
+        info = answer.json() or {}
+        image_id = str(info.get("Image") or "")
+        image = self.inspect_image(ex, image_id) if image_id else None
+        if image is None or not self.admitted(ex, image):
+            raise Refused(
+                403,
+                f"trustpull: {what} of container {name} refused: it was created "
+                f"from image {image_id}, which is not verified [NotVerified]",
+                kind="NotVerified",
+                reference=image_id,
+            )
+        ex.conn.forward(ex)
+
+    def on_containers_start(self, ex: Exchange) -> None:
+        self._container_check(ex, "start")
+
+    def on_containers_restart(self, ex: Exchange) -> None:
+        self._container_check(ex, "restart")
+
+    def on_containers_unpause(self, ex: Exchange) -> None:
+        self._container_check(ex, "unpause")
+
+    def on_volumes_create(self, ex: Exchange) -> None:
+        body = ex.conn.read_body(ex, self.config.max_json_body)
+        obj = gojson.loads(body) if body.strip() else gojson.Obj()
+        opts = gojson.get(obj, "DriverOpts")
+        engine_dir = os.path.dirname(os.path.realpath(self.proxy.engine_path))
+        if isinstance(opts, gojson.Obj):
+            device = gojson.get(opts, "device")
+            if isinstance(device, str):
+                self._check_host_path(device, engine_dir)
+        ex.conn.forward(ex, body=body)

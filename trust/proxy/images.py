@@ -1,0 +1,142 @@
+"""Tag, load, commit, plugins (engine-proxy.md §2.3, §2.7–§2.9): no unverified trusted name."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import TYPE_CHECKING
+
+from trust.errors import InputError
+from trust.proxy.decide import DeciderBase, Refused, StreamScanner
+from trust.reference import parse
+
+if TYPE_CHECKING:
+    from trust.proxy.server import Exchange
+
+__all__ = ["ImageRoutes"]
+
+
+class ImageRoutes(DeciderBase):
+    """Routes that put images under names, or pull plugins."""
+
+    def on_images_tag(self, ex: Exchange) -> None:
+        assert ex.match is not None
+        source = ex.match.params["name"]
+        q = ex.target.query
+        try:
+            target = parse(q.get("repo"), default_tag=False)
+            if q.get("tag"):
+                target = target.with_tag(q.get("tag"))
+            if target.tag is None:
+                target = target.with_tag("latest")
+        except InputError:
+            ex.conn.forward(ex)  # the engine refuses the name itself
+            return
+        image = self.inspect_image(ex, source)
+        if image is None:
+            ex.conn.forward(ex)
+            return
+        image_id = str(image.get("Id"))
+        if not self.admitted(ex, image):
+            raise Refused(
+                403,
+                f"trustpull: tag of {source} as {target} refused: image {image_id} "
+                "is not verified [NotVerified]",
+                kind="NotVerified",
+                reference=str(target),
+            )
+        try:
+            verified = self.verify(ex, target, what="tag")
+        except Refused as refusal:
+            if not refusal.not_signed:
+                raise
+            verified = None
+        if verified is not None and verified.pins:
+            signed = self.inspect_image(ex, f"{target.name}@{verified.pins[0].digest}")
+            if signed is None or str(signed.get("Id")) != image_id:
+                raise Refused(
+                    403,
+                    "trustpull: refusing to tag an unverified image as a signed name: "
+                    f"{target} is signed for {verified.pins[0].digest} [NotVerified]",
+                    kind="NotVerified",
+                    reference=str(target),
+                )
+        self._log(ex, verdict="allowed", reference=str(target), digest=image_id)
+        status = ex.conn.forward(ex)
+        if status == 201 and self.ledger.has(image_id):
+            self.ledger.add(image_id, "tag", [str(target), target.familiar()], ex.conn.peer.uid)
+
+    def on_images_load(self, ex: Exchange) -> None:
+        if not self.config.allow_load:
+            raise Refused(
+                403,
+                "trustpull: docker load refused: a loaded tarball is unverified "
+                "content; set allow_load [Load]",
+                kind="Load",
+            )
+        scanner = StreamScanner()
+        status = ex.conn.forward(ex, tee=scanner.feed)
+        if status != 200:
+            return
+        # Recorded by ID only: a loaded tag never makes a name runnable (§2.3).
+        for image_id in scanner.loaded_ids:
+            self.ledger.add(image_id, "load", [], ex.conn.peer.uid)
+        for name in scanner.loaded_names:
+            image = self.inspect_image(ex, name)
+            if image is not None:
+                self.ledger.add(str(image["Id"]), "load", [], ex.conn.peer.uid)
+
+    def on_commit(self, ex: Exchange) -> None:
+        if not self.config.allow_commit:
+            raise Refused(
+                403,
+                "trustpull: commit refused: it creates an unverified image; set "
+                "allow_commit [Commit]",
+                kind="Commit",
+            )
+        committed: list[str] = []
+
+        def record(status: int, data: bytes) -> bytes:
+            with contextlib.suppress(ValueError, AttributeError, TypeError):
+                if status == 201:
+                    committed.append(str(json.loads(data)["Id"]))
+            return data
+
+        ex.conn.forward(ex, buffer_response=record)
+        for image_id in committed:
+            self.ledger.add(image_id, "commit", [], ex.conn.peer.uid)
+
+    def on_plugins_create(self, ex: Exchange) -> None:
+        if not self.config.allow_plugin_create:
+            raise Refused(
+                403,
+                "trustpull: plugin create refused: a local plugin tarball is unverified; "
+                "set allow_plugin_create [Plugin]",
+                kind="Plugin",
+            )
+        ex.conn.forward(ex)
+
+    def _plugin_remote(self, ex: Exchange) -> None:
+        q = ex.target.query
+        remote = q.get("remote")
+        try:
+            ref = parse(remote)
+        except InputError as error:
+            raise Refused(
+                400, f"trustpull: plugin {remote} refused: {error.message} [Input]", kind="Input"
+            ) from None
+        verified = self.verify(ex, ref, what="plugin install")
+        if verified.unsigned is not None:
+            ex.conn.forward(ex)
+            return
+        pinned = f"{ref.name}@{verified.pins[0].digest}"
+        name = q.first("name")
+        new = q.replaced(remote=pinned, name=name if name is not None else ref.familiar())
+        self._log(ex, verdict="pinned", reference=str(ref), digest=verified.pins[0].digest)
+        ex.conn.forward(ex, target=ex.target.encode(query=new))
+
+    def on_plugins_pull(self, ex: Exchange) -> None:
+        self._plugin_remote(ex)
+
+    def on_plugins_upgrade(self, ex: Exchange) -> None:
+        self._plugin_remote(ex)

@@ -1,0 +1,176 @@
+"""Swarm membership, services and `/distribution` (engine-proxy.md §2.9)."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from trust.errors import InputError
+from trust.proxy import gojson
+from trust.proxy.decide import DeciderBase, Refused, sanitize
+from trust.proxy.framing import HTTPRefusal
+from trust.proxy.upstream import vpath
+from trust.reference import parse
+
+if TYPE_CHECKING:
+    from trust.proxy.server import Exchange
+
+__all__ = ["SwarmRoutes"]
+
+
+class SwarmRoutes(DeciderBase):
+    """Service specs pinned to signed digests; rollbacks to admitted images only."""
+
+    def on_swarm_init(self, ex: Exchange) -> None:
+        self._swarm(ex)
+
+    def on_swarm_join(self, ex: Exchange) -> None:
+        self._swarm(ex)
+
+    def _swarm(self, ex: Exchange) -> None:
+        if not self.config.allow_swarm:
+            raise Refused(
+                403,
+                "trustpull: swarm membership refused: this node would run tasks "
+                "that managers schedule without the proxy; set allow_swarm [Swarm]",
+                kind="Swarm",
+            )
+        ex.conn.forward(ex)
+
+    def _service(self, ex: Exchange) -> None:
+        body = ex.conn.read_body(ex, self.config.max_json_body)
+        obj = gojson.loads(body) if body.strip() else gojson.Obj()
+        template = gojson.get(obj, "TaskTemplate")
+        spec = gojson.get(template, "ContainerSpec")
+        if gojson.get(template, "PluginSpec") is not None:
+            raise Refused(403, "trustpull: plugin services are refused [Plugin]", kind="Plugin")
+        image = gojson.get(spec, "Image")
+        if isinstance(image, str) and image:
+            try:
+                ref = parse(image)
+            except InputError as error:
+                raise Refused(
+                    400,
+                    f"trustpull: service image {image} refused: {error.message} [Input]",
+                    kind="Input",
+                ) from None
+            verified = self.verify(ex, ref, what="service")
+            if verified.pins:
+                tag = ref.tag or verified.pins[0].tag
+                pinned = (
+                    f"{ref.name}:{tag}@{verified.pins[0].digest}"
+                    if tag
+                    else f"{ref.name}@{verified.pins[0].digest}"
+                )
+                gojson.set_field(spec, "Image", pinned)
+                self._log(ex, verdict="pinned", reference=image, digest=verified.pins[0].digest)
+        if ex.target.query.get("rollback") == "previous":
+            self._check_previous_spec(ex)
+        ex.conn.forward(ex, body=gojson.dumps(obj))
+
+    def _check_previous_spec(self, ex: Exchange) -> None:
+        """`rollback=previous` makes the engine run the service's `PreviousSpec`, not the
+        body (§2.9): its image must be admitted, which for a spec means pinned to a digest that
+        verifies (`N:T@D` with T signed for D, or a signed `N@D`; a tag alone would be pulled
+        by tag on the workers). The spec is read at the version the update names: swarm refuses
+        an update out of sequence, so the spec checked is the spec the engine rolls back to."""
+        assert ex.match is not None
+        service_id = ex.match.params.get("id", "")
+        answer = self.proxy.upstream.call(
+            "GET", vpath(ex.target.version, f"/services/{service_id}")
+        )
+        if answer.status != 200:
+            raise HTTPRefusal(answer.status if answer.status >= 400 else 502, answer.message)
+        info = answer.json()
+        info = info if isinstance(info, dict) else {}
+        version = (info.get("Version") or {}).get("Index")
+        if str(version) != ex.target.query.get("version"):
+            raise Refused(
+                403,
+                f"trustpull: rollback=previous of service {service_id} refused: the update "
+                f"names version {ex.target.query.get('version') or '(none)'} but the service "
+                f"is at {version}; the previous spec checked must be the one rolled back to "
+                "[Service]",
+                kind="Service",
+            )
+        previous = info.get("PreviousSpec")
+        if not isinstance(previous, dict):
+            return  # the engine refuses a rollback without a previous spec itself
+        template = previous.get("TaskTemplate") or {}
+        if template.get("PluginSpec") is not None:
+            raise Refused(
+                403,
+                "trustpull: rollback=previous refused: the previous spec runs a plugin [Plugin]",
+                kind="Plugin",
+            )
+        image = (template.get("ContainerSpec") or {}).get("Image")
+        if not isinstance(image, str) or not image:
+            return
+        what = f"rollback=previous of service {service_id} to {image}"
+        try:
+            ref = parse(image)
+        except InputError as error:
+            raise Refused(
+                400, f"trustpull: {what} refused: {error.message} [Input]", kind="Input"
+            ) from None
+        verified = self.verify(ex, ref, what="rollback=previous")
+        if verified.unsigned is None and ref.digest is None:
+            raise Refused(
+                403,
+                f"trustpull: {what} refused: the previous image is not pinned to a digest, so "
+                "the workers would pull the tag unverified [Service]",
+                kind="Service",
+                reference=image,
+            )
+        self._log(ex, verdict="verified", reference=image, reason="rollback=previous")
+
+    def on_services_create(self, ex: Exchange) -> None:
+        self._service(ex)
+
+    def on_services_update(self, ex: Exchange) -> None:
+        self._service(ex)
+
+    def on_distribution_inspect(self, ex: Exchange) -> None:
+        """Read-only, but a descriptor whose digest is not the signed one is refused (the CLI's
+        `service create` pins what this answers)."""
+        assert ex.match is not None
+        name = ex.match.params["name"]
+        try:
+            ref = parse(name)
+        except InputError:
+            ex.conn.forward(ex)
+            return
+        if ref.digest is not None:
+            ex.conn.forward(ex)
+            return
+        try:
+            verified = self.verify(ex, ref, what="distribution inspect")
+        except Refused as refusal:
+            if refusal.status == 503 or refusal.exit_kind_is_trust_failure:
+                raise
+            ex.conn.forward(ex)
+            return
+        if not verified.pins:
+            ex.conn.forward(ex)
+            return
+        signed = verified.pins[0].digest
+
+        def check(status: int, data: bytes) -> bytes:
+            if status != 200:
+                return data
+            try:
+                got = json.loads(data)["Descriptor"]["digest"]
+            except (ValueError, KeyError, TypeError):
+                got = None
+            if got != signed:
+                return json.dumps(
+                    {
+                        "message": sanitize(
+                            f"trustpull: the registry describes {ref} as {got}, but the signed "
+                            f"digest is {signed} [HashMismatch]"
+                        )
+                    }
+                ).encode()
+            return data
+
+        ex.conn.forward(ex, buffer_response=check, status_from_body=b"[HashMismatch]")
