@@ -34,6 +34,7 @@ __all__ = [
     "NetworkError",
     "NoSuchTagError",
     "NoTrustDataError",
+    "NotSignedAsRequiredError",
     "NotSignedError",
     "PolicyError",
     "RollbackError",
@@ -242,6 +243,14 @@ class PolicyError(TrustpullError):
 
     exit_code = 9
     kind = "Policy"
+
+
+class NotSignedAsRequiredError(PolicyError):
+    """Under a configured policy, a name that is merely not signed (exit 9, kind Policy).
+
+    A type of its own so that callers (the engine proxy's ledger of local builds) can tell
+    "no signature" from a requirement that signed data failed, without reading `__cause__`.
+    """
 
 
 #: Exit code → one-line meaning; the README table and `--help` are rendered from this.

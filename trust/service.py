@@ -34,6 +34,7 @@ from trust.errors import (
     InputError,
     NoSuchTagError,
     NoTrustDataError,
+    NotSignedAsRequiredError,
     NotSignedError,
     PolicyError,
     TrustPinError,
@@ -468,9 +469,11 @@ class TrustService:
             raise unsigned
         raise self._as_policy(repo, repo_rule, unsigned) from unsigned
 
-    def _as_policy(self, ref: Reference, rule: Rule, error: NotSignedError) -> PolicyError:
+    def _as_policy(
+        self, ref: Reference, rule: Rule, error: NotSignedError
+    ) -> NotSignedAsRequiredError:
         """Under a configured policy, "not signed" is a requirement not met (exit 9)."""
-        return PolicyError(
+        return NotSignedAsRequiredError(
             f"rule {rule.label}: {ref.familiar()} is not signed as required: {error.message}",
             hint=error.hint,
         )

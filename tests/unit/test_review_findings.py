@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 from tests.unit._trust_env import D2, GUN, Env, env_factory
-from trust.errors import NoTrustDataError, PolicyError, TrustpullError
+from trust.errors import (
+    NoTrustDataError,
+    NotSignedAsRequiredError,
+    PolicyError,
+    TrustpullError,
+)
 from trust.policy import Policy, Rule, Scope
 from trust.reference import parse
 from trust.service import TrustService
@@ -43,8 +48,9 @@ def test_inspect_does_not_bypass_a_rule_that_forbids_trust_on_first_use(
     never pinned."""
     env = make_env()
     strict = _policy(Rule("strict", 0, Scope(), tofu=False, origin="p:1"))
-    with pytest.raises(PolicyError):
+    with pytest.raises(PolicyError) as refused:
         TrustService(env.settings, strict).verify(REF)
+    assert not isinstance(refused.value, NotSignedAsRequiredError)  # signed, root not pinned
     assert _cached_files(env) == []
     ref = parse(GUN, default_tag=False)
     try:
@@ -62,8 +68,10 @@ def test_inspect_uses_the_rules_trust_server(make_env: MakeEnv) -> None:
     other = make_env(publish=False)  # a trust server with nothing for GUN
     rule = Rule("elsewhere", 0, Scope(), trust_server=other.server.url, origin="p:1")
     policy = _policy(rule)
-    with pytest.raises(PolicyError):  # not signed as required (9): the rule's server has none
+    with pytest.raises(PolicyError) as caught:  # not signed as required (9): none there
         TrustService(env.settings, policy).verify(REF)
+    # its own type: the proxy's ledger tells "no signature" from a failed requirement by it
+    assert type(caught.value) is NotSignedAsRequiredError
     with pytest.raises(NoTrustDataError):
         TrustService(env.settings, policy).inspect(parse(GUN, default_tag=False), GUN, None)
     assert _cached_files(env) == []

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from trust.errors import (
     InputError,
     NetworkError,
+    NotSignedAsRequiredError,
     NotSignedError,
     TrustpullError,
 )
@@ -307,9 +308,7 @@ class DeciderBase:
                     reference=str(ref),
                 )
                 refusal.exit_code = error.exit_code
-                refusal.not_signed = isinstance(error, NotSignedError) or isinstance(
-                    error.__cause__, NotSignedError
-                )
+                refusal.not_signed = isinstance(error, NotSignedError | NotSignedAsRequiredError)
                 refusal.rule = rule_for(self.proxy.policy, ref, self.proxy.settings)
                 raise refusal from None
 
