@@ -206,6 +206,9 @@ class HttpsSession:
             {"User-Agent": user_agent, "Accept-Encoding": "identity", "Accept": "*/*"}
         )
         self._requests = 0
+        #: The environment's proxies per origin, read once per session (a kept session in the
+        #: proxy would otherwise scan the environment on every request).
+        self._proxies: dict[tuple[str, str], dict[str, str]] = {}
         self._held: _Held | None = None
         self._store_checked = False
         self._creds_loaded = False
@@ -227,6 +230,11 @@ class HttpsSession:
 
     def close(self) -> None:
         self._session.close()
+
+    def renew(self) -> None:
+        """A kept session starts another run: the whole-session budget counts from now
+        (connections and the held token stay)."""
+        self._started = self._clock()
 
     def __enter__(self) -> HttpsSession:
         return self
@@ -519,7 +527,10 @@ class HttpsSession:
         what: str,
         current: Watch,
     ) -> requests.Response:
-        proxies = requests.utils.get_environ_proxies(url)
+        origin = _origin(url)
+        proxies = self._proxies.get(origin)
+        if proxies is None:
+            proxies = self._proxies[origin] = requests.utils.get_environ_proxies(url)
         self._requests += 1
         try:
             prepared = self._session.prepare_request(

@@ -31,7 +31,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from trust.errors import (
     AuthError,
@@ -59,6 +59,10 @@ from trust.notary.trusted_set import (
 )
 from trust.reference import Reference
 from trust.settings import Limits, Settings
+
+if TYPE_CHECKING:
+    from trust.credentials import CredentialSource
+    from trust.notary.pool import SessionPool
 
 __all__ = ["MetadataSource", "NotaryClient", "UpdateStats", "trust_server_for"]
 
@@ -147,8 +151,15 @@ class NotaryClient:
         now: dt.datetime | None = None,
         warn: Callable[[str], None] | None = None,
         required_roles: frozenset[str] = frozenset(),
+        credentials: CredentialSource | None = None,
+        sessions: SessionPool | None = None,
     ) -> None:
         self.settings = settings
+        #: Where the registry's credentials for the trust server's token flow come from: the
+        #: docker configuration by default; the proxy passes the client request's (issue 12 X49).
+        self._credentials = credentials
+        #: Sessions kept between updates (the proxy); None: one session per update.
+        self._sessions = sessions
         #: Delegation roles a policy rule names as required signers (trust.policy). They are
         #: treated like `targets/releases`: on the lookup path, so any failure of one (expired,
         #: under threshold, not in the snapshot) refuses the update (exit 5) instead of being
@@ -233,26 +244,35 @@ class NotaryClient:
     def make_session(self, server: str, gun: str) -> MetadataSource:
         if self._session_factory is not None:
             return self._session_factory(server, gun)
-        from trust.credentials import resolve_registry_auth
+        from trust.credentials import RegistryAuth, resolve_registry_auth
         from trust.http import TokenStore
         from trust.notary.remote import NotaryRemote
 
         settings = self.settings
         domain = gun.split("/", 1)[0]
+        source = self._credentials
 
-        def credentials() -> object:
+        def credentials() -> RegistryAuth | None:
+            if source is not None:
+                return source(domain)
             return resolve_registry_auth(domain, settings.docker_config, os.environ)
 
-        return NotaryRemote(
-            server,
-            gun,
-            limits=settings.limits,
-            docker_config=settings.docker_config,
-            credentials=credentials,  # type: ignore[arg-type]
-            realms=settings.auth_realms,
-            token_store=TokenStore(settings.trust_dir / "tokens"),
-            config_hint=f"[auth] realms in {settings.config_file or 'the config file'}",
-        )
+        def remote(found: Callable[[], RegistryAuth | None]) -> NotaryRemote:
+            return NotaryRemote(
+                server,
+                gun,
+                limits=settings.limits,
+                docker_config=settings.docker_config,
+                credentials=found,
+                realms=settings.auth_realms,
+                token_store=TokenStore(settings.trust_dir / "tokens"),
+                config_hint=f"[auth] realms in {settings.config_file or 'the config file'}",
+            )
+
+        if self._sessions is None:
+            return remote(credentials)  # looked up only if the server asks (a helper may run)
+        auth = credentials()
+        return self._sessions.lease(server, gun, auth, lambda: remote(lambda: auth))
 
     def warn(self, text: str) -> None:
         self._warn_sink(text)

@@ -35,7 +35,14 @@ from trust.proxy import gojson
 from trust.proxy.framing import HTTPRefusal
 from trust.proxy.routes import Query, check_single_keys
 from trust.proxy.upstream import EngineDown, image_path, vpath
-from trust.proxy.verify import Pin, Verified, rule_for, verify_reference
+from trust.proxy.verify import (
+    Pin,
+    SessionPool,
+    Verified,
+    request_credentials,
+    rule_for,
+    verify_reference,
+)
 from trust.reference import Reference, parse
 
 if TYPE_CHECKING:
@@ -156,6 +163,8 @@ class Decider:
         self._admitted: dict[str, float] = {}
         #: Bounded concurrency of verifications (each may fetch from the trust server).
         self._verifying = threading.BoundedSemaphore(16)
+        #: Trust server connections and tokens kept between requests (per credentials).
+        self._sessions = SessionPool(proxy.settings.limits.idle_sessions)
         self._api_range: tuple[str, str] | None = None
 
     # -------------------------------------------------------------------- dispatch
@@ -283,7 +292,12 @@ class Decider:
         with self._verifying:
             try:
                 return verify_reference(
-                    self.proxy.settings, self.proxy.policy, ref, all_tags=all_tags
+                    self.proxy.settings,
+                    self.proxy.policy,
+                    ref,
+                    all_tags=all_tags,
+                    credentials=request_credentials(ref, ex.header),
+                    sessions=self._sessions,
                 )
             except TrustpullError as error:
                 refusal = Refused(
