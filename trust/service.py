@@ -63,7 +63,7 @@ from trust.targets import SignedTarget
 
 if TYPE_CHECKING:
     from trust.credentials import CredentialSource
-    from trust.notary.pool import SessionPool
+    from trust.notary.pool import Kept
     from trust.tufsource import TufSource
 
 __all__ = ["TrustService", "Verification", "mirror_origin", "select_source", "tofu_notice"]
@@ -258,9 +258,10 @@ class TrustService:
     usual exit codes (a missing signature is 4, not 9).
 
     A long-running front end (the proxy) makes one service per request, so freshness is the
-    CLI's, and passes what outlives the request: `sessions` (connections and tokens kept for
-    the next update) and `credentials` (the request's own registry credentials for the trust
-    server's token flow instead of the docker configuration's).
+    CLI's, and passes what outlives the request: `kept` (connections, tokens and verified
+    results kept for the next update, trust.notary.pool) and `credentials` (the request's own
+    registry credentials for the trust server's token flow instead of the docker
+    configuration's).
     """
 
     def __init__(
@@ -272,7 +273,7 @@ class TrustService:
         now: dt.datetime | None = None,
         client_factory: Callable[[Settings, frozenset[str]], NotaryClient] | None = None,
         credentials: CredentialSource | None = None,
-        sessions: SessionPool | None = None,
+        kept: Kept | None = None,
     ) -> None:
         self.settings = settings
         self.policy = policy
@@ -280,7 +281,7 @@ class TrustService:
         self._now = now
         self._client_factory = client_factory
         self._credentials = credentials
-        self._sessions = sessions
+        self._kept = kept
         self._lock = threading.Lock()
         self._memo: dict[tuple[str, Rule], _Memo] = {}
         #: Per thread: the verifications the current `verify` call rests on (committed when
@@ -590,7 +591,7 @@ class TrustService:
             warn=self._notice,
             required_roles=roles,
             credentials=self._credentials,
-            sessions=self._sessions,
+            kept=self._kept,
         )
 
     def _count(self, client: NotaryClient) -> None:

@@ -71,6 +71,8 @@ class Limits:
     #: Trust server sessions (connection and token) a long-running proxy keeps idle between
     #: updates, least recently used closed first (trust.notary.pool).
     idle_sessions: int = 64
+    #: Verified results a long-running proxy keeps, one per repository and trust server.
+    kept_results: int = 1024
 
     def __post_init__(self) -> None:
         for item in dataclasses.fields(self):

@@ -1,8 +1,18 @@
-"""Trust server sessions kept between updates by a long-running process (the engine proxy).
+"""What a long-running process (the engine proxy) keeps between updates: `Kept`.
 
-A CLI run opens one session per repository and closes it. The proxy verifies on every pull, so
-it keeps each session (its TCP/TLS connection and the bearer token it holds) for the next update
-of the same repository: a warm pull then costs one request, the timestamp (issue 12).
+A CLI run opens one session per repository, verifies and exits. The proxy verifies on every
+pull, exactly as the CLI does (every update fetches timestamp.json), and keeps two things for
+the next update of the same repository (issue 12, "a warm pull: 1 request, ≤ 5 ms"):
+
+* `SessionPool`: the trust server session (its TCP/TLS connection and the bearer token it
+  holds), so the timestamp is one request;
+* `VerifiedStore`: the last verified result, with what it was verified from: the fetched
+  timestamp's bytes and the identity of every trust cache file the update read. The client
+  (trust.notary.client) reuses it only when the new timestamp is byte-for-byte the same, no
+  cache file changed, the settings are the same and the clock lies between the verification
+  and `trusted_set.stable_until` (the first instant at which any expiry or certificate check
+  over the same bytes could turn out otherwise). The CLI's procedure over those same inputs
+  would return the same result, warnings included; anything else runs it in full.
 
 A kept session is only ever reused with the same credentials: the key is (trust server, GUN,
 an identity of the credentials), the identity a keyed hash with a key of this process (never
@@ -13,17 +23,21 @@ is used by one update at a time (leased, then returned); the idle ones are bound
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from trust.credentials import RegistryAuth
 from trust.notary.remote import NotaryRemote
+from trust.notary.trusted_set import TrustData
+from trust.settings import Limits, TrustPinning
 
-__all__ = ["SessionPool"]
+__all__ = ["Kept", "KeptResult", "SessionPool", "VerifiedStore"]
 
 _Key = tuple[str, str, str]
 
@@ -119,3 +133,57 @@ class SessionPool:
             self._count = 0
         for session in sessions:
             session.close()
+
+
+@dataclass(frozen=True)
+class KeptResult:
+    """One verified update and the inputs it was verified from (see the module docstring)."""
+
+    data: TrustData
+    #: The timestamp.json bytes the update fetched (equal to the cached ones).
+    timestamp: bytes
+    #: `TrustCache.identity` of every role file the update read (None: absent).
+    files: Mapping[str, tuple[int, int, int, int] | None]
+    #: The update's clock, and `stable_until` of its result.
+    since: dt.datetime
+    until: dt.datetime
+    #: What else decided the result: pins, limits, required roles.
+    pinning: TrustPinning
+    limits: Limits
+    required_roles: frozenset[str]
+
+
+class VerifiedStore:
+    """The last verified result per (trust cache directory, trust server); thread-safe and
+    bounded (`Limits.kept_results`, least recently stored dropped first)."""
+
+    def __init__(self, max_results: int) -> None:
+        self._max = max_results
+        self._lock = threading.Lock()
+        self._results: OrderedDict[tuple[str, str], KeptResult] = OrderedDict()
+
+    def get(self, repo_dir: str, server: str) -> KeptResult | None:
+        with self._lock:
+            return self._results.get((repo_dir, server))
+
+    def put(self, repo_dir: str, server: str, result: KeptResult) -> None:
+        with self._lock:
+            self._results[(repo_dir, server)] = result
+            self._results.move_to_end((repo_dir, server))
+            while len(self._results) > self._max:
+                self._results.popitem(last=False)
+
+    def forget(self, repo_dir: str, server: str) -> None:
+        with self._lock:
+            self._results.pop((repo_dir, server), None)
+
+
+class Kept:
+    """Everything a long-running process keeps between updates, made once per process."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.sessions = SessionPool(limits.idle_sessions)
+        self.verified = VerifiedStore(limits.kept_results)
+
+    def close(self) -> None:
+        self.sessions.close()

@@ -36,8 +36,8 @@ from trust.proxy.framing import HTTPRefusal
 from trust.proxy.routes import Query, check_single_keys
 from trust.proxy.upstream import EngineDown, image_path, vpath
 from trust.proxy.verify import (
+    Kept,
     Pin,
-    SessionPool,
     Verified,
     request_credentials,
     rule_for,
@@ -163,8 +163,8 @@ class Decider:
         self._admitted: dict[str, float] = {}
         #: Bounded concurrency of verifications (each may fetch from the trust server).
         self._verifying = threading.BoundedSemaphore(16)
-        #: Trust server connections and tokens kept between requests (per credentials).
-        self._sessions = SessionPool(proxy.settings.limits.idle_sessions)
+        #: Trust server connections, tokens and verified results kept between requests.
+        self._kept = Kept(proxy.settings.limits)
         self._api_range: tuple[str, str] | None = None
 
     # -------------------------------------------------------------------- dispatch
@@ -297,7 +297,7 @@ class Decider:
                     ref,
                     all_tags=all_tags,
                     credentials=request_credentials(ref, ex.header),
-                    sessions=self._sessions,
+                    kept=self._kept,
                 )
             except TrustpullError as error:
                 refusal = Refused(

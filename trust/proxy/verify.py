@@ -4,7 +4,8 @@ Everything else in trust/proxy uses only `verify_reference`, `request_credential
 `Verified`; source selection, policy rules, tag / digest / all-tags handling, the cache and TOFU
 are the service's. A new service is made per request so that freshness is exactly the CLI's
 (every pull fetches the timestamp); what outlives a request is the trust cache and the
-`SessionPool` (connections and tokens, kept per credentials), so a warm pull is one request.
+`Kept` state (connections and tokens per credentials, verified results reused only when the
+new timestamp and the cache are unchanged), so a warm pull is one request.
 
 Credentials for the trust server's token flow are the client's, from the request being decided
 (issue 12 X49, attacks.md J07), never the proxy user's docker configuration.
@@ -22,15 +23,15 @@ from trust.credentials import (
     from_registry_config,
 )
 from trust.errors import TrustpullError
-from trust.notary.pool import SessionPool
+from trust.notary.pool import Kept
 from trust.policy import Policy
 from trust.reference import Reference
 from trust.service import TrustService, mirror_origin
 from trust.settings import Settings
 
 __all__ = [
+    "Kept",
     "Pin",
-    "SessionPool",
     "Verified",
     "request_credentials",
     "rule_for",
@@ -89,13 +90,13 @@ def verify_reference(
     *,
     all_tags: bool = False,
     credentials: CredentialSource = _anonymous,
-    sessions: SessionPool | None = None,
+    kept: Kept | None = None,
 ) -> Verified:
     """Verify `ref` under `settings` and `policy` with the request's `credentials`; raise a
     TrustpullError subclass."""
     notices: list[str] = []
     verification = TrustService(
-        settings, policy, notice=notices.append, credentials=credentials, sessions=sessions
+        settings, policy, notice=notices.append, credentials=credentials, kept=kept
     ).verify(ref, all_tags=all_tags)
     pins = tuple(
         Pin(r.tag, r.digest, r.reference, tuple(r.signers) or (r.role,))
