@@ -208,8 +208,11 @@ PROXY_OUTCOMES: dict[str, str] = {
     "X46": "403 unsigned remote and evil pin; plugin create 403",
     "X47": "403 (allow_swarm off)",
     "X48": "403 (allow_commit off; ledger for allowed commits: not yet)",
-    "X49": "partly: credentials never logged nor echoed; per-registry X-Registry-Config "
-    "selection untested; trust-server auth uses the proxy's own settings",
+    "X49": "the trust server's token flow presents the client's own login for the image's "
+    "registry (X-Registry-Auth only for the registry it names, a build's X-Registry-Config "
+    "entry per registry), never the proxy's config.json, never another client's kept token; "
+    "each build pre-pull carries only its registry's entry (the token issuer's log); no "
+    "credential in the proxy's log, refusals or output",
     "X50": "refuses to start: wider mode, symlink, plain file, abstract name, writable config",
     "X51": "503 `trustpull: cannot reach the Docker engine …` for every request",
     "X52": "(a) a verified cache serves the pull with the CLI's warning as a status line; (b) "

@@ -35,7 +35,13 @@ ROOMS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     (
         "transport",
-        ("trust.http", "trust.notary.remote", "trust.credentials", "trust.notary.cache"),
+        (
+            "trust.http",
+            "trust.notary.remote",
+            "trust.notary.pool",
+            "trust.credentials",
+            "trust.notary.cache",
+        ),
     ),
     ("trust source", ("trust.notary.client", "trust.tufview", "trust.tufsource")),
     ("policy", ("trust.policy", "trust.policy_file", "trust.config")),

@@ -20,7 +20,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,8 +29,11 @@ from trust.errors import AuthError, ConfigError
 
 __all__ = [
     "DOCKER_HUB_KEY",
+    "CredentialSource",
     "RegistryAuth",
     "credential_key",
+    "from_engine_header",
+    "from_registry_config",
     "resolve_registry_auth",
     "store_registry_auth",
 ]
@@ -75,6 +78,11 @@ class RegistryAuth:
         return base64.urlsafe_b64encode(text.encode("utf-8")).decode("ascii")
 
 
+#: Credentials for one registry domain (exactly that registry's, or None for anonymous). The
+#: CLI's source is the docker configuration; the proxy's, the headers of the client's request.
+CredentialSource = Callable[[str], "RegistryAuth | None"]
+
+
 def credential_key(registry_domain: str) -> str:
     """The config.json / helper key for a registry: Docker Hub's legacy URL, else host[:port]."""
     if registry_domain in _HUB_DOMAINS:
@@ -89,6 +97,11 @@ def _hostname(key: str) -> str:
             key = key[len(scheme) :]
             break
     return key.split("/", 1)[0]
+
+
+def _registry_host(key: str) -> str:
+    """One spelling per registry: a key or domain as a host, Docker Hub's aliases as one."""
+    return _hostname(credential_key(_hostname(key)))
 
 
 def _decode_auth(value: str, where: str) -> tuple[str, str]:
@@ -210,6 +223,54 @@ def _run_helper(helper: str, key: str, environ: Mapping[str, str]) -> RegistryAu
     else:
         auth = RegistryAuth(username=username, password=secret, serveraddress=server)
     return None if auth.is_anonymous else auth
+
+
+def _decode_header_json(value: str) -> Any:
+    """The engine's decoding of `X-Registry-Auth` / `X-Registry-Config`: URL-safe base64
+    (padding optional) of JSON; None when it does not decode (the engine then refuses)."""
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        return json.loads(raw)
+    except (ValueError, binascii.Error):
+        return None
+
+
+def from_engine_header(value: str | None, registry_domain: str) -> RegistryAuth | None:
+    """The credentials of a client's `X-Registry-Auth`, for `registry_domain` only.
+
+    The header carries the credentials of the registry the request names (the docker CLI's
+    `serveraddress` says which). They are returned only when that is `registry_domain`: a
+    header naming another registry never becomes this one's credentials (attacks.md J07).
+    Only the fields the engine itself uses go on (username, password, identity token).
+    """
+    doc = _decode_header_json(value) if value else None
+    if not isinstance(doc, dict):
+        return None
+    fields = ("username", "password", "identitytoken", "serveraddress")
+    if not all(isinstance(doc.get(name, ""), str) for name in fields):
+        return None
+    server = doc.get("serveraddress", "")
+    if server and _registry_host(server) != _registry_host(registry_domain):
+        return None
+    auth = RegistryAuth(
+        username=doc.get("username", ""),
+        password=doc.get("password", ""),
+        identitytoken=doc.get("identitytoken", ""),
+        serveraddress=server or credential_key(registry_domain),
+    )
+    return None if auth.is_anonymous else auth
+
+
+def from_registry_config(value: str | None, registry_domain: str) -> RegistryAuth | None:
+    """The entry of a build's `X-Registry-Config` (a map of registry key → AuthConfig) for
+    exactly `registry_domain`, chosen as `auths` entries are; another key is never used."""
+    doc = _decode_header_json(value) if value else None
+    if not isinstance(doc, dict):
+        return None
+    try:
+        return _from_auths({"auths": doc}, credential_key(registry_domain), "X-Registry-Config")
+    except ConfigError:
+        return None  # a malformed entry counts as none (nothing is borrowed from another)
 
 
 def resolve_registry_auth(

@@ -28,7 +28,7 @@ import datetime as dt
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trust.errors import (
     InputError,
@@ -61,6 +61,11 @@ from trust.policy import BUILTIN_DEFAULT, Context, Policy, Refuse, Rule, Unsigne
 from trust.reference import Reference, parse, parse_normalized_named
 from trust.settings import Settings, TrustPinning, TrustSourceConfig, scope_matches
 from trust.targets import SignedTarget
+
+if TYPE_CHECKING:
+    from trust.credentials import CredentialSource
+    from trust.notary.pool import Kept
+    from trust.tufsource import TufSource
 
 __all__ = [
     "TrustService",
@@ -271,6 +276,12 @@ class TrustService:
 
     `policy=None` means no configured policy: only the built-in default rule, and trustpull's
     usual exit codes (a missing signature is 4, not 9).
+
+    A long-running front end (the proxy) makes one service per request, so freshness is the
+    CLI's, and passes what outlives the request: `kept` (connections, tokens and verified
+    results kept for the next update, trust.notary.pool) and `credentials` (the request's own
+    registry credentials for the trust server's token flow instead of the docker
+    configuration's).
     """
 
     def __init__(
@@ -281,12 +292,16 @@ class TrustService:
         notice: Notice | None = None,
         now: dt.datetime | None = None,
         client_factory: Callable[[Settings, frozenset[str]], NotaryClient] | None = None,
+        credentials: CredentialSource | None = None,
+        kept: Kept | None = None,
     ) -> None:
         self.settings = settings
         self.policy = policy
         self._notice = notice
         self._now = now
         self._client_factory = client_factory
+        self._credentials = credentials
+        self._kept = kept
         self._lock = threading.Lock()
         self._memo: dict[tuple[str, Rule], _Memo] = {}
         #: Per thread: the verifications the current `verify` call rests on (committed when
@@ -382,9 +397,7 @@ class TrustService:
         settings = settings_for(rule, ref, self.settings)
         source = self._source(ref, rule)
         if source is not None:
-            from trust.tufsource import TufSource
-
-            return TufSource(source, settings, warn=self._notice).inspect(ref, name_as_typed, tag)
+            return self._tuf(source, settings).inspect(ref, name_as_typed, tag)
         fetched = self._update(ref, rule, settings)
         assert fetched.data is not None
         document = inspect_repository(fetched.data, name_as_typed, tag)
@@ -560,24 +573,20 @@ class TrustService:
         self, repo: Reference, source: TrustSourceConfig, settings: Settings
     ) -> dict[str, SignedTarget]:
         """Every signed tag of `repo` in the TUF repository, as python-tuf verified it."""
-        from trust.tufsource import TufSource
-
-        with TufSource(source, settings, warn=self._notice).view(repo.name) as view:
+        with self._tuf(source, settings).view(repo.name) as view:
             return {target.tag: target for target in view.signed_tags()}
 
     def _one_tuf(
         self, ref: Reference, rule: Rule, settings: Settings, source: TrustSourceConfig
     ) -> Resolution:
         """`NAME:TAG[@sha256:X]` from a TUF repository's verified view (python-tuf's search)."""
-        from trust.tufsource import TufSource
-
         assert ref.tag is not None
         if rule.root_keys or rule.root_ca:
             raise PolicyError(
                 f"rule {rule.label}: root pins apply to Notary; {ref.name} is verified by the "
                 f"TUF repository {source.metadata_url}, whose trusted root is {source.root}"
             )
-        with TufSource(source, settings, warn=self._notice).view(ref.name) as view:
+        with self._tuf(source, settings).view(ref.name) as view:
             target = view.lookup(ref.tag)
             if ref.digest is not None and target.digest != ref.digest:
                 raise NoSuchTagError(
@@ -587,10 +596,21 @@ class TrustService:
             rule.requirement.verify(Context(ref, rule, self.now(), evidence, target))
             return view.resolution(ref, target)
 
+    def _tuf(self, source: TrustSourceConfig, settings: Settings) -> TufSource:
+        from trust.tufsource import TufSource
+
+        return TufSource(source, settings, warn=self._notice, credentials=self._credentials)
+
     def _client(self, settings: Settings, roles: frozenset[str]) -> NotaryClient:
         if self._client_factory is not None:
             return self._client_factory(settings, roles)
-        return NotaryClient(settings, warn=self._notice, required_roles=roles)
+        return NotaryClient(
+            settings,
+            warn=self._notice,
+            required_roles=roles,
+            credentials=self._credentials,
+            kept=self._kept,
+        )
 
     def _count(self, client: NotaryClient) -> None:
         with self._lock:

@@ -69,6 +69,11 @@ class Limits:
     #: are visited once, so a site is counted once however often it is referenced).
     manifest_max_bytes: int = 4 * 1024 * KIB
     manifest_max_sites: int = 10_000
+    #: Trust server sessions (connection and token) a long-running proxy keeps idle between
+    #: updates, least recently used closed first (trust.notary.pool).
+    idle_sessions: int = 64
+    #: Verified results a long-running proxy keeps, one per repository and trust server.
+    kept_results: int = 1024
 
     def __post_init__(self) -> None:
         for item in dataclasses.fields(self):

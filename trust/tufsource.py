@@ -24,7 +24,7 @@ import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from tuf.api import exceptions as tuf_errors
@@ -54,6 +54,9 @@ from trust.reference import Reference
 from trust.settings import Settings, TrustSourceConfig
 from trust.tufview import SOURCE_NAME, TufView, target_path
 from trust.version import __version__
+
+if TYPE_CHECKING:
+    from trust.credentials import CredentialSource
 
 __all__ = [
     "SOURCE_NAME",
@@ -194,12 +197,15 @@ class TufSource:
         *,
         warn: Callable[[str], None] | None = None,
         fetcher: FetcherInterface | None = None,
+        credentials: CredentialSource | None = None,
     ) -> None:
         self.config = config
         self.settings = settings
         self.limits = settings.limits
         self._warn = warn
         self._fetcher = fetcher
+        #: As for Notary: None is the docker configuration; the proxy passes the request's.
+        self._credentials = credentials
         self.where = f"TUF repository {config.metadata_url}"
 
     # --------------------------------------------------------------------- public
@@ -243,8 +249,11 @@ class TufSource:
 
         host = urlsplit(self.config.metadata_url).netloc
         settings = self.settings
+        source = self._credentials
 
         def credentials() -> Any:
+            if source is not None:
+                return source(host)
             return resolve_registry_auth(host, settings.docker_config, os.environ)
 
         # Credentials: docker's for exactly the metadata host, sent as Basic auth only after

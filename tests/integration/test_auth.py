@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from fixtures.authstack import NOTARY_SERVICE, REGISTRY_SERVICE, AuthStack, User
+from fixtures.authstack import NOTARY_SERVICE, REGISTRY_SERVICE, AuthStack, TokenRegistry, User
 from fixtures.stack import (
     DOCKER_CLI,
     REPOSITORY_PASSPHRASE,
@@ -35,8 +36,10 @@ from fixtures.stack import (
     StackError,
     free_port,
 )
+from fixtures.trustproxy import TrustProxy
 from tests.ci import skip_or_fail
 from tests.integration._podman import running_podman
+from tests.integration.proxy_world import raw_request, status_of
 from trust.credentials import RegistryAuth
 from trust.engine import Engine
 from trust.errors import EngineError
@@ -59,6 +62,8 @@ USERS = {
     "carol": User("carol-pw", {"*": ALL}, lifetime=-300),
     # dave's tokens claim a 5-second life (the client then keeps them the 60 s floor).
     "dave": User("dave-pw", {"*": ALL}, lifetime=5),
+    # erin is the proxy user's own docker login: it must never serve a client's request (X49).
+    "erin": User("erin-pw", {"*": ALL}),
 }
 
 _PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy")
@@ -693,3 +698,188 @@ def test_podman_basic_registry_good_and_bad_credentials(
     good = world.config("podman-good", {world.basic: ("alice", "alice-pw")})
     ok(world.tp(f"{repo}:1.0", config=good, trust=False, extra=engine))
     assert _podman_digests(podman, f"{repo}:1.0") == [f"{repo}@{digest}"]
+
+
+# ------------------------------------------------------------ the engine proxy's credentials
+
+
+def _users(tokens: list[dict[str, Any]], service: str) -> list[str | None]:
+    return [t["basic_user"] for t in tokens if t["service"] == service]
+
+
+@pytest.fixture()
+def proxy(world: World, stack: Stack) -> Iterator[TrustProxy]:
+    """`trustpull proxy` in front of the session engine, trusting the token notary; its own
+    DOCKER_CONFIG holds erin's login for both registries (used for nothing but its trust
+    cache, TLS files and that login, which must never serve a client)."""
+    own = world.config(
+        "proxy-own", {world.reg: ("erin", "erin-pw"), world.basic: ("erin", "erin-pw")}
+    )
+    env = world.env(own)
+    env.pop("DOCKER_CONTENT_TRUST", None)
+    assert stack.dockerd is not None
+    started = TrustProxy(
+        Path(tempfile.mkdtemp(prefix="tpx-auth-", dir="/tmp")), str(stack.dockerd.socket_path), env
+    )
+    with started:
+        yield started
+
+
+def _through(
+    world: World, proxy: TrustProxy, config: Path, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """The docker CLI 28 as a user runs it, at the proxy, with `config`'s logins."""
+    env = world.env(
+        config, trust=False, extra={"DOCKER_HOST": proxy.docker_host, "DOCKER_BUILDKIT": "0"}
+    )
+    env.pop("DOCKER_CONTENT_TRUST", None)
+    return world.run([DOCKER_CLI, *args], env)
+
+
+def _no_secret(proxy: TrustProxy, *outputs: str) -> None:
+    for secret in ("alice-pw", "dave-pw", "carol-pw", "erin-pw"):
+        assert secret not in proxy.logs(), secret
+        for output in outputs:
+            assert secret not in output, secret
+        encoded = base64.b64encode(f"{secret}".encode()).decode().rstrip("=")
+        assert encoded not in proxy.logs()
+
+
+def test_X49_the_trust_servers_token_flow_uses_the_clients_credentials(
+    world: World, auth: AuthStack, signed: tuple[str, str], proxy: TrustProxy
+) -> None:
+    repo, digest = signed
+    world.untag(f"{repo}:1.0", f"{repo}@{digest}")
+    # The client's logins: alice for the token registry, dave for another registry.
+    client = world.config(
+        "x49-client", {world.reg: ("alice", "alice-pw"), world.basic: ("dave", "dave-pw")}
+    )
+    before = len(auth.issuer.requests())
+    pulled = _through(world, proxy, client, "pull", f"{repo}:1.0")
+    assert pulled.returncode == 0, why(pulled)
+    assert f"{repo}@{digest}" in world.repo_digests(f"{repo}:1.0")
+    tokens = _new_token_requests(auth, before)
+    # Notary's token flow: alice (the pulled registry's login), never dave, never erin.
+    assert set(_users(tokens, NOTARY_SERVICE)) == {"alice"}, tokens
+    assert set(_users(tokens, REGISTRY_SERVICE)) <= {"alice"}, tokens
+    _no_secret(proxy, pulled.stdout, pulled.stderr)
+
+    # Warm: one notary request per pull (the kept session's token), no new token.
+    world.untag(f"{repo}:1.0", f"{repo}@{digest}")
+    before = len(auth.issuer.requests())
+    notary_before = _settled(auth.notary.request_log)
+    again = _through(world, proxy, client, "pull", f"{repo}:1.0")
+    assert again.returncode == 0, why(again)
+    assert _users(_new_token_requests(auth, before), NOTARY_SERVICE) == []
+    uris = [e.uri for e in auth.notary.request_log()[notary_before:]]
+    assert uris == [f"/v2/{repo}/_trust/tuf/timestamp.json"], uris
+
+
+def test_X49_the_proxys_own_login_is_never_used_for_a_client(
+    world: World, auth: AuthStack, signed: tuple[str, str], proxy: TrustProxy
+) -> None:
+    repo, digest = signed
+    world.untag(f"{repo}:1.0", f"{repo}@{digest}")
+    # First a client with alice's login: the proxy now holds a session and a token for alice.
+    alice = world.config("x49-alice", {world.reg: ("alice", "alice-pw")})
+    assert _through(world, proxy, alice, "pull", f"{repo}:1.0").returncode == 0
+    world.untag(f"{repo}:1.0", f"{repo}@{digest}")
+    images_before = world.repo_digests(f"{repo}:1.0")
+    # A client with no login: authz/* trust data needs credentials, so the pull is refused
+    # (exit-7 kind), though the proxy's own config.json (erin) and alice's kept token would do.
+    anonymous = world.config("x49-anon")
+    before = len(auth.issuer.requests())
+    refused = _through(world, proxy, anonymous, "pull", f"{repo}:1.0")
+    assert refused.returncode != 0, why(refused)
+    assert "not authorized" in refused.stderr or "[Auth]" in refused.stderr, why(refused)
+    assert world.repo_digests(f"{repo}:1.0") == images_before == []
+    tokens = _new_token_requests(auth, before)
+    assert _users(tokens, NOTARY_SERVICE) and set(_users(tokens, NOTARY_SERVICE)) == {None}, tokens
+    # X-Registry-Auth naming another registry is not this registry's login either (J07).
+    other = base64.urlsafe_b64encode(
+        json.dumps(
+            {"username": "alice", "password": "alice-pw", "serveraddress": world.basic}
+        ).encode()
+    ).decode()
+    before = len(auth.issuer.requests())
+    query = f"fromImage={repo}&tag=1.0"
+    head = (
+        f"POST /v1.41/images/create?{query} HTTP/1.1\r\nHost: docker\r\n"
+        f"X-Registry-Auth: {other}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    response = raw_request(proxy.socket, head.encode())
+    assert status_of(response) == 403 and b"alice-pw" not in response, response
+    # Served as the anonymous client before it (its kept session, if any): no login at all.
+    assert b"[Auth]" in response, response
+    tokens = _new_token_requests(auth, before)
+    assert set(_users(tokens, NOTARY_SERVICE)) <= {None}, tokens
+    assert all(t["basic_user"] != "erin" for t in auth.issuer.requests()), "the proxy's login"
+    _no_secret(proxy, refused.stdout, refused.stderr)
+
+
+def test_X49_each_build_pre_pull_carries_only_its_registrys_entry(
+    world: World, auth: AuthStack, signed: tuple[str, str], proxy: TrustProxy, tmp_path: Path
+) -> None:
+    repo, digest = signed
+    # A second token registry on the same issuer: the issuer's log then names, per repository,
+    # whose login each of the engine's pre-pulls presented.
+    second = TokenRegistry(tmp_path / "second-registry", auth.issuer)
+    second.launch()
+    try:
+        second.wait_ready()
+        _build_with_two_registries(world, auth, proxy, tmp_path, repo, digest, second.host)
+    finally:
+        second.stop()
+
+
+def _build_with_two_registries(
+    world: World,
+    auth: AuthStack,
+    proxy: TrustProxy,
+    tmp_path: Path,
+    repo: str,
+    digest: str,
+    host: str,
+) -> None:
+    base = f"{host}/x49/base"
+    base_digest = world.publish(base, "1.0", "x49 base on the second registry")
+    world.untag(f"{repo}:1.0", f"{repo}@{digest}", f"{base}:1.0", f"{base}@{base_digest}")
+    # Logins for both registries of the Dockerfile and a third that it never names.
+    client = world.config(
+        "x49-build",
+        {
+            world.reg: ("alice", "alice-pw"),
+            host: ("dave", "dave-pw"),
+            "third.example": ("carol", "carol-pw"),
+        },
+    )
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Dockerfile").write_text(
+        f"FROM {base}:1.0 AS first\nFROM {repo}:1.0\nCOPY --from=first /content.txt /base.txt\n"
+    )
+    before = len(auth.issuer.requests())
+    name = f"{world.reg}/x49/built:1"  # checked for shadowing a signed tag: with alice's login
+    built = _through(world, proxy, client, "build", "-t", name, str(context))
+    try:
+        assert built.returncode == 0, why(built)
+        tokens = _new_token_requests(auth, before)
+        # Trust data of each base (and of the -t name): that registry's login, no other.
+        notary = {t["scope"][0]: t["basic_user"] for t in tokens if t["service"] == NOTARY_SERVICE}
+        assert notary == {
+            f"repository:{repo}:pull": "alice",
+            f"repository:{base}:pull": "dave",
+            f"repository:{name.rsplit(':', 1)[0]}:pull": "alice",
+        }, tokens
+        # The engine's pre-pulls: each registry saw its own entry of X-Registry-Config only.
+        registry = {
+            (t["scope"][0], t["basic_user"]) for t in tokens if t["service"] == REGISTRY_SERVICE
+        }
+        assert registry == {
+            (f"repository:{repo.split('/', 1)[1]}:pull", "alice"),
+            ("repository:x49/base:pull", "dave"),
+        }, tokens
+        assert all(t["basic_user"] not in ("carol", "erin") for t in tokens), tokens
+        _no_secret(proxy, built.stdout, built.stderr)
+    finally:
+        world.untag(name, f"{repo}:1.0", f"{base}:1.0")

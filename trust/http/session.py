@@ -61,6 +61,8 @@ from trust.version import __version__
 __all__ = ["Auth", "Credentials", "HttpsSession", "Reply"]
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+#: Prepared GETs a session keeps (metadata files, token realms): a few dozen at most.
+_PREPARED_MAX = 64
 
 
 class Credentials(Protocol):
@@ -206,6 +208,13 @@ class HttpsSession:
             {"User-Agent": user_agent, "Accept-Encoding": "identity", "Accept": "*/*"}
         )
         self._requests = 0
+        #: The environment's proxies per origin, read once per session (a kept session in the
+        #: proxy would otherwise scan the environment on every request).
+        self._proxies: dict[tuple[str, str], dict[str, str]] = {}
+        #: GETs as requests prepared them, by (url, headers): a kept session asks for the same
+        #: file again and again, and preparing (header merging, URL checks) is most of the
+        #: client-side cost of a request. Cookies are refused, so nothing else goes in.
+        self._prepared: dict[tuple[str, str, tuple[tuple[str, str], ...]], Any] = {}
         self._held: _Held | None = None
         self._store_checked = False
         self._creds_loaded = False
@@ -227,6 +236,11 @@ class HttpsSession:
 
     def close(self) -> None:
         self._session.close()
+
+    def renew(self) -> None:
+        """A kept session starts another run: the whole-session budget counts from now
+        (connections and the held token stay)."""
+        self._started = self._clock()
 
     def __enter__(self) -> HttpsSession:
         return self
@@ -519,17 +533,28 @@ class HttpsSession:
         what: str,
         current: Watch,
     ) -> requests.Response:
-        proxies = requests.utils.get_environ_proxies(url)
+        origin = _origin(url)
+        proxies = self._proxies.get(origin)
+        if proxies is None:
+            proxies = self._proxies[origin] = requests.utils.get_environ_proxies(url)
         self._requests += 1
+        key = (method, url, tuple(sorted(headers.items())))
         try:
-            prepared = self._session.prepare_request(
-                requests.Request(
-                    method,
-                    url,
-                    headers=dict(headers),
-                    data=dict(data) if data is not None else None,
+            prepared = self._prepared.get(key) if data is None else None
+            if prepared is None:
+                prepared = self._session.prepare_request(
+                    requests.Request(
+                        method,
+                        url,
+                        headers=dict(headers),
+                        data=dict(data) if data is not None else None,
+                    )
                 )
-            )
+                if data is None:
+                    if len(self._prepared) >= _PREPARED_MAX:
+                        self._prepared.clear()
+                    self._prepared[key] = prepared
+            prepared = prepared.copy()
             # The adapter directly, not Session.send: with allow_redirects=False requests still
             # reads a redirect's whole body (unbounded) and keeps cookies; we want neither.
             return self._adapter.send(

@@ -75,6 +75,16 @@ class TrustCache:
 
     # ------------------------------------------------------------------ reading
 
+    def identity(self, role: str) -> tuple[int, int, int, int] | None:
+        """Which file the cache holds for `role` (device, inode, size, mtime in ns; None when
+        absent): a long-running process compares it to tell whether another writer changed
+        the file since it was read (trust.notary.pool)."""
+        try:
+            info = os.lstat(self._path(role))
+        except OSError:
+            return None
+        return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
+
     def read(self, role: str, max_bytes: int) -> bytes | None:
         """The cached bytes, or None if absent or larger than `max_bytes` (treated as absent)."""
         path = self._path(role)

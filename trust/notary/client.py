@@ -31,7 +31,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from trust.errors import (
     AuthError,
@@ -59,6 +59,10 @@ from trust.notary.trusted_set import (
 )
 from trust.reference import Reference
 from trust.settings import Limits, Settings
+
+if TYPE_CHECKING:
+    from trust.credentials import CredentialSource
+    from trust.notary.pool import Kept, KeptResult
 
 __all__ = ["MetadataSource", "NotaryClient", "UpdateStats", "trust_server_for"]
 
@@ -147,8 +151,16 @@ class NotaryClient:
         now: dt.datetime | None = None,
         warn: Callable[[str], None] | None = None,
         required_roles: frozenset[str] = frozenset(),
+        credentials: CredentialSource | None = None,
+        kept: Kept | None = None,
     ) -> None:
         self.settings = settings
+        #: Where the registry's credentials for the trust server's token flow come from: the
+        #: docker configuration by default; the proxy passes the client request's (issue 12 X49).
+        self._credentials = credentials
+        #: What a long-running process keeps between updates (trust.notary.pool): sessions and
+        #: verified results; None (the CLI): one session per update, nothing kept.
+        self._kept = kept
         #: Delegation roles a policy rule names as required signers (trust.policy). They are
         #: treated like `targets/releases`: on the lookup path, so any failure of one (expired,
         #: under threshold, not in the snapshot) refuses the update (exit 5) instead of being
@@ -187,10 +199,54 @@ class NotaryClient:
             finally:
                 run.close()
                 self.stats.requests += run.requests()
+            self._keep(run, data)
             if commit:
                 self._write(cache, data.pending, locked=locked, recheck=False)
                 data = dataclasses.replace(data, pending=PendingWrites())
         return data
+
+    def _kept_result(self, run: _Run) -> KeptResult | None:
+        """The result kept from an earlier update of this repository, if its settings match."""
+        if self._kept is None:
+            return None
+        kept = self._kept.verified.get(str(run.cache.repo_dir), run.server)
+        if kept is None or (kept.pinning, kept.limits, kept.required_roles) != (
+            self.settings.trust_pinning,
+            self.limits,
+            self.required_roles,
+        ):
+            return None
+        return kept
+
+    def _keep(self, run: _Run, data: TrustData) -> None:
+        """Keep a full update's result for the next one (trust.notary.pool), but only one whose
+        inputs are all in the cache as it read them: nothing to write (so no first use, no
+        rotation, no new file), the timestamp fetched (not the cache's stand-in), the cache
+        locked. Anything else forgets what was kept."""
+        if self._kept is None or run.reused:
+            return
+        store = self._kept.verified
+        key = (str(run.cache.repo_dir), run.server)
+        if (
+            data.pending
+            or not run.locked
+            or run.offline
+            or run.network_failed is not None
+            or run.timestamp is None
+            or run.rotated
+        ):
+            store.forget(*key)
+            return
+        from trust.notary.pool import KeptResult
+        from trust.notary.trusted_set import stable_until
+
+        files = {role: run.cache.identity(role) for role in run.read}
+        pinning = self.settings.trust_pinning
+        until = stable_until(data, pinning, self.now)
+        kept = KeptResult(
+            data, run.timestamp, files, self.now, until, pinning, self.limits, self.required_roles
+        )
+        store.put(*key, kept)
 
     def commit(self, data: TrustData) -> None:
         """Write the verified files of an `update(ref, commit=False)` to the trust cache.
@@ -233,26 +289,35 @@ class NotaryClient:
     def make_session(self, server: str, gun: str) -> MetadataSource:
         if self._session_factory is not None:
             return self._session_factory(server, gun)
-        from trust.credentials import resolve_registry_auth
+        from trust.credentials import RegistryAuth, resolve_registry_auth
         from trust.http import TokenStore
         from trust.notary.remote import NotaryRemote
 
         settings = self.settings
         domain = gun.split("/", 1)[0]
+        source = self._credentials
 
-        def credentials() -> object:
+        def credentials() -> RegistryAuth | None:
+            if source is not None:
+                return source(domain)
             return resolve_registry_auth(domain, settings.docker_config, os.environ)
 
-        return NotaryRemote(
-            server,
-            gun,
-            limits=settings.limits,
-            docker_config=settings.docker_config,
-            credentials=credentials,  # type: ignore[arg-type]
-            realms=settings.auth_realms,
-            token_store=TokenStore(settings.trust_dir / "tokens"),
-            config_hint=f"[auth] realms in {settings.config_file or 'the config file'}",
-        )
+        def remote(found: Callable[[], RegistryAuth | None]) -> NotaryRemote:
+            return NotaryRemote(
+                server,
+                gun,
+                limits=settings.limits,
+                docker_config=settings.docker_config,
+                credentials=found,
+                realms=settings.auth_realms,
+                token_store=TokenStore(settings.trust_dir / "tokens"),
+                config_hint=f"[auth] realms in {settings.config_file or 'the config file'}",
+            )
+
+        if self._kept is None:
+            return remote(credentials)  # looked up only if the server asks (a helper may run)
+        auth = credentials()
+        return self._kept.sessions.lease(server, gun, auth, lambda: remote(lambda: auth))
 
     def warn(self, text: str) -> None:
         self._warn_sink(text)
@@ -305,6 +370,12 @@ class _Run:
         #: Verified files fetched by this run, written only on commit.
         self.pending: dict[str, bytes] = {}
         self.network_failed: TrustpullError | None = None
+        #: The timestamp.json bytes fetched by this run, if any.
+        self.timestamp: bytes | None = None
+        #: Fetched ahead by the reuse check (`_reuse`): the workflow's own fetch takes it.
+        self.prefetched: dict[str, bytes | TrustpullError] = {}
+        #: True when this run returned a result kept from an earlier update.
+        self.reused = False
         #: The cache's bytes per role as this run read them, and their digests (None: absent).
         self.cached: dict[str, bytes] = {}
         self.read: dict[str, bytes | None] = {}
@@ -314,6 +385,11 @@ class _Run:
     def trusted(self) -> TrustedSet:
         assert self._trusted is not None, "the root is loaded first"
         return self._trusted
+
+    @property
+    def rotated(self) -> bool:
+        """True when this run moved the trusted root (its inputs were not the cache alone)."""
+        return self._trusted is not None and bool(self._trusted.rotated_roots)
 
     # ------------------------------------------------------------------ I/O helpers
 
@@ -336,6 +412,11 @@ class _Run:
         return self.session
 
     def fetch(self, name: str, max_bytes: int) -> bytes:
+        early = self.prefetched.pop(name, None)
+        if isinstance(early, TrustpullError):
+            raise early.fresh()
+        if early is not None:
+            return early
         data = self._session().get_metadata(name, max_bytes)
         self.client.stats.downloaded.append(name)
         return data
@@ -350,6 +431,9 @@ class _Run:
     # ------------------------------------------------------------------ workflow
 
     def execute(self) -> TrustData:
+        reused = self._reuse()
+        if reused is not None:
+            return reused
         self._load_root()
         for role in ("timestamp", "snapshot", "targets"):
             self.read_cache(role)
@@ -383,6 +467,33 @@ class _Run:
             files=MappingProxyType(dict(self.pending)), read=MappingProxyType(dict(self.read))
         )
         return dataclasses.replace(data, pending=pending)
+
+    def _reuse(self) -> TrustData | None:
+        """The kept result of an earlier update, when this update would verify exactly the
+        same inputs at a moment with the same outcome (trust.notary.pool): the timestamp is
+        fetched as always and must be byte-for-byte the kept one. Otherwise None, and the full
+        workflow runs (with the timestamp, or the failure to fetch it, already in hand)."""
+        kept = self.client._kept_result(self)
+        if kept is None or self.offline or not self.locked:
+            return None
+        now = self.client.now
+        if not kept.since <= now < kept.until:
+            return None
+        if any(self.cache.identity(role) != ident for role, ident in kept.files.items()):
+            return None
+        try:
+            data = self._session().get_metadata("timestamp", self.limits.timestamp_max_bytes)
+        except TrustpullError as error:
+            self.prefetched["timestamp"] = error
+            return None
+        self.client.stats.downloaded.append("timestamp")
+        if data != kept.timestamp:
+            self.prefetched["timestamp"] = data
+            return None
+        self.reused = True
+        for warning in kept.data.warnings:
+            self.client.warn(warning)
+        return kept.data
 
     # ------------------------------------------------------------------ root
 
@@ -503,6 +614,7 @@ class _Run:
                 raise
             self._use_cached_timestamp(error)
             return
+        self.timestamp = data
         previous = self.cached.get("timestamp")
         if self.trusted.update_timestamp(data, previous=previous) and data != previous:
             self.pending["timestamp"] = data

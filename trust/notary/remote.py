@@ -120,6 +120,10 @@ class NotaryRemote:
     def close(self) -> None:
         self._session.close()
 
+    def renew(self) -> None:
+        """Start a new update on a kept session (trust.notary.pool): a fresh time budget."""
+        self._session.renew()
+
     def __enter__(self) -> NotaryRemote:
         return self
 

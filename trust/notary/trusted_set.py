@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from trust.errors import (
+    CertificateError,
     DelegationError,
     ExpiredError,
     HashMismatchError,
@@ -53,7 +54,7 @@ from trust.errors import (
     TrustpullError,
     VerificationError,
 )
-from trust.notary.keys import PublicKey
+from trust.notary.keys import PublicKey, parse_pem_certificates
 from trust.notary.metadata import (
     Delegation,
     Envelope,
@@ -70,7 +71,7 @@ from trust.notary.metadata import (
     parse_timestamp,
 )
 from trust.notary.signatures import verify_message
-from trust.notary.x509root import RootCheck, validate_root
+from trust.notary.x509root import NEAR_EXPIRY, NOT_BEFORE_LEEWAY, RootCheck, validate_root
 from trust.settings import Limits, TrustPinning
 
 __all__ = [
@@ -81,6 +82,7 @@ __all__ = [
     "TrustData",
     "TrustedSet",
     "check_meta",
+    "stable_until",
 ]
 
 #: docker's tag lookup reads exactly these roles, in this order (dct.md §1.6).
@@ -591,3 +593,37 @@ class TrustedSet:
             first_use=self._first_use,
             from_cache_only=from_cache_only,
         )
+
+
+def stable_until(data: TrustData, pinning: TrustPinning, now: dt.datetime) -> dt.datetime:
+    """The first instant after `now` at which verifying the same bytes could come out otherwise.
+
+    Every time-dependent decision of this verifier compares a fixed instant with the clock:
+    role expiry (every loaded role; a role skipped as expired stays expired), and certificate
+    validity, the near-expiry warning and CA chain building (every certificate of every root
+    key, and of each CA bundle pinned for a prefix of the GUN). For any later `now` before the
+    returned instant each comparison, hence the whole result and its warnings, is the same.
+    A long-running caller (trust.notary.pool) uses it to keep a verified result across
+    requests; nothing here is I/O.
+    """
+    instants = [data.root.expires, data.timestamp.expires, data.snapshot.expires]
+    instants += [loaded.targets.expires for loaded in data.roles.values()]
+    certs = []
+    for key in data.root.keys.values():
+        try:
+            certs += key.certificates()
+        except CertificateError:
+            continue  # not an x509 key: nothing in it depends on the time
+    for prefix, bundle in pinning.ca.items():
+        if data.gun.startswith(prefix):
+            try:
+                certs += parse_pem_certificates(bundle)
+            except CertificateError:
+                continue
+    for cert in certs:
+        not_before = cert.not_valid_before_utc
+        not_after = cert.not_valid_after_utc
+        instants += [not_before - NOT_BEFORE_LEEWAY, not_before, not_after]
+        instants.append(not_after - NEAR_EXPIRY)
+    later = [moment for moment in instants if moment > now]
+    return min(later) if later else dt.datetime.max.replace(tzinfo=dt.UTC)

@@ -30,7 +30,14 @@ from trust.errors import (
 from trust.proxy.framing import HTTPRefusal
 from trust.proxy.routes import Query, check_single_keys
 from trust.proxy.upstream import Answer, EngineDown, image_path
-from trust.proxy.verify import Pin, Verified, rule_for, verify_reference
+from trust.proxy.verify import (
+    Kept,
+    Pin,
+    Verified,
+    request_credentials,
+    rule_for,
+    verify_reference,
+)
 from trust.reference import Reference, parse
 
 if TYPE_CHECKING:
@@ -174,6 +181,8 @@ class DeciderBase:
         self._admitted: dict[str, float] = {}
         #: Bounded concurrency of verifications (each may fetch from the trust server).
         self._verifying = threading.BoundedSemaphore(16)
+        #: Trust server connections, tokens and verified results kept between requests.
+        self._kept = Kept(proxy.settings.limits)
         self._api_range: tuple[str, str] | None = None
 
     def handle(self, ex: Exchange) -> None:
@@ -298,7 +307,12 @@ class DeciderBase:
         with self._verifying:
             try:
                 return verify_reference(
-                    self.proxy.settings, self.proxy.policy, ref, all_tags=all_tags
+                    self.proxy.settings,
+                    self.proxy.policy,
+                    ref,
+                    all_tags=all_tags,
+                    credentials=request_credentials(ref, ex.header),
+                    kept=self._kept,
                 )
             except TrustpullError as error:
                 refusal = Refused(

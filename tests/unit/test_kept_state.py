@@ -1,0 +1,195 @@
+"""What the proxy keeps between requests (trust.notary.pool.Kept): one request per warm update,
+and never a different verdict from the CLI's full procedure (issue 12, "Long-running")."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.unit._trust_env import D1, D2, GUN, NOW, REF, Env, env_factory
+from trust.errors import ExpiredError, RollbackError
+from trust.notary.client import NotaryClient
+from trust.notary.pool import Kept
+from trust.notary.trusted_set import TrustData, TrustedSet, stable_until
+from trust.notary.x509root import NEAR_EXPIRY
+from trust.reference import parse
+
+MakeEnv = Callable[..., Env]
+TS = f"/v2/{GUN}/_trust/tuf/timestamp.json"
+
+
+@pytest.fixture
+def make_env(isolated_home: Path) -> Iterator[MakeEnv]:
+    yield from env_factory()
+
+
+def _update(env: Env, kept: Kept, now: dt.datetime | None = None) -> tuple[TrustData, list[str]]:
+    """One update as the proxy makes it (a new client per request, the same `Kept`)."""
+    env.server.clear_requests()
+    client = NotaryClient(env.settings, now=now, warn=env.warnings.append, kept=kept)
+    data = client.update(parse(REF))
+    return data, [r.path for r in env.server.requests]
+
+
+def _digest(data: TrustData, tag: str) -> str:
+    return data.roles["targets/releases"].targets.targets[tag].hashes["sha256"].hex()
+
+
+def test_a_warm_update_is_one_request_and_the_kept_result(
+    make_env: MakeEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = make_env()
+    kept = Kept(env.settings.limits)
+    _update(env, kept)  # first use: writes the cache, keeps nothing
+    second, paths = _update(env, kept)  # everything from the cache: kept
+    assert paths == [TS]
+    built: list[object] = []
+    original = TrustedSet.__init__
+
+    def counting(self: TrustedSet, *args: Any, **kwargs: Any) -> None:
+        built.append(self)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(TrustedSet, "__init__", counting)
+    third, paths = _update(env, kept)
+    assert paths == [TS]
+    assert built == []  # nothing verified again: the kept result
+    assert third == second and _digest(third, "1.0") == D1
+
+
+def test_a_new_timestamp_runs_the_whole_update(make_env: MakeEnv) -> None:
+    env = make_env()
+    kept = Kept(env.settings.limits)
+    _update(env, kept)
+    _update(env, kept)
+    env.builder.add_target("1.0", D2, 530, role="targets/releases")  # re-signed tag
+    env.serve()
+    data, paths = _update(env, kept)
+    assert _digest(data, "1.0") == D2
+    assert paths.count(TS) == 1  # the reuse check's fetch is the workflow's
+    assert any("snapshot" in p for p in paths)
+
+
+def test_a_frozen_timestamp_is_refused_once_it_expires(make_env: MakeEnv) -> None:
+    """The kept result never outlives `stable_until`: the same bytes after the timestamp's
+    expiry get the CLI's verdict (attacks.md freeze), not the kept one."""
+    env = make_env()
+    kept = Kept(env.settings.limits)
+    _update(env, kept)
+    data, _ = _update(env, kept)
+    until = stable_until(data, env.settings.trust_pinning, NOW)
+    assert until <= data.timestamp.expires
+    with pytest.raises(ExpiredError):
+        _update(env, kept, now=data.timestamp.expires + dt.timedelta(seconds=1))
+
+
+def test_stable_until_stops_at_the_first_certificate_boundary(make_env: MakeEnv) -> None:
+    """A root certificate's near-expiry warning starts before any role expires: the kept
+    result must end there, so the warning appears exactly when the CLI would print it."""
+    env = make_env()
+    far = NOW + dt.timedelta(days=3650)
+    for role in env.builder.roles:
+        env.builder.set_expiry(role, far)
+    env.serve()
+    kept = Kept(env.settings.limits)
+    _update(env, kept)
+    data, _ = _update(env, kept)
+    root_keys = [data.root.keys[k] for k in data.root.roles["root"].keyids]
+    certs = [c for key in root_keys for c in key.certificates()]
+    first_cert = min(c.not_valid_after_utc for c in certs)
+    until = stable_until(data, env.settings.trust_pinning, NOW)
+    assert until == min(first_cert - NEAR_EXPIRY, far), (until, first_cert)
+
+
+def test_an_older_timestamp_is_a_rollback_not_the_kept_result(make_env: MakeEnv) -> None:
+    env = make_env()
+    kept = Kept(env.settings.limits)
+    old = env.builder.history[-1]
+    env.builder.bump("timestamp")
+    env.serve()
+    _update(env, kept)
+    _update(env, kept)
+    env.serve(old)
+    with pytest.raises(RollbackError):
+        _update(env, kept)
+
+
+def test_a_cache_changed_by_another_writer_is_read_again(make_env: MakeEnv) -> None:
+    env = make_env()
+    kept = Kept(env.settings.limits)
+    _update(env, kept)
+    _update(env, kept)
+    # Another process (the CLI on the same trust dir) verified a newer repository.
+    env.builder.bump("timestamp")
+    env.serve()
+    NotaryClient(env.settings, warn=env.warnings.append).update(parse(REF))
+    newer = (env.metadata_dir / "timestamp.json").read_bytes()
+    # The server now answers the timestamp the proxy kept: below the cache's floor.
+    env.serve(env.builder.history[-2])
+    with pytest.raises(RollbackError):
+        _update(env, kept)
+    assert (env.metadata_dir / "timestamp.json").read_bytes() == newer
+
+
+def test_a_server_down_is_the_clis_cached_fallback_after_one_try(make_env: MakeEnv) -> None:
+    env = make_env()
+    kept = Kept(env.settings.limits)
+    _update(env, kept)
+    _update(env, kept)
+    env.server.add_fault("*/timestamp.json", status=503)
+    env.warnings.clear()
+    data, paths = _update(env, kept)
+    assert _digest(data, "1.0") == D1
+    assert any("trust server unreachable" in w for w in env.warnings), env.warnings
+    attempts = 1 + env.settings.limits.retries
+    assert paths == [TS] * attempts  # fetched once (with its retries), not again
+    env.server.clear_faults()
+    _, paths = _update(env, kept)
+    assert paths == [TS]
+
+
+def test_other_settings_never_share_a_kept_result(make_env: MakeEnv) -> None:
+    env = make_env()
+    kept = Kept(env.settings.limits)
+    _update(env, kept)
+    _update(env, kept)
+    env.server.clear_requests()
+    client = NotaryClient(
+        env.settings, warn=env.warnings.append, kept=kept, required_roles=frozenset({"x"})
+    )
+    client.update(parse(REF))
+    assert len(env.server.requests) == 1 and os.path.exists(env.metadata_dir)
+    assert client.stats.requests == 1
+
+
+def test_concurrent_requests_share_kept_state_safely(make_env: MakeEnv) -> None:
+    """The proxy verifies on many threads: each update leases its own session, the per-GUN
+    cache lock orders them, and every one fetches its own timestamp."""
+    env = make_env()
+    kept = Kept(env.settings.limits)
+    _update(env, kept)
+    _update(env, kept)
+    env.server.clear_requests()
+    results: list[str] = []
+    errors: list[BaseException] = []
+
+    def one() -> None:
+        try:
+            client = NotaryClient(env.settings, warn=env.warnings.append, kept=kept)
+            results.append(_digest(client.update(parse(REF)), "1.0"))
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=one) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == [] and results == [D1] * 12
+    assert [r.path for r in env.server.requests] == [TS] * 12
