@@ -709,8 +709,7 @@ class ClientConnection:
             out: list[Any] = _framed(uc, request)
             if own_body:
                 for batch in self.body_batches(ex):
-                    for piece in batch:
-                        out += _framed(uc, _data(piece))
+                    out += _body_out(uc, batch, head.chunked)
                     send_all(up, out)
                     out = []
             elif isinstance(source, bytes):
@@ -801,20 +800,22 @@ class ClientConnection:
                     ex, event, reader, status, out_headers, buffer_response, status_from_body
                 )
             else:
-                self._send_events(
-                    ex.h11c,
-                    h11.Response(status_code=status, headers=out_headers, reason=event.reason),
+                response = h11.Response(
+                    status_code=status, headers=out_headers, reason=event.reason
                 )
+                framed = ex.h11c.send(response) or b""
+                chunked = _is_chunked(framed)
+                try:
+                    self.sock.sendall(framed)
+                except OSError:
+                    raise _Closed from None
                 head_only = ex.head.method == "HEAD"
                 for batch in reader.batches():
                     if tee is not None:
                         tee(b"".join(batch))
                     if not head_only:
-                        out: list[Any] = []
-                        for piece in batch:
-                            out += _framed(ex.h11c, _data(piece))
                         try:
-                            send_all(self.sock, out)
+                            send_all(self.sock, _body_out(ex.h11c, batch, chunked))
                         except OSError:
                             raise _Closed from None
                 self._send_events(ex.h11c, h11.EndOfMessage())
@@ -924,6 +925,25 @@ def _framed(h: h11.Connection, event: Any) -> list[Any]:
 def _data(piece: memoryview) -> h11.Data:
     """A Data event over a slice of a body buffer: h11 passes it through (`_framed`) unread."""
     return h11.Data(data=cast(bytes, piece))
+
+
+def _body_out(h: h11.Connection, batch: list[memoryview], chunked: bool) -> list[Any]:
+    """The bytes that send one batch of body: one chunk of all of it on a chunked message
+    (h11's chunked writer keeps no count, so writing the chunk here leaves its state as
+    h11 would; its EndOfMessage writes the last chunk), else h11's own framing (it counts
+    Content-Length and refuses a byte too many)."""
+    if chunked:
+        total = sum(piece.nbytes for piece in batch)
+        return [b"%x\r\n" % total, *batch, b"\r\n"] if total else []
+    out: list[Any] = []
+    for piece in batch:
+        out += _framed(h, _data(piece))
+    return out
+
+
+def _is_chunked(head: bytes) -> bool:
+    """Whether h11 framed the head it produced as chunked (it chooses for HTTP/1.0 peers)."""
+    return any(line.lower() == b"transfer-encoding: chunked" for line in head.split(b"\r\n")[1:])
 
 
 #: At most this many buffers per `sendmsg` (Linux's IOV_MAX is 1024).
