@@ -4,7 +4,8 @@ Starts one fixtures.stack.Stack and the proxy in front of its engine (the same s
 integration tests, tests/integration/proxy_world.py), then prints markdown tables:
 
 1. per-request overhead: `GET /_ping`, `GET /containers/json`, `GET /images/<id>/json` over a
-   keep-alive connection (median of N, direct socket vs proxy), and the docker CLI's
+   keep-alive connection and `GET /_ping` on a new connection each time (median of N, direct
+   socket vs proxy), and the docker CLI's
    `docker version` / `docker ps` / `docker inspect` (median wall time, direct vs proxy);
 2. `docker save` and `docker load` of a ~200 MB image through the proxy vs direct (MB/s, the
    median of `--rounds` alternating runs, and the ratio), the proxy's CPU time per operation
@@ -64,6 +65,19 @@ def _request_times(sock: str, path: str, runs: int) -> list[float]:
     return times[5:]
 
 
+def _fresh_connection_times(sock: str, runs: int) -> list[float]:
+    """`GET /_ping` on a new connection each time (what each docker CLI command pays)."""
+    times = []
+    for _ in range(runs + 5):
+        began = time.perf_counter()
+        conn = UnixHTTP(sock)
+        conn.request("GET", "/_ping")
+        conn.getresponse().read()
+        conn.close()
+        times.append(time.perf_counter() - began)
+    return times[5:]
+
+
 def _cli_times(env: dict[str, str], args: list[str], runs: int) -> list[float]:
     times = []
     for _ in range(runs):
@@ -112,6 +126,16 @@ def _run(world: World, stack: Stack, args: argparse.Namespace) -> int:
         rows.append(
             [label, f"{direct * 1000:.2f}", f"{via * 1000:.2f}", f"{(via - direct) * 1000:+.2f}"]
         )
+    direct = statistics.median(_fresh_connection_times(engine_sock, args.runs))
+    via = statistics.median(_fresh_connection_times(proxy.socket, args.runs))
+    rows.append(
+        [
+            "GET /_ping, new connection each",
+            f"{direct * 1000:.2f}",
+            f"{via * 1000:.2f}",
+            f"{(via - direct) * 1000:+.2f}",
+        ]
+    )
     direct_env = world.env(world.client_config, DOCKER_HOST=f"unix://{engine_sock}")
     proxy_env = world.env(world.client_config, DOCKER_HOST=proxy.docker_host)
     for label, cli in (
