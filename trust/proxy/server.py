@@ -2,8 +2,10 @@
 
 One thread per client connection (bounded by `max_connections` and per peer uid), one upstream
 connection per client connection, one request at a time on it. Request heads are checked by
-`framing.check_head` before h11 sees them; bodies and responses are framed by h11 afresh per
-request, so the engine only ever receives bytes the proxy produced itself, until the engine
+`framing.check_head` before h11 sees them (without their framing headers: h11 parses heads and
+frames what the proxy sends); bodies both ways are decoded by `framing.BodyReader` and sent on
+in large slices under the proxy's own framing (a fresh Content-Length, or chunks written
+here), so the engine only ever receives bytes the proxy produced itself, until the engine
 switched a connection to a raw stream (attach, exec start, an allowed upgrade): from then on
 both sockets are joined by a tunnel that never parses again.
 
