@@ -55,6 +55,9 @@ _HEAD_RECV = 64 * 1024
 #: Headers h11 is not shown: the strict head check decided the framing and `BodyReader` reads
 #: the body, so h11 sees a request without a body and keeps its own state in step with ours.
 _FRAMING = (b"content-length", b"transfer-encoding")
+#: Threads kept waiting in accept(), and at most this many idle after a burst.
+_SPARE = 4
+_MAX_IDLE = 32
 _HIJACK_ROUTES = {"containers.attach", "exec.start"}
 _RAW_STREAM_TYPES = (
     b"application/vnd.docker.raw-stream",
@@ -219,36 +222,66 @@ class Proxy:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self.listener: socket.socket | None = None
+        self._pool = threading.Condition()
+        self._idle = 0  # threads waiting in accept()
 
     @property
     def enforcing(self) -> bool:
         return self.config.mode == "enforce"
 
     def serve(self, listener: socket.socket) -> None:
+        """Keep `_SPARE` threads waiting in `accept`; the one that accepts serves.
+
+        A new connection so never waits for a thread to be created or woken for it (that was
+        half of what a new connection cost through the proxy); the threads are topped up here,
+        off its path, and a thread that served goes back to accepting while fewer than
+        `_MAX_IDLE` wait.
+        """
         self.listener = listener
-        while not self._stopping.is_set():
+        while True:
+            with self._pool:
+                while self._idle >= _SPARE and not self._stopping.is_set():
+                    self._pool.wait()
+                if self._stopping.is_set():
+                    return
+                self._idle += 1
+            threading.Thread(target=self._accept_loop, args=(listener,), daemon=True).start()
+
+    def _accept_loop(self, listener: socket.socket) -> None:
+        while True:
             try:
                 client, _ = listener.accept()
             except OSError:
                 if self._stopping.is_set():
+                    with self._pool:
+                        self._idle -= 1
                     return
+                time.sleep(0.01)  # e.g. out of file descriptors: no busy loop
                 continue
+            with self._pool:
+                self._idle -= 1
+                self._pool.notify()
             peer = peer_of(client)
-            if not self._admit(peer):
+            if self._admit(peer):
+                self._run(client, peer)
+            else:
                 threading.Thread(
                     target=_refuse_raw,
                     args=(client, 503, "trustpull: the proxy is at its connection limit"),
                     daemon=True,
                 ).start()
-                continue
-            thread = threading.Thread(
-                target=self._run, args=(client, peer), daemon=True, name=f"conn-{peer.pid}"
-            )
-            thread.start()
+            with self._pool:
+                if self._idle >= _MAX_IDLE or self._stopping.is_set():
+                    return
+                self._idle += 1
 
     def stop(self) -> None:
         self._stopping.set()
+        with self._pool:
+            self._pool.notify_all()
         if self.listener is not None:
+            with contextlib.suppress(OSError):
+                self.listener.shutdown(socket.SHUT_RDWR)  # wakes the threads in accept()
             with contextlib.suppress(OSError):
                 self.listener.close()
 
