@@ -173,6 +173,19 @@ class _Recorder(BaseHTTPRequestHandler):
         self.server.seen.append(  # type: ignore[attr-defined]
             {"method": self.command, "path": self.path, "headers": dict(self.headers), "body": body}
         )
+        if "/get?size=" in self.path:  # a chunked stream, as the engine's save answers
+            size = int(self.path.rsplit("=", 1)[1])
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-tar")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            data, at = _pattern(size), 0
+            while at < size:
+                step = min(size - at, 1 + (at * 7919) % 70000)
+                self.wfile.write(b"%x\r\n" % step + data[at : at + step] + b"\r\n")
+                at += step
+            self.wfile.write(b"0\r\n\r\n")
+            return
         if self.path.endswith("/version"):
             answer = json.dumps({"ApiVersion": "1.41", "MinAPIVersion": "1.12"}).encode()
             status = 200
@@ -187,6 +200,10 @@ class _Recorder(BaseHTTPRequestHandler):
         self.wfile.write(answer)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
+
+
+def _pattern(size: int) -> bytes:
+    return (bytes(range(256)) * (size // 256 + 1))[:size]
 
 
 class _UnixServer(ThreadingHTTPServer):
@@ -288,6 +305,89 @@ def test_chunked_body_is_reframed_and_trailers_dropped_X26(proxy: str, fake: Any
     assert out.startswith(b"HTTP/1.1 200"), out
     assert seen[-1]["body"] == b"hello"
     assert "X-Registry-Auth" not in seen[-1]["headers"]
+
+
+def _chunks(data: bytes, step: int) -> bytes:
+    return b"".join(
+        b"%x\r\n" % len(data[i : i + step]) + data[i : i + step] + b"\r\n"
+        for i in range(0, len(data), step)
+    )
+
+
+def test_large_bodies_stream_both_ways_and_the_connection_is_reused(proxy: str, fake: Any) -> None:
+    _, seen = fake
+    size = 5 * 1024 * 1024 + 17
+    body = os.urandom(size)
+    head = (
+        b"PUT /v1.41/containers/c/archive?path=/ HTTP/1.1\r\nHost: x\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(proxy)
+        sock.settimeout(20)
+        sock.sendall(head + _chunks(body, 32768) + b"0\r\n\r\n")
+        sock.sendall(
+            f"GET /v1.41/images/x/get?size={size} HTTP/1.1\r\nHost: x\r\n"
+            "Connection: close\r\n\r\n".encode()
+        )
+        out = bytearray()
+        while chunk := sock.recv(1 << 20):
+            out += chunk
+    assert seen[-2]["body"] == body  # the request body, re-chunked, intact
+    first_end = out.index(b"\r\n\r\n{}") + 6
+    second = bytes(out[first_end:])
+    assert second.startswith(b"HTTP/1.1 200"), second[:200]
+    stream = second[second.index(b"\r\n\r\n") + 4 :]
+    decoded, at = bytearray(), 0
+    while True:  # the proxy's own chunked framing towards the client
+        eol = stream.index(b"\r\n", at)
+        n = int(stream[at:eol], 16)
+        if n == 0:
+            break
+        decoded += stream[eol + 2 : eol + 2 + n]
+        assert stream[eol + 2 + n : eol + 4 + n] == b"\r\n"
+        at = eol + 4 + n
+    assert bytes(decoded) == _pattern(size)
+
+
+@pytest.mark.parametrize(
+    "chunked",
+    [
+        b"5 \r\nhello\r\n0\r\n\r\n",
+        b"5\nhello\r\n0\r\n\r\n",
+        b"00000000000000005\r\nhello\r\n0\r\n\r\n",
+        b"5\r\nhelloXX0\r\n\r\n",
+        b"5\r\nhello\r\n0\r\n X: folded\r\n\r\n",
+    ],
+)
+def test_malformed_chunked_bodies_never_complete_upstream_X26(
+    proxy: str, fake: Any, chunked: bytes
+) -> None:
+    _, seen = fake
+    hidden = b"POST /v1.41/images/create?fromImage=evil HTTP/1.1\r\nHost: x\r\n\r\n"
+    out = _exchange(
+        proxy,
+        b"PUT /v1.41/containers/c/archive?path=/ HTTP/1.1\r\nHost: x\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n" + chunked + hidden,
+    )
+    assert out.startswith(b"HTTP/1.1 400"), out
+    time.sleep(0.2)
+    # the engine never saw a complete request, nor the hidden one (the proxy's own
+    # `GET /version` is all it got)
+    assert [s["path"] for s in seen if not s["path"].endswith("/version")] == []
+
+
+def test_pipelined_after_a_chunked_body_X27(proxy: str, fake: Any) -> None:
+    _, seen = fake
+    data = (
+        b"PUT /v1.41/containers/c/archive?path=/ HTTP/1.1\r\nHost: x\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+        b"POST /v1.41/newthing HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+    )
+    out = _exchange(proxy, data)
+    assert out.startswith(b"HTTP/1.1 200") and b"HTTP/1.1 403" in out, out
+    forwarded = [s for s in seen if not s["path"].endswith("/version")]
+    assert [(s["method"], s["body"]) for s in forwarded] == [("PUT", b"hello")]
 
 
 def test_forwarded_target_is_reencoded_X02(proxy: str, fake: Any) -> None:

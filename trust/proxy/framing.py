@@ -1,19 +1,27 @@
-"""Strict HTTP/1.x request heads (engine-proxy.md §1.5).
+"""Strict HTTP/1.x request heads and message bodies (engine-proxy.md §1.5).
 
-h11 does the body framing (Content-Length, chunked) and response serialisation, but on its own
-it accepts shapes the engine's Go parser reads differently: measured with h11 0.16, it decodes a
-chunked body on HTTP/1.0 (Go ignores Transfer-Encoding there: X24), takes Transfer-Encoding with
-Content-Length, joins obsolete line folding, accepts bare LF, merges repeated Content-Length and
-routes absolute-form targets and `PRI * HTTP/2.0`. So every head is first checked here, on the raw
+h11 parses heads and serialises what the proxy sends, but on its own it accepts shapes the
+engine's Go parser reads differently: measured with h11 0.16, it decodes a chunked body on
+HTTP/1.0 (Go ignores Transfer-Encoding there: X24), takes Transfer-Encoding with Content-Length,
+joins obsolete line folding, accepts bare LF, merges repeated Content-Length and routes
+absolute-form targets and `PRI * HTTP/2.0`. So every head is first checked here, on the raw
 bytes, and refused when any two reasonable parsers could disagree; only then is it fed to h11.
+
+Bodies are decoded here too (`BodyReader`), not by h11: h11 turns every chunk into an event and
+copies it three times, which cost a quarter of `docker save`/`docker load` throughput through the
+proxy (benchmarks/README.md, bench_proxy). The reader is as strict as the head check: exact
+Content-Length, chunk sizes of 1–16 hex digits, CRLF only, trailers parsed and dropped; it
+hands out slices of one reused buffer, so a body of any size costs one buffer of memory.
 """
 
 from __future__ import annotations
 
 import re
+import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-__all__ = ["HEAD_END", "HTTPRefusal", "RequestHead", "check_head"]
+__all__ = ["HEAD_END", "BodyError", "BodyReader", "HTTPRefusal", "RequestHead", "check_head"]
 
 HEAD_END = b"\r\n\r\n"
 #: No real client sends more than a few dozen header lines (X29).
@@ -178,3 +186,182 @@ def _check_framing(head: RequestHead) -> None:
         lowered = content_type.lower()
         if b"form-urlencoded" in lowered or b"multipart" in lowered:
             raise _bad("form bodies are refused (the engine lets them override the query)")
+
+
+# ------------------------------------------------------------------------------------ bodies
+
+#: Go's chunked reader: at most 16 hex digits (transfer.go `parseHexUint`), lines under 4 KiB
+#: (internal/chunked.go `maxLineLength`). Extensions are ignored, as h11 and Go do (X26).
+_CHUNK_LINE_RE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:;[\t\x20-\x7e]*)?")
+MAX_CHUNK_LINE = 4096
+#: The first buffer; it grows to BODY_BUFFER while the stream keeps filling it.
+_FIRST_BUFFER = 64 * 1024
+BODY_BUFFER = 1024 * 1024
+#: Slices per batch, so that a body of tiny chunks still goes out in bounded `sendmsg` calls.
+_MAX_SEGMENTS = 256
+
+
+class BodyError(Exception):
+    """The body broke its own framing, or its sender went away before its end."""
+
+
+class BodyReader:
+    """One message body read from a socket: exactly Content-Length bytes, chunked, or to EOF.
+
+    `batches()` yields lists of memoryviews into one reused buffer: the decoded body bytes, in
+    order, each list valid only until the next is asked for. Chunk sizes, chunk ends and
+    trailers are parsed strictly before any byte after them is handed out; trailers are
+    dropped. Bytes received after the body's end (a pipelined next request) are `rest()`.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        initial: bytes | bytearray,
+        *,
+        length: int | None,
+        chunked: bool = False,
+        max_trailer: int = 64 * 1024,
+    ) -> None:
+        self.sock = sock
+        self.length = length
+        self.chunked = chunked
+        self.max_trailer = max_trailer
+        self.done = False
+        self._filled_last = False
+        self._buf = bytearray(initial)
+        self._view = memoryview(self._buf)
+        self._start = 0
+        self._end = len(self._buf)
+
+    def rest(self) -> bytes:
+        """What was received beyond the body (only meaningful once `done`)."""
+        return bytes(self._view[self._start : self._end])
+
+    # -- the buffer
+
+    def _fill(self, limit: int | None = None) -> bool:
+        """Receive more bytes after the unread ones; False at EOF.
+
+        Callers hand out their slices before calling this: the buffer is reused or replaced.
+        """
+        unread = self._end - self._start
+        if unread == 0:
+            self._start = self._end = 0
+        size = want = len(self._buf)
+        if want < _FIRST_BUFFER:
+            want = _FIRST_BUFFER
+        elif self._filled_last and want < BODY_BUFFER:
+            want = min(BODY_BUFFER, 2 * want)  # the stream keeps up: bigger receives
+        want = max(want, 2 * unread)  # a long line (bounded by `_line`'s limit)
+        if want != size or self._end == size:
+            fresh = bytearray(want)
+            fresh[:unread] = self._view[self._start : self._end]
+            self._buf = fresh
+            self._view = memoryview(fresh)
+            self._start, self._end = 0, unread
+        space = len(self._buf) - self._end
+        if limit is not None:
+            space = min(space, limit)
+        try:
+            got = self.sock.recv_into(self._view[self._end :], space)
+        except OSError as exc:
+            raise BodyError(f"connection failed: {exc}") from None
+        self._filled_last = got == space
+        self._end += got
+        return got > 0
+
+    def _line(self, limit: int) -> bytes:
+        while True:
+            at = self._buf.find(b"\n", self._start, self._end)
+            if at >= 0:
+                break
+            if self._end - self._start > limit:
+                raise BodyError("chunk or trailer line too long")
+            if not self._fill():
+                raise BodyError("the body ended early")
+        if at - self._start > limit:
+            raise BodyError("chunk or trailer line too long")
+        if at == self._start or self._buf[at - 1] != 0x0D:
+            raise BodyError("bare LF in a chunked body")
+        line = bytes(self._view[self._start : at - 1])
+        self._start = at + 1
+        if b"\r" in line:
+            raise BodyError("bare CR in a chunked body")
+        return line
+
+    # -- decoding
+
+    def batches(self) -> Iterator[list[memoryview]]:
+        if self.done:
+            return
+        if self.chunked:
+            yield from self._chunked()
+        else:
+            yield from self._counted()
+        self.done = True
+
+    def _counted(self) -> Iterator[list[memoryview]]:
+        left = self.length  # None: to EOF
+        while left is None or left > 0:
+            if self._start == self._end and not self._fill(left):
+                if left is None:
+                    return
+                raise BodyError(f"the body ended {left} bytes before its Content-Length")
+            n = self._end - self._start
+            if left is not None:
+                n = min(n, left)
+                left -= n
+            piece = self._view[self._start : self._start + n]
+            self._start += n
+            yield [piece]
+
+    def _chunked(self) -> Iterator[list[memoryview]]:
+        batch: list[memoryview] = []
+        while True:
+            if batch and (
+                len(batch) >= _MAX_SEGMENTS or self._buf.find(b"\n", self._start, self._end) < 0
+            ):
+                yield batch  # out before the buffer is refilled
+                batch = []
+            match = _CHUNK_LINE_RE.fullmatch(self._line(MAX_CHUNK_LINE))
+            if match is None:
+                raise BodyError("invalid chunk size line")
+            size = int(match.group(1), 16)
+            if size == 0:
+                break
+            while size:
+                if self._start == self._end:
+                    if batch:
+                        yield batch
+                        batch = []
+                    if not self._fill():
+                        raise BodyError("the body ended inside a chunk")
+                n = min(size, self._end - self._start)
+                batch.append(self._view[self._start : self._start + n])
+                self._start += n
+                size -= n
+            while self._end - self._start < 2:
+                if batch:
+                    yield batch
+                    batch = []
+                if not self._fill():
+                    raise BodyError("the body ended after a chunk")
+            if self._buf[self._start : self._start + 2] != b"\r\n":
+                raise BodyError("chunk data not followed by CRLF")
+            self._start += 2
+        if batch:
+            yield batch
+        seen = 0
+        while True:  # trailers: parsed, never passed on
+            line = self._line(self.max_trailer)
+            if not line:
+                return
+            seen += len(line) + 2
+            if seen > self.max_trailer:
+                raise BodyError("trailers too large")
+            name, colon, value = line.partition(b":")
+            if not colon or _TOKEN_RE.fullmatch(name) is None:
+                raise BodyError("invalid trailer line")
+            if any((b < 0x20 and b != 0x09) or b == 0x7F for b in value):
+                raise BodyError("control byte in a trailer")

@@ -2,8 +2,10 @@
 
 One thread per client connection (bounded by `max_connections` and per peer uid), one upstream
 connection per client connection, one request at a time on it. Request heads are checked by
-`framing.check_head` before h11 sees them; bodies and responses are framed by h11 afresh per
-request, so the engine only ever receives bytes the proxy produced itself, until the engine
+`framing.check_head` before h11 sees them (without their framing headers: h11 parses heads and
+frames what the proxy sends); bodies both ways are decoded by `framing.BodyReader` and sent on
+in large slices under the proxy's own framing (a fresh Content-Length, or chunks written
+here), so the engine only ever receives bytes the proxy produced itself, until the engine
 switched a connection to a raw stream (attach, exec start, an allowed upgrade): from then on
 both sockets are joined by a tunnel that never parses again.
 
@@ -26,13 +28,21 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TextIO
+from typing import Any, Protocol, TextIO, cast
 
 import h11
 
 from trust.errors import ConfigError
 from trust.policy import Policy
-from trust.proxy.framing import HEAD_END, HOP_BY_HOP, HTTPRefusal, RequestHead, check_head
+from trust.proxy.framing import (
+    HEAD_END,
+    HOP_BY_HOP,
+    BodyError,
+    BodyReader,
+    HTTPRefusal,
+    RequestHead,
+    check_head,
+)
 from trust.proxy.routes import Match, Target, match_route, parse_target
 from trust.proxy.upstream import EngineDown, Upstream
 from trust.settings import ProxyConfig, Settings
@@ -40,6 +50,14 @@ from trust.settings import ProxyConfig, Settings
 __all__ = ["Peer", "Proxy", "bind_listener"]
 
 _RECV = 1024 * 1024
+#: Reads while a head is awaited: a head is small, the body after it has its own reader.
+_HEAD_RECV = 64 * 1024
+#: Headers h11 is not shown: the strict head check decided the framing and `BodyReader` reads
+#: the body, so h11 sees a request without a body and keeps its own state in step with ours.
+_FRAMING = (b"content-length", b"transfer-encoding")
+#: Threads kept waiting in accept(), and at most this many idle after a burst.
+_SPARE = 4
+_MAX_IDLE = 32
 _HIJACK_ROUTES = {"containers.attach", "exec.start"}
 _RAW_STREAM_TYPES = (
     b"application/vnd.docker.raw-stream",
@@ -204,36 +222,66 @@ class Proxy:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self.listener: socket.socket | None = None
+        self._pool = threading.Condition()
+        self._idle = 0  # threads waiting in accept()
 
     @property
     def enforcing(self) -> bool:
         return self.config.mode == "enforce"
 
     def serve(self, listener: socket.socket) -> None:
+        """Keep `_SPARE` threads waiting in `accept`; the one that accepts serves.
+
+        A new connection so never waits for a thread to be created or woken for it (that was
+        half of what a new connection cost through the proxy); the threads are topped up here,
+        off its path, and a thread that served goes back to accepting while fewer than
+        `_MAX_IDLE` wait.
+        """
         self.listener = listener
-        while not self._stopping.is_set():
+        while True:
+            with self._pool:
+                while self._idle >= _SPARE and not self._stopping.is_set():
+                    self._pool.wait()
+                if self._stopping.is_set():
+                    return
+                self._idle += 1
+            threading.Thread(target=self._accept_loop, args=(listener,), daemon=True).start()
+
+    def _accept_loop(self, listener: socket.socket) -> None:
+        while True:
             try:
                 client, _ = listener.accept()
             except OSError:
                 if self._stopping.is_set():
+                    with self._pool:
+                        self._idle -= 1
                     return
+                time.sleep(0.01)  # e.g. out of file descriptors: no busy loop
                 continue
+            with self._pool:
+                self._idle -= 1
+                self._pool.notify()
             peer = peer_of(client)
-            if not self._admit(peer):
+            if self._admit(peer):
+                self._run(client, peer)
+            else:
                 threading.Thread(
                     target=_refuse_raw,
                     args=(client, 503, "trustpull: the proxy is at its connection limit"),
                     daemon=True,
                 ).start()
-                continue
-            thread = threading.Thread(
-                target=self._run, args=(client, peer), daemon=True, name=f"conn-{peer.pid}"
-            )
-            thread.start()
+            with self._pool:
+                if self._idle >= _MAX_IDLE or self._stopping.is_set():
+                    return
+                self._idle += 1
 
     def stop(self) -> None:
         self._stopping.set()
+        with self._pool:
+            self._pool.notify_all()
         if self.listener is not None:
+            with contextlib.suppress(OSError):
+                self.listener.shutdown(socket.SHUT_RDWR)  # wakes the threads in accept()
             with contextlib.suppress(OSError):
                 self.listener.close()
 
@@ -308,6 +356,24 @@ class Exchange:
     h11c: h11.Connection
     body_read: bool = False
     body: bytes | None = None
+    #: The request body's reader, once reading began; `done` when all of it was read.
+    reader: BodyReader | None = None
+    continue_sent: bool = False
+
+    @property
+    def body_done(self) -> bool:
+        return not self.head.has_body or (self.reader is not None and self.reader.done)
+
+    @property
+    def waiting_for_continue(self) -> bool:
+        """The client sent `Expect: 100-continue` and waits for it before sending its body."""
+        head = self.head
+        return (
+            head.version == (1, 1)
+            and head.has_body
+            and head.get(b"expect") is not None
+            and not self.continue_sent
+        )
 
     @property
     def route(self) -> str | None:
@@ -333,7 +399,7 @@ class ClientConnection:
     def _recv(self, timeout: float | None) -> bool:
         self.sock.settimeout(timeout)
         try:
-            data = self.sock.recv(_RECV)
+            data = self.sock.recv(_HEAD_RECV)
         except TimeoutError:
             raise
         except OSError:
@@ -427,14 +493,15 @@ class ClientConnection:
         h11c = h11.Connection(
             h11.SERVER, max_incomplete_event_size=self.proxy.config.max_header_bytes + 64
         )
-        h11c.receive_data(bytes(self.buffer))
-        self.buffer.clear()
+        h11c.receive_data(_without_framing(raw))
+        del self.buffer[: len(raw) + len(HEAD_END)]  # the body and what follows it stay here
         try:
             event = h11c.next_event()
+            end = h11c.next_event()
         except h11.RemoteProtocolError as exc:
             self._send_simple(HTTPRefusal(400, f"trustpull: malformed request: {exc}", close=True))
             return False
-        if not isinstance(event, h11.Request):
+        if not isinstance(event, h11.Request) or not isinstance(end, h11.EndOfMessage):
             self._send_simple(HTTPRefusal(400, "trustpull: malformed request", close=True))
             return False
         exchange: Exchange | None = None
@@ -443,8 +510,7 @@ class ClientConnection:
             match = match_route(head.method, target.path)
             exchange = Exchange(self, head, target, match, h11c)
             if not head.has_body:
-                for _ in self.body_pieces(exchange):  # an empty body: its end, no bytes
-                    pass
+                exchange.body_read = True
             assert self.proxy.decider is not None, "build the proxy with build_proxy()"
             self.proxy.decider.handle(exchange)
         except HTTPRefusal as refusal:
@@ -470,56 +536,43 @@ class ClientConnection:
             return False
         if self.tunnelled:
             return False
-        if h11c.our_state is h11.DONE and h11c.their_state is h11.DONE:
-            trailing, closed = h11c.trailing_data
-            self.buffer += trailing
-            if closed:
-                self.eof = True
-            return True
-        return False
+        return h11c.our_state is h11.DONE and h11c.their_state is h11.DONE and exchange.body_done
 
     # -- reading the request body
 
-    def body_pieces(self, ex: Exchange) -> Iterator[bytes]:
-        """The request body as h11 decodes it (chunk extensions dropped, trailers dropped)."""
-        h11c = ex.h11c
-        if h11c.their_state is not h11.SEND_BODY:
+    def body_batches(self, ex: Exchange) -> Iterator[list[memoryview]]:
+        """The request body, decoded strictly (`BodyReader`: extensions and trailers dropped).
+
+        Each batch is valid until the next is asked for; bytes after the body stay buffered
+        for the next request (X27).
+        """
+        if not ex.head.has_body or ex.body_done:
             ex.body_read = True
             return
-        if h11c.client_is_waiting_for_100_continue:
-            self._send_events(h11c, h11.InformationalResponse(status_code=100, headers=[]))
+        if ex.waiting_for_continue:
+            self._send_events(ex.h11c, h11.InformationalResponse(status_code=100, headers=[]))
+            ex.continue_sent = True
         ex.body_read = True
-        pending = bytearray()  # Data events already decoded, sent on as one piece
-        while True:
-            try:
-                event = h11c.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise HTTPRefusal(400, f"trustpull: malformed body: {exc}", close=True) from None
-            if event is h11.NEED_DATA:
-                if pending:
-                    yield bytes(pending)
-                    pending.clear()
-                self.sock.settimeout(None)
-                try:
-                    data = self.sock.recv(_RECV)
-                except OSError:
-                    data = b""
-                h11c.receive_data(data)
-                if not data:
-                    # h11 raises on the next call when the body is incomplete
-                    continue
-                continue
-            if isinstance(event, h11.Data):
-                pending += event.data
-                if len(pending) >= _RECV:
-                    yield bytes(pending)
-                    pending.clear()
-                continue
-            if isinstance(event, h11.EndOfMessage):
-                if pending:
-                    yield bytes(pending)
-                return
-            raise HTTPRefusal(400, "trustpull: unexpected data in request", close=True)
+        if ex.reader is None:
+            ex.reader = BodyReader(
+                self.sock,
+                self.buffer,
+                length=ex.head.content_length,
+                chunked=ex.head.chunked,
+                max_trailer=self.proxy.config.max_header_bytes,
+            )
+            self.buffer = bytearray()
+        self.sock.settimeout(None)
+        try:
+            yield from ex.reader.batches()
+        except BodyError as exc:
+            raise HTTPRefusal(400, f"trustpull: malformed body: {exc}", close=True) from None
+        self.buffer = bytearray(ex.reader.rest())
+
+    def body_pieces(self, ex: Exchange) -> Iterator[bytes]:
+        """The request body as bytes (for the handlers that keep or inspect it)."""
+        for batch in self.body_batches(ex):
+            yield b"".join(batch)
 
     def read_body(self, ex: Exchange, limit: int) -> bytes:
         if ex.body is not None:
@@ -594,7 +647,7 @@ class ClientConnection:
             # instead of failing on a reset; a client waiting for 100 Continue sends nothing.
             with contextlib.suppress(OSError):
                 self.sock.shutdown(socket.SHUT_WR)
-            if not h11c.client_is_waiting_for_100_continue:
+            if not ex.waiting_for_continue:
                 _linger(self.sock)
 
     def respond_head(self, ex: Exchange, status: int, headers: list[tuple[bytes, bytes]]) -> None:
@@ -661,16 +714,15 @@ class ClientConnection:
         if head.get(b"host") is None:  # HTTP/1.0 without Host: the upstream side is 1.1
             headers.insert(0, (b"host", b"localhost"))
         headers += extra_headers or []
+        source: bytes | Iterator[bytes] | None = None
+        own_body = body is None and head.has_body  # the client's, relayed batch by batch
         if body is None:
             if head.chunked:
-                source: bytes | Iterator[bytes] | None = self.body_pieces(ex)
                 headers.append((b"transfer-encoding", b"chunked"))
             elif (head.content_length or 0) > 0:
-                source = self.body_pieces(ex)
                 headers.append((b"content-length", str(head.content_length).encode()))
             else:
                 ex.body_read = True
-                source = None
                 if head.method in ("POST", "PUT", "PATCH") or head.content_length == 0:
                     headers.append((b"content-length", b"0"))
         elif isinstance(body, bytes):
@@ -689,18 +741,30 @@ class ClientConnection:
             method=head.method, target=target or ex.target.encode(), headers=headers
         )
         try:
-            up.sendall(uc.send(request))
-            if isinstance(source, bytes):
+            out: list[Any] = _framed(uc, request)
+            if own_body:
+                for batch in self.body_batches(ex):
+                    out += _body_out(uc, batch, head.chunked)
+                    send_all(up, out)
+                    out = []
+            elif isinstance(source, bytes):
                 if source:
-                    up.sendall(uc.send(h11.Data(data=source)))
+                    out += _framed(uc, h11.Data(data=source))
             elif source is not None:
-                for piece in source:
-                    if piece:
-                        up.sendall(uc.send(h11.Data(data=piece)))
-            up.sendall(uc.send(h11.EndOfMessage()))
+                for data in source:
+                    if data:
+                        out += _framed(uc, h11.Data(data=data))
+                        send_all(up, out)
+                        out = []
+            out += _framed(uc, h11.EndOfMessage())
+            send_all(up, out)
         except OSError as exc:
             self._drop_upstream()
             raise EngineDown(str(exc)) from None
+        except HTTPRefusal:
+            # a malformed client body: the engine keeps a truncated request, never a whole one
+            self._drop_upstream()
+            raise
         return self._relay(ex, uc, up, response_filter, buffer_response, tee, status_from_body)
 
     def _up_event(
@@ -719,7 +783,7 @@ class ClientConnection:
                 if before_recv is not None:
                     before_recv()  # whatever was decoded goes out before we block
                 try:
-                    data = up.recv(_RECV)
+                    data = up.recv(_HEAD_RECV)
                 except OSError:
                     data = b""
                 uc.receive_data(data)
@@ -764,55 +828,76 @@ class ClientConnection:
             for k, v in resp_headers
             if k not in (b"connection", b"keep-alive", b"transfer-encoding")
         ]
-        if buffer_response is not None:
-            data = bytearray()
-            while True:
-                ev = self._up_event(uc, up)
-                if isinstance(ev, h11.Data):
-                    data += ev.data
-                elif isinstance(ev, h11.EndOfMessage | h11.ConnectionClosed):
-                    break
-            new = buffer_response(status, bytes(data))
-            if status_from_body is not None and status_from_body in new and new != data:
-                status = 403  # the filter turned the answer into a refusal
-                out_headers = [(k, v) for k, v in out_headers if k != b"content-type"]
-                out_headers.append((b"content-type", b"application/json"))
-            out_headers = [(k, v) for k, v in out_headers if k != b"content-length"]
-            out_headers.append((b"content-length", str(len(new)).encode()))
-            reason = event.reason if status == event.status_code else b"Forbidden"
-            self._send_events(
-                ex.h11c, h11.Response(status_code=status, headers=out_headers, reason=reason)
-            )
-            if new and ex.head.method != "HEAD":
-                self._send_events(ex.h11c, h11.Data(data=new))
-            self._send_events(ex.h11c, h11.EndOfMessage())
-        else:
-            self._send_events(
-                ex.h11c, h11.Response(status_code=status, headers=out_headers, reason=event.reason)
-            )
-            pending = bytearray()
-
-            def flush() -> None:
-                if pending:
+        reader = _response_reader(ex, uc, up, status, list(event.headers))
+        try:
+            if buffer_response is not None:
+                self._relay_buffered(
+                    ex, event, reader, status, out_headers, buffer_response, status_from_body
+                )
+            else:
+                response = h11.Response(
+                    status_code=status, headers=out_headers, reason=event.reason
+                )
+                framed = ex.h11c.send(response) or b""
+                chunked = _is_chunked(framed)
+                try:
+                    self.sock.sendall(framed)
+                except OSError:
+                    raise _Closed from None
+                head_only = ex.head.method == "HEAD"
+                for batch in reader.batches():
                     if tee is not None:
-                        tee(bytes(pending))
-                    if ex.head.method != "HEAD":
-                        self._send_events(ex.h11c, h11.Data(data=bytes(pending)))
-                    pending.clear()
-
-            while True:
-                ev = self._up_event(uc, up, before_recv=flush)
-                if isinstance(ev, h11.Data):
-                    pending += ev.data
-                    if len(pending) >= _RECV:
-                        flush()
-                elif isinstance(ev, h11.EndOfMessage | h11.ConnectionClosed):
-                    break
-            flush()
-            self._send_events(ex.h11c, h11.EndOfMessage())
-        if not (uc.our_state is h11.DONE and uc.their_state is h11.DONE):
+                        tee(b"".join(batch))
+                    if not head_only:
+                        try:
+                            send_all(self.sock, _body_out(ex.h11c, batch, chunked))
+                        except OSError:
+                            raise _Closed from None
+                self._send_events(ex.h11c, h11.EndOfMessage())
+        except BodyError as exc:
+            self._drop_upstream()
+            raise EngineDown(f"invalid answer from the engine: {exc}") from None
+        except _Closed:
+            self._drop_upstream()
+            raise
+        reusable = (
+            uc.our_state is h11.DONE
+            and reader.done
+            and (reader.length is not None or reader.chunked)
+            and not reader.rest()
+        )
+        if not reusable:
             self._drop_upstream()
         return status
+
+    def _relay_buffered(
+        self,
+        ex: Exchange,
+        event: Any,
+        reader: BodyReader,
+        status: int,
+        out_headers: list[tuple[bytes, bytes]],
+        buffer_response: Callable[[int, bytes], bytes],
+        status_from_body: bytes | None,
+    ) -> None:
+        data = bytearray()
+        for batch in reader.batches():
+            for piece in batch:
+                data += piece
+        new = buffer_response(status, bytes(data))
+        if status_from_body is not None and status_from_body in new and new != data:
+            status = 403  # the filter turned the answer into a refusal
+            out_headers = [(k, v) for k, v in out_headers if k != b"content-type"]
+            out_headers.append((b"content-type", b"application/json"))
+        out_headers = [(k, v) for k, v in out_headers if k != b"content-length"]
+        out_headers.append((b"content-length", str(len(new)).encode()))
+        reason = event.reason if status == event.status_code else b"Forbidden"
+        self._send_events(
+            ex.h11c, h11.Response(status_code=status, headers=out_headers, reason=reason)
+        )
+        if new and ex.head.method != "HEAD":
+            self._send_events(ex.h11c, h11.Data(data=new))
+        self._send_events(ex.h11c, h11.EndOfMessage())
 
     # -- tunnels (§1.6)
 
@@ -825,7 +910,8 @@ class ClientConnection:
             head += bytes(k) + b": " + bytes(v) + b"\r\n"
         head += b"\r\n"
         up_rest, _ = uc.trailing_data
-        client_rest, _ = ex.h11c.trailing_data
+        client_rest = bytes(self.buffer)  # after an attach without Upgrade: the stdin (X32)
+        self.buffer.clear()
         try:
             self.sock.sendall(head + bytes(up_rest))
             if client_rest:
@@ -842,12 +928,13 @@ def tunnel(a: socket.socket, b: socket.socket) -> None:
     b.settimeout(None)
 
     def pump(src: socket.socket, dst: socket.socket) -> None:
+        buffer = memoryview(bytearray(_RECV))
         try:
             while True:
-                data = src.recv(_RECV)
-                if not data:
+                got = src.recv_into(buffer)
+                if not got:
                     break
-                dst.sendall(data)
+                dst.sendall(buffer[:got])
         except OSError:
             with contextlib.suppress(OSError):
                 src.shutdown(socket.SHUT_RDWR)
@@ -863,6 +950,77 @@ def tunnel(a: socket.socket, b: socket.socket) -> None:
     other.join()
     with contextlib.suppress(OSError):
         b.close()
+
+
+def _framed(h: h11.Connection, event: Any) -> list[Any]:
+    """The bytes h11 frames `event` with, the data itself passed through uncopied."""
+    return h.send_with_data_passthrough(event) or []
+
+
+def _data(piece: memoryview) -> h11.Data:
+    """A Data event over a slice of a body buffer: h11 passes it through (`_framed`) unread."""
+    return h11.Data(data=cast(bytes, piece))
+
+
+def _body_out(h: h11.Connection, batch: list[memoryview], chunked: bool) -> list[Any]:
+    """The bytes that send one batch of body: one chunk of all of it on a chunked message
+    (h11's chunked writer keeps no count, so writing the chunk here leaves its state as
+    h11 would; its EndOfMessage writes the last chunk), else h11's own framing (it counts
+    Content-Length and refuses a byte too many)."""
+    if chunked:
+        total = sum(piece.nbytes for piece in batch)
+        return [b"%x\r\n" % total, *batch, b"\r\n"] if total else []
+    out: list[Any] = []
+    for piece in batch:
+        out += _framed(h, _data(piece))
+    return out
+
+
+def _is_chunked(head: bytes) -> bool:
+    """Whether h11 framed the head it produced as chunked (it chooses for HTTP/1.0 peers)."""
+    return any(line.lower() == b"transfer-encoding: chunked" for line in head.split(b"\r\n")[1:])
+
+
+#: At most this many buffers per `sendmsg` (Linux's IOV_MAX is 1024).
+_IOV = 512
+
+
+def send_all(sock: socket.socket, pieces: list[Any]) -> None:
+    """`sendall` of several buffers with `sendmsg`, copying none of them."""
+    views = [memoryview(piece) for piece in pieces if len(piece)]
+    at = 0
+    while at < len(views):
+        sent = sock.sendmsg(views[at : at + _IOV])
+        while sent:
+            size = views[at].nbytes
+            if sent >= size:
+                sent -= size
+                at += 1
+            else:
+                views[at] = views[at][sent:]
+                sent = 0
+
+
+def _response_reader(
+    ex: Exchange, uc: h11.Connection, up: socket.socket, status: int, headers: list[Any]
+) -> BodyReader:
+    """The engine's response body as h11 framed it (RFC 9112 §6.3; h11 checked the head)."""
+    rest, _ = uc.trailing_data
+    up.settimeout(None)
+    if ex.head.method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+        return BodyReader(up, rest, length=0)
+    if _header(headers, b"transfer-encoding") is not None:
+        return BodyReader(up, rest, length=None, chunked=True)
+    length = _header(headers, b"content-length")
+    return BodyReader(up, rest, length=int(length) if length is not None else None)
+
+
+def _without_framing(raw: bytes) -> bytes:
+    """The head as h11 is shown it: no Content-Length, no Transfer-Encoding (see `_FRAMING`)."""
+    lines = raw.split(b"\r\n")
+    kept = [lines[0]]
+    kept += [line for line in lines[1:] if line.partition(b":")[0].lower() not in _FRAMING]
+    return b"\r\n".join(kept) + HEAD_END
 
 
 def _linger(sock: socket.socket, seconds: float = 5.0, limit: int = 256 * 1024 * 1024) -> None:
