@@ -951,6 +951,39 @@ def test_tls_context_floor_and_verification(docker_config: Path) -> None:
         tls_context(docker_config, "..")
 
 
+def test_tls_context_is_built_once_by_concurrent_sessions(
+    docker_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`check`'s workers and the early requests ask together: one system-store load, not one
+    each (the cache alone lets every thread miss it at once)."""
+    import threading
+
+    from trust.http import tls
+
+    built: list[str] = []
+    real = tls._build_tls_context
+
+    def slow_build(config: Path, netloc: str) -> ssl.SSLContext:
+        built.append(netloc)
+        threading.Event().wait(0.05)  # long enough for every thread to reach the cache
+        return real(config, netloc)
+
+    monkeypatch.setattr(tls, "_build_tls_context", slow_build)
+    tls._cached_tls_context.cache_clear()
+    results: list[ssl.SSLContext] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(tls_context(docker_config, "once.test")))
+        for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    tls._cached_tls_context.cache_clear()
+    assert built == ["once.test"]
+    assert len(results) == 4 and all(r is results[0] for r in results)
+
+
 # ------------------------------------------------------------------- realms (issue 11 item 8)
 
 
