@@ -5,10 +5,8 @@ The commands (cli/main.py, cli/batch.py) only parse options, call the library an
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -29,6 +27,8 @@ def fail(error: TrustpullError, verbose: bool) -> None:
     if verbose and error.detail:
         click.echo(f"detail: {error.detail}", err=True)
     if verbose and error.__cause__ is not None:
+        import traceback
+
         traceback.print_exception(error.__cause__, file=sys.stderr)
 
 
@@ -46,6 +46,8 @@ def run(verbose: bool, body: Callable[[], int]) -> None:
     except Exception as error:  # the one place a bug becomes exit 1 with a message
         click.echo(f"Error: internal error: {type(error).__name__}: {error}", err=True)
         if verbose:
+            import traceback
+
             traceback.print_exc()
         code = 1
     sys.exit(code)
@@ -87,6 +89,8 @@ def service_for(configuration: Configuration) -> TrustService:
 
 
 def print_json(value: object) -> None:
+    import json
+
     click.echo(json.dumps(value, indent=4))
 
 
