@@ -911,6 +911,30 @@ def test_basic_challenge_without_credentials_is_auth_error(
     assert session.request_count == 1
 
 
+def test_failing_credentials_fail_every_request_of_the_session(
+    server: LocalServer, connect: Callable[..., TrustServerSession]
+) -> None:
+    """A credential helper's failure is the answer for the whole session: a later request
+    (the root after an early timestamp request, trust.prefetch) fails with the helper's
+    message too, instead of going out without credentials and reporting the server's 401."""
+    calls: list[int] = []
+
+    def helper_fails() -> Creds:
+        calls.append(1)
+        raise AuthError("error getting credentials from docker-credential-x: keychain is locked")
+
+    for name in ("root", "timestamp"):
+        server.routes[TUF + f"{name}.json"] = serve(
+            b"", 401, WWW_Authenticate='Basic realm="trust"'
+        )
+    session = connect(credentials=helper_fails)
+    for name in ("timestamp", "root"):
+        with pytest.raises(AuthError, match="keychain is locked"):
+            session.get_metadata(name, 10)
+    assert calls == [1]  # the helper runs once
+    assert session.request_count == 2  # each request met its challenge, nothing more
+
+
 def test_credentials_only_go_to_the_trust_server(
     server: LocalServer, connect: Callable[..., TrustServerSession]
 ) -> None:
