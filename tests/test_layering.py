@@ -35,10 +35,15 @@ ROOMS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     (
         "transport",
-        ("trust.http", "trust.notary.remote", "trust.credentials", "trust.notary.cache"),
+        (
+            "trust.http",
+            "trust.notary.remote",
+            "trust.credentials",
+            "trust.notary.cache",
+        ),
     ),
     ("trust source", ("trust.notary.client", "trust.tufview", "trust.tufsource")),
-    ("policy", ("trust.policy", "trust.policy_file", "trust.config")),
+    ("policy", ("trust.policy", "trust.route", "trust.policy_file", "trust.config")),
     ("resolver", ("trust.lookup", "trust.evidence")),
     (
         "service",

@@ -28,10 +28,8 @@ import datetime as dt
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from trust.errors import (
-    InputError,
     NoSuchTagError,
     NoTrustDataError,
     NotSignedError,
@@ -57,11 +55,19 @@ from trust.notary.client import NotaryClient, trust_server_for
 from trust.notary.trusted_set import LOOKUP_ROLES, TrustData
 from trust.notary.x509root import PIN_NO_TOFU
 from trust.policy import BUILTIN_DEFAULT, Context, Policy, Refuse, Rule, UnsignedAccepted
-from trust.reference import Reference, parse, parse_normalized_named
-from trust.settings import Settings, TrustPinning, TrustSourceConfig, scope_matches
+from trust.reference import Reference, parse
+from trust.route import mirror_origin, select_source, settings_for
+from trust.settings import Settings, TrustSourceConfig
 from trust.targets import SignedTarget
 
-__all__ = ["TrustService", "Verification", "mirror_origin", "select_source", "tofu_notice"]
+__all__ = [
+    "TrustService",
+    "Verification",
+    "mirror_origin",
+    "select_source",
+    "settings_for",
+    "tofu_notice",
+]
 
 Notice = Callable[[str], None]
 
@@ -125,47 +131,6 @@ class Verification:
         return item
 
 
-def select_source(ref: Reference, settings: Settings) -> TrustSourceConfig | None:
-    """The configured source with the longest scope containing `ref`, or None for Notary."""
-    best: TrustSourceConfig | None = None
-    for source in settings.trust_sources:
-        if scope_matches(source.scope, ref.name) and (
-            best is None or len(source.scope) > len(best.scope)
-        ):
-            best = source
-    return best
-
-
-def mirror_origin(ref: Reference, settings: Settings) -> Reference | None:
-    """`ref` mapped to its origin when it lies under a `[mirrors]` prefix, else None.
-
-    Prefixes match by whole path segments and the longest wins; the rest of the path, the tag
-    and the digest are kept, and the origin name is normalised as docker does
-    (`harbor.corp/dockerhub/alpine` → `docker.io/library/alpine`). The loader refuses origins
-    that overlap a mirror prefix, so an origin is never mapped again.
-    """
-    best: str | None = None
-    for mirror in settings.mirrors:
-        if scope_matches(mirror, ref.name) and (best is None or len(mirror) > len(best)):
-            best = mirror
-    if best is None:
-        return None
-    name = settings.mirrors[best] + ref.name[len(best) :]
-    if "/" not in name:
-        raise InputError(
-            f"{ref.name} is the mirror prefix {best} itself, not a repository under it "
-            f"(its origin {name} names no repository)"
-        )
-    try:
-        origin = parse_normalized_named(name)
-    except InputError as error:
-        raise InputError(
-            f"{ref.name} maps through the mirror {best} to {name}, which is not a valid "
-            f"repository name: {error.message}"
-        ) from error
-    return dataclasses.replace(origin, tag=ref.tag, digest=ref.digest, tag_given=ref.tag_given)
-
-
 def _through_mirror(
     mirrored: Reference, origin: Reference | None, resolutions: Sequence[Resolution]
 ) -> tuple[Resolution, ...]:
@@ -198,35 +163,6 @@ def tofu_notice(data: TrustData, gun: str) -> str:
         f"(canonical ID {canonical}) for {gun}; to pin it, add "
         f'"{gun}" = ["{canonical}"] under [trust_pinning.certs] in the config file'
     )
-
-
-def settings_for(rule: Rule, ref: Reference, settings: Settings) -> Settings:
-    """The settings to verify `ref` with: the rule's trust server and pins override the file's."""
-    changes: dict[str, Any] = {}
-    if rule.trust_server:
-        changes["trust_server_override"] = rule.trust_server
-    if rule.root_keys or rule.root_ca or rule.tofu is not None:
-        pinning = settings.trust_pinning
-        certs = dict(pinning.certs)
-        ca = dict(pinning.ca)
-        if rule.root_keys or rule.root_ca:
-            # The rule's pin replaces whatever the file pins for this GUN (certs, wildcard
-            # certs and CA prefixes), so exactly the rule's pin applies.
-            certs = {
-                k: v
-                for k, v in certs.items()
-                if not (k == ref.name or (k.endswith("*") and ref.name.startswith(k[:-1])))
-            }
-            ca = {k: v for k, v in ca.items() if not ref.name.startswith(k)}
-        if rule.root_keys:
-            certs[ref.name] = rule.root_keys
-        if rule.root_ca:
-            if rule.root_ca_pem is None:  # a rule built in code, not parsed from a file
-                raise PolicyError(f"rule {rule.label}: root_ca {rule.root_ca} was not read")
-            ca[ref.name] = rule.root_ca_pem
-        disable = pinning.disable_tofu if rule.tofu is None else not rule.tofu
-        changes["trust_pinning"] = TrustPinning(certs=certs, ca=ca, disable_tofu=disable)
-    return dataclasses.replace(settings, **changes) if changes else settings
 
 
 # ------------------------------------------------------------------------------ the service

@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
-import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,7 +37,6 @@ from trust.errors import (
     DelegationError,
     ExpiredError,
     HashMismatchError,
-    InputError,
     LengthError,
     NetworkError,
     NoTrustDataError,
@@ -47,7 +45,7 @@ from trust.errors import (
     ThresholdError,
     TrustpullError,
 )
-from trust.notary.cache import TrustCache
+from trust.notary.cache import TrustCache, check_gun_for_trust
 from trust.notary.cjson import loads_strict
 from trust.notary.metadata import FileMeta
 from trust.notary.trusted_set import (
@@ -58,37 +56,16 @@ from trust.notary.trusted_set import (
     check_meta,
 )
 from trust.reference import Reference
-from trust.settings import Limits, Settings
+from trust.settings import OFFICIAL_TRUST_SERVER, Limits, Settings, trust_server_for
 
-__all__ = ["MetadataSource", "NotaryClient", "UpdateStats", "trust_server_for"]
-
-OFFICIAL_TRUST_SERVER = "https://notary.docker.io"
-
-
-def trust_server_for(domain: str, settings: Settings) -> str:
-    """dct.md §1.4: the env override, else the configured map, else docker's default."""
-    if settings.trust_server_override:
-        return settings.trust_server_override
-    configured = settings.trust_servers.get(domain)
-    if configured:
-        return configured
-    if domain == "docker.io":
-        return OFFICIAL_TRUST_SERVER
-    return f"https://{domain}"
-
-
-def check_gun_for_trust(ref: Reference) -> None:
-    """Refuse names whose cache path could collide with another repository's (attacks.md H07)."""
-    if ref.domain != ref.domain.lower():
-        raise InputError(
-            f"registry host {ref.domain!r} has upper-case letters: with content trust on, the "
-            "trust cache path would depend on the file system's case rules; write it in lower case"
-        )
-    if "metadata" in ref.path.split("/"):
-        raise InputError(
-            f"repository {ref.name!r} has a path component 'metadata', which collides with the "
-            "trust cache layout: refused with content trust on"
-        )
+__all__ = [
+    "OFFICIAL_TRUST_SERVER",
+    "MetadataSource",
+    "NotaryClient",
+    "UpdateStats",
+    "check_gun_for_trust",
+    "trust_server_for",
+]
 
 
 class MetadataSource(Protocol):
@@ -233,26 +210,9 @@ class NotaryClient:
     def make_session(self, server: str, gun: str) -> MetadataSource:
         if self._session_factory is not None:
             return self._session_factory(server, gun)
-        from trust.credentials import resolve_registry_auth
-        from trust.http import TokenStore
-        from trust.notary.remote import NotaryRemote
+        from trust.notary.remote import remote_for
 
-        settings = self.settings
-        domain = gun.split("/", 1)[0]
-
-        def credentials() -> object:
-            return resolve_registry_auth(domain, settings.docker_config, os.environ)
-
-        return NotaryRemote(
-            server,
-            gun,
-            limits=settings.limits,
-            docker_config=settings.docker_config,
-            credentials=credentials,  # type: ignore[arg-type]
-            realms=settings.auth_realms,
-            token_store=TokenStore(settings.trust_dir / "tokens"),
-            config_hint=f"[auth] realms in {settings.config_file or 'the config file'}",
-        )
+        return remote_for(server, gun, self.settings)
 
     def warn(self, text: str) -> None:
         self._warn_sink(text)
