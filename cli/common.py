@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -81,11 +81,30 @@ def notice(text: str) -> None:
     click.echo(text if plain else f"WARNING: {text}", err=True)
 
 
-def service_for(configuration: Configuration) -> TrustService:
-    """The one verification service every command asks."""
+def service_for(
+    configuration: Configuration,
+    early: Sequence[str] = (),
+    *,
+    all_tags: bool = False,
+    inspect: bool = False,
+) -> TrustService:
+    """The one verification service every command asks.
+
+    `early`: the references the command will verify (`inspect`: inspect); their first trust
+    server requests go out now, from a thread, while the verifier is imported (trust.prefetch:
+    only when bytes are fetched moves).
+    """
+    prefetch = None
+    if early:
+        from trust.prefetch import Prefetch
+
+        prefetch = Prefetch(configuration.settings, configuration.policy)
+        prefetch.start(early, all_tags=all_tags, inspect=inspect)
     from trust.service import TrustService
 
-    return TrustService(configuration.settings, configuration.policy, notice=notice)
+    return TrustService(
+        configuration.settings, configuration.policy, notice=notice, prefetch=prefetch
+    )
 
 
 def print_json(value: object) -> None:

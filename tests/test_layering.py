@@ -36,6 +36,7 @@ ROOMS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "transport",
         (
+            "trust.preconnect",
             "trust.http",
             "trust.notary.remote",
             "trust.credentials",
@@ -49,6 +50,7 @@ ROOMS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "service",
         (
             "trust.service",
+            "trust.prefetch",
             "trust.batch",
             "trust.safewrite",
             "trust.manifests",

@@ -51,10 +51,11 @@ from trust.lookup import (
     root_key_id,
 )
 from trust.notary.cache import has_cached_trust
-from trust.notary.client import NotaryClient, trust_server_for
+from trust.notary.client import MetadataSource, NotaryClient, trust_server_for
 from trust.notary.trusted_set import LOOKUP_ROLES, TrustData
 from trust.notary.x509root import PIN_NO_TOFU
 from trust.policy import BUILTIN_DEFAULT, Context, Policy, Refuse, Rule, UnsignedAccepted
+from trust.prefetch import Prefetch
 from trust.reference import Reference, parse
 from trust.route import mirror_origin, select_source, settings_for
 from trust.settings import Settings, TrustSourceConfig
@@ -197,8 +198,11 @@ class TrustService:
         notice: Notice | None = None,
         now: dt.datetime | None = None,
         client_factory: Callable[[Settings, frozenset[str]], NotaryClient] | None = None,
+        prefetch: Prefetch | None = None,
     ) -> None:
         self.settings = settings
+        #: Requests a front end started early (trust.prefetch): only when bytes are fetched moves.
+        self.prefetch = prefetch
         self.policy = policy
         self._notice = notice
         self._now = now
@@ -508,7 +512,29 @@ class TrustService:
     def _client(self, settings: Settings, roles: frozenset[str]) -> NotaryClient:
         if self._client_factory is not None:
             return self._client_factory(settings, roles)
-        return NotaryClient(settings, warn=self._notice, required_roles=roles)
+        return NotaryClient(
+            settings,
+            warn=self._notice,
+            required_roles=roles,
+            session_factory=self._early_session(settings),
+        )
+
+    def _early_session(self, settings: Settings) -> Callable[[str, str], MetadataSource] | None:
+        """The client's session: the early one (trust.prefetch) when it was started for exactly
+        this server, GUN and settings, else the client's own (`remote_for`, as without)."""
+        prefetch = self.prefetch
+        if prefetch is None:
+            return None
+
+        def session(server: str, gun: str) -> MetadataSource:
+            early = prefetch.take(server, gun, settings)
+            if early is not None:
+                return early
+            from trust.notary.remote import remote_for
+
+            return remote_for(server, gun, settings)
+
+        return session
 
     def _count(self, client: NotaryClient) -> None:
         with self._lock:
