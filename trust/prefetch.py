@@ -100,13 +100,15 @@ class Prefetched:
             start_connection(self.server)
             from trust.notary.remote import remote_for
 
+            # Past the imports: the command goes on with its own while this thread builds the
+            # TLS context (OpenSSL loads the system store without holding the GIL).
+            self._ready.set()
             self._remote = remote_for(self.server, self.gun, self.settings)
         except BaseException as error:  # raised again where the client asks
             self._build_error = error
             self._ready.set()
             self._done.set()
             return
-        self._ready.set()
         try:
             self._body = self._remote.get_metadata(*self.first)
         except BaseException as error:  # raised again where the client asks
