@@ -36,12 +36,12 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from trust.errors import TrustpullError
-from trust.reference import Reference, parse
+from trust.reference import parse
 from trust.settings import trust_server_for
 
 if TYPE_CHECKING:
     from trust.notary.remote import NotaryRemote
-    from trust.policy import Policy, Rule
+    from trust.policy import Policy
     from trust.settings import Settings
 
 __all__ = ["MAX_PREFETCHES", "Prefetch", "Prefetched", "start_connection"]
@@ -213,7 +213,7 @@ class Prefetch:
         """(server, GUN, settings, first request) of the Notary update the service will run
         first for `text`, or None when it runs none before refusing or another source."""
         from trust.notary.cache import TrustCache, check_gun_for_trust
-        from trust.route import mirror_origin, select_source, settings_for
+        from trust.route import mirror_origin, rule_for, select_source, settings_for
 
         ref = parse(text, default_tag=not (all_tags or inspect))
         if inspect and ref.digest is not None:
@@ -221,7 +221,7 @@ class Prefetch:
         if all_tags and (ref.tag_given or ref.digest is not None):
             return None  # a usage error
         ref = mirror_origin(ref, self.settings) or ref
-        rule = self._rule(ref.trimmed() if all_tags else ref)
+        rule = rule_for(self.policy, ref.trimmed() if all_tags else ref)
         if rule.refuse or rule.trust_source not in (None, "notary"):
             return None
         if rule.trust_source is None and select_source(ref, self.settings) is not None:
@@ -236,14 +236,6 @@ class Prefetch:
             else ("root", limits.root_max_bytes)
         )
         return trust_server_for(ref.domain, settings), ref.name, settings, first
-
-    def _rule(self, ref: Reference) -> Rule:
-        """`TrustService.rule_for`."""
-        if self.policy is not None:
-            return self.policy.match(ref)
-        from trust.policy import BUILTIN_DEFAULT
-
-        return BUILTIN_DEFAULT
 
     def take(self, server: str, gun: str, settings: Settings) -> Prefetched | None:
         """The early session for this update, once; None when there is none that fits."""

@@ -12,11 +12,17 @@ import dataclasses
 from typing import Any
 
 from trust.errors import InputError, PolicyError
-from trust.policy import Rule
+from trust.policy import BUILTIN_DEFAULT, Policy, Rule
 from trust.reference import Reference, parse_normalized_named
 from trust.settings import Settings, TrustPinning, TrustSourceConfig, scope_matches
 
-__all__ = ["mirror_origin", "select_source", "settings_for"]
+__all__ = ["mirror_origin", "rule_for", "select_source", "settings_for"]
+
+
+def rule_for(policy: Policy | None, ref: Reference) -> Rule:
+    """The rule for `ref`: the policy's match, or without a configured policy the built-in
+    default (an ordinary rule)."""
+    return policy.match(ref) if policy is not None else BUILTIN_DEFAULT
 
 
 def select_source(ref: Reference, settings: Settings) -> TrustSourceConfig | None:

@@ -54,10 +54,10 @@ from trust.notary.cache import has_cached_trust
 from trust.notary.client import MetadataSource, NotaryClient, trust_server_for
 from trust.notary.trusted_set import LOOKUP_ROLES, TrustData
 from trust.notary.x509root import PIN_NO_TOFU
-from trust.policy import BUILTIN_DEFAULT, Context, Policy, Refuse, Rule, UnsignedAccepted
+from trust.policy import Context, Policy, Refuse, Rule, UnsignedAccepted
 from trust.prefetch import Prefetch
 from trust.reference import Reference, parse
-from trust.route import mirror_origin, select_source, settings_for
+from trust.route import mirror_origin, rule_for, select_source, settings_for
 from trust.settings import Settings, TrustSourceConfig
 from trust.targets import SignedTarget
 
@@ -224,7 +224,7 @@ class TrustService:
         return self._now or dt.datetime.now(dt.UTC)
 
     def rule_for(self, ref: Reference) -> Rule:
-        return self.policy.match(ref) if self.policy is not None else BUILTIN_DEFAULT
+        return rule_for(self.policy, ref)
 
     # -------------------------------------------------------------- front-end entry points
 
