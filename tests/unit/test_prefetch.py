@@ -72,6 +72,20 @@ def test_warm_early_timestamp_is_the_clients_one_request(make_env: MakeEnv) -> N
     assert prefetch.take(env.settings.trust_server_override or "", GUN, env.settings) is None
 
 
+def test_inspect_takes_the_early_timestamp(make_env: MakeEnv) -> None:
+    """`trustpull inspect NAME:TAG` (parsed without a default tag, routed as the service's
+    inspect routes it) takes the early request as its one timestamp request too."""
+    env = make_env()
+    TrustService(env.settings).verify(REF)
+    before = _count(env, "timestamp")
+    prefetch = Prefetch(env.settings)
+    assert prefetch.start([REF], inspect=True) == 1
+    ref = parse(REF, default_tag=False)
+    early = TrustService(env.settings, prefetch=prefetch).inspect(ref, REF, "1.0")
+    assert _count(env, "timestamp") - before == 1
+    assert early == TrustService(env.settings).inspect(ref, REF, "1.0")
+
+
 def test_first_use_early_root_is_the_clients_root_request(make_env: MakeEnv) -> None:
     env = make_env()
     early = _outcome(env.settings, early=True)
