@@ -3,7 +3,7 @@ the engine proxy and the Python API) asks `TrustService`, and nothing else decid
 
 For one reference (first mapped to its origin when it lies under a `[mirrors]` prefix: the
 origin's rules, trust source, trust server and pins apply, and the mirror's name is kept for the
-pull and the output; `mirror_origin` is the one place that mapping is made) it
+pull and the output; `trust.route.mirror_origin` is the one place that mapping is made) it
 1. picks the rule (`Policy.match`; without a policy the built-in default, an ordinary rule),
 2. picks the trust source (a rule's `trust_source`, else the longest `[[trust_sources]]` scope,
    else Notary) before any I/O, so a TUF-scoped reference never falls back to Notary,
