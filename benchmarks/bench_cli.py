@@ -29,6 +29,7 @@ from collections.abc import Callable
 
 from benchmarks._common import (
     TRUSTPULL,
+    checkout_environ,
     fmt_ms,
     fmt_ratio,
     machine_line,
@@ -71,7 +72,13 @@ def modules_after(args: list[str] | None) -> list[str]:
         f"heavy = [m for m in {HEAVY_MODULES!r} if m in sys.modules]\n"
         "print('MODULES=' + json.dumps(heavy))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=checkout_environ(),
+    )
     line = next(x for x in proc.stdout.splitlines() if x.startswith("MODULES="))
     loaded: list[str] = json.loads(line.removeprefix("MODULES="))
     return loaded
@@ -86,6 +93,7 @@ def importtime(module: str, top: int = 10) -> list[tuple[int, int, str]]:
             capture_output=True,
             text=True,
             check=True,
+            env=checkout_environ(),
         )
         runs.append(proc.stderr)
     entries = []

@@ -99,21 +99,26 @@ def check_command(
     """
 
     def body() -> int:
-        from cli.progress import BatchProgress
-        from cli.render import tabwrite
-        from trust.pinning import Sources, collect, parse_build_args, verify
-        from trust.service import Verification
+        from trust.pinning import Sources, collect, parse_build_args
 
-        service = service_for(load_cli_config(config, offline=offline, policy=policy))
+        configuration = load_cli_config(config, offline=offline, policy=policy)
         sources = Sources(
             references, lists, compose, k8s, dockerfile, parse_build_args(build_args), env_file
         )
-        sites = collect(sources, service.settings.limits)
+        sites = collect(sources, configuration.settings.limits)
         texts = [site.text for site in sites]
         if not texts:
             raise click.UsageError(
                 "no images: give references, -f, --compose, --k8s or --dockerfile"
             )
+        # The first repositories' timestamp requests go out now (trust.prefetch), before the
+        # verifier is imported; the workers take them as they reach those repositories.
+        service = service_for(configuration, texts)
+        from cli.progress import BatchProgress
+        from cli.render import tabwrite
+        from trust.pinning import verify
+        from trust.service import Verification
+
         progress = BatchProgress(
             len(set(texts)), tty=None if output == "text" and not quiet else False
         )

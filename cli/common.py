@@ -5,11 +5,9 @@ The commands (cli/main.py, cli/batch.py) only parse options, call the library an
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -29,6 +27,8 @@ def fail(error: TrustpullError, verbose: bool) -> None:
     if verbose and error.detail:
         click.echo(f"detail: {error.detail}", err=True)
     if verbose and error.__cause__ is not None:
+        import traceback
+
         traceback.print_exception(error.__cause__, file=sys.stderr)
 
 
@@ -46,6 +46,8 @@ def run(verbose: bool, body: Callable[[], int]) -> None:
     except Exception as error:  # the one place a bug becomes exit 1 with a message
         click.echo(f"Error: internal error: {type(error).__name__}: {error}", err=True)
         if verbose:
+            import traceback
+
             traceback.print_exc()
         code = 1
     sys.exit(code)
@@ -79,14 +81,35 @@ def notice(text: str) -> None:
     click.echo(text if plain else f"WARNING: {text}", err=True)
 
 
-def service_for(configuration: Configuration) -> TrustService:
-    """The one verification service every command asks."""
+def service_for(
+    configuration: Configuration,
+    early: Sequence[str] = (),
+    *,
+    all_tags: bool = False,
+    inspect: bool = False,
+) -> TrustService:
+    """The one verification service every command asks.
+
+    `early`: the references the command will verify (`inspect`: inspect); their first trust
+    server requests go out now, from a thread, while the verifier is imported (trust.prefetch:
+    only when bytes are fetched moves).
+    """
+    prefetch = None
+    if early:
+        from trust.prefetch import Prefetch
+
+        prefetch = Prefetch(configuration.settings, configuration.policy)
+        prefetch.start(early, all_tags=all_tags, inspect=inspect)
     from trust.service import TrustService
 
-    return TrustService(configuration.settings, configuration.policy, notice=notice)
+    return TrustService(
+        configuration.settings, configuration.policy, notice=notice, prefetch=prefetch
+    )
 
 
 def print_json(value: object) -> None:
+    import json
+
     click.echo(json.dumps(value, indent=4))
 
 

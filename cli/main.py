@@ -147,8 +147,6 @@ def pull_command(
     """
 
     def body() -> int:
-        from trust.trusted_pull import NullReporter, pull
-
         configuration = load_cli_config(
             config,
             disable_trust=disable_trust,
@@ -165,7 +163,14 @@ def pull_command(
                     f"{configuration.policy.origin}",
                     err=True,
                 )
-        service = service_for(configuration)
+        early = references if settings.content_trust else ()
+        service = service_for(configuration, early, all_tags=all_tags)
+        # Imported once the early request is out (trust.prefetch): this overlaps it.
+        from trust.engine import preload
+        from trust.trusted_pull import NullReporter, pull
+
+        preload()
+
         results = []
         for text in references:
             reporter = TextReporter(quiet) if output == "text" else NullReporter()
@@ -312,9 +317,10 @@ def resolve_command(
         raise click.UsageError("Missing argument 'NAME[:TAG|@DIGEST]...'.")
 
     def body() -> int:
-        from trust.service import verify_many
+        configuration = load_cli_config(config, offline=offline, policy=policy)
+        service = service_for(configuration, references, all_tags=all_tags)
+        from trust.service import verify_many  # after the early request (trust.prefetch)
 
-        service = service_for(load_cli_config(config, offline=offline, policy=policy))
         results = verify_many(service, references, all_tags=all_tags)
         items: list[dict[str, object]] = []
         codes: list[int] = []
@@ -367,10 +373,12 @@ def inspect_command(
     """
 
     def body() -> int:
+        configuration = load_cli_config(config, offline=offline)
+        service = service_for(configuration, references, inspect=True)
+        # Imported once the early request is out (trust.prefetch).
         from cli.render import render_inspect_pretty
         from trust.reference import parse
 
-        service = service_for(load_cli_config(config, offline=offline))
         codes: list[int] = []
         documents: list[dict[str, object]] = []
         for text in references:

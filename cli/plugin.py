@@ -25,17 +25,12 @@ tool (or the user) wrote or changed.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import os
 import re
-import subprocess
 import sys
-import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import click
 
@@ -104,6 +99,8 @@ def launcher_text(python: str, source_dir: str) -> str:
         f"exec {_shell_quote(python)} -P -c {_shell_quote(code)} {_shell_quote(source_dir)} "
         '"$@"\n'
     )
+    import hashlib
+
     return body + MARKER_PREFIX + hashlib.sha256(body.encode()).hexdigest() + "\n"
 
 
@@ -118,6 +115,8 @@ def _ours(data: bytes) -> bool | None:
     if match is None or not text.endswith(match.group(0)):
         return None
     body = text[: match.start()]
+    import hashlib
+
     return hashlib.sha256(body.encode()).hexdigest() == match.group(1)
 
 
@@ -153,6 +152,8 @@ def _check_existing(path: Path) -> bool:
 
 
 def _docker_search_dirs(environ: Mapping[str, str]) -> list[Path]:
+    import json
+
     from trust.config import docker_config_dir
 
     config = docker_config_dir(environ)
@@ -167,8 +168,7 @@ def _docker_search_dirs(environ: Mapping[str, str]) -> list[Path]:
     return dirs
 
 
-@dataclass(frozen=True)
-class Installed:
+class Installed(NamedTuple):
     path: Path
     replaced: bool
     on_docker_path: bool
@@ -176,6 +176,11 @@ class Installed:
 
 def install_plugin(directory: str | None, environ: Mapping[str, str]) -> Installed:
     """Write the launcher atomically (mode 0755); replace only a launcher of ours."""
+    import contextlib
+    import json
+    import subprocess
+    import tempfile
+
     import cli
 
     target_dir = plugin_dir(directory, environ)

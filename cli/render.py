@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from trust.lookup import natural_key
-
 REPO_ADMIN = "Repo Admin"
 
 
@@ -28,6 +26,8 @@ def tabwrite(rows: Sequence[Sequence[str]], *, min_width: int = 10, padding: int
 
 
 def _one_inspect_block(document: dict[str, Any]) -> str:
+    from trust.lookup import natural_key  # the verifier's module: not needed by tabwrite
+
     remote = document["Name"]
     out = []
     signed = document["SignedTags"]

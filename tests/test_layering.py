@@ -36,6 +36,7 @@ ROOMS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "transport",
         (
+            "trust.preconnect",
             "trust.http",
             "trust.notary.remote",
             "trust.notary.pool",
@@ -44,12 +45,13 @@ ROOMS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),
     ("trust source", ("trust.notary.client", "trust.tufview", "trust.tufsource")),
-    ("policy", ("trust.policy", "trust.policy_file", "trust.config")),
+    ("policy", ("trust.policy", "trust.route", "trust.policy_file", "trust.config")),
     ("resolver", ("trust.lookup", "trust.evidence")),
     (
         "service",
         (
             "trust.service",
+            "trust.prefetch",
             "trust.batch",
             "trust.safewrite",
             "trust.manifests",

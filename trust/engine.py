@@ -31,7 +31,7 @@ from trust.errors import AuthError, EngineError
 if TYPE_CHECKING:
     import requests
 
-__all__ = ["DEFAULT_DOCKER_HOST", "Engine", "EventCallback"]
+__all__ = ["DEFAULT_DOCKER_HOST", "Engine", "EventCallback", "preload"]
 
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 EventCallback = Callable[[dict[str, Any]], None]
@@ -120,6 +120,12 @@ def _json_messages(chunks: Iterator[bytes]) -> Iterator[dict[str, Any]]:
                 yield value
     if buffer.strip():
         raise EngineError(f"engine sent a truncated or invalid message: {buffer[:200]!r}")
+
+
+def preload() -> None:
+    """Import the engine client (the docker SDK) now: a trusted pull does it while its trust
+    server request is out (trust.prefetch), instead of after the verification."""
+    import docker  # noqa: F401
 
 
 class Engine:

@@ -3,7 +3,7 @@ the engine proxy and the Python API) asks `TrustService`, and nothing else decid
 
 For one reference (first mapped to its origin when it lies under a `[mirrors]` prefix: the
 origin's rules, trust source, trust server and pins apply, and the mirror's name is kept for the
-pull and the output; `mirror_origin` is the one place that mapping is made) it
+pull and the output; `trust.route.mirror_origin` is the one place that mapping is made) it
 1. picks the rule (`Policy.match`; without a policy the built-in default, an ordinary rule),
 2. picks the trust source (a rule's `trust_source`, else the longest `[[trust_sources]]` scope,
    else Notary) before any I/O, so a TUF-scoped reference never falls back to Notary,
@@ -28,10 +28,9 @@ import datetime as dt
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from trust.errors import (
-    InputError,
     NoSuchTagError,
     NoTrustDataError,
     NotSignedAsRequiredError,
@@ -54,12 +53,14 @@ from trust.lookup import (
     root_key_id,
 )
 from trust.notary.cache import has_cached_trust
-from trust.notary.client import NotaryClient, trust_server_for
+from trust.notary.client import MetadataSource, NotaryClient, trust_server_for
 from trust.notary.trusted_set import LOOKUP_ROLES, TrustData
 from trust.notary.x509root import PIN_NO_TOFU
-from trust.policy import BUILTIN_DEFAULT, Context, Policy, Refuse, Rule, UnsignedAccepted
-from trust.reference import Reference, parse, parse_normalized_named
-from trust.settings import Settings, TrustPinning, TrustSourceConfig, scope_matches
+from trust.policy import Context, Policy, Refuse, Rule, UnsignedAccepted
+from trust.prefetch import Prefetch
+from trust.reference import Reference, parse
+from trust.route import mirror_origin, rule_for, select_source, settings_for
+from trust.settings import Settings, TrustSourceConfig
 from trust.targets import SignedTarget
 
 if TYPE_CHECKING:
@@ -73,6 +74,7 @@ __all__ = [
     "mirror_origin",
     "refuse_all_tags_with",
     "select_source",
+    "settings_for",
     "tofu_notice",
 ]
 
@@ -138,17 +140,6 @@ class Verification:
         return item
 
 
-def select_source(ref: Reference, settings: Settings) -> TrustSourceConfig | None:
-    """The configured source with the longest scope containing `ref`, or None for Notary."""
-    best: TrustSourceConfig | None = None
-    for source in settings.trust_sources:
-        if scope_matches(source.scope, ref.name) and (
-            best is None or len(source.scope) > len(best.scope)
-        ):
-            best = source
-    return best
-
-
 def refuse_all_tags_with(ref: Reference, *, all_tags: bool) -> None:
     """Refuse a tag or a digest together with all-tags as usage (exit 2).
 
@@ -159,36 +150,6 @@ def refuse_all_tags_with(ref: Reference, *, all_tags: bool) -> None:
         raise UsageError("tag can't be used with --all-tags/-a")
     if all_tags and ref.digest is not None:
         raise UsageError("a digest can't be used with --all-tags/-a")
-
-
-def mirror_origin(ref: Reference, settings: Settings) -> Reference | None:
-    """`ref` mapped to its origin when it lies under a `[mirrors]` prefix, else None.
-
-    Prefixes match by whole path segments and the longest wins; the rest of the path, the tag
-    and the digest are kept, and the origin name is normalised as docker does
-    (`harbor.corp/dockerhub/alpine` → `docker.io/library/alpine`). The loader refuses origins
-    that overlap a mirror prefix, so an origin is never mapped again.
-    """
-    best: str | None = None
-    for mirror in settings.mirrors:
-        if scope_matches(mirror, ref.name) and (best is None or len(mirror) > len(best)):
-            best = mirror
-    if best is None:
-        return None
-    name = settings.mirrors[best] + ref.name[len(best) :]
-    if "/" not in name:
-        raise InputError(
-            f"{ref.name} is the mirror prefix {best} itself, not a repository under it "
-            f"(its origin {name} names no repository)"
-        )
-    try:
-        origin = parse_normalized_named(name)
-    except InputError as error:
-        raise InputError(
-            f"{ref.name} maps through the mirror {best} to {name}, which is not a valid "
-            f"repository name: {error.message}"
-        ) from error
-    return dataclasses.replace(origin, tag=ref.tag, digest=ref.digest, tag_given=ref.tag_given)
 
 
 def _through_mirror(
@@ -223,35 +184,6 @@ def tofu_notice(data: TrustData, gun: str) -> str:
         f"(canonical ID {canonical}) for {gun}; to pin it, add "
         f'"{gun}" = ["{canonical}"] under [trust_pinning.certs] in the config file'
     )
-
-
-def settings_for(rule: Rule, ref: Reference, settings: Settings) -> Settings:
-    """The settings to verify `ref` with: the rule's trust server and pins override the file's."""
-    changes: dict[str, Any] = {}
-    if rule.trust_server:
-        changes["trust_server_override"] = rule.trust_server
-    if rule.root_keys or rule.root_ca or rule.tofu is not None:
-        pinning = settings.trust_pinning
-        certs = dict(pinning.certs)
-        ca = dict(pinning.ca)
-        if rule.root_keys or rule.root_ca:
-            # The rule's pin replaces whatever the file pins for this GUN (certs, wildcard
-            # certs and CA prefixes), so exactly the rule's pin applies.
-            certs = {
-                k: v
-                for k, v in certs.items()
-                if not (k == ref.name or (k.endswith("*") and ref.name.startswith(k[:-1])))
-            }
-            ca = {k: v for k, v in ca.items() if not ref.name.startswith(k)}
-        if rule.root_keys:
-            certs[ref.name] = rule.root_keys
-        if rule.root_ca:
-            if rule.root_ca_pem is None:  # a rule built in code, not parsed from a file
-                raise PolicyError(f"rule {rule.label}: root_ca {rule.root_ca} was not read")
-            ca[ref.name] = rule.root_ca_pem
-        disable = pinning.disable_tofu if rule.tofu is None else not rule.tofu
-        changes["trust_pinning"] = TrustPinning(certs=certs, ca=ca, disable_tofu=disable)
-    return dataclasses.replace(settings, **changes) if changes else settings
 
 
 # ------------------------------------------------------------------------------ the service
@@ -294,8 +226,11 @@ class TrustService:
         client_factory: Callable[[Settings, frozenset[str]], NotaryClient] | None = None,
         credentials: CredentialSource | None = None,
         kept: Kept | None = None,
+        prefetch: Prefetch | None = None,
     ) -> None:
         self.settings = settings
+        #: Requests a front end started early (trust.prefetch): only when bytes are fetched moves.
+        self.prefetch = prefetch
         self.policy = policy
         self._notice = notice
         self._now = now
@@ -319,7 +254,7 @@ class TrustService:
         return self._now or dt.datetime.now(dt.UTC)
 
     def rule_for(self, ref: Reference) -> Rule:
-        return self.policy.match(ref) if self.policy is not None else BUILTIN_DEFAULT
+        return rule_for(self.policy, ref)
 
     # -------------------------------------------------------------- front-end entry points
 
@@ -610,7 +545,29 @@ class TrustService:
             required_roles=roles,
             credentials=self._credentials,
             kept=self._kept,
+            session_factory=self._early_session(settings),
         )
+
+    def _early_session(self, settings: Settings) -> Callable[[str, str], MetadataSource] | None:
+        """The client's session: the early one (trust.prefetch) when it was started for exactly
+        this server, GUN and settings, else the client's own (`remote_for`, as without).
+
+        The early request is the CLI's (the docker config's credentials, nothing kept), so it
+        is never used for a caller that brings its own credentials or keeps sessions (the
+        engine proxy): those go through the client's own session path."""
+        prefetch = self.prefetch
+        if prefetch is None or self._credentials is not None or self._kept is not None:
+            return None
+
+        def session(server: str, gun: str) -> MetadataSource:
+            early = prefetch.take(server, gun, settings)
+            if early is not None:
+                return early
+            from trust.notary.remote import remote_for
+
+            return remote_for(server, gun, settings)
+
+        return session
 
     def _count(self, client: NotaryClient) -> None:
         with self._lock:

@@ -26,8 +26,12 @@ __all__ = [
     "engine_socket_host",
     "parse_go_bool",
     "scope_matches",
+    "trust_server_for",
     "validate_trust_server_url",
 ]
+
+#: Docker Hub's Notary, the trust server of `docker.io` unless configured otherwise.
+OFFICIAL_TRUST_SERVER = "https://notary.docker.io"
 
 KIB = 1024
 
@@ -238,3 +242,20 @@ def engine_socket_host(value: str) -> str:
     if not path.startswith("/") or "://" in path:
         raise InputError(f"engine socket must be an absolute unix socket path, got {value!r}")
     return f"unix://{path}"
+
+
+def trust_server_for(domain: str, settings: Settings) -> str:
+    """dct.md §1.4: the env override, else the configured map, else docker's default.
+
+    The one answer to "which trust server serves this registry" (a rule's `trust_server`
+    arrives here as `trust_server_override`, trust.route.settings_for); here, with the settings
+    it reads, so the early request of trust.prefetch asks it before the verifier is imported.
+    """
+    if settings.trust_server_override:
+        return settings.trust_server_override
+    configured = settings.trust_servers.get(domain)
+    if configured:
+        return configured
+    if domain == "docker.io":
+        return OFFICIAL_TRUST_SERVER
+    return f"https://{domain}"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -123,6 +125,37 @@ def test_unknown_option_is_usage_error() -> None:
 def test_version() -> None:
     result = CliRunner().invoke(main, ["--version"])
     assert result.exit_code == 0 and "trustpull" in result.output
+
+
+def _console_script(*args: str) -> subprocess.CompletedProcess[str]:
+    """`trustpull ARGS` through cli.entry (the console script), reporting at exit whether
+    click was imported."""
+    code = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('click' in sys.modules, file=sys.stderr))\n"
+        f"sys.argv = ['trustpull', *{list(args)!r}]\n"
+        "from cli.entry import main\n"
+        "main()\n"
+    )
+    root = str(Path(__file__).resolve().parents[2])
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=False
+    )
+
+
+def test_console_script_answers_version_like_click_without_importing_it() -> None:
+    proc = _console_script("--version")
+    assert proc.stdout == CliRunner().invoke(main, ["--version"]).output
+    assert (proc.returncode, proc.stderr.split()) == (0, ["False"])
+
+
+@pytest.mark.parametrize("args", [["resolve"], ["inspect"], ["pull", "--no-such-option", "x"]])
+def test_console_script_exits_as_click_does(args: list[str]) -> None:
+    """The fast exit (os._exit after atexit and a flush) keeps click's output and status."""
+    proc = _console_script(*args)
+    expected = CliRunner().invoke(main, args, prog_name="trustpull")
+    assert proc.returncode == expected.exit_code
+    assert proc.stdout + proc.stderr.rsplit("True", 1)[0] == expected.output
 
 
 @pytest.mark.parametrize(

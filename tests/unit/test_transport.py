@@ -911,6 +911,30 @@ def test_basic_challenge_without_credentials_is_auth_error(
     assert session.request_count == 1
 
 
+def test_failing_credentials_fail_every_request_of_the_session(
+    server: LocalServer, connect: Callable[..., TrustServerSession]
+) -> None:
+    """A credential helper's failure is the answer for the whole session: a later request
+    (the root after an early timestamp request, trust.prefetch) fails with the helper's
+    message too, instead of going out without credentials and reporting the server's 401."""
+    calls: list[int] = []
+
+    def helper_fails() -> Creds:
+        calls.append(1)
+        raise AuthError("error getting credentials from docker-credential-x: keychain is locked")
+
+    for name in ("root", "timestamp"):
+        server.routes[TUF + f"{name}.json"] = serve(
+            b"", 401, WWW_Authenticate='Basic realm="trust"'
+        )
+    session = connect(credentials=helper_fails)
+    for name in ("timestamp", "root"):
+        with pytest.raises(AuthError, match="keychain is locked"):
+            session.get_metadata(name, 10)
+    assert calls == [1]  # the helper runs once
+    assert session.request_count == 2  # each request met its challenge, nothing more
+
+
 def test_credentials_only_go_to_the_trust_server(
     server: LocalServer, connect: Callable[..., TrustServerSession]
 ) -> None:
@@ -949,6 +973,39 @@ def test_tls_context_floor_and_verification(docker_config: Path) -> None:
     assert context.check_hostname
     with pytest.raises(InputError):
         tls_context(docker_config, "..")
+
+
+def test_tls_context_is_built_once_by_concurrent_sessions(
+    docker_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`check`'s workers and the early requests ask together: one system-store load, not one
+    each (the cache alone lets every thread miss it at once)."""
+    import threading
+
+    from trust.http import tls
+
+    built: list[str] = []
+    real = tls._build_tls_context
+
+    def slow_build(config: Path, netloc: str) -> ssl.SSLContext:
+        built.append(netloc)
+        threading.Event().wait(0.05)  # long enough for every thread to reach the cache
+        return real(config, netloc)
+
+    monkeypatch.setattr(tls, "_build_tls_context", slow_build)
+    tls._cached_tls_context.cache_clear()
+    results: list[ssl.SSLContext] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(tls_context(docker_config, "once.test")))
+        for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    tls._cached_tls_context.cache_clear()
+    assert built == ["once.test"]
+    assert len(results) == 4 and all(r is results[0] for r in results)
 
 
 # ------------------------------------------------------------------- realms (issue 11 item 8)

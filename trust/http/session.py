@@ -38,7 +38,7 @@ from urllib.parse import urlencode, urljoin, urlsplit
 import requests
 import requests.utils
 
-from trust.errors import AuthError, InputError, NetworkError
+from trust.errors import AuthError, InputError, NetworkError, TrustpullError
 from trust.http.auth import (
     BASIC_MARKER_SECONDS,
     TOKEN_MAX_BYTES,
@@ -219,6 +219,7 @@ class HttpsSession:
         self._store_checked = False
         self._creds_loaded = False
         self._creds: Credentials | None = None
+        self._creds_error: TrustpullError | None = None
         self._started = clock()
         self._body = BodyReader(limits, clock, self._slow_message)
 
@@ -327,10 +328,20 @@ class HttpsSession:
         self._held = None
 
     def _credentials(self) -> Credentials | None:
+        """The credentials source, asked once. When it fails (a credential helper that exits
+        with an error, a malformed config), every later request of this session fails with
+        the same error: never as if there were no credentials (which would send the request
+        anonymously and report the server's 401 instead of the helper's message)."""
+        if self._creds_error is not None:
+            raise self._creds_error.fresh()
         if not self._creds_loaded:
-            self._creds_loaded = True
             source = self._auth.credentials
-            self._creds = source() if source is not None else None
+            try:
+                self._creds = source() if source is not None else None
+            except TrustpullError as error:
+                self._creds_error = error
+                raise
+            self._creds_loaded = True
         return self._creds
 
     def _answer(self, challenges: list[Challenge], deadline: float) -> _Held | None:

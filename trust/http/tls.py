@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import ssl
+import threading
 from pathlib import Path
 
 import certifi
@@ -28,6 +29,8 @@ def tls_context(docker_config: Path, netloc: str) -> ssl.SSLContext:
 
     Building one costs ~40 ms of CPU (the system store); `trustpull check` opens a session per
     repository. The key includes each file's name, size and mtime, so a changed CA is reloaded.
+    One build at a time: the sessions `check` and trust.prefetch open at once in several threads
+    would otherwise all miss the cache together and each build the same context.
     """
     if not netloc or netloc in (".", "..") or "/" in netloc or "\\" in netloc:
         raise InputError(f"invalid trust server host {netloc!r}")
@@ -38,7 +41,11 @@ def tls_context(docker_config: Path, netloc: str) -> ssl.SSLContext:
         )
     except OSError:
         stamp = ()
-    return _cached_tls_context(str(docker_config), netloc, stamp)
+    with _build_lock:
+        return _cached_tls_context(str(docker_config), netloc, stamp)
+
+
+_build_lock = threading.Lock()
 
 
 @functools.lru_cache(maxsize=64)

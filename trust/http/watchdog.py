@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +20,8 @@ from typing import Any
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+from trust import preconnect
 
 __all__ = ["BoundedAdapter", "Watch", "watch"]
 
@@ -91,6 +94,21 @@ class _WatchedHTTPSConnection(HTTPSConnection):
     def connect(self) -> None:
         _register(self)
         super().connect()
+
+    def _new_conn(self) -> socket.socket:
+        """A TCP connection trust.prefetch started to exactly this address, if any (TLS and
+        everything above it happen on it as on a socket made here), else a new one."""
+        if self.source_address is None:
+            timeout = self.timeout if isinstance(self.timeout, (int, float)) else None
+            if timeout is None:
+                timeout = preconnect.MAX_AGE_SECONDS  # never an unbounded wait for the kernel
+            sock = preconnect.adopt(self._dns_host, self.port, timeout)
+            if sock is not None:
+                for option in self.socket_options or ():
+                    sock.setsockopt(*option)
+                sys.audit("http.client.connect", self, self.host, self.port)
+                return sock
+        return super()._new_conn()
 
     def request(self, *args: Any, **kwargs: Any) -> None:
         _register(self)

@@ -25,8 +25,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from trust.errors import CacheError, InputError
+from trust.reference import Reference
 
-__all__ = ["TrustCache", "has_cached_trust"]
+__all__ = ["TrustCache", "check_gun_for_trust", "has_cached_trust"]
 
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
@@ -196,6 +197,20 @@ class TrustCache:
             yield True
         finally:
             os.close(fd)
+
+
+def check_gun_for_trust(ref: Reference) -> None:
+    """Refuse names whose cache path could collide with another repository's (attacks.md H07)."""
+    if ref.domain != ref.domain.lower():
+        raise InputError(
+            f"registry host {ref.domain!r} has upper-case letters: with content trust on, the "
+            "trust cache path would depend on the file system's case rules; write it in lower case"
+        )
+    if "metadata" in ref.path.split("/"):
+        raise InputError(
+            f"repository {ref.name!r} has a path component 'metadata', which collides with the "
+            "trust cache layout: refused with content trust on"
+        )
 
 
 def has_cached_trust(trust_dir: Path, gun: str) -> bool:

@@ -38,7 +38,6 @@ from trust.errors import (
     DelegationError,
     ExpiredError,
     HashMismatchError,
-    InputError,
     LengthError,
     NetworkError,
     NoTrustDataError,
@@ -47,7 +46,7 @@ from trust.errors import (
     ThresholdError,
     TrustpullError,
 )
-from trust.notary.cache import TrustCache
+from trust.notary.cache import TrustCache, check_gun_for_trust
 from trust.notary.cjson import loads_strict
 from trust.notary.metadata import FileMeta
 from trust.notary.trusted_set import (
@@ -58,41 +57,20 @@ from trust.notary.trusted_set import (
     check_meta,
 )
 from trust.reference import Reference
-from trust.settings import Limits, Settings
+from trust.settings import OFFICIAL_TRUST_SERVER, Limits, Settings, trust_server_for
 
 if TYPE_CHECKING:
     from trust.credentials import CredentialSource
     from trust.notary.pool import Kept, KeptResult
 
-__all__ = ["MetadataSource", "NotaryClient", "UpdateStats", "trust_server_for"]
-
-OFFICIAL_TRUST_SERVER = "https://notary.docker.io"
-
-
-def trust_server_for(domain: str, settings: Settings) -> str:
-    """dct.md §1.4: the env override, else the configured map, else docker's default."""
-    if settings.trust_server_override:
-        return settings.trust_server_override
-    configured = settings.trust_servers.get(domain)
-    if configured:
-        return configured
-    if domain == "docker.io":
-        return OFFICIAL_TRUST_SERVER
-    return f"https://{domain}"
-
-
-def check_gun_for_trust(ref: Reference) -> None:
-    """Refuse names whose cache path could collide with another repository's (attacks.md H07)."""
-    if ref.domain != ref.domain.lower():
-        raise InputError(
-            f"registry host {ref.domain!r} has upper-case letters: with content trust on, the "
-            "trust cache path would depend on the file system's case rules; write it in lower case"
-        )
-    if "metadata" in ref.path.split("/"):
-        raise InputError(
-            f"repository {ref.name!r} has a path component 'metadata', which collides with the "
-            "trust cache layout: refused with content trust on"
-        )
+__all__ = [
+    "OFFICIAL_TRUST_SERVER",
+    "MetadataSource",
+    "NotaryClient",
+    "UpdateStats",
+    "check_gun_for_trust",
+    "trust_server_for",
+]
 
 
 class MetadataSource(Protocol):
@@ -290,34 +268,23 @@ class NotaryClient:
         if self._session_factory is not None:
             return self._session_factory(server, gun)
         from trust.credentials import RegistryAuth, resolve_registry_auth
-        from trust.http import TokenStore
-        from trust.notary.remote import NotaryRemote
+        from trust.notary.remote import remote_for
 
         settings = self.settings
         domain = gun.split("/", 1)[0]
         source = self._credentials
-
-        def credentials() -> RegistryAuth | None:
-            if source is not None:
-                return source(domain)
-            return resolve_registry_auth(domain, settings.docker_config, os.environ)
-
-        def remote(found: Callable[[], RegistryAuth | None]) -> NotaryRemote:
-            return NotaryRemote(
-                server,
-                gun,
-                limits=settings.limits,
-                docker_config=settings.docker_config,
-                credentials=found,
-                realms=settings.auth_realms,
-                token_store=TokenStore(settings.trust_dir / "tokens"),
-                config_hint=f"[auth] realms in {settings.config_file or 'the config file'}",
-            )
-
         if self._kept is None:
-            return remote(credentials)  # looked up only if the server asks (a helper may run)
-        auth = credentials()
-        return self._kept.sessions.lease(server, gun, auth, lambda: remote(lambda: auth))
+            if source is None:
+                return remote_for(server, gun, settings)  # asked only if the server challenges
+            return remote_for(server, gun, settings, credentials=lambda: source(domain))
+        auth: RegistryAuth | None = (
+            source(domain)
+            if source is not None
+            else resolve_registry_auth(domain, settings.docker_config, os.environ)
+        )
+        return self._kept.sessions.lease(
+            server, gun, auth, lambda: remote_for(server, gun, settings, credentials=lambda: auth)
+        )
 
     def warn(self, text: str) -> None:
         self._warn_sink(text)

@@ -8,6 +8,7 @@ credentials is `AuthError` (exit 7), never "not signed" and never a reason to us
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,17 @@ from urllib.parse import urlsplit
 from trust.errors import AuthError, InputError, NetworkError
 from trust.http import Auth, Credentials, HttpsSession, RealmPolicy, TokenStore
 from trust.http.auth import error_detail
-from trust.settings import Limits
+from trust.settings import Limits, Settings
 
-__all__ = ["DOCKER_HUB_NOTICE", "DOCKER_HUB_TRUST_SERVER", "NotFoundError", "NotaryRemote"]
+__all__ = [
+    "DOCKER_HUB_NOTICE",
+    "DOCKER_HUB_TRUST_SERVER",
+    "NotFoundError",
+    "NotaryRemote",
+    "remote_for",
+]
 
-#: Docker Hub's Notary (trust.notary.client.OFFICIAL_TRUST_SERVER).
+#: Docker Hub's Notary (trust.settings.OFFICIAL_TRUST_SERVER).
 DOCKER_HUB_TRUST_SERVER = "https://notary.docker.io"
 #: What a user of a Docker Hub image is told when Docker Hub's Notary has nothing or is gone.
 DOCKER_HUB_NOTICE = (
@@ -166,3 +173,38 @@ class NotaryRemote:
             f"{status}{error_detail(reply.body)}",
             hint=hint,
         )
+
+
+def remote_for(
+    server: str,
+    gun: str,
+    settings: Settings,
+    credentials: Callable[[], Credentials | None] | None = None,
+) -> NotaryRemote:
+    """The session `NotaryClient.make_session` uses for `settings`: the registry credentials of
+    the GUN's registry (by default docker's config, helpers, `DOCKER_AUTH_CONFIG`; the engine
+    proxy passes the client request's own), asked only when a challenge comes, `[auth] realms`,
+    and tokens kept under the trust directory.
+
+    The one construction: trust.prefetch's early request uses it too.
+    """
+    if credentials is None:
+        from trust.credentials import resolve_registry_auth
+
+        domain = gun.split("/", 1)[0]
+
+        def from_docker_config() -> Credentials | None:
+            return resolve_registry_auth(domain, settings.docker_config, os.environ)
+
+        credentials = from_docker_config
+
+    return NotaryRemote(
+        server,
+        gun,
+        limits=settings.limits,
+        docker_config=settings.docker_config,
+        credentials=credentials,
+        realms=settings.auth_realms,
+        token_store=TokenStore(settings.trust_dir / "tokens"),
+        config_hint=f"[auth] realms in {settings.config_file or 'the config file'}",
+    )
