@@ -12,7 +12,8 @@ For each shape: `trustpull check -q -o json REF...` (one process, `--workers`) v
 `docker trust inspect REF` (one process per image, as a script would do it), cold (a fresh
 DOCKER_CONFIG: empty trust cache) and warm (the same command again), the two tools alternating
 which goes first run by run; median of `--runs`; wall, CPU (user+system of the command) and CPU
-per image; and the requests notary-server logged (first run). Every check result must pass.
+per image; and the requests notary-server logged (first run; far: also the TCP connections
+opened through the delay proxy). Every check result must pass.
 
 "far" repeats this with every byte to notary-server delayed `--delay-ms` each way by
 `benchmarks.delayproxy.DelayProxy` (loopback; median of `--far-runs`), when that module is in this
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                     env["DOCKER_CONTENT_TRUST_SERVER"] = f"https://127.0.0.1:{proxy.port}"
                 return env
 
-            for count in (args.repos, args.big_repos):
+            for count in dict.fromkeys((args.repos, args.big_repos)):
                 refs = [f"{r}:t{t}" for r in repos[:count] for t in range(args.tags)]
                 label = f"{len(refs)} images in {count} repositories"
 
@@ -190,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                             env = fresh(place_proxy)
                             for state in ("cold", "warm"):
                                 before = settle() if run == 0 else 0
+                                opened = place_proxy.connections if place_proxy else 0
                                 results.setdefault((name, state), []).append(fn(env))
                                 if run == 0:
                                     count_ = settle() - before
@@ -200,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
                                             state,
                                             str(count_),
                                             f"{count_ / len(refs):.2f}",
+                                            str(place_proxy.connections - opened)
+                                            if place_proxy
+                                            else "",
                                         ]
                                     )
                         print(f"{label}, {where}: run {run + 1}/{runs}", file=sys.stderr)
@@ -235,7 +240,10 @@ def main(argv: list[str] | None = None) -> int:
             rows,
         )
         print("\nRequests to notary-server (first run):\n")
-        print_table(["case", "command", "cache", "requests", "per image"], request_rows)
+        print_table(
+            ["case", "command", "cache", "requests", "per image", "connections (far)"],
+            request_rows,
+        )
         print(f"\n{machine_line()}")
     return 0
 
