@@ -3,9 +3,12 @@
 References are de-duplicated by their normalised form (`alpine` and
 `docker.io/library/alpine:latest` are one image), then grouped by repository (GUN): one worker
 takes a whole group, so each repository's trust data is fetched and verified once, under the
-cache lock, with one trust server session (one ping, one token) for all of its tags. Groups run
-in a bounded thread pool and share one `TrustService` (its memo is thread-safe). Results come back
-in input order whatever order they finished in, so the report is stable.
+cache lock, with one trust server session (one token) for all of its tags. Groups run in a
+bounded thread pool and share one `TrustService` (its memo is thread-safe); the sessions of one
+trust server share its kept-alive connections (`trust.http.watchdog.shared_adapter`), so the
+TCP and TLS handshakes are paid once per worker, not once per repository. The pool overlaps
+network waits; the verification itself is CPU under the GIL. Results come back in input order
+whatever order they finished in, so the report is stable.
 """
 
 from __future__ import annotations

@@ -159,6 +159,44 @@ def test_new_publish_downloads_only_changed_files_by_consistent_name(make_env: M
         assert (env.metadata_dir / f"{role}.json").read_bytes() == repo.role_bytes(role)
 
 
+def test_delegations_download_concurrently_and_verify_in_walk_order(make_env: MakeEnv) -> None:
+    """issue 13: the delegations of `targets` are fetched at once on the run's one session
+    (each answer is held 0.6 s here: one after the other they would arrive >= 0.6 s apart),
+    then verified and recorded in the depth-first order of the walk."""
+    env = make_env()
+    env.server.add_fault("*/_trust/tuf/targets/*", delay=0.6)
+    client = env.client()
+    data = client.update(parse(REF))
+    assert set(data.roles) >= {"targets/releases", "targets/releases/ci", "targets/alice"}
+    assert lookup_tag(data, "1.0").digest == "sha256:" + D1
+    walked = [name.split(".", 1)[0] for name in client.stats.downloaded if "/" in name]
+    assert walked == ["targets/releases", "targets/releases/ci", "targets/alice"]
+    arrived = {
+        name.split(".", 1)[0]: r.time
+        for r in env.server.requests
+        if (name := tuf_name(r.path)) is not None and "/" in name
+    }
+    assert abs(arrived["targets/alice"] - arrived["targets/releases"]) < 0.4
+    # The nested role is reached only through its verified parent: fetched after it.
+    assert arrived["targets/releases/ci"] - arrived["targets/releases"] >= 0.6
+
+
+def test_a_delegation_downloaded_ahead_fails_as_it_would_when_reached(make_env: MakeEnv) -> None:
+    """A failed download started ahead of the walk refuses the update when the walk reaches
+    that role, with the error it would have raised there; nothing is written."""
+    env = make_env()
+    env.server.add_fault("*/_trust/tuf/targets/alice.*", status=503)
+    before = env.cache()
+    client = env.client()
+    with pytest.raises(NetworkError, match="503"):
+        client.update(parse(REF))
+    assert env.cache() == before
+    assert [n.split(".", 1)[0] for n in client.stats.downloaded if "/" in n] == [
+        "targets/releases",
+        "targets/releases/ci",
+    ]
+
+
 def test_tag_lookup_releases_wins_over_targets(make_env: MakeEnv) -> None:
     env = make_env()
     data = env.update()

@@ -1359,3 +1359,76 @@ def test_config_auth_realms_are_parsed_strictly(tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match=problem) as info:
             load_config({"HOME": str(tmp_path)}, config_file=path)
         assert "auth.realm" in info.value.message
+
+
+# ------------------------------------------------------------------------------ shared connections
+
+
+def _count_connections(server: LocalServer, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    accepted = [0]
+    original = server.get_request
+
+    def counting() -> tuple[Any, Any]:
+        accepted[0] += 1
+        return original()
+
+    monkeypatch.setattr(server, "get_request", counting)
+    return accepted
+
+
+def test_sessions_to_one_server_share_connections_under_one_tls_configuration(
+    server: LocalServer,
+    docker_config: Path,
+    tmp_path: Path,
+    ca: CertificateAuthority,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """issue 13: `check` opens one session per repository; they reuse one kept-alive
+    connection to the trust server, but never one made under another TLS configuration."""
+    accepted = _count_connections(server, monkeypatch)
+    for gun in ("registry.test/org/a", "registry.test/org/b"):
+        server.routes[f"/v2/{gun}/_trust/tuf/timestamp.json"] = serve(gun.encode())
+    first = TrustServerSession(
+        server.url, "registry.test/org/a", limits=FAST, docker_config=docker_config
+    )
+    second = TrustServerSession(
+        server.url, "registry.test/org/b", limits=FAST, docker_config=docker_config
+    )
+    assert first.get_metadata("timestamp", 100) == b"registry.test/org/a"
+    first.close()  # closing one session leaves the shared connections to the others
+    assert second.get_metadata("timestamp", 100) == b"registry.test/org/b"
+    assert second.request_count == 1
+    assert accepted[0] == 1
+    other_config = tmp_path / "other-config"
+    trust_ca(other_config, ca, server)
+    third = TrustServerSession(
+        server.url, "registry.test/org/a", limits=FAST, docker_config=other_config
+    )
+    assert third.get_metadata("timestamp", 100) == b"registry.test/org/a"
+    assert accepted[0] == 2
+    for session in (second, third):
+        session.close()
+
+
+def test_one_session_used_by_many_threads_at_once(
+    server: LocalServer, connect: Callable[..., TrustServerSession]
+) -> None:
+    """A Notary update downloads several delegations at once on its one session: every answer
+    reaches its caller and every request is counted."""
+    names = [f"targets/d{i}" for i in range(8)]
+    for name in names:
+        server.routes[TUF + f"{name}.json"] = serve(name.encode())
+    session = connect()
+    results: dict[str, list[bytes]] = {name: [] for name in names}
+
+    def worker(name: str) -> None:
+        for _ in range(10):
+            results[name].append(session.get_metadata(name, 100))
+
+    threads = [threading.Thread(target=worker, args=(name,)) for name in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert results == {name: [name.encode()] * 10 for name in names}
+    assert session.request_count == 80

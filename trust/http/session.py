@@ -27,12 +27,13 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import http.cookiejar
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import requests
@@ -54,7 +55,7 @@ from trust.http.body import BodyReader, RetryableError
 from trust.http.challenge import Challenge, parse_challenges
 from trust.http.reasons import describe, raw_reason
 from trust.http.tls import tls_context
-from trust.http.watchdog import BoundedAdapter, Watch, watch
+from trust.http.watchdog import Watch, shared_adapter, watch
 from trust.settings import Limits, validate_trust_server_url
 from trust.version import __version__
 
@@ -156,6 +157,22 @@ class _NoCookies(http.cookiejar.DefaultCookiePolicy):
         return False
 
 
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _auth_locked(
+    method: Callable[Concatenate[HttpsSession, _P], _T],
+) -> Callable[Concatenate[HttpsSession, _P], _T]:
+    """Run a method that reads or changes the session's auth state under its auth lock."""
+
+    def locked(self: HttpsSession, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        with self._auth_lock:
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
 def _basic(username: str, password: str) -> str:
     pair = f"{username}:{password}".encode()
     return f"Basic {base64.b64encode(pair).decode('ascii')}"
@@ -169,6 +186,10 @@ class HttpsSession:
     short, retries exhausted), `LengthError` (a body over its cap), `AuthError` (a handshake
     that failed or was refused), `InputError` (a URL outside the base). Statuses other than
     200 are returned, not raised: the caller knows what a 404 means for it.
+
+    Thread-safe: several threads may `get` at once (a Notary update's concurrent delegation
+    downloads); the request counter and the auth state (held token, stored token, credentials,
+    a challenge's answer) are changed under locks, so one token handshake runs at a time.
     """
 
     def __init__(
@@ -200,9 +221,10 @@ class HttpsSession:
         # No env: that would let ~/.netrc add credentials and REQUESTS_CA_BUNDLE swap our CAs.
         self._session.trust_env = False
         self._session.cookies.set_policy(_NoCookies())
-        self._adapter = BoundedAdapter(context)
-        self._session.mount("https://", self._adapter)
-        self._session.mount("http://", self._adapter)
+        # Shared by every session under this TLS context (connections reused across
+        # repositories); requests go to it directly (`_send`), so it is not mounted, and
+        # closing this session leaves it open for the others.
+        self._adapter = shared_adapter(context)
         self._session.headers.clear()
         self._session.headers.update(
             {"User-Agent": user_agent, "Accept-Encoding": "identity", "Accept": "*/*"}
@@ -215,6 +237,8 @@ class HttpsSession:
         #: file again and again, and preparing (header merging, URL checks) is most of the
         #: client-side cost of a request. Cookies are refused, so nothing else goes in.
         self._prepared: dict[tuple[str, str, tuple[tuple[str, str], ...]], Any] = {}
+        self._count_lock = threading.Lock()
+        self._auth_lock = threading.RLock()
         self._held: _Held | None = None
         self._store_checked = False
         self._creds_loaded = False
@@ -274,9 +298,10 @@ class HttpsSession:
                 raw = self._fetch("GET", url, what, deadline, held.header, max_bytes)
         if held is not None and held.keep is not None and raw.status not in (401, 403):
             # Kept only once the server took it: a refused token is never written.
-            if self._auth.store is not None and self._auth.scope is not None:
-                self._auth.store.save(self._base, self._auth.scope, held.keep)
-            held.keep = None
+            with self._auth_lock:
+                if self._auth.store is not None and self._auth.scope is not None and held.keep:
+                    self._auth.store.save(self._base, self._auth.scope, held.keep)
+                held.keep = None
         return Reply(
             raw.status,
             raw.body,
@@ -287,6 +312,7 @@ class HttpsSession:
 
     # ----------------------------------------------------------------- auth
 
+    @_auth_locked
     def _current_auth(self) -> _Held | None:
         held = self._held
         if held is not None and self._clock() < held.expires:
@@ -322,6 +348,7 @@ class HttpsSession:
             return fingerprint_matches(fingerprint, "", "", "")
         return fingerprint_matches(fingerprint, creds.username, creds.password, creds.identitytoken)
 
+    @_auth_locked
     def _forget_stored(self) -> None:
         if self._auth.store is not None and self._auth.scope is not None:
             self._auth.store.forget(self._base, self._auth.scope)
@@ -344,6 +371,7 @@ class HttpsSession:
             self._creds_loaded = True
         return self._creds
 
+    @_auth_locked
     def _answer(self, challenges: list[Challenge], deadline: float) -> _Held | None:
         """The Authorization for a 401's challenges, or None when there is nothing to answer."""
         bearer = next((c for c in challenges if c.scheme == "bearer"), None)
@@ -548,7 +576,8 @@ class HttpsSession:
         proxies = self._proxies.get(origin)
         if proxies is None:
             proxies = self._proxies[origin] = requests.utils.get_environ_proxies(url)
-        self._requests += 1
+        with self._count_lock:
+            self._requests += 1
         key = (method, url, tuple(sorted(headers.items())))
         try:
             prepared = self._prepared.get(key) if data is None else None

@@ -23,7 +23,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from trust import preconnect
 
-__all__ = ["BoundedAdapter", "Watch", "watch"]
+__all__ = ["BoundedAdapter", "Watch", "shared_adapter", "watch"]
 
 
 class Watch:
@@ -42,13 +42,15 @@ class Watch:
     def add(self, conn: HTTPConnection) -> None:
         with self._lock:
             self._connections.append(conn)
+            # The latest user owns it: a pooled connection another thread took since is not cut.
+            conn.__dict__[_OWNER] = self
 
     def cut(self) -> None:
         with self._lock:
             self._fired = True
             for conn in self._connections:
                 sock = conn.sock
-                if sock is not None:
+                if sock is not None and conn.__dict__.get(_OWNER) is self:
                     try:
                         # The plain socket method: never touch the SSL object another thread uses.
                         socket.socket.shutdown(sock, socket.SHUT_RDWR)
@@ -57,6 +59,7 @@ class Watch:
 
 
 _local = threading.local()
+_OWNER = "_trustpull_watch"
 
 
 @contextlib.contextmanager
@@ -129,9 +132,9 @@ _POOLS = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
 class BoundedAdapter(HTTPAdapter):
     """Uses one SSLContext for every pool (direct and proxied), watched connections, no retries."""
 
-    def __init__(self, context: ssl.SSLContext) -> None:
+    def __init__(self, context: ssl.SSLContext, *, pool_maxsize: int = 10) -> None:
         self._context = context
-        super().__init__(max_retries=0)
+        super().__init__(max_retries=0, pool_maxsize=pool_maxsize)
 
     def init_poolmanager(
         self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
@@ -148,3 +151,30 @@ class BoundedAdapter(HTTPAdapter):
 
     def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
         conn.cert_reqs = "CERT_REQUIRED"  # the CAs are in our context, nothing to add per pool
+
+
+#: Idle connections kept per host by a shared adapter: one per request in flight at once
+#: (`trustpull check` runs at most 64 workers), so none is discarded with a logged warning.
+SHARED_POOL_SIZE = 64
+
+#: TLS contexts with a shared adapter, at most as many as `trust.http.tls` keeps (the oldest is
+#: dropped: a long-running proxy whose CA files change does not keep old pools forever).
+SHARED_ADAPTERS = 64
+
+_shared: dict[ssl.SSLContext, BoundedAdapter] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_adapter(context: ssl.SSLContext) -> BoundedAdapter:
+    """The one adapter of this process for `context`: sessions to the same server under the same
+    TLS configuration (`trust.http.tls` builds one context per certificate files) reuse each
+    other's kept-alive connections, so `trustpull check` does one TCP and TLS handshake per
+    concurrent request, not one per repository. A connection is only ever reused under the
+    context that verified it; urllib3's pools are thread-safe and drop dead connections."""
+    with _shared_lock:
+        adapter = _shared.get(context)
+        if adapter is None:
+            if len(_shared) >= SHARED_ADAPTERS:
+                del _shared[next(iter(_shared))]
+            adapter = _shared[context] = BoundedAdapter(context, pool_maxsize=SHARED_POOL_SIZE)
+        return adapter

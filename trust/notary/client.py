@@ -8,7 +8,8 @@ One `update()` call runs the whole workflow for one GUN under the cache lock:
    only, an unexpired verified cached timestamp is used with a loud warning (attacks.md B13);
 3. snapshot, targets and every delegation the snapshot lists, each reused from the cache when
    its bytes match the parent's hashes, else fetched by consistent name with the parent's length
-   as cap;
+   as cap (several delegations of `targets` are downloaded concurrently on the one session,
+   then verified one by one in the walk's order);
 4. root rotation when the snapshot names another root, or once when the timestamp or snapshot
    fails its signature check under the trusted root (attacks.md D03);
 5. nothing is written to the cache during the update (a verified rotation of the cached root is
@@ -29,6 +30,7 @@ import hashlib
 import os
 import sys
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol
@@ -313,6 +315,10 @@ def _persist(client: NotaryClient, cache: TrustCache, role: str, data: bytes) ->
     return True
 
 
+#: Delegations downloaded at the same time by one update (`_Run._fetch_ahead`).
+FETCH_AHEAD_WORKERS = 4
+
+
 class _Run:
     """One update of one GUN: the state of a single `NotaryClient.update` call."""
 
@@ -347,6 +353,9 @@ class _Run:
         self.cached: dict[str, bytes] = {}
         self.read: dict[str, bytes | None] = {}
         self._trusted: TrustedSet | None = None
+        #: Delegations being downloaded ahead of the walk: the meta they were asked for and
+        #: the download (`_fetch_ahead`); each is taken, or dropped, by the walk.
+        self._ahead: dict[str, tuple[FileMeta, Future[bytes]]] = {}
 
     @property
     def trusted(self) -> TrustedSet:
@@ -616,19 +625,73 @@ class _Run:
             # older, shorter one (attacks.md B04; notary loses the floor this way, dct.md
             # §6.12). Reuse still needs a match.
             self.read_cache(role)
-        cached = self.cached.get(role)
-        if cached is not None and len(cached) <= meta.length:
-            try:
-                check_meta(role, cached, meta)
-                return cached, False
-            except (HashMismatchError, LengthError):
-                pass
+        if self._matches_cache(role, meta):
+            return self.cached[role], False
         if meta.length > self.limits.metadata_max_bytes:
             raise LengthError(
                 f"{role}: the parent allows {meta.length} bytes, more than the configured "
                 f"limit {self.limits.metadata_max_bytes}"
             )
+        ahead = self._ahead.pop(role, None)
+        if ahead is not None and ahead[0] == meta:
+            return self._take(f"{role}.{meta.hex()}", ahead[1]), True
         return self.fetch(f"{role}.{meta.hex()}", meta.length), True
+
+    def _matches_cache(self, role: str, meta: FileMeta) -> bool:
+        cached = self.cached.get(role)
+        if cached is None or len(cached) > meta.length:
+            return False
+        try:
+            check_meta(role, cached, meta)
+        except (HashMismatchError, LengthError):
+            return False
+        return True
+
+    def _fetch_ahead(self, names: list[str]) -> ThreadPoolExecutor | None:
+        """Start downloading, concurrently on this run's one session (one connection pool),
+        the delegations of the verified `targets` that the walk will have to fetch: listed in
+        the verified snapshot, within the size limit, and not in the cache as the snapshot pins
+        them. Only when there are several: then they cost one round trip, not one each.
+
+        Only the fetching moves. Each role is still verified when the walk reaches it, in the
+        walk's order, under the same rules (`_load_delegation`); a download the walk does not
+        take (a skipped subtree, a failure before it) is dropped unread. At most
+        `max_delegations` roles, so a snapshot listing more makes no more requests than the
+        walk would before it refuses."""
+        if self.offline or self.network_failed is not None:
+            return None
+        wanted: list[tuple[str, FileMeta]] = []
+        for name in dict.fromkeys(names):
+            if len(wanted) >= self.limits.max_delegations:
+                break
+            meta = self.trusted.meta_for(name)
+            if meta is None or meta.length > self.limits.metadata_max_bytes:
+                continue  # the walk skips it or refuses it, as it would without this
+            if name not in self.read:
+                self.read_cache(name)
+            if not self._matches_cache(name, meta):
+                wanted.append((name, meta))
+        if len(wanted) < 2:
+            return None
+        session = self._session()
+        pool = ThreadPoolExecutor(
+            max_workers=min(len(wanted), FETCH_AHEAD_WORKERS),
+            thread_name_prefix="trustpull-delegation",
+        )
+        for name, meta in wanted:
+            download = pool.submit(session.get_metadata, f"{name}.{meta.hex()}", meta.length)
+            self._ahead[name] = (meta, download)
+        return pool
+
+    def _take(self, name: str, download: Future[bytes]) -> bytes:
+        """The bytes of a download started by `_fetch_ahead`, or its failure as a new error
+        (the one raised in the downloading thread is never raised again)."""
+        try:
+            data = download.result()
+        except TrustpullError as error:
+            raise error.fresh() from error.__cause__
+        self.client.stats.downloaded.append(name)
+        return data
 
     def _update_snapshot(self) -> None:
         meta = self.trusted.snapshot_meta()
@@ -650,16 +713,24 @@ class _Run:
         # Depth-first pre-order over every delegation, as notary downloads them (dct.md §2.7).
         work = [d.name for d in targets.delegations]
         visited: set[str] = {"targets"}
-        while work:
-            name = work.pop(0)
-            if name in visited:
-                continue
-            visited.add(name)
-            if len(visited) > self.limits.max_delegations + 1:
-                raise DelegationError(
-                    f"more than {self.limits.max_delegations} delegated roles in {self.gun}"
-                )
-            work[0:0] = self._load_delegation(name)
+        ahead = self._fetch_ahead(work)
+        try:
+            while work:
+                name = work.pop(0)
+                if name in visited:
+                    continue
+                visited.add(name)
+                if len(visited) > self.limits.max_delegations + 1:
+                    raise DelegationError(
+                        f"more than {self.limits.max_delegations} delegated roles in {self.gun}"
+                    )
+                work[0:0] = self._load_delegation(name)
+        finally:
+            if ahead is not None:
+                # Every download has ended before the session is closed (bounded by its
+                # deadlines); what the walk did not take is dropped.
+                ahead.shutdown(wait=True, cancel_futures=True)
+                self._ahead.clear()
 
     def _load_delegation(self, name: str) -> list[str]:
         # On the lookup path any failure refuses the update (attacks.md C07, E06); elsewhere an
