@@ -160,7 +160,8 @@ PROXY_OUTCOMES: dict[str, str] = {
     "X17": "rewritten keys carry exactly one value (unit-tested); booleans read as the engine "
     "reads them",
     "X18": "the last case-insensitive match is the effective `Image`: 403; one canonical key "
-    "forwarded",
+    "forwarded; a field repeated with an object, array or null value (Go merges them, or "
+    "ignores the null) 400",
     "X19": "400",
     "X20": "413 before anything is forwarded",
     "X21": "(a) 400; (b) inspected: 403; (c) 403 remote; (d) 403 BuildKit",

@@ -321,6 +321,27 @@ def test_X18_case_variants_and_duplicates_of_image(world: World) -> None:
     unchanged(world, before)
 
 
+def test_X18b_null_and_repeated_objects_are_not_last_wins(world: World, evil_id: str) -> None:
+    """Go ignores a `null` for a string field and merges a repeated object: the engine itself
+    creates from the first `Image` of `{"Image":E,"Image":null}` (checked behind the proxy);
+    through the proxy each such body is refused and the engine holds nothing new."""
+    behind = json.dumps({"Image": evil_id, "Cmd": ["true"]})[:-1] + ',"Image":null}'
+    created = api(world.engine_socket, "POST", f"{V}/containers/create", behind.encode(), JSON)
+    assert created[0] == 201, created
+    world.engine("rm", "-f", json.loads(created[1])["Id"])
+    world.client("pull", f"{world.repo}:1.0")  # the binds cases name a present signed image
+    before = world.snapshot()
+    sock = world.engine_socket
+    for body in (
+        behind,
+        f'{{"Image":"{world.repo}:1.0","HostConfig":{{"Binds":["{sock}:/s"]}},"hostconfig":{{}}}}',
+        f'{{"Image":"{world.repo}:1.0","HostConfig":{{"Binds":["{sock}:/s"]}},"Ho\\ufb06Config":{{}}}}',
+    ):
+        response = send(world, req("POST", f"{V}/containers/create", JSON, body.encode()))
+        assert status_of(response) in (400, 403), (body, response)
+    unchanged(world, before)
+
+
 def test_X19_trailing_json_value(world: World) -> None:
     before = world.snapshot()
     signed = f"{world.repo}:1.0"

@@ -214,7 +214,7 @@ class ContainerRoutes(DeciderBase):
         opts = gojson.get(obj, "DriverOpts")
         engine_dir = os.path.dirname(os.path.realpath(self.proxy.engine_path))
         if isinstance(opts, gojson.Obj):
-            device = gojson.get(opts, "device")
+            device = gojson.get_key(opts, "device")  # a map: exact key
             if isinstance(device, str):
                 self._check_host_path(device, engine_dir)
         ex.conn.forward(ex, body=body)
