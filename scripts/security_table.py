@@ -192,7 +192,7 @@ PROXY_OUTCOMES: dict[str, str] = {
     "image 400 until the Dockerfile reader reports it (then verified and pinned); a base "
     "whose ONBUILD triggers copy `--from` anything 403 [OnBuild]: a signed one is pulled by "
     "digest, untagged, to read them, one a rule accepts unsigned is read locally or pulled by "
-    "its tag first",
+    "its tag first and its FROM pinned to the ID read (a retag in between is not what builds)",
     "X41": "403 with the 'build from a local directory' hint",
     "X42": "403 with the pinning hint; `/_ping` says Builder-Version 1; with allow_buildkit the "
     "`/session` upgrade, the `version=2` build and `/_ping` get the engine's own answers, each "

@@ -1407,6 +1407,54 @@ def test_X40d_onbuild_triggers_of_a_base_accepted_unsigned(world: World, tmp_pat
         world.rmi(name, base, f"{plain}:1.0")
 
 
+def test_X40e_a_base_accepted_unsigned_retagged_after_its_triggers_were_read(
+    world: World, tmp_path: Path
+) -> None:
+    """The triggers of a base accepted unsigned are read; then, before the engine reads the
+    Dockerfile, a second client tags a SIGNED image whose ONBUILD copies from an unsigned tag
+    onto that name through the proxy (allowed: the image is admitted, the name accepted
+    unsigned). The build must use the image that was read, never pull the trigger's image."""
+    plain = world.unsigned_repo
+    base = f"{plain}:1.0"
+    with_trigger = f"{world.repo}:onbuild{time.monotonic_ns()}"
+    trigger = f"ONBUILD COPY --from={world.repo}:evil /marker /m"
+    world.push(with_trigger, "onbuild", sign=True, changes=(trigger,))
+    world.rmi(with_trigger, f"{world.repo}:evil", base)
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        f'[[rules]]\nname = "legacy"\nregistry = "{world.registry}"\n'
+        f'repository = "{plain.split("/", 1)[1]}"\nallow_unsigned = true\n'
+    )
+    os.chmod(policy, 0o600)
+    short = Path(tempfile.mkdtemp(prefix="tph-", dir="/tmp"))
+    hooked = EngineProxy(world.engine_socket, short / "engine.sock").start()
+    proxy = world.start_proxy(policy=policy, engine=str(hooked.socket_path))
+    context = tmp_path / "ctx"
+    context.mkdir()
+    name = f"retaggedbase{time.monotonic_ns()}:1"
+    tagged: list[subprocess.CompletedProcess[str]] = []
+    try:
+        assert world.client("pull", with_trigger, proxy=proxy).returncode == 0
+
+        def retag(request: EngineRequest) -> None:
+            tagged.append(world.client("tag", with_trigger, base, proxy=proxy))
+
+        hooked.before[("POST", r"/build")] = retag
+        (context / "Dockerfile").write_text(f"FROM {base}\nRUN cat /marker\n")
+        proc = world.client("build", "-t", name, str(context), proxy=proxy, DOCKER_BUILDKIT="0")
+        assert len(tagged) == 1 and tagged[0].returncode == 0, tagged
+        assert world.image(f"{world.repo}:evil") is None
+        assert world.image(f"{world.repo}@{world.evil_digest}") is None
+        assert proc.returncode == 0, proc  # built from the base whose triggers were read
+        built, read = world.image(name), world.image(f"{plain}@{world.unsigned_digest}")
+        assert built is not None and read is not None
+    finally:
+        proxy.stop()
+        hooked.stop()
+        shutil.rmtree(short, ignore_errors=True)
+        world.rmi(name, base, with_trigger, f"{world.repo}:evil")
+
+
 def test_X42b_allow_buildkit_passes_session_and_build_with_a_warning(world: World) -> None:
     proxy = world.start_proxy("[proxy]\nallow_buildkit = true\n")
     try:
