@@ -676,6 +676,14 @@ def test_X39_retag_an_unverified_image_onto_a_signed_name(world: World, evil_id:
     proc = world.client("tag", signed, "myalpine:latest")
     assert proc.returncode == 0, proc
     world.rmi("myalpine:latest")
+    # an admitted (verified) image is not tagged as a signed name whose digest it is not
+    other = f"{world.repo}:2.0"
+    world.client("pull", other)
+    before = world.snapshot()
+    proc = world.client("tag", other, signed)
+    assert proc.returncode == 1 and "as a signed name" in proc.stderr, proc
+    unchanged(world, before)
+    world.rmi(other)
 
 
 def _build(
@@ -1574,8 +1582,8 @@ def test_X45e_rollback_previous_on_a_real_swarm(world: World) -> None:
     evil = f"{world.repo}:1.0@{world.evil_digest}"
     name = f"rb{time.monotonic_ns()}"
 
-    def image_of(spec: str = "Spec") -> str:
-        proc = world.engine("service", "inspect", name)
+    def image_of(spec: str = "Spec", service: str = "") -> str:
+        proc = world.engine("service", "inspect", service or name)
         return str(json.loads(proc.stdout)[0][spec]["TaskTemplate"]["ContainerSpec"]["Image"])
 
     def direct_update(image: str) -> None:
@@ -1602,8 +1610,30 @@ def test_X45e_rollback_previous_on_a_real_swarm(world: World) -> None:
         assert proc.returncode != 0 and "rollback=previous" in proc.stderr, proc
         assert world.evil_digest in proc.stderr, proc
         assert image_of() == signed2 and image_of("PreviousSpec") == evil
+        # a raw client's tag-only spec (the CLI pins through /distribution, a raw client does
+        # not) is pinned by the proxy; a repeated TaskTemplate (Go merges it) is refused
+        raw = {
+            "Name": f"{name}raw",
+            "Mode": {"Replicated": {"Replicas": 0}},
+            "TaskTemplate": {"ContainerSpec": {"Image": f"{world.repo}:1.0"}},
+        }
+        status, body, _ = api(
+            world.proxy.socket, "POST", f"{V}/services/create", json.dumps(raw).encode(), JSON
+        )
+        assert status == 201, body
+        assert image_of(service=f"{name}raw") == signed1
+        merged = json.dumps({**raw, "Name": f"{name}merged"})[:-1]
+        merged += ',"taskTemplate":{"Resources":{}}}'
+        merged = merged.replace(f"{world.repo}:1.0", f"{world.repo}:evil")
+        status, body, _ = api(
+            world.proxy.socket, "POST", f"{V}/services/create", merged.encode(), JSON
+        )
+        assert status == 400, body
+        listed = world.engine("service", "ls", "-q", "--filter", f"name={name}merged").stdout
+        assert listed.strip() == ""
         assert world.container_ids() == before_containers
     finally:
+        world.engine("service", "rm", f"{name}raw", check=False)
         world.engine("service", "rm", name, check=False)
         world.engine("swarm", "leave", "--force", check=False)
 
