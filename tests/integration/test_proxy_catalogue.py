@@ -414,6 +414,36 @@ def test_X22_image_mount(world: World) -> None:
     unchanged(world, before)
 
 
+def test_X22b_a_volume_mount_binding_the_engine_socket(world: World) -> None:
+    """A `volume` mount with local driver options `type=none,o=bind,device=DIR` is a bind
+    mount of DIR: behind the proxy the container sees the engine socket (measured here);
+    through the proxy it is refused like a `bind` of DIR."""
+    signed = f"{world.repo}:1.0"
+    if world.image(signed) is None:
+        world.client("pull", signed)
+    directory = os.path.dirname(world.engine_socket)
+    options = {"type": "none", "o": "bind", "device": directory}
+    mount = {
+        "Type": "volume",
+        "Target": "/e",
+        "VolumeOptions": {"DriverConfig": {"Options": options}},
+    }
+    body = create_body(signed, Cmd=["ls", "/e"], HostConfig={"Mounts": [mount]})
+    status, created, _ = api(world.engine_socket, "POST", f"{V}/containers/create", body, JSON)
+    assert status == 201, created
+    cid = json.loads(created)["Id"]
+    try:
+        world.engine("start", "-a", cid)
+        listed = world.engine("logs", cid).stdout
+        assert os.path.basename(world.engine_socket) in listed.split(), listed
+    finally:
+        world.engine("rm", "-f", "-v", cid)
+    before = world.snapshot()
+    response = send(world, req("POST", f"{V}/containers/create", JSON, body))
+    assert status_of(response) == 403 and b"EngineSocket" in response, response
+    unchanged(world, before)
+
+
 # ------------------------------------------------------------------ framing and smuggling
 
 

@@ -359,6 +359,27 @@ def test_create_bodies_go_reads_otherwise_never_reach_the_engine(
         assert not any("/containers/create" in r["path"] for r in seen[count:]), body
 
 
+def test_a_volume_mount_binding_the_engine_socket_directory_is_refused(
+    proxy: str, fake: tuple[str, list[dict[str, Any]]]
+) -> None:
+    """A `volume` mount whose local driver options bind-mount a host `device` exposes the
+    engine socket as a `bind` mount or `POST /volumes/create` would: refused the same way."""
+    engine, seen = fake
+    options = {"type": "none", "o": "bind", "device": os.path.dirname(engine)}
+    mount = {
+        "Type": "volume",
+        "Target": "/e",
+        "VolumeOptions": {"DriverConfig": {"Options": options}},
+    }
+    body = json.dumps({"HostConfig": {"Mounts": [mount]}}).encode()
+    count = len(seen)
+    head = b"POST /v1.41/containers/create HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+    head += b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+    out = _exchange(proxy, head + body)
+    assert out.startswith(b"HTTP/1.1 403") and b"EngineSocket" in out, out
+    assert not any("/containers/create" in r["path"] for r in seen[count:])
+
+
 def test_smuggling_shapes_never_reach_the_engine_X23_X24(proxy: str, fake: Any) -> None:
     _, seen = fake
     count = len(seen)

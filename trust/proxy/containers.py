@@ -153,6 +153,13 @@ class ContainerRoutes(DeciderBase):
             source = gojson.get(mount, "Source")
             if kind == "bind" and isinstance(source, str):
                 self._check_host_path(source, engine_dir)
+            if kind == "volume":
+                # An anonymous local volume with `o=bind` mounts its `device`, a host path,
+                # as `POST /volumes/create` does (a map: exact key).
+                driver = gojson.get(gojson.get(mount, "VolumeOptions"), "DriverConfig")
+                device = gojson.get_key(gojson.get(driver, "Options"), "device")
+                if isinstance(device, str):
+                    self._check_host_path(device, engine_dir)
             if kind == "image" and isinstance(source, str) and source:
                 new, _, missing = self._admit_image_text(ex, source, mount=True)
                 if missing:
