@@ -201,7 +201,8 @@ PROXY_OUTCOMES: dict[str, str] = {
     "X43": "403 for an unverified image by ID/prefix; a ledger build runs pinned to its ID",
     "X44": "403 for start, restart and unpause",
     "X45": "unsigned and evil-pinned specs 403, plugin runtimes 403, signed tags pinned to "
-    "`N:T@sha256:D`; a registry lying at `/distribution` (a loopback stand-in answering the "
+    "`N:T@sha256:D` (a raw client's tag-only spec too, on a real swarm), a spec mounting the "
+    "engine socket 403; a registry lying at `/distribution` (a loopback stand-in answering the "
     "tag with another manifest) 403 with both digests; `rollback=previous` only when the "
     "PreviousSpec image, read at the update's version, is pinned to a digest that verifies: "
     "on a one-node swarm `docker service rollback` to a verified image works and to an "

@@ -1661,6 +1661,18 @@ def test_X45e_rollback_previous_on_a_real_swarm(world: World) -> None:
         assert status == 400, body
         listed = world.engine("service", "ls", "-q", "--filter", f"name={name}merged").stdout
         assert listed.strip() == ""
+        # a service's tasks run here too: a bind of the engine socket is refused
+        socket_mount = {"Type": "bind", "Source": world.engine_socket, "Target": "/s"}
+        bound = {**raw, "Name": f"{name}sock"}
+        bound["TaskTemplate"] = {
+            "ContainerSpec": {"Image": f"{world.repo}:1.0", "Mounts": [socket_mount]}
+        }
+        status, body, _ = api(
+            world.proxy.socket, "POST", f"{V}/services/create", json.dumps(bound).encode(), JSON
+        )
+        assert status == 403 and b"EngineSocket" in body, body
+        listed = world.engine("service", "ls", "-q", "--filter", f"name={name}sock").stdout
+        assert listed.strip() == ""
         assert world.container_ids() == before_containers
     finally:
         world.engine("service", "rm", f"{name}raw", check=False)

@@ -380,6 +380,26 @@ def test_a_volume_mount_binding_the_engine_socket_directory_is_refused(
     assert not any("/containers/create" in r["path"] for r in seen[count:])
 
 
+def test_a_service_mounting_the_engine_socket_is_refused(
+    proxy: str, fake: tuple[str, list[dict[str, Any]]]
+) -> None:
+    """A service's tasks run on this node too: its `Mounts` are checked as a container's."""
+    engine, seen = fake
+    options = {"type": "none", "o": "bind", "device": os.path.dirname(engine)}
+    for mount in (
+        {"Type": "bind", "Source": engine, "Target": "/s"},
+        {"Type": "volume", "Target": "/e", "VolumeOptions": {"DriverConfig": {"Options": options}}},
+    ):
+        spec = {"Name": "s", "TaskTemplate": {"ContainerSpec": {"Mounts": [mount]}}}
+        body = json.dumps(spec).encode()
+        count = len(seen)
+        head = b"POST /v1.41/services/create HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        head += b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+        out = _exchange(proxy, head + body)
+        assert out.startswith(b"HTTP/1.1 403") and b"EngineSocket" in out, out
+        assert not any("/services/create" in r["path"] for r in seen[count:])
+
+
 def test_smuggling_shapes_never_reach_the_engine_X23_X24(proxy: str, fake: Any) -> None:
     _, seen = fake
     count = len(seen)
