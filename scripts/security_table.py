@@ -199,7 +199,8 @@ PROXY_OUTCOMES: dict[str, str] = {
     "`/session` upgrade, the `version=2` build and `/_ping` get the engine's own answers, each "
     "with a `warning` decision line",
     "X43": "403 for an unverified image by ID/prefix; a ledger build runs pinned to its ID",
-    "X44": "403 for start, restart and unpause",
+    "X44": "403 for start, restart and unpause; forwarded by the container ID checked (a "
+    "rename in between by a second client is not what starts)",
     "X45": "unsigned and evil-pinned specs 403, plugin runtimes 403, signed tags pinned to "
     "`N:T@sha256:D` (a raw client's tag-only spec too, on a real swarm), a spec mounting the "
     "engine socket 403; a registry lying at `/distribution` (a loopback stand-in answering the "

@@ -1384,6 +1384,36 @@ def test_X38c_retag_between_the_create_check_and_the_create(world: World, evil_i
 # ------------------------------------------------------------ builds: ONBUILD, BuildKit allowed
 
 
+def test_X44b_rename_between_the_start_check_and_the_start(world: World, evil_id: str) -> None:
+    """`start NAME` is checked by inspecting NAME; a second client then renames the checked
+    container away and a container of an unverified image (created behind the proxy) to NAME,
+    both through the proxy: the engine must start the container that was checked."""
+    signed = f"{world.repo}:1.0"
+    world.client("pull", signed)
+    stamp = time.monotonic_ns()
+    good, evil, away = f"good{stamp}", f"evil{stamp}", f"away{stamp}"
+    assert world.client("create", "--name", good, signed, "true").returncode == 0
+    evil_cid = world.engine("create", "--name", evil, evil_id, "true").stdout.strip()
+    renamed: list[subprocess.CompletedProcess[str]] = []
+    try:
+        with hooked_engine(world) as (hooked, proxy):
+
+            def swap(request: EngineRequest) -> None:
+                if not renamed:
+                    renamed.append(world.client("rename", good, away, proxy=proxy))
+                    renamed.append(world.client("rename", evil, good, proxy=proxy))
+
+            hooked.before[("POST", r"/containers/.+/start")] = swap
+            world.client("start", good, proxy=proxy)
+        assert [r.returncode for r in renamed] == [0, 0], renamed
+        state = json.loads(world.engine("inspect", evil_cid).stdout)[0]["State"]
+        assert state["Status"] == "created", state
+        started = json.loads(world.engine("inspect", away).stdout)[0]["State"]
+        assert started["Status"] != "created", started  # the checked one ran
+    finally:
+        world.engine("rm", "-f", good, evil, away, evil_cid, check=False)
+
+
 def test_X40c_onbuild_triggers_copying_from_images(world: World, tmp_path: Path) -> None:
     base = f"{world.repo}:onbuild{time.monotonic_ns()}"
     trigger = f"ONBUILD COPY --from={world.unsigned_repo}:1.0 /marker /m"

@@ -197,9 +197,8 @@ class ContainerRoutes(DeciderBase):
         answer = self.proxy.upstream.call(
             "GET", vpath(ex.target.version, f"/containers/{name}/json")
         )
-        if answer.status != 200:
-            ex.conn.forward(ex)
-            return
+        if answer.status != 200:  # answered, not forwarded: by then the name may be another's
+            raise HTTPRefusal(answer.status if answer.status >= 400 else 502, answer.message)
         info = answer.json() or {}
         image_id = str(info.get("Image") or "")
         image = self.inspect_image(ex, image_id) if image_id else None
@@ -211,7 +210,12 @@ class ContainerRoutes(DeciderBase):
                 kind="NotVerified",
                 reference=image_id,
             )
-        ex.conn.forward(ex)
+        container_id = str(info.get("Id") or "")
+        if not HEX64.fullmatch(container_id):
+            raise HTTPRefusal(502, f"trustpull: the engine named container {name} oddly")
+        # By the ID checked: by name, a rename in between would start another container.
+        path = f"/containers/{container_id}/{ex.target.path.rsplit('/', 1)[1]}"
+        ex.conn.forward(ex, target=ex.target.encode(path=path))
 
     def on_containers_start(self, ex: Exchange) -> None:
         self._container_check(ex, "start")
