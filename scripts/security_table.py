@@ -160,11 +160,13 @@ PROXY_OUTCOMES: dict[str, str] = {
     "X17": "rewritten keys carry exactly one value (unit-tested); booleans read as the engine "
     "reads them",
     "X18": "the last case-insensitive match is the effective `Image`: 403; one canonical key "
-    "forwarded",
+    "forwarded; a field repeated with an object, array or null value (Go merges them, or "
+    "ignores the null) 400",
     "X19": "400",
     "X20": "413 before anything is forwarded",
     "X21": "(a) 400; (b) inspected: 403; (c) 403 remote; (d) 403 BuildKit",
-    "X22": "403 for an unverified image-mount source (a signed one is rewritten to its digest)",
+    "X22": "403 for an unverified image-mount source (a signed one is rewritten to its digest); "
+    "a volume mount whose local driver options bind the engine socket's directory 403",
     "X23": "400 and close; nothing reaches the engine",
     "X24": "400",
     "X25": "400 for all four (stricter than Go, which merges equal values)",
@@ -192,15 +194,17 @@ PROXY_OUTCOMES: dict[str, str] = {
     "image 400 until the Dockerfile reader reports it (then verified and pinned); a base "
     "whose ONBUILD triggers copy `--from` anything 403 [OnBuild]: a signed one is pulled by "
     "digest, untagged, to read them, one a rule accepts unsigned is read locally or pulled by "
-    "its tag first",
+    "its tag first and its FROM pinned to the ID read (a retag in between is not what builds)",
     "X41": "403 with the 'build from a local directory' hint",
     "X42": "403 with the pinning hint; `/_ping` says Builder-Version 1; with allow_buildkit the "
     "`/session` upgrade, the `version=2` build and `/_ping` get the engine's own answers, each "
     "with a `warning` decision line",
     "X43": "403 for an unverified image by ID/prefix; a ledger build runs pinned to its ID",
-    "X44": "403 for start, restart and unpause",
+    "X44": "403 for start, restart and unpause; forwarded by the container ID checked (a "
+    "rename in between by a second client is not what starts)",
     "X45": "unsigned and evil-pinned specs 403, plugin runtimes 403, signed tags pinned to "
-    "`N:T@sha256:D`; a registry lying at `/distribution` (a loopback stand-in answering the "
+    "`N:T@sha256:D` (a raw client's tag-only spec too, on a real swarm), a spec mounting the "
+    "engine socket 403; a registry lying at `/distribution` (a loopback stand-in answering the "
     "tag with another manifest) 403 with both digests; `rollback=previous` only when the "
     "PreviousSpec image, read at the update's version, is pinned to a digest that verifies: "
     "on a one-node swarm `docker service rollback` to a verified image works and to an "

@@ -291,6 +291,8 @@ class TrustService:
             else:
                 resolutions = [self._under_policy(ref, rule, self._one)]
         except UnsignedAccepted as accepted:
+            if all_tags:
+                self._refuse_tag_rules_over(ref.trimmed(), accepted.rule)
             return Verification(
                 text, mirrored, accepted.rule, unsigned=accepted.message, origin=origin
             )
@@ -416,6 +418,29 @@ class TrustService:
         if self.policy is None:
             raise unsigned
         raise self._as_policy(repo, repo_rule, unsigned) from unsigned
+
+    def _refuse_tag_rules_over(self, repo: Reference, accepting: Rule) -> None:
+        """`-a` accepted unsigned pulls every tag unverified: refused when a tag-scoped rule
+        (never one that accepts unsigned) outranks `accepting` for some tag of `repo`, since
+        that tag alone would be refused."""
+        if self.policy is None:
+            return
+
+        def rank(rule: Rule) -> tuple[tuple[int, ...], int]:
+            return tuple(-n for n in rule.scope.specificity), rule.index
+
+        for rule in self.policy.rules:
+            if (
+                rule.scope.tag is not None
+                and dataclasses.replace(rule.scope, tag=None).matches(repo)
+                and rank(rule) < rank(accepting)
+            ):
+                raise PolicyError(
+                    f"rule {accepting.label} ({accepting.origin}) accepts {repo.familiar()} "
+                    f"unsigned, but rule {rule.label} ({rule.origin}) applies to its tags "
+                    f"{rule.scope.tag}: an all-tags pull would pull them unverified",
+                    hint="pull the tags one by one",
+                )
 
     def _as_policy(
         self, ref: Reference, rule: Rule, error: NotSignedError

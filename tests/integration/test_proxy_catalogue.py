@@ -321,6 +321,27 @@ def test_X18_case_variants_and_duplicates_of_image(world: World) -> None:
     unchanged(world, before)
 
 
+def test_X18b_null_and_repeated_objects_are_not_last_wins(world: World, evil_id: str) -> None:
+    """Go ignores a `null` for a string field and merges a repeated object: the engine itself
+    creates from the first `Image` of `{"Image":E,"Image":null}` (checked behind the proxy);
+    through the proxy each such body is refused and the engine holds nothing new."""
+    behind = json.dumps({"Image": evil_id, "Cmd": ["true"]})[:-1] + ',"Image":null}'
+    created = api(world.engine_socket, "POST", f"{V}/containers/create", behind.encode(), JSON)
+    assert created[0] == 201, created
+    world.engine("rm", "-f", json.loads(created[1])["Id"])
+    world.client("pull", f"{world.repo}:1.0")  # the binds cases name a present signed image
+    before = world.snapshot()
+    sock = world.engine_socket
+    for body in (
+        behind,
+        f'{{"Image":"{world.repo}:1.0","HostConfig":{{"Binds":["{sock}:/s"]}},"hostconfig":{{}}}}',
+        f'{{"Image":"{world.repo}:1.0","HostConfig":{{"Binds":["{sock}:/s"]}},"Ho\\ufb06Config":{{}}}}',
+    ):
+        response = send(world, req("POST", f"{V}/containers/create", JSON, body.encode()))
+        assert status_of(response) in (400, 403), (body, response)
+    unchanged(world, before)
+
+
 def test_X19_trailing_json_value(world: World) -> None:
     before = world.snapshot()
     signed = f"{world.repo}:1.0"
@@ -390,6 +411,36 @@ def test_X22_image_mount(world: World) -> None:
     )
     response = send(world, req("POST", f"{V}/containers/create", JSON, body))
     assert status_of(response) == 403, response
+    unchanged(world, before)
+
+
+def test_X22b_a_volume_mount_binding_the_engine_socket(world: World) -> None:
+    """A `volume` mount with local driver options `type=none,o=bind,device=DIR` is a bind
+    mount of DIR: behind the proxy the container sees the engine socket (measured here);
+    through the proxy it is refused like a `bind` of DIR."""
+    signed = f"{world.repo}:1.0"
+    if world.image(signed) is None:
+        world.client("pull", signed)
+    directory = os.path.dirname(world.engine_socket)
+    options = {"type": "none", "o": "bind", "device": directory}
+    mount = {
+        "Type": "volume",
+        "Target": "/e",
+        "VolumeOptions": {"DriverConfig": {"Options": options}},
+    }
+    body = create_body(signed, Cmd=["ls", "/e"], HostConfig={"Mounts": [mount]})
+    status, created, _ = api(world.engine_socket, "POST", f"{V}/containers/create", body, JSON)
+    assert status == 201, created
+    cid = json.loads(created)["Id"]
+    try:
+        world.engine("start", "-a", cid)
+        listed = world.engine("logs", cid).stdout
+        assert os.path.basename(world.engine_socket) in listed.split(), listed
+    finally:
+        world.engine("rm", "-f", "-v", cid)
+    before = world.snapshot()
+    response = send(world, req("POST", f"{V}/containers/create", JSON, body))
+    assert status_of(response) == 403 and b"EngineSocket" in response, response
     unchanged(world, before)
 
 
@@ -655,6 +706,14 @@ def test_X39_retag_an_unverified_image_onto_a_signed_name(world: World, evil_id:
     proc = world.client("tag", signed, "myalpine:latest")
     assert proc.returncode == 0, proc
     world.rmi("myalpine:latest")
+    # an admitted (verified) image is not tagged as a signed name whose digest it is not
+    other = f"{world.repo}:2.0"
+    world.client("pull", other)
+    before = world.snapshot()
+    proc = world.client("tag", other, signed)
+    assert proc.returncode == 1 and "as a signed name" in proc.stderr, proc
+    unchanged(world, before)
+    world.rmi(other)
 
 
 def _build(
@@ -1325,6 +1384,36 @@ def test_X38c_retag_between_the_create_check_and_the_create(world: World, evil_i
 # ------------------------------------------------------------ builds: ONBUILD, BuildKit allowed
 
 
+def test_X44b_rename_between_the_start_check_and_the_start(world: World, evil_id: str) -> None:
+    """`start NAME` is checked by inspecting NAME; a second client then renames the checked
+    container away and a container of an unverified image (created behind the proxy) to NAME,
+    both through the proxy: the engine must start the container that was checked."""
+    signed = f"{world.repo}:1.0"
+    world.client("pull", signed)
+    stamp = time.monotonic_ns()
+    good, evil, away = f"good{stamp}", f"evil{stamp}", f"away{stamp}"
+    assert world.client("create", "--name", good, signed, "true").returncode == 0
+    evil_cid = world.engine("create", "--name", evil, evil_id, "true").stdout.strip()
+    renamed: list[subprocess.CompletedProcess[str]] = []
+    try:
+        with hooked_engine(world) as (hooked, proxy):
+
+            def swap(request: EngineRequest) -> None:
+                if not renamed:
+                    renamed.append(world.client("rename", good, away, proxy=proxy))
+                    renamed.append(world.client("rename", evil, good, proxy=proxy))
+
+            hooked.before[("POST", r"/containers/.+/start")] = swap
+            world.client("start", good, proxy=proxy)
+        assert [r.returncode for r in renamed] == [0, 0], renamed
+        state = json.loads(world.engine("inspect", evil_cid).stdout)[0]["State"]
+        assert state["Status"] == "created", state
+        started = json.loads(world.engine("inspect", away).stdout)[0]["State"]
+        assert started["Status"] != "created", started  # the checked one ran
+    finally:
+        world.engine("rm", "-f", good, evil, away, evil_cid, check=False)
+
+
 def test_X40c_onbuild_triggers_copying_from_images(world: World, tmp_path: Path) -> None:
     base = f"{world.repo}:onbuild{time.monotonic_ns()}"
     trigger = f"ONBUILD COPY --from={world.unsigned_repo}:1.0 /marker /m"
@@ -1384,6 +1473,54 @@ def test_X40d_onbuild_triggers_of_a_base_accepted_unsigned(world: World, tmp_pat
     finally:
         proxy.stop()
         world.rmi(name, base, f"{plain}:1.0")
+
+
+def test_X40e_a_base_accepted_unsigned_retagged_after_its_triggers_were_read(
+    world: World, tmp_path: Path
+) -> None:
+    """The triggers of a base accepted unsigned are read; then, before the engine reads the
+    Dockerfile, a second client tags a SIGNED image whose ONBUILD copies from an unsigned tag
+    onto that name through the proxy (allowed: the image is admitted, the name accepted
+    unsigned). The build must use the image that was read, never pull the trigger's image."""
+    plain = world.unsigned_repo
+    base = f"{plain}:1.0"
+    with_trigger = f"{world.repo}:onbuild{time.monotonic_ns()}"
+    trigger = f"ONBUILD COPY --from={world.repo}:evil /marker /m"
+    world.push(with_trigger, "onbuild", sign=True, changes=(trigger,))
+    world.rmi(with_trigger, f"{world.repo}:evil", base)
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        f'[[rules]]\nname = "legacy"\nregistry = "{world.registry}"\n'
+        f'repository = "{plain.split("/", 1)[1]}"\nallow_unsigned = true\n'
+    )
+    os.chmod(policy, 0o600)
+    short = Path(tempfile.mkdtemp(prefix="tph-", dir="/tmp"))
+    hooked = EngineProxy(world.engine_socket, short / "engine.sock").start()
+    proxy = world.start_proxy(policy=policy, engine=str(hooked.socket_path))
+    context = tmp_path / "ctx"
+    context.mkdir()
+    name = f"retaggedbase{time.monotonic_ns()}:1"
+    tagged: list[subprocess.CompletedProcess[str]] = []
+    try:
+        assert world.client("pull", with_trigger, proxy=proxy).returncode == 0
+
+        def retag(request: EngineRequest) -> None:
+            tagged.append(world.client("tag", with_trigger, base, proxy=proxy))
+
+        hooked.before[("POST", r"/build")] = retag
+        (context / "Dockerfile").write_text(f"FROM {base}\nRUN cat /marker\n")
+        proc = world.client("build", "-t", name, str(context), proxy=proxy, DOCKER_BUILDKIT="0")
+        assert len(tagged) == 1 and tagged[0].returncode == 0, tagged
+        assert world.image(f"{world.repo}:evil") is None
+        assert world.image(f"{world.repo}@{world.evil_digest}") is None
+        assert proc.returncode == 0, proc  # built from the base whose triggers were read
+        built, read = world.image(name), world.image(f"{plain}@{world.unsigned_digest}")
+        assert built is not None and read is not None
+    finally:
+        proxy.stop()
+        hooked.stop()
+        shutil.rmtree(short, ignore_errors=True)
+        world.rmi(name, base, with_trigger, f"{world.repo}:evil")
 
 
 def test_X42b_allow_buildkit_passes_session_and_build_with_a_warning(world: World) -> None:
@@ -1505,8 +1642,8 @@ def test_X45e_rollback_previous_on_a_real_swarm(world: World) -> None:
     evil = f"{world.repo}:1.0@{world.evil_digest}"
     name = f"rb{time.monotonic_ns()}"
 
-    def image_of(spec: str = "Spec") -> str:
-        proc = world.engine("service", "inspect", name)
+    def image_of(spec: str = "Spec", service: str = "") -> str:
+        proc = world.engine("service", "inspect", service or name)
         return str(json.loads(proc.stdout)[0][spec]["TaskTemplate"]["ContainerSpec"]["Image"])
 
     def direct_update(image: str) -> None:
@@ -1533,8 +1670,42 @@ def test_X45e_rollback_previous_on_a_real_swarm(world: World) -> None:
         assert proc.returncode != 0 and "rollback=previous" in proc.stderr, proc
         assert world.evil_digest in proc.stderr, proc
         assert image_of() == signed2 and image_of("PreviousSpec") == evil
+        # a raw client's tag-only spec (the CLI pins through /distribution, a raw client does
+        # not) is pinned by the proxy; a repeated TaskTemplate (Go merges it) is refused
+        raw = {
+            "Name": f"{name}raw",
+            "Mode": {"Replicated": {"Replicas": 0}},
+            "TaskTemplate": {"ContainerSpec": {"Image": f"{world.repo}:1.0"}},
+        }
+        status, body, _ = api(
+            world.proxy.socket, "POST", f"{V}/services/create", json.dumps(raw).encode(), JSON
+        )
+        assert status == 201, body
+        assert image_of(service=f"{name}raw") == signed1
+        merged = json.dumps({**raw, "Name": f"{name}merged"})[:-1]
+        merged += ',"taskTemplate":{"Resources":{}}}'
+        merged = merged.replace(f"{world.repo}:1.0", f"{world.repo}:evil")
+        status, body, _ = api(
+            world.proxy.socket, "POST", f"{V}/services/create", merged.encode(), JSON
+        )
+        assert status == 400, body
+        listed = world.engine("service", "ls", "-q", "--filter", f"name={name}merged").stdout
+        assert listed.strip() == ""
+        # a service's tasks run here too: a bind of the engine socket is refused
+        socket_mount = {"Type": "bind", "Source": world.engine_socket, "Target": "/s"}
+        bound = {**raw, "Name": f"{name}sock"}
+        bound["TaskTemplate"] = {
+            "ContainerSpec": {"Image": f"{world.repo}:1.0", "Mounts": [socket_mount]}
+        }
+        status, body, _ = api(
+            world.proxy.socket, "POST", f"{V}/services/create", json.dumps(bound).encode(), JSON
+        )
+        assert status == 403 and b"EngineSocket" in body, body
+        listed = world.engine("service", "ls", "-q", "--filter", f"name={name}sock").stdout
+        assert listed.strip() == ""
         assert world.container_ids() == before_containers
     finally:
+        world.engine("service", "rm", f"{name}raw", check=False)
         world.engine("service", "rm", name, check=False)
         world.engine("swarm", "leave", "--force", check=False)
 

@@ -122,11 +122,34 @@ def test_go_json_rules_X18_X19() -> None:
         assert gojson.get(obj, "Image") == "evil"
         gojson.set_field(obj, "Image", "pinned")
         assert json.loads(gojson.dumps(obj)) == {"Image": "pinned"}
-    obj = gojson.loads(b'{"HostConfig":{},"Ho\\u017ftConfig":{"Privileged":true}}')
+    obj = gojson.loads(b'{"Ho\\u017ftConfig":{"Privileged":true}}')
     assert gojson.get(gojson.get(obj, "HostConfig"), "Privileged") is True
+    with pytest.raises(HTTPRefusal):  # after a normal one, Go merges the two (§1.4)
+        gojson.get(gojson.loads(b'{"HostConfig":{},"Ho\\u017ftConfig":{}}'), "HostConfig")
     for bad in (b'{"Image":"a"} {"Image":"b"}', b'{"Image":"a"}x', b"\xff", b"NaN"):
         with pytest.raises(HTTPRefusal):
             gojson.loads(bad)
+
+
+def test_go_json_merges_and_nulls_are_not_last_wins() -> None:
+    """Go decodes a repeated object into what the first set and ignores a null for a string or
+    struct field: such duplicates are refused; a ligature key is no field name at all."""
+    for body in (
+        b'{"Image":"evil","Image":null}',
+        b'{"Image":null,"image":"evil","IMAGE":null}',
+        b'{"HostConfig":{"Binds":["/run:/r"]},"hostconfig":{}}',
+        b'{"HostConfig":{"Binds":["/run:/r"]},"HostConfig":null}',
+        b'{"HostConfig":{"Mounts":[{"Type":"image"}]},"HostConfig":{"Mounts":[{}]}}',
+    ):
+        field = "Image" if b"Image" in body else "HostConfig"
+        with pytest.raises(HTTPRefusal) as refused:
+            gojson.get(gojson.loads(body), field)
+        assert refused.value.status == 400
+    decoys = b'{"HostConfig":{"Binds":["/run:/r"]},"Ho\\ufb06Config":{},"HostCon\\ufb01g":{}}'
+    assert gojson.get(gojson.get(gojson.loads(decoys), "HostConfig"), "Binds") == ["/run:/r"]
+    assert gojson.get(gojson.loads(b'{"\\u212aind":"k","Ima\\u017fe":1}'), "Kind") == "k"
+    opts = gojson.loads(b'{"device":"/run","Device":"/tmp"}')
+    assert gojson.get_key(opts, "device") == "/run"
 
 
 def test_refusal_messages_never_change_docker_runs_exit_code() -> None:
@@ -406,6 +429,75 @@ def test_unknown_mutating_route_refused_and_get_passes(proxy: str, fake: Any) ->
     assert len(seen) == count
     out = _exchange(proxy, b"GET /v1.41/newthing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 200"), out
+
+
+def test_create_bodies_go_reads_otherwise_never_reach_the_engine(
+    proxy: str, fake: tuple[str, list[dict[str, Any]]]
+) -> None:
+    """`Image` then `null` (the engine creates from the first), a `HostConfig` decoy key and a
+    repeated `HostConfig` (Go keeps the first one's binds): never forwarded."""
+    engine, seen = fake
+    for body, status in (
+        (
+            b'{"Image":"sha256:' + b"a" * 64 + b'","Image":null}',
+            400,
+        ),
+        (
+            b'{"HostConfig":{"Binds":["' + engine.encode() + b':/s"]},"Ho\\ufb06Config":{}}',
+            403,
+        ),
+        (
+            b'{"HostConfig":{"Binds":["' + engine.encode() + b':/s"]},"hostconfig":{}}',
+            400,
+        ),
+    ):
+        count = len(seen)
+        head = b"POST /v1.41/containers/create HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        head += b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+        out = _exchange(proxy, head + body)
+        assert out.startswith(b"HTTP/1.1 %d" % status), (body, out)
+        assert not any("/containers/create" in r["path"] for r in seen[count:]), body
+
+
+def test_a_volume_mount_binding_the_engine_socket_directory_is_refused(
+    proxy: str, fake: tuple[str, list[dict[str, Any]]]
+) -> None:
+    """A `volume` mount whose local driver options bind-mount a host `device` exposes the
+    engine socket as a `bind` mount or `POST /volumes/create` would: refused the same way."""
+    engine, seen = fake
+    options = {"type": "none", "o": "bind", "device": os.path.dirname(engine)}
+    mount = {
+        "Type": "volume",
+        "Target": "/e",
+        "VolumeOptions": {"DriverConfig": {"Options": options}},
+    }
+    body = json.dumps({"HostConfig": {"Mounts": [mount]}}).encode()
+    count = len(seen)
+    head = b"POST /v1.41/containers/create HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+    head += b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+    out = _exchange(proxy, head + body)
+    assert out.startswith(b"HTTP/1.1 403") and b"EngineSocket" in out, out
+    assert not any("/containers/create" in r["path"] for r in seen[count:])
+
+
+def test_a_service_mounting_the_engine_socket_is_refused(
+    proxy: str, fake: tuple[str, list[dict[str, Any]]]
+) -> None:
+    """A service's tasks run on this node too: its `Mounts` are checked as a container's."""
+    engine, seen = fake
+    options = {"type": "none", "o": "bind", "device": os.path.dirname(engine)}
+    for mount in (
+        {"Type": "bind", "Source": engine, "Target": "/s"},
+        {"Type": "volume", "Target": "/e", "VolumeOptions": {"DriverConfig": {"Options": options}}},
+    ):
+        spec = {"Name": "s", "TaskTemplate": {"ContainerSpec": {"Mounts": [mount]}}}
+        body = json.dumps(spec).encode()
+        count = len(seen)
+        head = b"POST /v1.41/services/create HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        head += b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+        out = _exchange(proxy, head + body)
+        assert out.startswith(b"HTTP/1.1 403") and b"EngineSocket" in out, out
+        assert not any("/services/create" in r["path"] for r in seen[count:])
 
 
 def test_smuggling_shapes_never_reach_the_engine_X23_X24(proxy: str, fake: Any) -> None:

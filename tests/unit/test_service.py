@@ -4,6 +4,7 @@ to fall between two copies of the decision (issue 11: #2 digest vs tag rules, #9
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -177,6 +178,35 @@ def test_unsigned_acceptance_covers_every_reference_shape(make_env: MakeEnv) -> 
         assert verification.unsigned is not None and "legacy" in verification.unsigned
     (signed,) = service.verify(f"{GUN}@sha256:{D2}").resolutions
     assert signed.digest == "sha256:" + D2
+
+
+def test_all_tags_of_an_unsigned_accepted_repository_obeys_its_tag_rules(
+    make_env: MakeEnv,
+) -> None:
+    """`-a` of a repository a rule accepts unsigned is an unverified pull of EVERY tag: when a
+    tag-scoped rule (which can never accept unsigned) outranks that rule for some tag, that
+    tag would be refused alone, so the all-tags pull is refused (it pulled `prod` unverified)."""
+    env = make_env()
+    other = f"{GUN}-unsigned"  # the trust server has nothing for this repository
+    scope = Scope(registry="127.0.0.1:5000", repository="ns/app-unsigned")
+    lenient = Rule("legacy", 1, scope, allow_unsigned=True, origin="p:1")
+    prod = Rule("prod", 0, dataclasses.replace(scope, tag="prod*"), refuse=True, origin="p:2")
+    service = TrustService(env.settings, _policy(prod, lenient))
+    assert service.check(f"{other}:prod").exit_code == 9
+    assert service.verify(f"{other}:dev").unsigned is not None
+    with pytest.raises(PolicyError) as caught:
+        service.verify(other, all_tags=True)
+    assert caught.value.exit_code == 9 and "prod" in caught.value.message
+    # a tag rule for another repository, or a lenient rule that outranks it, changes nothing
+    elsewhere = Rule("x", 0, Scope(registry="127.0.0.1:5000", repository="ns/x", tag="p"))
+    assert (
+        TrustService(env.settings, _policy(elsewhere, lenient))
+        .verify(other, all_tags=True)
+        .unsigned
+    )
+    narrow = Rule("narrow", 1, scope, allow_unsigned=True, origin="p:1")
+    wide = Rule("wide", 0, Scope(registry="127.0.0.1:5000", tag="prod*"), refuse=True)
+    assert TrustService(env.settings, _policy(wide, narrow)).verify(other, all_tags=True).unsigned
 
 
 def _cached_files(env: Env) -> list[str]:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from trust.errors import InputError
 from trust.proxy import gojson
 from trust.proxy.decide import (
+    HEX64,
     DeciderBase,
     Refused,
     StreamScanner,
@@ -108,14 +109,12 @@ class BuildRoutes(DeciderBase):
                 spool.write(piece)
             ex.body = None
             spool.seek(0)
-            rewritten, pins, unsigned = self._rewrite_context(
-                ex, spool, q.get("dockerfile") or "Dockerfile", build_args
-            )
             auths = registry_config(ex.header("X-Registry-Config"))
+            rewritten, pins = self._rewrite_context(
+                ex, spool, q.get("dockerfile") or "Dockerfile", build_args, auths
+            )
             for ref, pin in pins:
                 self._prepull(ex, ref, pin, auths, verified_at)
-            for ref in unsigned:
-                self._check_unsigned_base(ex, ref, auths)
             query = Query(tuple((k, v) for k, v in q.pairs if k != "pull"))
             if self.config.allow_load or self.config.allow_import or self.config.allow_commit:
                 query = query.replaced(nocache="1")
@@ -172,10 +171,16 @@ class BuildRoutes(DeciderBase):
         return str(image["Id"]) if image else None
 
     def _rewrite_context(
-        self, ex: Exchange, spool: Any, dockerfile: str, build_args: dict[str, str]
-    ) -> tuple[Any, list[tuple[Reference, Pin]], list[Reference]]:
-        """The context with its Dockerfile pinned, the pins, and the `FROM` bases a rule
-        accepts unsigned (left as written; their ONBUILD triggers are read before the build)."""
+        self,
+        ex: Exchange,
+        spool: Any,
+        dockerfile: str,
+        build_args: dict[str, str],
+        auths: dict[str, Any],
+    ) -> tuple[Any, list[tuple[Reference, Pin]]]:
+        """The context with its Dockerfile pinned, and the pins. A `FROM` base a rule accepts
+        unsigned is pinned to the ID of the image whose ONBUILD triggers were read: by name, a
+        retag in between (an admitted image with a `from=` trigger) would be what builds."""
         from trust.manifests import refs_from_dockerfile
 
         try:
@@ -242,7 +247,6 @@ class BuildRoutes(DeciderBase):
         _refuse_unreported_from(text, {site.text for site in sites}, dockerfile)
         lines = text.split("\n")
         pins: list[tuple[Reference, Pin]] = []
-        unsigned: list[Reference] = []
         for site in sites:
             try:
                 ref = parse(site.text)
@@ -254,11 +258,13 @@ class BuildRoutes(DeciderBase):
                 ) from None
             verified = self.verify(ex, ref, what="build base")
             if verified.unsigned is not None:
-                if site.kind in ("from", "argument"):
-                    unsigned.append(ref)
-                continue
-            pin = verified.pins[0]
-            pinned = f"{ref.name}@{pin.digest}"
+                if site.kind not in ("from", "argument"):
+                    continue
+                pinned = self._check_unsigned_base(ex, ref, auths)
+                pin = None
+            else:
+                pin = verified.pins[0]
+                pinned = f"{ref.name}@{pin.digest}"
             index = site.line - 1
             new_line = _pin_line(lines[index], site.text, pinned)
             if new_line is None:
@@ -269,7 +275,8 @@ class BuildRoutes(DeciderBase):
                     kind="Context",
                 )
             lines[index] = new_line
-            pins.append((ref, pin))
+            if pin is not None:
+                pins.append((ref, pin))
         new_text = "\n".join(lines).encode()
         out = tempfile.TemporaryFile(dir=self.config.build_spool_dir)
         with tarfile.open(fileobj=out, mode="w") as new_tar:
@@ -288,7 +295,7 @@ class BuildRoutes(DeciderBase):
                 else:
                     new_tar.addfile(item)
         tar.close()
-        return out, pins, unsigned
+        return out, pins
 
     def _prepull(
         self,
@@ -303,7 +310,7 @@ class BuildRoutes(DeciderBase):
         if pin.tag:
             self._tag_verified(ex, ref.name, pin, verified_at)
 
-    def _check_unsigned_base(self, ex: Exchange, ref: Reference, auths: dict[str, Any]) -> None:
+    def _check_unsigned_base(self, ex: Exchange, ref: Reference, auths: dict[str, Any]) -> str:
         """A base a rule accepts unsigned runs its ONBUILD triggers in this build too: the
         image the engine will use (the local one, else pulled by its tag as the engine would
         pull it) is read first, so a trigger cannot pull another image unverified."""
@@ -312,6 +319,16 @@ class BuildRoutes(DeciderBase):
             self._pull_for_build(ex, ref, ref.digest or ref.tag or "latest", auths, "accepted")
             image = self.inspect_image(ex, str(ref)) or {}
         _refuse_onbuild_from(ref, image)
+        image_id = image.get("Id")
+        if not isinstance(image_id, str) or not HEX64.fullmatch(image_id):
+            raise Refused(
+                403,
+                f"trustpull: build base {ref} accepted unsigned but not found after its pull "
+                "[Engine]",
+                kind="Engine",
+                reference=str(ref),
+            )
+        return image_id if image_id.startswith("sha256:") else f"sha256:{image_id}"
 
     def _pull_for_build(
         self, ex: Exchange, ref: Reference, tag: str, auths: dict[str, Any], how: str

@@ -16,7 +16,35 @@ from trust.reference import Reference, parse
 if TYPE_CHECKING:
     from trust.proxy.server import Exchange
 
-__all__ = ["ContainerRoutes"]
+__all__ = ["ContainerRoutes", "check_host_path", "check_mount_host_path"]
+
+
+def check_host_path(path: str, engine_path: str) -> None:
+    """A host path mounted into a container must not expose the engine socket."""
+    if not path.startswith("/"):
+        return
+    real = os.path.realpath(path)
+    engine = os.path.realpath(engine_path)
+    if real == engine or engine.startswith(real.rstrip("/") + "/") or real == "/":
+        raise Refused(
+            403,
+            f"trustpull: mounting {path} refused: it exposes the engine socket [EngineSocket]",
+            kind="EngineSocket",
+        )
+
+
+def check_mount_host_path(mount: Any, engine_path: str) -> None:
+    """One `Mounts` entry (a container's or a service's): a `bind` source, or the `device` of
+    a local volume it creates with `o=bind` (a driver-options map: exact key)."""
+    kind = str(gojson.get(mount, "Type") or "").lower()
+    source = gojson.get(mount, "Source")
+    if kind == "bind" and isinstance(source, str):
+        check_host_path(source, engine_path)
+    if kind == "volume":
+        driver = gojson.get(gojson.get(mount, "VolumeOptions"), "DriverConfig")
+        device = gojson.get_key(gojson.get(driver, "Options"), "device")
+        if isinstance(device, str):
+            check_host_path(device, engine_path)
 
 
 class ContainerRoutes(DeciderBase):
@@ -142,17 +170,15 @@ class ContainerRoutes(DeciderBase):
     def _check_mounts(self, ex: Exchange, host_config: Any) -> None:
         if not isinstance(host_config, gojson.Obj):
             return
-        engine_dir = os.path.dirname(os.path.realpath(self.proxy.engine_path))
         for bind in gojson.get(host_config, "Binds") or []:
             if isinstance(bind, str):
-                self._check_host_path(bind.split(":", 1)[0], engine_dir)
+                check_host_path(bind.split(":", 1)[0], self.proxy.engine_path)
         for mount in gojson.get(host_config, "Mounts") or []:
             if not isinstance(mount, gojson.Obj):
                 continue
+            check_mount_host_path(mount, self.proxy.engine_path)
             kind = str(gojson.get(mount, "Type") or "").lower()
             source = gojson.get(mount, "Source")
-            if kind == "bind" and isinstance(source, str):
-                self._check_host_path(source, engine_dir)
             if kind == "image" and isinstance(source, str) and source:
                 new, _, missing = self._admit_image_text(ex, source, mount=True)
                 if missing:
@@ -165,27 +191,14 @@ class ContainerRoutes(DeciderBase):
                     )
                 gojson.set_field(mount, "Source", new)
 
-    def _check_host_path(self, path: str, engine_dir: str) -> None:
-        if not path.startswith("/"):
-            return
-        real = os.path.realpath(path)
-        engine = os.path.realpath(self.proxy.engine_path)
-        if real == engine or engine.startswith(real.rstrip("/") + "/") or real == "/":
-            raise Refused(
-                403,
-                f"trustpull: mounting {path} refused: it exposes the engine socket [EngineSocket]",
-                kind="EngineSocket",
-            )
-
     def _container_check(self, ex: Exchange, what: str) -> None:
         assert ex.match is not None
         name = ex.match.params["name"]
         answer = self.proxy.upstream.call(
             "GET", vpath(ex.target.version, f"/containers/{name}/json")
         )
-        if answer.status != 200:
-            ex.conn.forward(ex)
-            return
+        if answer.status != 200:  # answered, not forwarded: by then the name may be another's
+            raise HTTPRefusal(answer.status if answer.status >= 400 else 502, answer.message)
         info = answer.json() or {}
         image_id = str(info.get("Image") or "")
         image = self.inspect_image(ex, image_id) if image_id else None
@@ -197,7 +210,12 @@ class ContainerRoutes(DeciderBase):
                 kind="NotVerified",
                 reference=image_id,
             )
-        ex.conn.forward(ex)
+        container_id = str(info.get("Id") or "")
+        if not HEX64.fullmatch(container_id):
+            raise HTTPRefusal(502, f"trustpull: the engine named container {name} oddly")
+        # By the ID checked: by name, a rename in between would start another container.
+        path = f"/containers/{container_id}/{ex.target.path.rsplit('/', 1)[1]}"
+        ex.conn.forward(ex, target=ex.target.encode(path=path))
 
     def on_containers_start(self, ex: Exchange) -> None:
         self._container_check(ex, "start")
@@ -212,9 +230,8 @@ class ContainerRoutes(DeciderBase):
         body = ex.conn.read_body(ex, self.config.max_json_body)
         obj = gojson.loads(body) if body.strip() else gojson.Obj()
         opts = gojson.get(obj, "DriverOpts")
-        engine_dir = os.path.dirname(os.path.realpath(self.proxy.engine_path))
         if isinstance(opts, gojson.Obj):
-            device = gojson.get(opts, "device")
+            device = gojson.get_key(opts, "device")  # a map: exact key
             if isinstance(device, str):
-                self._check_host_path(device, engine_dir)
+                check_host_path(device, self.proxy.engine_path)
         ex.conn.forward(ex, body=body)

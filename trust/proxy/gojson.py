@@ -4,6 +4,11 @@ Object keys match field names case-insensitively (Unicode simple folding: `Ho\\u
 `HostConfig`) and the LAST matching key wins. Objects are kept as ordered pair lists, so the
 proxy sees every duplicate; it decides on the effective value and forwards a body it serialised
 itself, with the fields it rewrote under their canonical names and every other pair in order.
+
+"Last wins" holds only for scalars: Go decodes a repeated object (or array) INTO the value the
+first one set (`{"HostConfig":{"Binds":[…]},"hostconfig":{}}` keeps the binds) and a `null` into
+a string or struct field has no effect (`{"Image":"evil","Image":null}` creates from `evil`), so a
+field given more than once with an object, array or null value is refused (`get`).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from typing import Any
 
 from trust.proxy.framing import HTTPRefusal
 
-__all__ = ["Obj", "dumps", "get", "loads", "set_field"]
+__all__ = ["Obj", "dumps", "get", "get_key", "loads", "set_field"]
 
 
 class Obj(list[tuple[str, Any]]):
@@ -21,9 +26,14 @@ class Obj(list[tuple[str, Any]]):
 
 
 def _fold(key: str) -> str:
-    # casefold() is a superset of Go's simple folding for the ASCII field names matched here
-    # (ſ → s, K → k): over-matching only makes the proxy look at more candidates.
-    return key.casefold()
+    """Go's `foldName` for matching ASCII field names: ASCII letters upper-cased, U+017F (long
+    s) and U+212A (Kelvin sign) folded to `S` and `K` (their simple-folding orbits), every
+    other rune kept. Not `casefold()`: it maps U+FB06 (the st ligature) to `st`, so
+    `Ho\\ufb06Config` would be a decoy `HostConfig` the proxy reads and the engine ignores."""
+    return "".join(
+        "S" if c == "\u017f" else "K" if c == "\u212a" else c.upper() if c < "\x80" else c
+        for c in key
+    )
 
 
 def _pairs(pairs: list[tuple[str, Any]]) -> Obj:
@@ -52,13 +62,29 @@ def loads(body: bytes) -> Any:
 
 
 def get(obj: Any, name: str) -> Any:
-    """The value the engine decodes into field `name`: last case-insensitive match, or None."""
+    """The value the engine decodes into field `name`: last case-insensitive match, or None.
+
+    Refused (400) when `name` is matched more than once and any match is an object, an array
+    or null: Go merges those or ignores the null, so no single pair is what the engine uses."""
+    if not isinstance(obj, Obj):
+        return None
+    matches = [value for key, value in obj if _fold(key) == _fold(name)]
+    if len(matches) > 1 and any(v is None or isinstance(v, list) for v in matches):
+        raise HTTPRefusal(
+            400,
+            f"trustpull: JSON field {name} is given {len(matches)} times with an object, "
+            "array or null value (the engine would merge them or ignore the null) [Input]",
+        )
+    return matches[-1] if matches else None
+
+
+def get_key(obj: Any, key: str) -> Any:
+    """The value of map key `key` (a Go map: exact key, no folding, last wins), or None."""
     if not isinstance(obj, Obj):
         return None
     found = None
-    folded = _fold(name)
-    for key, value in obj:
-        if _fold(key) == folded:
+    for k, value in obj:
+        if k == key:
             found = value
     return found
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from trust.errors import InputError
 from trust.proxy import gojson
+from trust.proxy.containers import check_mount_host_path
 from trust.proxy.decide import DeciderBase, Refused, sanitize
 from trust.proxy.framing import HTTPRefusal
 from trust.proxy.upstream import vpath
@@ -44,6 +45,8 @@ class SwarmRoutes(DeciderBase):
         spec = gojson.get(template, "ContainerSpec")
         if gojson.get(template, "PluginSpec") is not None:
             raise Refused(403, "trustpull: plugin services are refused [Plugin]", kind="Plugin")
+        for mount in gojson.get(spec, "Mounts") or []:
+            check_mount_host_path(mount, self.proxy.engine_path)  # tasks run here too
         image = gojson.get(spec, "Image")
         if isinstance(image, str) and image:
             try:
