@@ -60,6 +60,7 @@ __all__ = [
     "UnsignedAccepted",
     "format_duration",
     "parse_duration",
+    "precedence",
 ]
 
 #: Why a tag-scoped rule cannot set where and how the repository's trust data is verified: one
@@ -518,6 +519,13 @@ class Rule:
 BUILTIN_DEFAULT = Rule(label="builtin-default", index=-1, scope=Scope())
 
 
+def precedence(rule: Rule) -> tuple[tuple[int, ...], int]:
+    """Sort key of rules, best first: the more specific scope, then the earlier in the file.
+
+    The one ordering: `Policy.candidates` and the service's all-tags check both use it."""
+    return tuple(-n for n in rule.scope.specificity), rule.index
+
+
 @dataclass(frozen=True)
 class Policy:
     """The configured rules; `match` picks the most specific one for a reference."""
@@ -529,7 +537,7 @@ class Policy:
     def candidates(self, ref: Reference) -> list[Rule]:
         """Matching rules, best first (specificity, then file order); the default last."""
         found = [rule for rule in self.rules if rule.scope.matches(ref)]
-        found.sort(key=lambda r: (tuple(-n for n in r.scope.specificity), r.index))
+        found.sort(key=precedence)
         if not any(rule.scope.is_default for rule in found):
             found.append(BUILTIN_DEFAULT)
         return found

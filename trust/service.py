@@ -56,7 +56,7 @@ from trust.notary.cache import has_cached_trust
 from trust.notary.client import MetadataSource, NotaryClient, trust_server_for
 from trust.notary.trusted_set import LOOKUP_ROLES, TrustData
 from trust.notary.x509root import PIN_NO_TOFU
-from trust.policy import Context, Policy, Refuse, Rule, UnsignedAccepted
+from trust.policy import Context, Policy, Refuse, Rule, UnsignedAccepted, precedence
 from trust.prefetch import Prefetch
 from trust.reference import Reference, parse
 from trust.route import mirror_origin, rule_for, select_source, settings_for
@@ -426,14 +426,11 @@ class TrustService:
         if self.policy is None:
             return
 
-        def rank(rule: Rule) -> tuple[tuple[int, ...], int]:
-            return tuple(-n for n in rule.scope.specificity), rule.index
-
         for rule in self.policy.rules:
             if (
                 rule.scope.tag is not None
                 and dataclasses.replace(rule.scope, tag=None).matches(repo)
-                and rank(rule) < rank(accepting)
+                and precedence(rule) < precedence(accepting)
             ):
                 raise PolicyError(
                     f"rule {accepting.label} ({accepting.origin}) accepts {repo.familiar()} "
