@@ -84,3 +84,47 @@ def test_trust_on_pull_still_imports_the_verifier(tmp_path: Path) -> None:
 def test_the_trust_off_refusal_is_the_service_refusal() -> None:
     """One refusal for all front ends: trust.service's name still answers, moved or not."""
     assert service.refuse_all_tags_with is reference.refuse_all_tags_with
+
+
+def test_importing_the_config_and_policy_modules_compiles_no_regex_of_ours() -> None:
+    """Their regular expressions are compiled on first use (a command without a policy file
+    needs none); trust.reference's grammar is compiled at import, as every command parses a
+    reference. Counts `re.compile` calls made from trust/ while the modules are imported."""
+    code = (
+        "import re, sys\n"
+        "import trust.reference\n"
+        "calls = []\n"
+        "compile = re.compile\n"
+        "def spy(pattern, flags=0):\n"
+        "    caller = sys._getframe(1).f_code.co_filename\n"
+        "    if '/trust/' in caller:\n"
+        "        calls.append(caller)\n"
+        "    return compile(pattern, flags)\n"
+        "re.compile = spy\n"
+        "import trust.settings, trust.policy, trust.policy_file, trust.config\n"
+        "import trust.notary.metadata\n"
+        "print(calls)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=True,
+    )
+    assert proc.stdout.strip() == "[]"
+
+
+def test_the_first_use_patterns_still_refuse_and_accept() -> None:
+    """The accessors give the patterns the module-level names gave (their tests: test_policy)."""
+    from trust import policy, policy_file
+
+    assert policy.parse_duration("1d12h") == 129600.0
+    with pytest.raises(ValueError, match="duration"):
+        policy.parse_duration("12x")
+    assert policy_file._key_id_re().fullmatch("a" * 64) is not None
+    assert policy_file._key_id_re().fullmatch("A" * 64) is None
+    assert policy_file._signer_re().fullmatch("targets/releases") is not None
+    assert policy_file._remote_name_re().fullmatch("library/alpine") is not None
+    assert policy_file._rule_name_re().fullmatch("-bad") is None
