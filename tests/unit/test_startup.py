@@ -19,8 +19,17 @@ from trust import reference, service
 
 ROOT = Path(__file__).resolve().parents[2]
 
-#: Modules a trust-off pull never uses: the verifier, the Notary client, python-tuf, the service.
-NOT_FOR_TRUST_OFF = ("cryptography", "tuf", "trust.notary", "trust.service", "trust.lookup")
+#: Modules a trust-off pull never uses: the verifier, the Notary client, python-tuf, the service,
+#: and (with no policy in the configuration) the policy model and its file parser.
+NOT_FOR_TRUST_OFF = (
+    "cryptography",
+    "tuf",
+    "trust.notary",
+    "trust.service",
+    "trust.lookup",
+    "trust.policy",
+    "trust.targets",
+)
 
 
 def _loaded_modules(
