@@ -163,8 +163,12 @@ def pull_command(
                     f"{configuration.policy.origin}",
                     err=True,
                 )
-        early = references if settings.content_trust else ()
-        service = service_for(configuration, early, all_tags=all_tags)
+        # Trust off: no service (nothing is verified), so the verifier is never imported.
+        service = (
+            service_for(configuration, references, all_tags=all_tags)
+            if settings.content_trust
+            else None
+        )
         # Imported once the early request is out (trust.prefetch): this overlaps it.
         from trust.engine import preload
         from trust.trusted_pull import NullReporter, pull

@@ -22,12 +22,10 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from trust.errors import ConfigError, InputError
-from trust.policy import Policy
-from trust.policy_file import check_trust_sources, parse_rules
 from trust.reference import DOMAIN_AND_PORT, REMOTE_NAME
 from trust.settings import (
     Limits,
@@ -41,6 +39,9 @@ from trust.settings import (
     scope_matches,
     validate_trust_server_url,
 )
+
+if TYPE_CHECKING:  # imported where a policy is read: a command without one never loads them
+    from trust.policy import Policy
 
 __all__ = [
     "Configuration",
@@ -436,6 +437,8 @@ def _parse_rules(reader: _FileReader, value: Any) -> Policy:
         line = _entry_line(reader.text, "rules", index, None)
         return f"{reader.path}:{line}" if line else str(reader.path)
 
+    from trust.policy_file import parse_rules
+
     return parse_rules(
         value,
         _rules_fail(reader),
@@ -533,9 +536,13 @@ def load_config(
         if "trust_sources" in doc:
             sources = _parse_trust_sources(reader, doc["trust_sources"])
         if "rules" in doc and policy_file is None:
+            from trust.policy_file import check_trust_sources
+
             policy = _parse_rules(reader, doc["rules"])
             check_trust_sources(policy, sources, _rules_fail(reader))
     if policy_file is not None:
+        from trust.policy_file import check_trust_sources
+
         policy, policy_reader = load_policy_file(Path(policy_file))
         check_trust_sources(policy, sources, _rules_fail(policy_reader))
     override = env.get("DOCKER_CONTENT_TRUST_SERVER") or None

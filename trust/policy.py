@@ -31,6 +31,7 @@ already elsewhere.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -71,7 +72,13 @@ REPOSITORY_SETTINGS_PROBLEM = (
     "for all its tags): set them on a rule without `tag`"
 )
 
-_DURATION_RE = re.compile(r"(?:\d+[wdhms])+", re.ASCII)
+
+@functools.cache
+def _duration_re() -> re.Pattern[str]:
+    """Compiled on first use: only a policy with a duration needs it."""
+    return re.compile(r"(?:\d+[wdhms])+", re.ASCII)
+
+
 _UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 
 
@@ -97,7 +104,7 @@ def parse_duration(value: object) -> float:
         if value < 0:
             raise ValueError("must not be negative")
         return float(value)
-    if isinstance(value, str) and _DURATION_RE.fullmatch(value):
+    if isinstance(value, str) and _duration_re().fullmatch(value):
         return float(
             sum(int(n) * _UNITS[u] for n, u in re.findall(r"(\d+)([wdhms])", value, re.ASCII))
         )

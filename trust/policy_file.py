@@ -7,6 +7,7 @@ ignored. The file itself is read by `trust.config`; this module only validates v
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,10 +27,28 @@ from trust.settings import TrustSourceConfig, validate_trust_server_url
 
 __all__ = ["FailFunc", "check_trust_sources", "parse_rules"]
 
-_REMOTE_NAME_RE = re.compile(REMOTE_NAME, re.ASCII)
-_RULE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", re.ASCII)
-_SIGNER_RE = re.compile(r"(?:targets/)?[a-z0-9_-]+(?:/[a-z0-9_-]+)*", re.ASCII)
-_KEY_ID_RE = re.compile(r"[0-9a-f]{64}", re.ASCII)
+# Compiled on first use (functools.cache): a command without a policy file compiles none.
+
+
+@functools.cache
+def _remote_name_re() -> re.Pattern[str]:
+    return re.compile(REMOTE_NAME, re.ASCII)
+
+
+@functools.cache
+def _rule_name_re() -> re.Pattern[str]:
+    return re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", re.ASCII)
+
+
+@functools.cache
+def _signer_re() -> re.Pattern[str]:
+    return re.compile(r"(?:targets/)?[a-z0-9_-]+(?:/[a-z0-9_-]+)*", re.ASCII)
+
+
+@functools.cache
+def _key_id_re() -> re.Pattern[str]:
+    return re.compile(r"[0-9a-f]{64}", re.ASCII)
+
 
 _RULE_KEYS = {
     "name",
@@ -95,7 +114,7 @@ def _parse_scope(entry: dict[str, Any], index: int, fail: FailFunc) -> Scope:
     if namespace is not None and repository is not None:
         raise fail(index, "namespace", 'give "namespace" or "repository", not both')
     for key, value in (("namespace", namespace), ("repository", repository)):
-        if value is not None and not _REMOTE_NAME_RE.fullmatch(value):
+        if value is not None and not _remote_name_re().fullmatch(value):
             raise fail(
                 index, key, "must be a repository path (lower-case components separated by /)"
             )
@@ -116,7 +135,7 @@ def _parse_rule(
         if key not in _RULE_KEYS:
             raise fail(index, key, "unknown key")
     name = _string(entry, index, "name", fail)
-    if name is not None and not _RULE_NAME_RE.fullmatch(name):
+    if name is not None and not _rule_name_re().fullmatch(name):
         raise fail(index, "name", "must be letters, digits, '.', '_' or '-' (at most 64)")
     scope = _parse_scope(entry, index, fail)
     refuse = bool(_bool(entry, index, "refuse", fail))
@@ -127,7 +146,7 @@ def _parse_rule(
     allow_unsigned = bool(_bool(entry, index, "allow_unsigned", fail))
     signers = _strings(entry, index, "signers", fail)
     for signer in signers:
-        if not _SIGNER_RE.fullmatch(signer) or signer in ("targets", "targets/"):
+        if not _signer_re().fullmatch(signer) or signer in ("targets", "targets/"):
             raise fail(index, "signers", f"{signer!r} is not a delegation role name")
     threshold = entry.get("threshold")
     if threshold is not None:
@@ -139,7 +158,7 @@ def _parse_rule(
             raise fail(index, "threshold", f"must be between 1 and {len(signers)}")
     root_keys = _strings(entry, index, "root_keys", fail)
     for key_id in root_keys:
-        if not _KEY_ID_RE.fullmatch(key_id):
+        if not _key_id_re().fullmatch(key_id):
             raise fail(index, "root_keys", f"{key_id!r} is not a 64-hex key ID")
     root_ca = _string(entry, index, "root_ca", fail)
     root_ca_pem = None

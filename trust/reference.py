@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Final
 
-from trust.errors import InvalidReferenceError
+from trust.errors import InvalidReferenceError, UsageError
 
 __all__ = [
     "ANCHORED_IDENTIFIER_RE",
@@ -55,6 +55,7 @@ __all__ = [
     "parse_normalized_named",
     "parse_reference",
     "parse_tag",
+    "refuse_all_tags_with",
     "split_docker_domain",
     "with_name",
 ]
@@ -401,3 +402,16 @@ def familiar_match(pattern: str, ref: Reference | DigestReference) -> bool:
     if regex.fullmatch(ref.familiar()) is not None:
         return True
     return regex.fullmatch(ref.familiar_name()) is not None
+
+
+def refuse_all_tags_with(ref: Reference, *, all_tags: bool) -> None:
+    """Refuse a tag or a digest together with all-tags as usage (exit 2).
+
+    One refusal, one message and one exit code whatever the front end: the service raises it
+    before anything else, and the trust-off pull (which never asks the service) raises the same.
+    It lives here, not in trust.service, so that a trust-off pull does not import the verifier.
+    """
+    if all_tags and ref.tag_given:
+        raise UsageError("tag can't be used with --all-tags/-a")
+    if all_tags and ref.digest is not None:
+        raise UsageError("a digest can't be used with --all-tags/-a")

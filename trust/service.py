@@ -38,7 +38,6 @@ from trust.errors import (
     PolicyError,
     TrustPinError,
     TrustpullError,
-    UsageError,
     combined_exit_code,
 )
 from trust.evidence import NotaryEvidence, TufEvidence
@@ -58,7 +57,7 @@ from trust.notary.trusted_set import LOOKUP_ROLES, TrustData
 from trust.notary.x509root import PIN_NO_TOFU
 from trust.policy import Context, Policy, Refuse, Rule, UnsignedAccepted, precedence
 from trust.prefetch import Prefetch
-from trust.reference import Reference, parse
+from trust.reference import Reference, parse, refuse_all_tags_with
 from trust.route import mirror_origin, rule_for, select_source, settings_for
 from trust.settings import Settings, TrustSourceConfig
 from trust.targets import SignedTarget
@@ -138,18 +137,6 @@ class Verification:
         if self.error is not None:
             item["error"] = self.error.to_json()
         return item
-
-
-def refuse_all_tags_with(ref: Reference, *, all_tags: bool) -> None:
-    """Refuse a tag or a digest together with all-tags as usage (exit 2).
-
-    One refusal, one message and one exit code whatever the front end: the service raises it
-    before anything else, and the trust-off pull (which never asks the service) raises the same.
-    """
-    if all_tags and ref.tag_given:
-        raise UsageError("tag can't be used with --all-tags/-a")
-    if all_tags and ref.digest is not None:
-        raise UsageError("a digest can't be used with --all-tags/-a")
 
 
 def _through_mirror(

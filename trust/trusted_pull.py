@@ -11,16 +11,18 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from trust.credentials import RegistryAuth, credential_key, resolve_registry_auth
 from trust.engine import Engine
 from trust.errors import AuthError, EngineError, TrustpullError
-from trust.lookup import Resolution
-from trust.policy import Policy
-from trust.reference import Reference, parse
-from trust.service import TrustService, refuse_all_tags_with
+from trust.reference import Reference, parse, refuse_all_tags_with
 from trust.settings import Settings
+
+if TYPE_CHECKING:  # a trust-off pull never imports the verifier (tests/unit/test_startup.py)
+    from trust.lookup import Resolution
+    from trust.policy import Policy
+    from trust.service import TrustService
 
 __all__ = [
     "NullReporter",
@@ -155,8 +157,11 @@ def pull(
         if not all_tags and not ref.tag_given and ref.digest is None:
             report.default_tag()
         if settings.content_trust:
-            verifier = service or TrustService(settings, policy, notice=report.notice)
-            verification = verifier.verify(ref, all_tags=all_tags)
+            if service is None:
+                from trust.service import TrustService
+
+                service = TrustService(settings, policy, notice=report.notice)
+            verification = service.verify(ref, all_tags=all_tags)
             result.resolutions = list(verification.resolutions)
             if verification.origin is not None:
                 # The resolutions carry the mirror's name: the pull below asks the mirror for
