@@ -10,10 +10,12 @@ requests adapter below makes every pool (direct and proxied) use such connection
 from __future__ import annotations
 
 import contextlib
+import heapq
 import socket
 import ssl
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,6 +34,7 @@ class Watch:
     def __init__(self) -> None:
         self._connections: list[HTTPConnection] = []
         self._fired = False
+        self._ended = False
         self._lock = threading.Lock()
 
     @property
@@ -45,8 +48,16 @@ class Watch:
             # The latest user owns it: a pooled connection another thread took since is not cut.
             conn.__dict__[_OWNER] = self
 
+    def end(self) -> None:
+        """The block ended: a deadline reached from now on cuts nothing."""
+        with self._lock:
+            self._ended = True
+            self._connections.clear()
+
     def cut(self) -> None:
         with self._lock:
+            if self._ended:
+                return
             self._fired = True
             for conn in self._connections:
                 sock = conn.sock
@@ -62,18 +73,58 @@ _local = threading.local()
 _OWNER = "_trustpull_watch"
 
 
+class _Deadlines:
+    """One daemon thread cuts every watch whose deadline passed (a `threading.Timer` per
+    request was a thread started and joined per HTTP attempt: issue 12's warm pull)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, Watch]] = []
+        self._seq = 0
+        self._thread: threading.Thread | None = None
+
+    def add(self, seconds: float, current: Watch) -> None:
+        at = time.monotonic() + seconds
+        with self._cond:
+            self._seq += 1
+            earliest = self._heap[0][0] if self._heap else None
+            heapq.heappush(self._heap, (at, self._seq, current))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="trustpull-watchdog", daemon=True
+                )
+                self._thread.start()
+            elif earliest is None or at < earliest:
+                self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            due: list[Watch] = []
+            with self._cond:
+                while not self._heap:
+                    self._cond.wait()
+                now = time.monotonic()
+                while self._heap and self._heap[0][0] <= now:
+                    due.append(heapq.heappop(self._heap)[2])
+                if not due and self._heap:
+                    self._cond.wait(self._heap[0][0] - now)
+            for current in due:
+                current.cut()  # nothing when its block ended already
+
+
+_deadlines = _Deadlines()
+
+
 @contextlib.contextmanager
 def watch(seconds: float) -> Iterator[Watch]:
     """Cut every connection this thread opens or uses inside the block after `seconds`."""
     current = Watch()
-    timer = threading.Timer(seconds, current.cut)
-    timer.daemon = True
     _local.watch = current
-    timer.start()
+    _deadlines.add(seconds, current)
     try:
         yield current
     finally:
-        timer.cancel()
+        current.end()
         _local.watch = None
 
 

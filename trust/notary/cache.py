@@ -119,7 +119,11 @@ class TrustCache:
         # under a 022 umask), so `trust/`, `tuf/` and the GUN components would be readable by
         # everyone; notary's MkdirAll(…, 0700) makes all of them private (dct.md §5). Create
         # each missing component with 0700 instead.
-        missing = [d for d in (directory, *directory.parents) if not d.exists()]
+        missing: list[Path] = []
+        for each in (directory, *directory.parents):
+            if each.exists():
+                break  # and so do all above it
+            missing.append(each)
         for component in reversed(missing):
             component.mkdir(mode=_DIR_MODE, exist_ok=True)
         self._check_no_links(directory)

@@ -284,6 +284,7 @@ class Proxy:
                 self.listener.shutdown(socket.SHUT_RDWR)  # wakes the threads in accept()
             with contextlib.suppress(OSError):
                 self.listener.close()
+        self.upstream.close()
 
     def _admit(self, peer: Peer) -> bool:
         if not self._slots.acquire(blocking=False):

@@ -1,0 +1,184 @@
+"""The proxy's own engine calls (trust.proxy.upstream): kept connections and strict answers.
+
+A fake engine on a unix socket answers with scripted bytes per request and counts the
+connections it accepted, so each test asserts which connection carried which answer.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from trust.proxy.upstream import EngineDown, Upstream
+
+Script = Callable[[int, bytes], tuple[bytes, bool]]
+
+
+class FakeEngine:
+    """Per request: `script(connection number, request head)` -> (answer bytes, close after)."""
+
+    def __init__(self, path: Path, script: Script) -> None:
+        self.path = str(path)
+        self.script = script
+        self.connections = 0
+        self.requests: list[tuple[int, bytes]] = []
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(self.path)
+        self.listener.listen(8)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._one, args=(conn, self.connections), daemon=True).start()
+
+    def _one(self, conn: socket.socket, number: int) -> None:
+        buffer = b""
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buffer += data
+                head, _, buffer = buffer.partition(b"\r\n\r\n")
+                self.requests.append((number, head))
+                answer, close = self.script(number, head)
+                conn.sendall(answer)
+                if close:
+                    return
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def engine_at(tmp_path: Path) -> Iterator[Callable[[Script], FakeEngine]]:
+    made: list[FakeEngine] = []
+
+    def make(script: Script) -> FakeEngine:
+        engine = FakeEngine(tmp_path / "engine.sock", script)
+        made.append(engine)
+        return engine
+
+    yield make
+    for engine in made:
+        engine.close()
+
+
+def _ok(body: bytes) -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+
+def test_calls_share_one_kept_connection(engine_at: Callable[[Script], FakeEngine]) -> None:
+    engine = engine_at(lambda n, head: (_ok(b'{"n": %d}' % n), False))
+    upstream = Upstream(engine.path, timeout=5)
+    try:
+        answers = [upstream.call("GET", "/_ping").json() for _ in range(3)]
+    finally:
+        upstream.close()
+    assert answers == [{"n": 1}] * 3
+    assert engine.connections == 1
+    first = engine.requests[0][1].split(b"\r\n")
+    assert first[0] == b"GET /_ping HTTP/1.1" and b"Host: localhost" in first
+
+
+def test_a_connection_the_engine_closed_is_replaced(
+    engine_at: Callable[[Script], FakeEngine],
+) -> None:
+    engine = engine_at(lambda n, head: (_ok(b'{"n": %d}' % n), True))  # closes after each
+    upstream = Upstream(engine.path, timeout=5)
+    try:
+        answers = [upstream.call("POST", "/images/x/tag").json() for _ in range(3)]
+    finally:
+        upstream.close()
+    assert answers == [{"n": 1}, {"n": 2}, {"n": 3}]
+    assert engine.connections == 3
+    assert all(b"Content-Length: 0" in head for _, head in engine.requests)
+
+
+def test_bytes_beyond_the_framing_are_never_the_next_answer(
+    engine_at: Callable[[Script], FakeEngine],
+) -> None:
+    stray = _ok(b'{"forged": true}')
+    engine = engine_at(lambda n, head: (_ok(b'{"n": %d}' % n) + stray, False))
+    upstream = Upstream(engine.path, timeout=5)
+    try:
+        answers = [upstream.call("GET", "/version").json() for _ in range(2)]
+    finally:
+        upstream.close()
+    assert answers == [{"n": 1}, {"n": 2}]
+    assert engine.connections == 2
+
+
+def test_a_stream_read_to_its_end_keeps_the_connection(
+    engine_at: Callable[[Script], FakeEngine],
+) -> None:
+    def script(n: int, head: bytes) -> tuple[bytes, bool]:
+        if head.startswith(b"POST /images/create"):
+            body = b'{"status":"a"}\r\n'
+            return (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body),
+                False,
+            )
+        return _ok(b'{"n": %d}' % n), False
+
+    engine = engine_at(script)
+    upstream = Upstream(engine.path, timeout=5)
+    try:
+        status, _, pieces, close = upstream.stream("POST", "/images/create?fromImage=x")
+        try:
+            body = b"".join(pieces)
+        finally:
+            close()
+        after = upstream.call("GET", "/_ping").json()
+        # A stream abandoned before its end is closed, never kept for the next call.
+        status2, _, _unread, close2 = upstream.stream("POST", "/images/create?fromImage=x")
+        close2()
+        last = upstream.call("GET", "/_ping").json()
+    finally:
+        upstream.close()
+    assert (status, body, after, status2) == (200, b'{"status":"a"}\r\n', {"n": 1}, 200)
+    assert last == {"n": 2} and engine.connections == 2
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\nOK",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nOK",
+        b"HTTP/1.1 200 OK\r\nX: a\r\n folded\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX: a\nY: b\r\n\r\n",
+        b"HTTP/2 200\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        b"HTTP/1.1 100 Continue\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    ],
+)
+def test_malformed_answers_are_engine_down(
+    engine_at: Callable[[Script], FakeEngine], answer: bytes
+) -> None:
+    engine = engine_at(lambda n, head: (answer, True))
+    upstream = Upstream(engine.path, timeout=5)
+    try:
+        with pytest.raises(EngineDown):
+            upstream.call("GET", "/version")
+    finally:
+        upstream.close()
+
+
+def test_header_values_with_line_breaks_are_never_sent(tmp_path: Path) -> None:
+    upstream = Upstream(str(tmp_path / "none.sock"))
+    with pytest.raises(ValueError):
+        upstream.call("GET", "/_ping", {"X-Registry-Auth": "a\r\nX-Evil: 1"})
