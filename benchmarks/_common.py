@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "ROOT",
@@ -160,3 +161,37 @@ def machine_line() -> str:
         f"load average {load}; trustpull at {git or '?'}"
         f"{' + uncommitted changes in trust/ or cli/' if dirty else ''}"
     )
+
+
+def publish(stack: Any, repos: list[str], tags: int, publisher_dir: Path) -> None:
+    """Sign `tags` tags in each repository: t0 by a trusted docker push, the rest by notary."""
+    from fixtures.stack import REPOSITORY_PASSPHRASE, ROOT_PASSPHRASE, docker, make_image
+
+    notary = stack.notary
+    publisher = stack.docker_env(publisher_dir)
+    signing = {**publisher, "DOCKER_CONTENT_TRUST": "1"}
+    notary_env = {
+        **os.environ,
+        "NOTARY_ROOT_PASSPHRASE": ROOT_PASSPHRASE,
+        "NOTARY_TARGETS_PASSPHRASE": REPOSITORY_PASSPHRASE,
+        "NOTARY_SNAPSHOT_PASSPHRASE": REPOSITORY_PASSPHRASE,
+    }
+    base = ["notary", "-s", notary.url, "-d", str(publisher_dir / "trust")]
+    base += ["--tlscacert", str(notary.ca_path)]
+    payload = publisher_dir / "manifest.bin"
+    for repo in repos:
+        make_image(stack, f"{repo}:t0", f"{repo} t0\n".encode(), env=publisher)
+        docker("push", "--", f"{repo}:t0", env=signing)
+        docker("rmi", "-f", f"{repo}:t0", env=publisher)
+        for tag in range(1, tags):
+            payload.write_bytes(f"{repo} t{tag}\n".encode())
+            subprocess.run(
+                [*base, "add", repo, f"t{tag}", str(payload)],
+                env=notary_env,
+                check=True,
+                capture_output=True,
+            )
+        if tags > 1:
+            subprocess.run(
+                [*base, "publish", repo], env=notary_env, check=True, capture_output=True
+            )

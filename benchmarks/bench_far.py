@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -40,6 +39,7 @@ from benchmarks._common import (
     machine_line,
     median,
     print_table,
+    publish,
     run_timed,
 )
 from benchmarks.delayproxy import DelayProxy
@@ -67,8 +67,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from fixtures.stack import (
         DOCKER_CLI,
-        REPOSITORY_PASSPHRASE,
-        ROOT_PASSPHRASE,
         Stack,
         docker,
         ensure_installed,
@@ -91,32 +89,8 @@ def main(argv: list[str] | None = None) -> int:
 
         # Batch repositories: one tag by a trusted docker push, the others by notary add+publish.
         began = time.perf_counter()
-        notary_env = {
-            **os.environ,
-            "NOTARY_ROOT_PASSPHRASE": ROOT_PASSPHRASE,
-            "NOTARY_TARGETS_PASSPHRASE": REPOSITORY_PASSPHRASE,
-            "NOTARY_SNAPSHOT_PASSPHRASE": REPOSITORY_PASSPHRASE,
-        }
         repos = [f"{host}/batch/app{i:03d}" for i in range(max(args.repos, args.big_repos))]
-        payload = work / "manifest.bin"
-        base = ["notary", "-s", notary.url, "-d", str(publisher_dir / "trust")]
-        base += ["--tlscacert", str(notary.ca_path)]
-        for repo in repos:
-            make_image(stack, f"{repo}:t0", f"{repo} t0\n".encode(), env=publisher)
-            docker("push", "--", f"{repo}:t0", env=signing)
-            docker("rmi", "-f", f"{repo}:t0", env=publisher)
-            for tag in range(1, args.tags):
-                payload.write_bytes(f"{repo} t{tag}\n".encode())
-                subprocess.run(
-                    [*base, "add", repo, f"t{tag}", str(payload)],
-                    env=notary_env,
-                    check=True,
-                    capture_output=True,
-                )
-            if args.tags > 1:
-                subprocess.run(
-                    [*base, "publish", repo], env=notary_env, check=True, capture_output=True
-                )
+        publish(stack, repos, args.tags, publisher_dir)
         print(
             f"setup: {image} and {len(repos)} repositories × {args.tags} signed tags in "
             f"{time.perf_counter() - began:.1f} s"
