@@ -259,27 +259,17 @@ class DeciderBase:
     def _refuse_or_audit(
         self, ex: Exchange, refusal: Refused, forward_upgrade: bytes | None = None
     ) -> None:
+        about = {
+            "reason": refusal.message,
+            "reference": refusal.reference,
+            "rule": refusal.rule,
+            "kind": refusal.kind,
+            "exit_code": refusal.exit_code,
+        }
         if self.proxy.enforcing:
-            self._log(
-                ex,
-                verdict="refused",
-                reason=refusal.message,
-                reference=refusal.reference,
-                rule=refusal.rule,
-                kind=refusal.kind,
-                exit_code=refusal.exit_code,
-                status=refusal.status,
-            )
+            self._log(ex, verdict="refused", status=refusal.status, **about)
             raise refusal
-        self._log(
-            ex,
-            verdict="would-refuse",
-            reason=refusal.message,
-            reference=refusal.reference,
-            rule=refusal.rule,
-            kind=refusal.kind,
-            exit_code=refusal.exit_code,
-        )
+        self._log(ex, verdict="would-refuse", **about)
         body = ex.body if ex.body_read else None
         ex.conn.forward(ex, body=body, upgrade=forward_upgrade)
 
