@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -135,6 +136,28 @@ def test_a_cache_changed_by_another_writer_is_read_again(make_env: MakeEnv) -> N
     with pytest.raises(RollbackError):
         _update(env, kept)
     assert (env.metadata_dir / "timestamp.json").read_bytes() == newer
+
+
+def test_a_cache_deleted_while_an_update_verifies_is_not_the_kept_result(
+    make_env: MakeEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The identities kept are those of the files the update read: a cache removed after the
+    reads (the hint's way to forget a repository) must not match as "absent, unchanged"."""
+    env = make_env()
+    kept = Kept(env.settings.limits)
+    _update(env, kept)  # first use: the cache is written
+    original = TrustedSet.result
+
+    def forget_meanwhile(self: TrustedSet, **kwargs: Any) -> TrustData:
+        shutil.rmtree(env.metadata_dir)  # the user forgets the repository mid-update
+        return original(self, **kwargs)
+
+    monkeypatch.setattr(TrustedSet, "result", forget_meanwhile)
+    _update(env, kept)  # verified from what it read before the removal
+    monkeypatch.setattr(TrustedSet, "result", original)
+    data, paths = _update(env, kept)
+    assert data.first_use  # a first contact again, not the result kept from the old cache
+    assert paths != [TS]
 
 
 def test_a_server_down_is_the_clis_cached_fallback_after_one_try(make_env: MakeEnv) -> None:
