@@ -216,3 +216,35 @@ def test_concurrent_requests_share_kept_state_safely(make_env: MakeEnv) -> None:
         thread.join(30)
     assert errors == [] and results == [D1] * 12
     assert [r.path for r in env.server.requests] == [TS] * 12
+
+
+def test_the_policy_is_decided_at_each_request_on_a_kept_result(make_env: MakeEnv) -> None:
+    """A kept result is trust data, never a verdict: a `min_validity` rule is evaluated at the
+    request's own time, so a later request fails it although the result is reused."""
+    from trust.errors import PolicyError
+    from trust.evidence import NotaryEvidence
+    from trust.policy import Policy, Rule, Scope
+    from trust.service import TrustService
+
+    env = make_env()
+    kept = Kept(env.settings.limits)
+    data, _ = _update(env, kept)
+    earliest = min(NotaryEvidence(data).expiries(["targets", "targets/releases"]).values())
+    start = dt.datetime.now(dt.UTC)
+    seconds = (earliest - start).total_seconds() - 3600
+    rule = Rule("fresh", 0, Scope(registry="127.0.0.1:5000"), min_validity=seconds, origin="p:1")
+    policy = Policy((rule,), "p.toml")
+
+    def verify(now: dt.datetime) -> list[str]:
+        env.server.clear_requests()
+        TrustService(env.settings, policy, now=now, kept=kept).verify(parse(REF))
+        return [r.path for r in env.server.requests]
+
+    verify(start)  # full: keeps the result
+    assert verify(start) == [TS]  # reused, and the rule holds
+    env.server.clear_requests()
+    with pytest.raises(PolicyError, match="that rule fresh requires"):
+        TrustService(env.settings, policy, now=start + dt.timedelta(hours=2), kept=kept).verify(
+            parse(REF)
+        )
+    assert [r.path for r in env.server.requests] == [TS]  # the kept result, refused by the rule
