@@ -21,6 +21,9 @@ Only *when* bytes are fetched moves; what is fetched, from where, and how it is 
   only if that request is exactly the early one (same name and size cap). Any other first
   request, and every later one, goes to the network on the same session as before. The client
   then verifies those bytes exactly as if it had asked at that moment;
+- the early answer is used only while the cached copy of the file it answers is as it was when
+  the request was planned: a newer one written meanwhile by another process would make the
+  older early answer a rollback, so the client asks the network as it would have;
 - the session is used only by an update of the same server and GUN with equal settings (the
   whole `Settings`, not a guess at what the session reads); any other update builds its own and
   the early one is dropped (one wasted request, no other effect).
@@ -32,7 +35,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from trust.errors import TrustpullError
@@ -80,10 +83,22 @@ def _fresh(error: BaseException) -> BaseException:
 class Prefetched:
     """A `MetadataSource` whose first request may be answered by the early one (module doc)."""
 
-    def __init__(self, server: str, gun: str, settings: Settings, first: tuple[str, int]) -> None:
+    def __init__(
+        self,
+        server: str,
+        gun: str,
+        settings: Settings,
+        first: tuple[str, int],
+        unchanged: Callable[[], bool] | None = None,
+    ) -> None:
         self.server, self.gun, self.settings = server, gun, settings
         #: (metadata name, size cap) of the early request.
         self.first = first
+        #: False once the cached copy of the early file changed since the request was planned
+        #: (another process wrote a newer one meanwhile): the early answer, older than what the
+        #: client now reads from the cache, would be refused as a rollback, so the client's
+        #: request then goes to the network as it would have without this module.
+        self._unchanged = unchanged
         self._ready = threading.Event()  # the thread is past its imports
         self._done = threading.Event()  # the early request has its answer
         self._remote: NotaryRemote | None = None
@@ -131,7 +146,8 @@ class Prefetched:
         assert self._remote is not None
         if not self._asked:
             self._asked = True
-            if (name, max_bytes) == self.first:
+            fresh = self._unchanged is None or self._unchanged()
+            if (name, max_bytes) == self.first and fresh:
                 if self._error is not None:
                     raise _fresh(self._error)
                 assert self._body is not None
@@ -187,11 +203,11 @@ class Prefetch:
                 continue  # the command reports it as it always did
             if planned is None:
                 continue
-            server, gun, settings, first = planned
+            server, gun, settings, first, unchanged = planned
             with self._lock:
                 if self._find(server, gun, settings) is not None:
                     continue
-                early = Prefetched(server, gun, settings, first)
+                early = Prefetched(server, gun, settings, first, unchanged)
                 self._pending.append(early)
                 self._started += 1
             try:
@@ -209,7 +225,7 @@ class Prefetch:
 
     def _plan(
         self, text: str, *, all_tags: bool, inspect: bool
-    ) -> tuple[str, str, Settings, tuple[str, int]] | None:
+    ) -> tuple[str, str, Settings, tuple[str, int], Callable[[], bool]] | None:
         """(server, GUN, settings, first request) of the Notary update the service will run
         first for `text`, or None when it runs none before refusing or another source."""
         from trust.notary.cache import TrustCache, check_gun_for_trust
@@ -229,13 +245,19 @@ class Prefetch:
         check_gun_for_trust(ref)
         settings = settings_for(rule, ref, self.settings)
         limits = settings.limits
-        cached = TrustCache(settings.trust_dir, ref.name).metadata_dir / "root.json"
+        cache = TrustCache(settings.trust_dir, ref.name)
+        cached = cache.metadata_dir / "root.json"
         first = (
             ("timestamp", limits.timestamp_max_bytes)
             if cached.is_file()
             else ("root", limits.root_max_bytes)
         )
-        return trust_server_for(ref.domain, settings), ref.name, settings, first
+        planned = cache.identity(first[0])
+
+        def unchanged() -> bool:
+            return cache.identity(first[0]) == planned
+
+        return trust_server_for(ref.domain, settings), ref.name, settings, first, unchanged
 
     def take(self, server: str, gun: str, settings: Settings) -> Prefetched | None:
         """The early session for this update, once; None when there is none that fits."""

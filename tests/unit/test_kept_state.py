@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -137,6 +138,28 @@ def test_a_cache_changed_by_another_writer_is_read_again(make_env: MakeEnv) -> N
     assert (env.metadata_dir / "timestamp.json").read_bytes() == newer
 
 
+def test_a_cache_deleted_while_an_update_verifies_is_not_the_kept_result(
+    make_env: MakeEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The identities kept are those of the files the update read: a cache removed after the
+    reads (the hint's way to forget a repository) must not match as "absent, unchanged"."""
+    env = make_env()
+    kept = Kept(env.settings.limits)
+    _update(env, kept)  # first use: the cache is written
+    original = TrustedSet.result
+
+    def forget_meanwhile(self: TrustedSet, **kwargs: Any) -> TrustData:
+        shutil.rmtree(env.metadata_dir)  # the user forgets the repository mid-update
+        return original(self, **kwargs)
+
+    monkeypatch.setattr(TrustedSet, "result", forget_meanwhile)
+    _update(env, kept)  # verified from what it read before the removal
+    monkeypatch.setattr(TrustedSet, "result", original)
+    data, paths = _update(env, kept)
+    assert data.first_use  # a first contact again, not the result kept from the old cache
+    assert paths != [TS]
+
+
 def test_a_server_down_is_the_clis_cached_fallback_after_one_try(make_env: MakeEnv) -> None:
     env = make_env()
     kept = Kept(env.settings.limits)
@@ -193,3 +216,35 @@ def test_concurrent_requests_share_kept_state_safely(make_env: MakeEnv) -> None:
         thread.join(30)
     assert errors == [] and results == [D1] * 12
     assert [r.path for r in env.server.requests] == [TS] * 12
+
+
+def test_the_policy_is_decided_at_each_request_on_a_kept_result(make_env: MakeEnv) -> None:
+    """A kept result is trust data, never a verdict: a `min_validity` rule is evaluated at the
+    request's own time, so a later request fails it although the result is reused."""
+    from trust.errors import PolicyError
+    from trust.evidence import NotaryEvidence
+    from trust.policy import Policy, Rule, Scope
+    from trust.service import TrustService
+
+    env = make_env()
+    kept = Kept(env.settings.limits)
+    data, _ = _update(env, kept)
+    earliest = min(NotaryEvidence(data).expiries(["targets", "targets/releases"]).values())
+    start = dt.datetime.now(dt.UTC)
+    seconds = (earliest - start).total_seconds() - 3600
+    rule = Rule("fresh", 0, Scope(registry="127.0.0.1:5000"), min_validity=seconds, origin="p:1")
+    policy = Policy((rule,), "p.toml")
+
+    def verify(now: dt.datetime) -> list[str]:
+        env.server.clear_requests()
+        TrustService(env.settings, policy, now=now, kept=kept).verify(parse(REF))
+        return [r.path for r in env.server.requests]
+
+    verify(start)  # full: keeps the result
+    assert verify(start) == [TS]  # reused, and the rule holds
+    env.server.clear_requests()
+    with pytest.raises(PolicyError, match="that rule fresh requires"):
+        TrustService(env.settings, policy, now=start + dt.timedelta(hours=2), kept=kept).verify(
+            parse(REF)
+        )
+    assert [r.path for r in env.server.requests] == [TS]  # the kept result, refused by the rule

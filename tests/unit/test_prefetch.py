@@ -72,6 +72,28 @@ def test_warm_early_timestamp_is_the_clients_one_request(make_env: MakeEnv) -> N
     assert prefetch.take(env.settings.trust_server_override or "", GUN, env.settings) is None
 
 
+def test_a_timestamp_cached_after_the_early_request_sends_the_clients_own(
+    make_env: MakeEnv,
+) -> None:
+    """Another process verifies a re-signed repository between the early request and the
+    client's update: the early timestamp is then older than the cache, and used, it would
+    refuse the pull as a rollback that the client's own request (the newer one) never sees."""
+    from trust.notary.client import NotaryClient
+
+    env = make_env()
+    TrustService(env.settings).verify(REF)  # trust the root first
+    prefetch = Prefetch(env.settings)
+    assert prefetch.start([REF]) == 1
+    early = prefetch._pending[0]
+    early._done.wait(10)  # the early answer is in: the old timestamp
+    env.builder.bump("timestamp")
+    env.serve()
+    NotaryClient(env.settings, warn=lambda _text: None).update(parse(REF))  # the other process
+    late = _outcome(env.settings, early=False)
+    (resolution,) = TrustService(env.settings, prefetch=prefetch).verify(REF).resolutions
+    assert late.verdict == "pass" and resolution.digest == "sha256:" + D1
+
+
 def test_inspect_takes_the_early_timestamp(make_env: MakeEnv) -> None:
     """`trustpull inspect NAME:TAG` (parsed without a default tag, routed as the service's
     inspect routes it) takes the early request as its one timestamp request too."""

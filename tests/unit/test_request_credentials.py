@@ -121,3 +121,16 @@ def test_pool_bounds_idle_sessions() -> None:
     assert [r.closed for r in made] == [True, False, False]  # least recently returned first
     pool.close()
     assert all(r.closed for r in made)
+
+
+def test_pool_identity_is_unambiguous_for_fields_holding_a_nul() -> None:
+    # The fields come from a client's JSON header, where "\u0000" is a valid character: joined
+    # with NUL, ("a\0b", "c") and ("a", "b\0c") were one identity, so one client's kept
+    # session (its token) could be leased for another client's different credentials.
+    pool = SessionPool(8)
+    one = RegistryAuth("a\0b", "c")
+    two = RegistryAuth("a", "b\0c")
+    three = RegistryAuth("a", "b", "\0")
+    four = RegistryAuth("a", "b\0", "")
+    identities = {pool.identity(auth) for auth in (one, two, three, four)}
+    assert len(identities) == 4

@@ -37,7 +37,7 @@ from trust.errors import (
     TrustpullError,
 )
 from trust.http import Challenge, RealmPolicy, TokenStore, parse_challenges, tls_context
-from trust.http.auth import StoredToken, credential_fingerprint
+from trust.http.auth import StoredToken, credential_fingerprint, fingerprint_matches
 from trust.notary.client import NotaryClient
 from trust.notary.remote import DOCKER_HUB_NOTICE, NotFoundError
 from trust.notary.remote import NotaryRemote as TrustServerSession
@@ -1205,6 +1205,16 @@ def test_a_refused_kept_token_is_forgotten_and_the_handshake_runs_again(
     assert session.get_metadata("root", 10) == b"{}"
     assert session.request_count == 3  # the kept token refused (401), token, retry
     assert store.load(server.url, scope).value == "good-token"  # type: ignore[union-attr]
+
+
+def test_a_kept_token_fingerprint_tells_apart_credentials_holding_a_nul() -> None:
+    # Credentials reach the proxy in a client's JSON header, where "\u0000" is valid: joined
+    # with NUL, ("a\0b", "c") and ("a", "b\0c") had one fingerprint, so a token kept for one
+    # client's credentials was used with another's.
+    kept = credential_fingerprint("a\0b", "c", "")
+    assert fingerprint_matches(kept, "a\0b", "c", "")
+    assert not fingerprint_matches(kept, "a", "b\0c", "")
+    assert not fingerprint_matches(credential_fingerprint("a", "b", "\0"), "a", "b\0", "")
 
 
 # ------------------------------------------------------------ messages (issue 14)

@@ -234,8 +234,11 @@ def credential_fingerprint(
     credentials it was issued for (another user, a changed password: the handshake runs again).
     Salted per token so that equal credentials do not show as equal across files."""
     salt = salt if salt is not None else os.urandom(16)
+    # Each field length-prefixed: any character (NUL included) may be in one, so a plain
+    # separator would give two different credentials one fingerprint.
+    fields = (part.encode("utf-8", "surrogatepass") for part in (username, password, identitytoken))
     digest = hashlib.sha256(
-        salt + "\0".join((username, password, identitytoken)).encode("utf-8", "surrogatepass")
+        salt + b"".join(len(part).to_bytes(8, "big") + part for part in fields)
     ).hexdigest()
     return f"{salt.hex()}:{digest}"
 

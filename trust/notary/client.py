@@ -221,6 +221,11 @@ class NotaryClient:
         from trust.notary.trusted_set import stable_until
 
         files = {role: run.cache.identity(role) for role in run.read}
+        if files != run.identities:
+            # A file changed (or went) since the update read it: the result rests on bytes the
+            # cache no longer holds, so it must not stand for the cache as it is now.
+            store.forget(*key)
+            return
         pinning = self.settings.trust_pinning
         until = stable_until(data, pinning, self.now)
         kept = KeptResult(
@@ -352,6 +357,8 @@ class _Run:
         #: The cache's bytes per role as this run read them, and their digests (None: absent).
         self.cached: dict[str, bytes] = {}
         self.read: dict[str, bytes | None] = {}
+        #: `TrustCache.identity` of each role's file as this run read it (taken before reading).
+        self.identities: dict[str, tuple[int, int, int, int] | None] = {}
         self._trusted: TrustedSet | None = None
         #: Delegations being downloaded ahead of the walk: the meta they were asked for and
         #: the download (`_fetch_ahead`); each is taken, or dropped, by the walk.
@@ -398,6 +405,7 @@ class _Run:
         return data
 
     def read_cache(self, role: str) -> bytes | None:
+        self.identities[role] = self.cache.identity(role)
         data = self.cache.read(role, _cache_cap(role, self.limits))
         self.read[role] = _digest(data)
         if data is not None:

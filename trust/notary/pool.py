@@ -84,8 +84,15 @@ class SessionPool:
         """Which credentials a session was made with, as a keyed hash (anonymous: "")."""
         if auth is None or auth.is_anonymous:
             return ""
-        text = "\0".join((auth.username, auth.password, auth.identitytoken))
-        data = text.encode("utf-8", "surrogatepass")
+        # Each field length-prefixed: a field may hold any character (NUL included, from a
+        # client's JSON header), so a plain separator would let two credentials share a key.
+        data = b"".join(
+            len(part).to_bytes(8, "big") + part
+            for part in (
+                field.encode("utf-8", "surrogatepass")
+                for field in (auth.username, auth.password, auth.identitytoken)
+            )
+        )
         return hmac.new(self._secret, data, hashlib.sha256).hexdigest()
 
     def lease(
