@@ -248,3 +248,39 @@ def test_the_policy_is_decided_at_each_request_on_a_kept_result(make_env: MakeEn
             parse(REF)
         )
     assert [r.path for r in env.server.requests] == [TS]  # the kept result, refused by the rule
+
+
+def test_a_cache_file_rewritten_in_place_with_its_size_and_mtime_put_back_is_read_again(
+    make_env: MakeEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another writer may rewrite a cached role in place and put its size and mtime back with
+    `os.utime`; its ctime still moves, so the kept result is not used and the cache is read and
+    verified again."""
+    env = make_env()
+    kept = Kept(env.settings.limits)
+    _update(env, kept)
+    _update(env, kept)
+    path = env.metadata_dir / "snapshot.json"
+    before = os.lstat(path)
+    data = path.read_bytes()
+    with open(path, "r+b") as handle:  # same inode, same bytes, same size
+        handle.write(data)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.lstat(path)
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+        before.st_ino,
+        before.st_size,
+        before.st_mtime_ns,
+    )
+    built: list[object] = []
+    original = TrustedSet.__init__
+
+    def counting(self: TrustedSet, *args: Any, **kwargs: Any) -> None:
+        built.append(self)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(TrustedSet, "__init__", counting)
+    data_after, paths = _update(env, kept)
+    assert paths == [TS]
+    assert built != []  # verified again from the cache, not the kept result
+    assert _digest(data_after, "1.0") == D1

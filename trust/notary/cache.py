@@ -27,7 +27,10 @@ from pathlib import Path
 from trust.errors import CacheError, InputError
 from trust.reference import Reference
 
-__all__ = ["TrustCache", "check_gun_for_trust", "has_cached_trust"]
+__all__ = ["FileIdentity", "TrustCache", "check_gun_for_trust", "has_cached_trust"]
+
+#: (device, inode, size, mtime ns, ctime ns) of a cache file: see `TrustCache.identity`.
+FileIdentity = tuple[int, int, int, int, int]
 
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
@@ -76,15 +79,16 @@ class TrustCache:
 
     # ------------------------------------------------------------------ reading
 
-    def identity(self, role: str) -> tuple[int, int, int, int] | None:
-        """Which file the cache holds for `role` (device, inode, size, mtime in ns; None when
-        absent): a long-running process compares it to tell whether another writer changed
-        the file since it was read (trust.notary.pool)."""
+    def identity(self, role: str) -> FileIdentity | None:
+        """Which file the cache holds for `role` (device, inode, size, mtime and ctime in ns;
+        None when absent): a long-running process compares it to tell whether another writer
+        changed the file since it was read (trust.notary.pool). ctime too: an in-place rewrite
+        can put the size and mtime back (`os.utime`), never the ctime."""
         try:
             info = os.lstat(self._path(role))
         except OSError:
             return None
-        return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
+        return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
 
     def read(self, role: str, max_bytes: int) -> bytes | None:
         """The cached bytes, or None if absent or larger than `max_bytes` (treated as absent)."""

@@ -48,7 +48,7 @@ from trust.errors import (
     ThresholdError,
     TrustpullError,
 )
-from trust.notary.cache import TrustCache, check_gun_for_trust
+from trust.notary.cache import FileIdentity, TrustCache, check_gun_for_trust
 from trust.notary.cjson import loads_strict
 from trust.notary.metadata import FileMeta
 from trust.notary.trusted_set import (
@@ -358,7 +358,7 @@ class _Run:
         self.cached: dict[str, bytes] = {}
         self.read: dict[str, bytes | None] = {}
         #: `TrustCache.identity` of each role's file as this run read it (taken before reading).
-        self.identities: dict[str, tuple[int, int, int, int] | None] = {}
+        self.identities: dict[str, FileIdentity | None] = {}
         self._trusted: TrustedSet | None = None
         #: Delegations being downloaded ahead of the walk: the meta they were asked for and
         #: the download (`_fetch_ahead`); each is taken, or dropped, by the walk.

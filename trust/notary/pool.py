@@ -31,11 +31,15 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from trust.credentials import RegistryAuth
 from trust.notary.remote import NotaryRemote
 from trust.notary.trusted_set import TrustData
 from trust.settings import Limits, TrustPinning
+
+if TYPE_CHECKING:
+    from trust.notary.cache import FileIdentity
 
 __all__ = ["Kept", "KeptResult", "SessionPool", "VerifiedStore"]
 
@@ -150,7 +154,7 @@ class KeptResult:
     #: The timestamp.json bytes the update fetched (equal to the cached ones).
     timestamp: bytes
     #: `TrustCache.identity` of every role file the update read (None: absent).
-    files: Mapping[str, tuple[int, int, int, int] | None]
+    files: Mapping[str, FileIdentity | None]
     #: The update's clock, and `stable_until` of its result.
     since: dt.datetime
     until: dt.datetime
