@@ -42,14 +42,8 @@ def _digest(data: TrustData, tag: str) -> str:
     return data.roles["targets/releases"].targets.targets[tag].hashes["sha256"].hex()
 
 
-def test_a_warm_update_is_one_request_and_the_kept_result(
-    make_env: MakeEnv, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    env = make_env()
-    kept = Kept(env.settings.limits)
-    _update(env, kept)  # first use: writes the cache, keeps nothing
-    second, paths = _update(env, kept)  # everything from the cache: kept
-    assert paths == [TS]
+def _count_verifications(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Every TrustedSet built from now on (one per verification of cached or fetched roles)."""
     built: list[object] = []
     original = TrustedSet.__init__
 
@@ -58,6 +52,18 @@ def test_a_warm_update_is_one_request_and_the_kept_result(
         original(self, *args, **kwargs)
 
     monkeypatch.setattr(TrustedSet, "__init__", counting)
+    return built
+
+
+def test_a_warm_update_is_one_request_and_the_kept_result(
+    make_env: MakeEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = make_env()
+    kept = Kept(env.settings.limits)
+    _update(env, kept)  # first use: writes the cache, keeps nothing
+    second, paths = _update(env, kept)  # everything from the cache: kept
+    assert paths == [TS]
+    built = _count_verifications(monkeypatch)
     third, paths = _update(env, kept)
     assert paths == [TS]
     assert built == []  # nothing verified again: the kept result
@@ -272,14 +278,7 @@ def test_a_cache_file_rewritten_in_place_with_its_size_and_mtime_put_back_is_rea
         before.st_size,
         before.st_mtime_ns,
     )
-    built: list[object] = []
-    original = TrustedSet.__init__
-
-    def counting(self: TrustedSet, *args: Any, **kwargs: Any) -> None:
-        built.append(self)
-        original(self, *args, **kwargs)
-
-    monkeypatch.setattr(TrustedSet, "__init__", counting)
+    built = _count_verifications(monkeypatch)
     data_after, paths = _update(env, kept)
     assert paths == [TS]
     assert built != []  # verified again from the cache, not the kept result
