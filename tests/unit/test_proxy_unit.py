@@ -209,6 +209,16 @@ class _Recorder(BaseHTTPRequestHandler):
                 at += step
             self.wfile.write(b"0\r\n\r\n")
             return
+        if self.path.endswith("/wait"):  # as the engine's wait: the head now, the body at exit
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.flush()
+            time.sleep(1.0)
+            exit_body = b'{"StatusCode":0,"Error":null}'
+            self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(exit_body), exit_body))
+            return
         if self.path.endswith("/version"):
             answer = json.dumps({"ApiVersion": "1.41", "MinAPIVersion": "1.12"}).encode()
             status = 200
@@ -301,6 +311,25 @@ def test_keep_alive_pipelining_and_http10(proxy: str, fake: Any) -> None:
     assert [s["path"] for s in seen[-2:]] == ["/v1.41/containers/json", "/v1.41/images/json"]
     out = _exchange(proxy, b"GET /v1.41/info HTTP/1.0\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 200") or out.startswith(b"HTTP/1.0 200"), out
+
+
+def test_an_answer_head_is_relayed_before_its_late_body(proxy: str, fake: Any) -> None:
+    """`docker run` waits for the head of `POST /containers/{id}/wait` before it starts the
+    container; the body comes at the container's exit. A head held back until its body
+    arrived hung every `docker run` through the proxy."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(proxy)
+        sock.sendall(b"POST /v1.41/containers/abc/wait HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.settimeout(0.6)
+        first = sock.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200") and first.endswith(b"\r\n\r\n"), first
+        sock.settimeout(5)
+        rest = b""
+        while not rest.endswith(b"0\r\n\r\n"):
+            got = sock.recv(65536)
+            assert got, (first, rest)
+            rest += got
+    assert b'{"StatusCode":0,"Error":null}' in rest
 
 
 def test_pipelined_after_a_json_body_X27(proxy: str, fake: Any) -> None:

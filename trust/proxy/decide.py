@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import functools
 import json
 import os
 import re
@@ -68,6 +69,7 @@ _EXIT_CHANGING = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=256)
 def compare_versions(a: str, b: str) -> int:
     """moby's versions.compare: numeric by component, missing or non-numeric parts are 0."""
     left, right = a.split("."), b.split(".")

@@ -1,11 +1,13 @@
-"""Strict HTTP/1.x request heads and message bodies (engine-proxy.md §1.5).
+"""Strict HTTP/1.x heads (requests from clients, answers from the engine) and bodies (§1.5).
 
-h11 parses heads and serialises what the proxy sends, but on its own it accepts shapes the
-engine's Go parser reads differently: measured with h11 0.16, it decodes a chunked body on
-HTTP/1.0 (Go ignores Transfer-Encoding there: X24), takes Transfer-Encoding with Content-Length,
-joins obsolete line folding, accepts bare LF, merges repeated Content-Length and routes
-absolute-form targets and `PRI * HTTP/2.0`. So every head is first checked here, on the raw
-bytes, and refused when any two reasonable parsers could disagree; only then is it fed to h11.
+The design card suggested h11 for the proxy's framing; measured with h11 0.16, on its own it
+accepts shapes the engine's Go parser reads differently: it decodes a chunked body on HTTP/1.0
+(Go ignores Transfer-Encoding there: X24), takes Transfer-Encoding with Content-Length, joins
+obsolete line folding, accepts bare LF, merges repeated Content-Length and routes absolute-form
+targets and `PRI * HTTP/2.0`. So every head is parsed here, on the raw bytes, and refused when
+any two reasonable parsers could disagree. h11 then only re-parsed what this module had
+accepted, at half the proxy's CPU per request (trust/proxy/writer.py), so it is no longer on
+the request path; the tests use it as an independent reader of what the proxy writes.
 
 Bodies are decoded here too (`BodyReader`), not by h11: h11 turns every chunk into an event and
 copies it three times, which cost a quarter of `docker save`/`docker load` throughput through the
@@ -21,7 +23,17 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-__all__ = ["HEAD_END", "BodyError", "BodyReader", "HTTPRefusal", "RequestHead", "check_head"]
+__all__ = [
+    "HEAD_END",
+    "BodyError",
+    "BodyReader",
+    "HTTPRefusal",
+    "HeadError",
+    "RequestHead",
+    "ResponseHead",
+    "check_head",
+    "parse_response_head",
+]
 
 HEAD_END = b"\r\n\r\n"
 #: No real client sends more than a few dozen header lines (X29).
@@ -30,6 +42,10 @@ MAX_HEADER_LINES = 1000
 _TOKEN_RE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _REQUEST_LINE_RE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) (\S+) HTTP/(\d)\.(\d)")
 _DIGITS_RE = re.compile(rb"[0-9]{1,18}")
+#: A control byte other than HTAB, or DEL: never in a header value.
+_BAD_VALUE_RE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+#: Anything outside visible ASCII: never in a request target.
+_BAD_TARGET_RE = re.compile(rb"[^\x21-\x7e]")
 #: What a `Connection` header may name: anything else would make a proxy drop end-to-end
 #: headers as hop-by-hop (X30).
 _CONNECTION_TOKENS = {b"close", b"keep-alive", b"upgrade"}
@@ -128,7 +144,7 @@ def check_head(raw: bytes) -> RequestHead:
             "trustpull: only HTTP/1.0 and HTTP/1.1 are spoken",
             close=True,
         )
-    if any(b < 0x21 or b > 0x7E for b in target):
+    if _BAD_TARGET_RE.search(target) is not None:
         raise _bad("control, space or non-ASCII byte in the request target")
     if not target.startswith(b"/"):
         raise _bad("only origin-form request targets are accepted (no absolute or * form)")
@@ -146,7 +162,7 @@ def check_head(raw: bytes) -> RequestHead:
         if not colon or _TOKEN_RE.fullmatch(name) is None:
             raise _bad(f"invalid header name {name[:40]!r}")
         value = value.strip(b" \t")
-        if any((b < 0x20 and b != 0x09) or b == 0x7F for b in value):
+        if _BAD_VALUE_RE.search(value) is not None:
             raise _bad(f"control byte in header {name.decode()}")
         headers.append((name.lower(), value))
     head = RequestHead(method.decode(), target.decode(), version, tuple(headers))
@@ -186,6 +202,85 @@ def _check_framing(head: RequestHead) -> None:
         lowered = content_type.lower()
         if b"form-urlencoded" in lowered or b"multipart" in lowered:
             raise _bad("form bodies are refused (the engine lets them override the query)")
+
+
+# --------------------------------------------------------------------------- engine answers
+
+_STATUS_RE = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: ([^\r\n]*))?")
+
+
+class HeadError(Exception):
+    """An answer head from the engine that is not plainly well-formed."""
+
+
+@dataclass(frozen=True)
+class ResponseHead:
+    """An engine answer's status line and headers, as strictly parsed as a request head."""
+
+    status: int
+    reason: bytes
+    #: (name as sent, value) in order.
+    headers: tuple[tuple[bytes, bytes], ...]
+    #: Content-Length, or None.
+    length: int | None
+    chunked: bool
+    #: HTTP/1.0 or `Connection: close`: the engine ends the connection after this answer.
+    close: bool
+
+    def get(self, name: bytes) -> bytes | None:
+        """The first value of header `name` (lower case)."""
+        for key, value in self.headers:
+            if key.lower() == name:
+                return value
+        return None
+
+    def body_framing(self, method: str) -> tuple[int | None, bool]:
+        """(length, chunked) of the body that follows (RFC 9112 §6.3); (None, False): to EOF."""
+        if method == "HEAD" or self.status in (204, 304) or 100 <= self.status < 200:
+            return 0, False
+        if self.chunked:
+            return None, True
+        return self.length, False
+
+
+def parse_response_head(raw: bytes) -> ResponseHead:
+    """One answer head (without the final CRLFCRLF), strictly; raise HeadError.
+
+    The engine is a local, trusted peer, but its answers are framed by what is read here:
+    a head two parsers could read differently is not passed on (no bare LF, no folding, one
+    Content-Length of plain digits, only `chunked`, never both).
+    """
+    lines = raw.split(b"\r\n")
+    match = _STATUS_RE.fullmatch(lines[0])
+    if match is None:
+        raise HeadError(f"status line {lines[0][:80]!r}")
+    minor, status = match.group(1), int(match.group(2))
+    headers: list[tuple[bytes, bytes]] = []
+    length: int | None = None
+    chunked = False
+    close = minor == b"0"
+    for line in lines[1:]:
+        name, colon, raw_value = line.partition(b":")
+        value = raw_value.strip(b" \t")
+        if not colon or _TOKEN_RE.fullmatch(name) is None or b"\n" in line or b"\r" in line:
+            raise HeadError(f"header line {line[:80]!r}")
+        if _BAD_VALUE_RE.search(value) is not None:
+            raise HeadError("control byte in a header")
+        key = name.lower()
+        if key == b"content-length":
+            if length is not None or _DIGITS_RE.fullmatch(value) is None:
+                raise HeadError("Content-Length")
+            length = int(value)
+        elif key == b"transfer-encoding":
+            if value.lower() != b"chunked" or chunked:
+                raise HeadError("Transfer-Encoding")
+            chunked = True
+        elif key == b"connection" and b"close" in value.lower():
+            close = True
+        headers.append((name, value))
+    if chunked and length is not None:
+        raise HeadError("both Content-Length and chunked")
+    return ResponseHead(status, match.group(3) or b"", tuple(headers), length, chunked, close)
 
 
 # ------------------------------------------------------------------------------------ bodies
@@ -363,5 +458,5 @@ class BodyReader:
             name, colon, value = line.partition(b":")
             if not colon or _TOKEN_RE.fullmatch(name) is None:
                 raise BodyError("invalid trailer line")
-            if any((b < 0x20 and b != 0x09) or b == 0x7F for b in value):
+            if _BAD_VALUE_RE.search(value) is not None:
                 raise BodyError("control byte in a trailer")

@@ -20,12 +20,15 @@ __all__ = ["Query", "Route", "Target", "match_route", "parse_query", "parse_targ
 
 _VERSION_RE = re.compile(r"/v([0-9.]+)(/.*)")
 _HEX = "0123456789abcdefABCDEF"
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f]")
 #: Keys real clients repeat on purpose; every other key of an interpreted route must be single.
 LIST_KEYS = {"t", "changes"}
 
 
 def _go_unescape(text: str, *, plus_is_space: bool) -> str:
     """Go's `unescape`: `%XX` → byte (invalid escape is an error), `+` → space in queries."""
+    if "%" not in text and (not plus_is_space or "+" not in text):
+        return text  # nothing to decode (a str is already valid text)
     out = bytearray()
     i = 0
     raw = text.encode("latin-1", "strict") if text.isascii() else text.encode()
@@ -118,7 +121,7 @@ class Target:
 def parse_target(target: str) -> Target:
     raw_path, _, raw_query = target.partition("?")
     path = _go_unescape(raw_path, plus_is_space=False)
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+    if _CONTROL_RE.search(path) is not None:
         raise HTTPRefusal(400, "trustpull: control byte in the decoded path")
     cleaned = posixpath.normpath(path)
     if cleaned.startswith("//"):
@@ -151,6 +154,8 @@ class Route:
     pattern: re.Pattern[str]
     #: True when the proxy interprets this route's parameters (single-valued keys enforced).
     interpreted: bool = False
+    #: The template's first path segment when it is literal (`images`), else None.
+    first: str | None = None
 
 
 def _route(method: str, template: str, name: str, interpreted: bool = False) -> Route:
@@ -161,7 +166,8 @@ def _route(method: str, template: str, name: str, interpreted: bool = False) -> 
             regex += {"": _ONE, ".*": _ANY, ".+": _PLUS}[kind].format(var)
         else:
             regex += re.escape(part)
-    return Route(name, method, re.compile(regex), interpreted)
+    first = template.split("/")[1] if template.count("/") >= 1 else ""
+    return Route(name, method, re.compile(regex), interpreted, None if "{" in first else first)
 
 
 #: The engine's routes in its registration order (moby api/server/router/*), one a line:
@@ -307,6 +313,32 @@ def _rows(table: str) -> tuple[Route, ...]:
 ROUTES: tuple[Route, ...] = _rows(_TABLE)
 
 
+def _buckets(
+    routes: tuple[Route, ...],
+) -> dict[str, tuple[dict[str, tuple[Route, ...]], tuple[Route, ...]]]:
+    """Per method: the routes a path's first segment can reach, in table order.
+
+    A route whose template starts with a literal segment matches only paths with that first
+    segment; a route starting with a variable can match any path, so it is in every bucket.
+    `match_route` so tries a few patterns instead of the whole table, with the same result.
+    """
+    out: dict[str, tuple[dict[str, tuple[Route, ...]], tuple[Route, ...]]] = {}
+    for method in dict.fromkeys(route.method for route in routes):
+        mine = [route for route in routes if route.method == method]
+        anywhere = tuple(route for route in mine if route.first is None)
+        firsts = dict.fromkeys(route.first for route in mine if route.first is not None)
+        by_first = {
+            first: tuple(r for r in mine if r.first is None or r.first == first)
+            for first in firsts
+            if first is not None
+        }
+        out[method] = (by_first, anywhere)
+    return out
+
+
+_BUCKETS = _buckets(ROUTES)
+
+
 @dataclass(frozen=True)
 class Match:
     route: Route
@@ -320,9 +352,10 @@ def match_route(method: str, path: str) -> Match | None:
     the proxy must not depend on registration order it may have copied wrong.
     """
     found: list[Match] = []
-    for route in ROUTES:
-        if route.method != method:
-            continue
+    by_first, anywhere = _BUCKETS.get(method, ({}, ()))
+    first = path.split("/", 2)[1] if path.startswith("/") else None
+    candidates = by_first.get(first, anywhere) if first is not None else anywhere
+    for route in candidates:
         m = route.pattern.fullmatch(path)
         if m is not None:
             found.append(Match(route, m.groupdict()))

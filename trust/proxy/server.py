@@ -1,11 +1,11 @@
 """The listener, the per-connection loop, forwarding and byte tunnels.
 
 One thread per client connection (bounded by `max_connections` and per peer uid), one upstream
-connection per client connection, one request at a time on it. Request heads are checked by
-`framing.check_head` before h11 sees them (without their framing headers: h11 parses heads and
-frames what the proxy sends); bodies both ways are decoded by `framing.BodyReader` and sent on
-in large slices under the proxy's own framing (a fresh Content-Length, or chunks written
-here), so the engine only ever receives bytes the proxy produced itself, until the engine
+connection per client connection, one request at a time on it. Request heads are parsed strictly by
+`framing.check_head`, the engine's answer heads by `framing.parse_response_head`; bodies both
+ways are decoded by `framing.BodyReader` and sent on in large slices under the proxy's own
+framing (`trust.proxy.writer`: a fresh Content-Length, or chunks written here), so the engine
+only ever receives bytes the proxy produced itself, until the engine
 switched a connection to a raw stream (attach, exec start, an allowed upgrade): from then on
 both sockets are joined by a tunnel that never parses again.
 
@@ -28,9 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TextIO, cast
-
-import h11
+from typing import Any, Protocol, TextIO
 
 from trust.errors import ConfigError
 from trust.policy import Policy
@@ -39,12 +37,16 @@ from trust.proxy.framing import (
     HOP_BY_HOP,
     BodyError,
     BodyReader,
+    HeadError,
     HTTPRefusal,
     RequestHead,
+    ResponseHead,
     check_head,
+    parse_response_head,
 )
 from trust.proxy.routes import Match, Target, match_route, parse_target
 from trust.proxy.upstream import EngineDown, Upstream
+from trust.proxy.writer import REASONS, Answer, WriteError, request_head
 from trust.settings import ProxyConfig, Settings
 
 __all__ = ["Peer", "Proxy", "bind_listener"]
@@ -52,9 +54,8 @@ __all__ = ["Peer", "Proxy", "bind_listener"]
 _RECV = 1024 * 1024
 #: Reads while a head is awaited: a head is small, the body after it has its own reader.
 _HEAD_RECV = 64 * 1024
-#: Headers h11 is not shown: the strict head check decided the framing and `BodyReader` reads
-#: the body, so h11 sees a request without a body and keeps its own state in step with ours.
-_FRAMING = (b"content-length", b"transfer-encoding")
+#: An engine answer's head larger than this is not the engine's.
+_MAX_ANSWER_HEAD = 64 * 1024
 #: Threads kept waiting in accept(), and at most this many idle after a burst.
 _SPARE = 4
 _MAX_IDLE = 32
@@ -313,7 +314,7 @@ class Proxy:
 def _refuse_raw(sock: socket.socket, status: int, message: str) -> None:
     body = json.dumps({"message": message}).encode() + b"\n"
     head = (
-        f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
+        f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
         "Connection: close\r\n\r\n"
     ).encode()
@@ -323,23 +324,6 @@ def _refuse_raw(sock: socket.socket, status: int, message: str) -> None:
     _linger(sock, 2.0, 1024 * 1024)
     with contextlib.suppress(OSError):
         sock.close()
-
-
-_REASONS = {
-    200: "OK",
-    301: "Moved Permanently",
-    400: "Bad Request",
-    403: "Forbidden",
-    404: "Not Found",
-    408: "Request Timeout",
-    413: "Payload Too Large",
-    417: "Expectation Failed",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    501: "Not Implemented",
-    503: "Service Unavailable",
-    505: "HTTP Version Not Supported",
-}
 
 
 class _Closed(Exception):
@@ -354,7 +338,8 @@ class Exchange:
     head: RequestHead
     target: Target
     match: Match | None
-    h11c: h11.Connection
+    #: The answer being written to the client (framing and keep-alive).
+    answer: Answer
     body_read: bool = False
     body: bytes | None = None
     #: The request body's reader, once reading began; `done` when all of it was read.
@@ -491,25 +476,13 @@ class ClientConnection:
             )
             self._send_simple(refusal)
             return False
-        h11c = h11.Connection(
-            h11.SERVER, max_incomplete_event_size=self.proxy.config.max_header_bytes + 64
-        )
-        h11c.receive_data(_without_framing(raw))
         del self.buffer[: len(raw) + len(HEAD_END)]  # the body and what follows it stay here
-        try:
-            event = h11c.next_event()
-            end = h11c.next_event()
-        except h11.RemoteProtocolError as exc:
-            self._send_simple(HTTPRefusal(400, f"trustpull: malformed request: {exc}", close=True))
-            return False
-        if not isinstance(event, h11.Request) or not isinstance(end, h11.EndOfMessage):
-            self._send_simple(HTTPRefusal(400, "trustpull: malformed request", close=True))
-            return False
+        answer = Answer(head.method, head.version, keep_alive=not _wants_close(head))
         exchange: Exchange | None = None
         try:
             target = parse_target(head.target)
             match = match_route(head.method, target.path)
-            exchange = Exchange(self, head, target, match, h11c)
+            exchange = Exchange(self, head, target, match, answer)
             if not head.has_body:
                 exchange.body_read = True
             assert self.proxy.decider is not None, "build the proxy with build_proxy()"
@@ -517,7 +490,7 @@ class ClientConnection:
         except HTTPRefusal as refusal:
             if exchange is None:
                 exchange = Exchange(
-                    self, head, Target(None, head.target, _EMPTY_QUERY, ""), None, h11c
+                    self, head, Target(None, head.target, _EMPTY_QUERY, ""), None, answer
                 )
             self.refuse(exchange, refusal)
             if refusal.close or (head.has_body and not exchange.body_read):
@@ -537,7 +510,7 @@ class ClientConnection:
             return False
         if self.tunnelled:
             return False
-        return h11c.our_state is h11.DONE and h11c.their_state is h11.DONE and exchange.body_done
+        return answer.done and answer.keep and exchange.body_done
 
     # -- reading the request body
 
@@ -551,7 +524,7 @@ class ClientConnection:
             ex.body_read = True
             return
         if ex.waiting_for_continue:
-            self._send_events(ex.h11c, h11.InformationalResponse(status_code=100, headers=[]))
+            self._send(ex.answer.informational(100))
             ex.continue_sent = True
         ex.body_read = True
         if ex.reader is None:
@@ -591,14 +564,18 @@ class ClientConnection:
 
     # -- answering
 
-    def _send_events(self, h11c: h11.Connection, *events: Any) -> None:
-        for event in events:
-            data = h11c.send(event)
-            if data:
-                try:
-                    self.sock.sendall(data)
-                except OSError:
-                    raise _Closed from None
+    def _send(self, data: bytes) -> None:
+        if data:
+            try:
+                self.sock.sendall(data)
+            except OSError:
+                raise _Closed from None
+
+    def _send_pieces(self, pieces: list[Any]) -> None:
+        try:
+            send_all(self.sock, pieces)
+        except OSError:
+            raise _Closed from None
 
     def _send_simple(self, refusal: HTTPRefusal) -> None:
         body = b""
@@ -607,7 +584,7 @@ class ClientConnection:
             body = json.dumps({"message": refusal.message}).encode() + b"\n"
             headers.append((b"content-type", b"application/json"))
             headers.append((b"x-trustpull-refusal", refusal.kind.encode()))
-        head = f"HTTP/1.1 {refusal.status} {_REASONS.get(refusal.status, 'Error')}\r\n".encode()
+        head = f"HTTP/1.1 {refusal.status} {REASONS.get(refusal.status, 'Error')}\r\n".encode()
         for k, v in headers:
             head += k + b": " + v + b"\r\n"
         head += f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
@@ -619,8 +596,8 @@ class ClientConnection:
 
     def refuse(self, ex: Exchange, refusal: HTTPRefusal) -> None:
         """An Engine API error (§3.1); closes when the body was not read."""
-        h11c = ex.h11c
-        if h11c.our_state is not h11.SEND_RESPONSE:
+        answer = ex.answer
+        if answer.started:
             raise _Closed
         body = b""
         headers: list[tuple[bytes, bytes]] = list(refusal.headers)
@@ -631,17 +608,8 @@ class ClientConnection:
         headers.append((b"content-length", str(len(body)).encode()))
         if refusal.close or (ex.head.has_body and not ex.body_read):
             headers.append((b"connection", b"close"))
-        self._send_events(
-            h11c,
-            h11.Response(
-                status_code=refusal.status,
-                headers=headers,
-                reason=_REASONS.get(refusal.status, "Error").encode(),
-            ),
-        )
-        if body and ex.head.method != "HEAD":
-            self._send_events(h11c, h11.Data(data=body))
-        self._send_events(h11c, h11.EndOfMessage())
+        head = answer.head(refusal.status, headers, REASONS.get(refusal.status, "Error").encode())
+        self._send_pieces([head, *answer.body([body]), answer.end()])
         if refusal.close or (ex.head.has_body and not ex.body_read):
             # The body is never parsed nor forwarded (X28). Close our side, then discard what
             # the client is still sending for a moment (bounded), so that it reads the answer
@@ -652,30 +620,23 @@ class ClientConnection:
                 _linger(self.sock)
 
     def respond_head(self, ex: Exchange, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-        self._send_events(
-            ex.h11c,
-            h11.Response(
-                status_code=status, headers=headers, reason=_REASONS.get(status, "OK").encode()
-            ),
-        )
+        self._send(ex.answer.head(status, headers))
 
     def respond_data(self, ex: Exchange, data: bytes) -> None:
         if data:
-            self._send_events(ex.h11c, h11.Data(data=data))
+            self._send_pieces(ex.answer.body([data]))
 
     def respond_end(self, ex: Exchange) -> None:
-        self._send_events(ex.h11c, h11.EndOfMessage())
+        self._send(ex.answer.end())
 
     def respond_json(self, ex: Exchange, status: int, value: Any) -> None:
         body = json.dumps(value).encode() + b"\n"
-        self.respond_head(
-            ex,
+        answer = ex.answer
+        head = answer.head(
             status,
             [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
         )
-        if ex.head.method != "HEAD":
-            self.respond_data(ex, body)
-        self.respond_end(ex)
+        self._send_pieces([head, *answer.body([body]), answer.end()])
 
     # -- forwarding
 
@@ -717,47 +678,56 @@ class ClientConnection:
         headers += extra_headers or []
         source: bytes | Iterator[bytes] | None = None
         own_body = body is None and head.has_body  # the client's, relayed batch by batch
+        chunked = False
+        framing = b""
         if body is None:
             if head.chunked:
-                headers.append((b"transfer-encoding", b"chunked"))
+                chunked = True
             elif (head.content_length or 0) > 0:
-                headers.append((b"content-length", str(head.content_length).encode()))
+                framing = b"Content-Length: %d\r\n" % (head.content_length or 0)
             else:
                 ex.body_read = True
                 if head.method in ("POST", "PUT", "PATCH") or head.content_length == 0:
-                    headers.append((b"content-length", b"0"))
+                    framing = b"Content-Length: 0\r\n"
         elif isinstance(body, bytes):
             source = body
-            headers.append((b"content-length", str(len(body)).encode()))
+            framing = b"Content-Length: %d\r\n" % len(body)
         else:
             source = body
-            headers.append((b"transfer-encoding", b"chunked"))
+            chunked = True
+        if chunked:
+            framing = b"Transfer-Encoding: chunked\r\n"
         if upgrade is not None:
-            headers += [(b"connection", b"Upgrade"), (b"upgrade", upgrade)]
-        elif head.version == (1, 0) or _wants_close(head):
-            pass  # the upstream connection stays reusable; the client side closes
-        up = self._upstream_socket()
-        uc = h11.Connection(h11.CLIENT)
-        request = h11.Request(
-            method=head.method, target=target or ex.target.encode(), headers=headers
-        )
+            framing += b"Connection: Upgrade\r\nUpgrade: " + upgrade + b"\r\n"
+        # An HTTP/1.0 or `Connection: close` client: the upstream connection stays reusable,
+        # the client side closes (`Answer.keep`).
         try:
-            out: list[Any] = _framed(uc, request)
+            request = request_head(
+                head.method,
+                (target if target is not None else ex.target.encode()).encode(),
+                headers,
+                framing,
+            )
+        except WriteError as exc:
+            raise HTTPRefusal(400, f"trustpull: cannot forward this request: {exc}") from None
+        up = self._upstream_socket()
+        try:
+            out: list[Any] = [request]
             if own_body:
                 for batch in self.body_batches(ex):
-                    out += _body_out(uc, batch, head.chunked)
+                    out += _chunk(batch) if chunked else batch
                     send_all(up, out)
                     out = []
             elif isinstance(source, bytes):
-                if source:
-                    out += _framed(uc, h11.Data(data=source))
+                out.append(source)
             elif source is not None:
                 for data in source:
                     if data:
-                        out += _framed(uc, h11.Data(data=data))
+                        out += _chunk([data])
                         send_all(up, out)
                         out = []
-            out += _framed(uc, h11.EndOfMessage())
+            if chunked:
+                out.append(b"0\r\n\r\n")
             send_all(up, out)
         except OSError as exc:
             self._drop_upstream()
@@ -766,95 +736,91 @@ class ClientConnection:
             # a malformed client body: the engine keeps a truncated request, never a whole one
             self._drop_upstream()
             raise
-        return self._relay(ex, uc, up, response_filter, buffer_response, tee, status_from_body)
+        return self._relay(ex, up, response_filter, buffer_response, tee, status_from_body)
 
-    def _up_event(
-        self,
-        uc: h11.Connection,
-        up: socket.socket,
-        before_recv: Callable[[], None] | None = None,
-    ) -> Any:
+    def _answer_head(self, up: socket.socket) -> tuple[ResponseHead, bytes, bytes]:
+        """The engine's next final answer head (1xx other than 101 skipped), its raw bytes
+        and what was received after it; EngineDown for anything not plainly well-formed."""
+        buffer = b""
         while True:
-            try:
-                event = uc.next_event()
-            except h11.RemoteProtocolError as exc:
-                self._drop_upstream()
-                raise EngineDown(f"invalid answer from the engine: {exc}") from None
-            if event is h11.NEED_DATA:
-                if before_recv is not None:
-                    before_recv()  # whatever was decoded goes out before we block
+            end = buffer.find(HEAD_END)
+            if end < 0:
+                if len(buffer) > _MAX_ANSWER_HEAD:
+                    self._drop_upstream()
+                    raise EngineDown("invalid answer from the engine: head too large")
                 try:
                     data = up.recv(_HEAD_RECV)
                 except OSError:
                     data = b""
-                uc.receive_data(data)
+                if not data:
+                    self._drop_upstream()
+                    raise EngineDown("the engine closed the connection")
+                buffer += data
                 continue
-            return event
+            raw, buffer = buffer[:end], buffer[end + len(HEAD_END) :]
+            try:
+                answer = parse_response_head(raw)
+            except HeadError as exc:
+                self._drop_upstream()
+                raise EngineDown(f"invalid answer from the engine: {exc}") from None
+            if 100 <= answer.status < 200 and answer.status != 101:
+                continue  # 100 Continue and the like: the client sent no Expect to us
+            return answer, raw, buffer
 
     def _relay(
         self,
         ex: Exchange,
-        uc: h11.Connection,
         up: socket.socket,
         response_filter: Any,
         buffer_response: Any,
         tee: Any,
         status_from_body: bytes | None = None,
     ) -> int:
-        while True:
-            event = self._up_event(uc, up)
-            if isinstance(event, h11.InformationalResponse) and event.status_code != 101:
-                continue
-            break
-        if isinstance(event, h11.ConnectionClosed):
-            self._drop_upstream()
-            raise EngineDown("the engine closed the connection")
-        status: int = event.status_code
-        resp_headers = list(event.headers)
-        ctype = _header(resp_headers, b"content-type") or b""
+        answer, raw, rest = self._answer_head(up)
+        status = answer.status
+        ctype = answer.get(b"content-type") or b""
         is_raw = (
             ex.route in _HIJACK_ROUTES
             and status == 200
             and ctype.split(b";")[0].strip() in _RAW_STREAM_TYPES
-            and _header(resp_headers, b"content-length") is None
-            and _header(resp_headers, b"transfer-encoding") is None
+            and answer.length is None
+            and not answer.chunked
         )
         if status == 101 or is_raw:
-            self._tunnel(ex, event, uc, up)
+            self._tunnel(raw, rest, up)
             return status
+        resp_headers = list(answer.headers)
         if response_filter is not None:
             resp_headers = response_filter(status, resp_headers)
         out_headers = [
             (k, v)
             for k, v in resp_headers
-            if k not in (b"connection", b"keep-alive", b"transfer-encoding")
+            if k.lower() not in (b"connection", b"keep-alive", b"transfer-encoding")
         ]
-        reader = _response_reader(ex, uc, up, status, list(event.headers))
+        length, chunked = answer.body_framing(ex.head.method)
+        up.settimeout(None)
+        reader = BodyReader(up, rest, length=length, chunked=chunked)
         try:
             if buffer_response is not None:
                 self._relay_buffered(
-                    ex, event, reader, status, out_headers, buffer_response, status_from_body
+                    ex, answer, reader, out_headers, buffer_response, status_from_body
                 )
             else:
-                response = h11.Response(
-                    status_code=status, headers=out_headers, reason=event.reason
-                )
-                framed = ex.h11c.send(response) or b""
-                chunked = _is_chunked(framed)
-                try:
-                    self.sock.sendall(framed)
-                except OSError:
-                    raise _Closed from None
-                head_only = ex.head.method == "HEAD"
+                to_client = ex.answer
+                out: list[Any] = [to_client.head(status, out_headers, answer.reason)]
+                if length is None or len(rest) < length:
+                    # The rest may come late (`wait`, `events`, a pull's progress): the head
+                    # goes out now, as the engine sent it; a whole small answer goes at once.
+                    self._send_pieces(out)
+                    out = []
                 for batch in reader.batches():
                     if tee is not None:
                         tee(b"".join(batch))
-                    if not head_only:
-                        try:
-                            send_all(self.sock, _body_out(ex.h11c, batch, chunked))
-                        except OSError:
-                            raise _Closed from None
-                self._send_events(ex.h11c, h11.EndOfMessage())
+                    out += to_client.body(batch)
+                    self._send_pieces(out)
+                    out = []
+                out.append(to_client.end())
+                self._send_pieces(out)
         except BodyError as exc:
             self._drop_upstream()
             raise EngineDown(f"invalid answer from the engine: {exc}") from None
@@ -862,7 +828,7 @@ class ClientConnection:
             self._drop_upstream()
             raise
         reusable = (
-            uc.our_state is h11.DONE
+            not answer.close
             and reader.done
             and (reader.length is not None or reader.chunked)
             and not reader.rest()
@@ -874,9 +840,8 @@ class ClientConnection:
     def _relay_buffered(
         self,
         ex: Exchange,
-        event: Any,
+        answer: ResponseHead,
         reader: BodyReader,
-        status: int,
         out_headers: list[tuple[bytes, bytes]],
         buffer_response: Callable[[int, bytes], bytes],
         status_from_body: bytes | None,
@@ -885,38 +850,32 @@ class ClientConnection:
         for batch in reader.batches():
             for piece in batch:
                 data += piece
+        status = answer.status
         new = buffer_response(status, bytes(data))
         if status_from_body is not None and status_from_body in new and new != data:
             status = 403  # the filter turned the answer into a refusal
-            out_headers = [(k, v) for k, v in out_headers if k != b"content-type"]
+            out_headers = [(k, v) for k, v in out_headers if k.lower() != b"content-type"]
             out_headers.append((b"content-type", b"application/json"))
-        out_headers = [(k, v) for k, v in out_headers if k != b"content-length"]
+        out_headers = [(k, v) for k, v in out_headers if k.lower() != b"content-length"]
         out_headers.append((b"content-length", str(len(new)).encode()))
-        reason = event.reason if status == event.status_code else b"Forbidden"
-        self._send_events(
-            ex.h11c, h11.Response(status_code=status, headers=out_headers, reason=reason)
-        )
-        if new and ex.head.method != "HEAD":
-            self._send_events(ex.h11c, h11.Data(data=new))
-        self._send_events(ex.h11c, h11.EndOfMessage())
+        reason = answer.reason if status == answer.status else b"Forbidden"
+        to_client = ex.answer
+        head = to_client.head(status, out_headers, reason)
+        self._send_pieces([head, *to_client.body([new]), to_client.end()])
 
     # -- tunnels (§1.6)
 
-    def _tunnel(self, ex: Exchange, event: Any, uc: h11.Connection, up: socket.socket) -> None:
+    def _tunnel(self, raw: bytes, up_rest: bytes, up: socket.socket) -> None:
+        """The engine's 101 or raw-stream head as it sent it (parsed strictly first), then
+        bytes both ways, never parsed again."""
         self.tunnelled = True
         self.upstream = None  # never pooled again
-        reason = event.reason or b""
-        head = b"HTTP/1.1 " + str(event.status_code).encode() + b" " + bytes(reason) + b"\r\n"
-        for k, v in event.headers:
-            head += bytes(k) + b": " + bytes(v) + b"\r\n"
-        head += b"\r\n"
-        up_rest, _ = uc.trailing_data
         client_rest = bytes(self.buffer)  # after an attach without Upgrade: the stdin (X32)
         self.buffer.clear()
         try:
-            self.sock.sendall(head + bytes(up_rest))
+            self.sock.sendall(raw + HEAD_END + up_rest)
             if client_rest:
-                up.sendall(bytes(client_rest))
+                up.sendall(client_rest)
         except OSError:
             up.close()
             return
@@ -953,33 +912,11 @@ def tunnel(a: socket.socket, b: socket.socket) -> None:
         b.close()
 
 
-def _framed(h: h11.Connection, event: Any) -> list[Any]:
-    """The bytes h11 frames `event` with, the data itself passed through uncopied."""
-    return h.send_with_data_passthrough(event) or []
-
-
-def _data(piece: memoryview) -> h11.Data:
-    """A Data event over a slice of a body buffer: h11 passes it through (`_framed`) unread."""
-    return h11.Data(data=cast(bytes, piece))
-
-
-def _body_out(h: h11.Connection, batch: list[memoryview], chunked: bool) -> list[Any]:
-    """The bytes that send one batch of body: one chunk of all of it on a chunked message
-    (h11's chunked writer keeps no count, so writing the chunk here leaves its state as
-    h11 would; its EndOfMessage writes the last chunk), else h11's own framing (it counts
-    Content-Length and refuses a byte too many)."""
-    if chunked:
-        total = sum(piece.nbytes for piece in batch)
-        return [b"%x\r\n" % total, *batch, b"\r\n"] if total else []
-    out: list[Any] = []
-    for piece in batch:
-        out += _framed(h, _data(piece))
-    return out
-
-
-def _is_chunked(head: bytes) -> bool:
-    """Whether h11 framed the head it produced as chunked (it chooses for HTTP/1.0 peers)."""
-    return any(line.lower() == b"transfer-encoding: chunked" for line in head.split(b"\r\n")[1:])
+def _chunk(pieces: list[Any]) -> list[Any]:
+    """One chunk carrying all of `pieces` (none copied); nothing for no bytes (a zero-size
+    chunk would end the body)."""
+    total = sum(len(memoryview(piece)) for piece in pieces)
+    return [b"%x\r\n" % total, *pieces, b"\r\n"] if total else []
 
 
 #: At most this many buffers per `sendmsg` (Linux's IOV_MAX is 1024).
@@ -1002,28 +939,6 @@ def send_all(sock: socket.socket, pieces: list[Any]) -> None:
                 sent = 0
 
 
-def _response_reader(
-    ex: Exchange, uc: h11.Connection, up: socket.socket, status: int, headers: list[Any]
-) -> BodyReader:
-    """The engine's response body as h11 framed it (RFC 9112 §6.3; h11 checked the head)."""
-    rest, _ = uc.trailing_data
-    up.settimeout(None)
-    if ex.head.method == "HEAD" or status in (204, 304) or 100 <= status < 200:
-        return BodyReader(up, rest, length=0)
-    if _header(headers, b"transfer-encoding") is not None:
-        return BodyReader(up, rest, length=None, chunked=True)
-    length = _header(headers, b"content-length")
-    return BodyReader(up, rest, length=int(length) if length is not None else None)
-
-
-def _without_framing(raw: bytes) -> bytes:
-    """The head as h11 is shown it: no Content-Length, no Transfer-Encoding (see `_FRAMING`)."""
-    lines = raw.split(b"\r\n")
-    kept = [lines[0]]
-    kept += [line for line in lines[1:] if line.partition(b":")[0].lower() not in _FRAMING]
-    return b"\r\n".join(kept) + HEAD_END
-
-
 def _linger(sock: socket.socket, seconds: float = 5.0, limit: int = 256 * 1024 * 1024) -> None:
     deadline = time.monotonic() + seconds
     seen = 0
@@ -1037,13 +952,6 @@ def _linger(sock: socket.socket, seconds: float = 5.0, limit: int = 256 * 1024 *
             if not data:
                 return
             seen += len(data)
-
-
-def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
-    for k, v in headers:
-        if bytes(k).lower() == name:
-            return bytes(v)
-    return None
 
 
 def _wants_close(head: RequestHead) -> bool:

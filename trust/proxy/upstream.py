@@ -23,17 +23,15 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from trust.proxy.framing import HEAD_END, BodyError, BodyReader
+from trust.proxy.framing import HEAD_END, BodyError, BodyReader, HeadError, parse_response_head
 
 __all__ = ["EngineDown", "Upstream"]
 
 #: An answer's head larger than this is not the engine's.
 _MAX_HEAD = 64 * 1024
 _MAX_IDLE = 8
-_STATUS_RE = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: [^\r\n]*)?")
 _NAME_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_HEADER_NAME_RE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 class EngineDown(Exception):
@@ -268,47 +266,17 @@ def _read_head(sock: socket.socket, method: str) -> _Head:
                 raise _Stale
             raise EngineDown("invalid answer: the engine closed the connection mid-head")
         buffer += data
-    lines = buffer[:end].split(b"\r\n")
-    match = _STATUS_RE.fullmatch(lines[0])
-    if match is None:
-        raise EngineDown(f"invalid answer: status line {lines[0][:80]!r}")
-    minor, status = match.group(1), int(match.group(2))
-    headers: list[tuple[str, str]] = []
-    length: int | None = None
-    chunked = False
-    close = minor == b"0"
-    for line in lines[1:]:
-        name, colon, raw = line.partition(b":")
-        value = raw.strip(b" \t")
-        if not colon or _HEADER_NAME_RE.fullmatch(name) is None or b"\n" in line:
-            raise EngineDown(f"invalid answer: header line {line[:80]!r}")
-        if any((b < 0x20 and b != 0x09) or b == 0x7F for b in value):
-            raise EngineDown("invalid answer: control byte in a header")
-        key = name.lower()
-        if key == b"content-length":
-            if length is not None or not value.isdigit() or len(value) > 18:
-                raise EngineDown("invalid answer: Content-Length")
-            length = int(value)
-        elif key == b"transfer-encoding":
-            if value.lower() != b"chunked" or chunked:
-                raise EngineDown("invalid answer: Transfer-Encoding")
-            chunked = True
-        elif key == b"connection" and b"close" in value.lower():
-            close = True
-        headers.append((name.decode("latin-1"), value.decode("latin-1")))
-    if chunked and length is not None:
-        raise EngineDown("invalid answer: both Content-Length and chunked")
-    if 100 <= status < 200:
-        raise EngineDown(f"invalid answer: unexpected {status}")
-    rest = buffer[end + len(HEAD_END) :]
-    if method == "HEAD" or status in (204, 304):
-        reader = BodyReader(sock, rest, length=0)
-    elif chunked:
-        reader = BodyReader(sock, rest, length=None, chunked=True)
-    else:
-        reader = BodyReader(sock, rest, length=length)
-        close = close or length is None
-    return _Head(status, headers, reader, keep=not close)
+    try:
+        answer = parse_response_head(buffer[:end])
+    except HeadError as exc:
+        raise EngineDown(f"invalid answer: {exc}") from None
+    if 100 <= answer.status < 200:
+        raise EngineDown(f"invalid answer: unexpected {answer.status}")
+    length, chunked = answer.body_framing(method)
+    reader = BodyReader(sock, buffer[end + len(HEAD_END) :], length=length, chunked=chunked)
+    headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in answer.headers]
+    close = answer.close or (length is None and not chunked)
+    return _Head(answer.status, headers, reader, keep=not close)
 
 
 def vpath(version: str | None, path: str) -> str:
