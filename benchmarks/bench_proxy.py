@@ -21,7 +21,7 @@ integration tests, tests/integration/proxy_world.py), then prints markdown table
    peak RSS.
 
     python -m benchmarks.bench_proxy [--runs 50] [--size-mb 200] [--rounds 3] [--big-mb 5120]
-                                     [--warm-runs 30] [--only warm]
+                                     [--warm-runs 30] [--only warm|passthrough]
 """
 
 from __future__ import annotations
@@ -97,7 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size-mb", type=int, default=200)
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--warm-runs", type=int, default=30)
-    parser.add_argument("--only", choices=["warm"], default=None, help="only the warm pulls")
+    parser.add_argument(
+        "--only",
+        choices=["warm", "passthrough"],
+        default=None,
+        help="only the warm pulls, or only the pass-through overhead (section 1)",
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--big-mb", type=int, default=0)
     args = parser.parse_args(argv)
@@ -169,6 +174,8 @@ def _run(world: World, stack: Stack, args: argparse.Namespace) -> int:
         "'added' the median of the paired differences)\n"
     )
     print_table(["request", "direct", "via proxy", "added"], rows)
+    if args.only == "passthrough":
+        return 0
 
     # 2. save / load of a ~200 MB image
     big_tar = world.tmp / "big-rootfs.tar"

@@ -182,3 +182,87 @@ def test_header_values_with_line_breaks_are_never_sent(tmp_path: Path) -> None:
     upstream = Upstream(str(tmp_path / "none.sock"))
     with pytest.raises(ValueError):
         upstream.call("GET", "/_ping", {"X-Registry-Auth": "a\r\nX-Evil: 1"})
+
+
+# ----------------------------------------------- client connections on kept engine connections
+
+
+@pytest.fixture
+def proxy_to(tmp_path: Path) -> Iterator[Callable[[FakeEngine], str]]:
+    """A proxy in front of a FakeEngine; returns its socket path."""
+    import io
+
+    from trust.proxy.handlers import build_proxy
+    from trust.proxy.server import DecisionLog, bind_listener
+    from trust.settings import ProxyConfig, Settings
+
+    started = []
+
+    def start(engine: FakeEngine) -> str:
+        config = ProxyConfig(header_timeout=2.0, idle_timeout=5.0)
+        listen = str(tmp_path / "p.sock")
+        listener = bind_listener(listen, engine.path, config)
+        server = build_proxy(Settings(), engine.path, config, DecisionLog(io.StringIO()))
+        threading.Thread(target=server.serve, args=(listener,), daemon=True).start()
+        started.append(server)
+        return listen
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def _client(path: str, request: bytes) -> bytes:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(path)
+        sock.sendall(request)
+        sock.settimeout(5)
+        out = b""
+        while not out.endswith(b"OK") and b" 503 " not in out:
+            data = sock.recv(65536)
+            if not data:
+                break
+            out += data
+        sock.shutdown(socket.SHUT_WR)
+        while sock.recv(65536):  # until the proxy closed: it gave the engine connection back
+            pass
+        return out
+
+
+_GET = b"GET /containers/json HTTP/1.1\r\nHost: x\r\n\r\n"
+_POST = b"POST /containers/abc/stop HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+
+
+def test_client_connections_reuse_kept_engine_connections(
+    engine_at: Callable[[Script], FakeEngine], proxy_to: Callable[[FakeEngine], str]
+) -> None:
+    engine = engine_at(lambda n, head: (_ok(b"OK"), False))
+    proxy = proxy_to(engine)
+    answers = [_client(proxy, _GET) for _ in range(3)]
+    assert all(a.startswith(b"HTTP/1.1 200") and a.endswith(b"OK") for a in answers), answers
+    assert engine.connections == 1, engine.requests
+
+
+def test_a_kept_connection_closed_unanswered_is_retried_for_a_get_only(
+    engine_at: Callable[[Script], FakeEngine], proxy_to: Callable[[FakeEngine], str]
+) -> None:
+    """The engine closes a kept connection as the next request arrives: a GET is sent once
+    more on a new connection; a POST never goes on a kept connection (it may not be sent
+    twice), so it never meets that close."""
+    seen: dict[int, int] = {}
+
+    def script(number: int, head: bytes) -> tuple[bytes, bool]:
+        seen[number] = seen.get(number, 0) + 1
+        if number == 1 and seen[number] == 2:
+            return b"", True  # closed without a byte of an answer
+        return _ok(b"OK"), False
+
+    engine = engine_at(script)
+    proxy = proxy_to(engine)
+    assert _client(proxy, _GET).endswith(b"OK")  # connection 1, kept
+    second = _client(proxy, _GET)  # on 1: closed unanswered; sent again on 2
+    assert second.startswith(b"HTTP/1.1 200") and second.endswith(b"OK"), second
+    assert [n for n, _ in engine.requests] == [1, 1, 2]
+    third = _client(proxy, _POST)  # 2 is kept, but a POST takes a new connection
+    assert third.startswith(b"HTTP/1.1 200"), third
+    assert [n for n, _ in engine.requests] == [1, 1, 2, 3]

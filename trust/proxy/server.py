@@ -330,6 +330,10 @@ class _Closed(Exception):
     """The client went away."""
 
 
+class _Stale(Exception):
+    """A kept engine connection closed before any byte of an answer to this request."""
+
+
 @dataclass
 class Exchange:
     """One client request being handled."""
@@ -378,6 +382,10 @@ class ClientConnection:
         self.buffer = bytearray()
         self.eof = False
         self.upstream: socket.socket | None = None
+        #: The upstream connection came from the kept ones and has not answered yet here.
+        self._upstream_kept = False
+        #: Its last answer was read to its framed end, nothing sent since.
+        self._upstream_clean = False
         self.tunnelled = False
 
     # -- reading the head
@@ -442,6 +450,9 @@ class ClientConnection:
             self._loop()
         finally:
             if not self.tunnelled:
+                if self.upstream is not None and self._upstream_clean:
+                    self.proxy.upstream.give_back(self.upstream)  # for the next client
+                    self.upstream = None
                 self._drop_upstream()
 
     def _loop(self) -> None:
@@ -640,9 +651,20 @@ class ClientConnection:
 
     # -- forwarding
 
-    def _upstream_socket(self) -> socket.socket:
+    def _upstream_socket(self, replayable: bool) -> socket.socket:
+        """The engine connection for the next request: this client's, else (for a request
+        that may be sent again: bodiless GET or HEAD) a kept one, else a new one.
+
+        A new client connection so does not wait for the engine to accept a connection (most
+        of what a `docker` command's first request cost through the proxy). A kept connection
+        the engine closed before any byte of an answer is `_Stale`: `forward` sends the same
+        request once more on a new connection, as Go's own client does for idempotent requests.
+        """
+        self._upstream_clean = False
         if self.upstream is None:
-            self.upstream = self.proxy.upstream.connect_raw()
+            kept = self.proxy.upstream.take_idle() if replayable else None
+            self._upstream_kept = kept is not None
+            self.upstream = kept or self.proxy.upstream.connect_raw()
         return self.upstream
 
     def _drop_upstream(self) -> None:
@@ -710,7 +732,20 @@ class ClientConnection:
             )
         except WriteError as exc:
             raise HTTPRefusal(400, f"trustpull: cannot forward this request: {exc}") from None
-        up = self._upstream_socket()
+        replayable = head.method in ("GET", "HEAD") and source is None and not own_body
+        up = self._upstream_socket(replayable)
+        if replayable and self._upstream_kept:
+            try:
+                send_all(up, [request])
+            except OSError:
+                pass
+            else:
+                with contextlib.suppress(_Stale):
+                    return self._relay(
+                        ex, up, response_filter, buffer_response, tee, status_from_body
+                    )
+            self._drop_upstream()  # closed while kept: once more, on a new connection
+            up = self._upstream_socket(False)
         try:
             out: list[Any] = [request]
             if own_body:
@@ -753,8 +788,12 @@ class ClientConnection:
                 except OSError:
                     data = b""
                 if not data:
+                    stale = not buffer and self._upstream_kept
                     self._drop_upstream()
+                    if stale:
+                        raise _Stale
                     raise EngineDown("the engine closed the connection")
+                self._upstream_kept = False  # it answered: never sent again from here on
                 buffer += data
                 continue
             raw, buffer = buffer[:end], buffer[end + len(HEAD_END) :]
@@ -833,7 +872,9 @@ class ClientConnection:
             and (reader.length is not None or reader.chunked)
             and not reader.rest()
         )
-        if not reusable:
+        if reusable:
+            self._upstream_clean = True
+        else:
             self._drop_upstream()
         return status
 

@@ -75,6 +75,7 @@ class Upstream:
         self.timeout = timeout
         self._idle: list[socket.socket] = []
         self._lock = threading.Lock()
+        self._closed = False
 
     def connect_raw(self) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -86,12 +87,26 @@ class Upstream:
         return sock
 
     def close(self) -> None:
+        """Close the kept connections; one given back from now on is closed instead."""
         with self._lock:
+            self._closed = True
             idle, self._idle = self._idle, []
         for sock in idle:
             sock.close()
 
     # -- kept connections
+
+    def take_idle(self) -> socket.socket | None:
+        """A kept connection for a client connection's relay (see `_take`), or None; blocking,
+        as a new one is (the relay's reads wait as long as the engine's answer takes)."""
+        sock = self._take()
+        if sock is not None:
+            sock.settimeout(None)
+        return sock
+
+    def give_back(self, sock: socket.socket) -> None:
+        """A relay's connection whose last answer was read to its framed end."""
+        self._give_back(sock)
 
     def _take(self) -> socket.socket | None:
         """An idle connection the engine has not closed and sent nothing on, or None."""
@@ -111,7 +126,7 @@ class Upstream:
 
     def _give_back(self, sock: socket.socket) -> None:
         with self._lock:
-            if len(self._idle) < _MAX_IDLE:
+            if len(self._idle) < _MAX_IDLE and not self._closed:
                 self._idle.append(sock)
                 return
         sock.close()
