@@ -16,9 +16,10 @@ integration tests, tests/integration/proxy_world.py), then prints markdown table
    (utime+stime of the proxy process from /proc, whose 10 ms ticks are why the steady state is
    the mean over `--warm-runs` pulls), for the 1st pull (cold cache), the 2nd and the rest;
 5. with `--big-mb N` (spec X56 asks for 5 GiB: `--big-mb 5120`; off by default, it takes
-   minutes and ~4×N of disk): `docker save` of an N MiB image to /dev/null, `docker cp` of an
-   N MiB file into a container and back out to /dev/null, direct vs proxy, with the proxies'
-   peak RSS.
+   minutes and ~6×N of disk): `docker load` of an N MiB image archive, `docker save` of it to
+   /dev/null, `docker cp` of an N MiB file into a container and back out to /dev/null, and a
+   classic `docker build` whose context is that file (`FROM` a signed image, no RUN or COPY),
+   direct vs proxy (medians of `--rounds`, alternated), with the proxy's peak RSS.
 
     python -m benchmarks.bench_proxy [--runs 50] [--size-mb 200] [--rounds 3] [--big-mb 5120]
                                      [--warm-runs 30] [--only warm|passthrough]
@@ -254,7 +255,7 @@ def _run(world: World, stack: Stack, args: argparse.Namespace) -> int:
         f"after; peak (VmHWM) {rss_after[1] / 1024:.1f} MiB"
     )
     if args.big_mb:
-        _big_streams(world, args.big_mb, envs, loader.proc.pid)
+        _big_streams(world, args.big_mb, envs, loader.proc.pid, args.rounds)
     loader.stop()
 
     # 3. concurrent clients
@@ -366,47 +367,73 @@ def _import_streamed(env: dict[str, str], name: str, size_mb: int) -> None:
 
 
 def _big_streams(
-    world: World, size_mb: int, envs: dict[str, dict[str, str]], loader_pid: int
+    world: World, size_mb: int, envs: dict[str, dict[str, str]], loader_pid: int, rounds: int
 ) -> None:
-    """X56: save, cp in and cp out of N MiB, direct vs proxy, and the proxies' peak RSS."""
+    """X56: save, load, cp in, cp out and a classic build context of N MiB, direct vs proxy
+    (the median of `rounds` runs each, the two paths alternated), and the proxy's peak RSS."""
     direct = envs["direct"]
     name = f"bench-huge{time.monotonic_ns()}:1"
     _import_streamed(direct, name, size_mb)
-    host_file = world.tmp / "huge.bin"
+    context = world.tmp / "huge-context"
+    context.mkdir()
+    host_file = context / "huge.bin"
     block = os.urandom(1024 * 1024)
     with open(host_file, "wb") as handle:
         for _ in range(size_mb):
             handle.write(block)
     signed = f"{world.repo}:1.0"
+    # No RUN and no COPY: the whole context is still sent, read and spooled, nothing unpacked.
+    (context / "Dockerfile").write_text(f"FROM {signed}\nLABEL bench=x56\n")
+    archive = world.tmp / "huge.tar"
+    subprocess.run(
+        [DOCKER_CLI, "save", "-o", str(archive), name], env=direct, check=True, capture_output=True
+    )
+    world.engine("rmi", name)
     cid = world.engine("run", "-d", "--network", "none", signed, "sleep", "3600").stdout.strip()
     mb = size_mb * 1024 * 1024 / 1e6
-    rows = []
+    ops: tuple[tuple[str, list[str]], ...] = (
+        ("load", ["load", "-i", str(archive)]),
+        ("save", ["save", name]),
+        ("cp in", ["cp", str(host_file), f"{cid}:/huge.bin"]),
+        ("cp out", ["cp", f"{cid}:/huge.bin", "-"]),
+        ("build context", ["build", "-q", "-t", f"bench-built{time.monotonic_ns()}", str(context)]),
+    )
+    speeds: dict[tuple[str, str], list[float]] = {}
     try:
-        speeds: dict[str, dict[str, str]] = {}
-        for label, env in envs.items():
-            speeds[label] = {}
-            for op, cli in (
-                ("save", ["save", name]),
-                ("cp in", ["cp", str(host_file), f"{cid}:/huge.bin"]),
-                ("cp out", ["cp", f"{cid}:/huge.bin", "-"]),
-            ):
-                began = time.perf_counter()
-                subprocess.run(
-                    [DOCKER_CLI, *cli],
-                    env=env,
-                    check=True,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE,
-                )
-                speeds[label][op] = f"{mb / (time.perf_counter() - began):.0f}"
-        for label in envs:
-            rows.append([label, *speeds[label].values()])
+        for run in range(rounds):
+            order = list(envs.items())
+            for label, env in order if run % 2 == 0 else order[::-1]:
+                for op, cli in ops:
+                    if op == "load":
+                        world.engine("rmi", name, check=False)
+                    began = time.perf_counter()
+                    subprocess.run(
+                        [DOCKER_CLI, *cli],
+                        env={**env, "DOCKER_BUILDKIT": "0"},
+                        check=True,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.PIPE,
+                    )
+                    speeds.setdefault((label, op), []).append(mb / (time.perf_counter() - began))
     finally:
         world.engine("rm", "-f", cid, check=False)
         world.engine("rmi", name, check=False)
         host_file.unlink()
-    print(f"\n### Very large streams (X56): {size_mb} MiB, MB/s\n")
-    print_table(["path", "docker save", "docker cp in", "docker cp out"], rows)
+        archive.unlink()
+    names = [op for op, _ in ops]
+    rows = [
+        [label, *(f"{statistics.median(speeds[(label, op)]):.0f}" for op in names)]
+        for label in envs
+    ]
+    first, second = list(envs)
+
+    def ratio(op: str) -> str:
+        via = statistics.median(speeds[(second, op)])
+        return f"{via / statistics.median(speeds[(first, op)]):.2f}×"
+
+    rows.append(["proxy / direct", *(ratio(op) for op in names)])
+    print(f"\n### Very large streams (X56): {size_mb} MiB, MB/s (median of {rounds})\n")
+    print_table(["path", *(f"docker {op}" for op in names)], rows)
     print(f"\nproxy peak RSS (VmHWM) after all of it: {_rss_kib(loader_pid)[1] / 1024:.1f} MiB")
 
 
