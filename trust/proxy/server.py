@@ -736,7 +736,9 @@ class ClientConnection:
             # a malformed client body: the engine keeps a truncated request, never a whole one
             self._drop_upstream()
             raise
-        return self._relay(ex, up, response_filter, buffer_response, tee, status_from_body)
+        return self._relay(
+            ex, up, response_filter, buffer_response, tee, status_from_body, upgrade is not None
+        )
 
     def _answer_head(self, up: socket.socket) -> tuple[ResponseHead, bytes, bytes]:
         """The engine's next final answer head (1xx other than 101 skipped), its raw bytes
@@ -775,9 +777,15 @@ class ClientConnection:
         buffer_response: Any,
         tee: Any,
         status_from_body: bytes | None = None,
+        upgrading: bool = False,
     ) -> int:
         answer, raw, rest = self._answer_head(up)
         status = answer.status
+        if status == 101 and not upgrading:
+            # h11 refused it too: a tunnel the proxy did not ask for would hand every later
+            # byte from the client to the engine unparsed (§1.6).
+            self._drop_upstream()
+            raise EngineDown("invalid answer from the engine: 101 without an Upgrade asked")
         ctype = answer.get(b"content-type") or b""
         is_raw = (
             ex.route in _HIJACK_ROUTES

@@ -1,0 +1,112 @@
+"""The relay against an engine that answers with crafted bytes, through the proxy's socket.
+
+The engine is trusted, but what it answers frames what the proxy does next with the client's
+connection: an answer the proxy cannot relay faithfully must end in a 503, never in a tunnel
+the proxy did not ask for nor in a silently dropped connection.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from trust.proxy.handlers import build_proxy
+from trust.proxy.server import DecisionLog, bind_listener
+from trust.settings import ProxyConfig, Settings
+
+#: (request head) -> the engine's answer bytes.
+Script = Callable[[bytes], bytes]
+
+
+class RawEngine:
+    """Reads request heads (the tests send no bodies) and answers each with `script`."""
+
+    def __init__(self, path: Path, script: Script) -> None:
+        self.path = str(path)
+        self.script = script
+        self.heads: list[bytes] = []
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(self.path)
+        self.listener.listen(8)
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn: socket.socket) -> None:
+        buffer = b""
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    try:
+                        data = conn.recv(65536)
+                    except OSError:
+                        return
+                    if not data:
+                        return
+                    buffer += data
+                head, _, buffer = buffer.partition(b"\r\n\r\n")
+                self.heads.append(head)
+                conn.sendall(self.script(head))
+
+
+@pytest.fixture
+def proxy_to(tmp_path: Path) -> Iterator[Callable[[Script], tuple[str, RawEngine]]]:
+    stops: list[Callable[[], None]] = []
+
+    def make(script: Script) -> tuple[str, RawEngine]:
+        engine = RawEngine(tmp_path / "engine.sock", script)
+        config = ProxyConfig(header_timeout=2.0, idle_timeout=5.0)
+        listen = str(tmp_path / "p.sock")
+        listener = bind_listener(listen, engine.path, config)
+        handle = open(tmp_path / "log", "w")
+        server = build_proxy(Settings(), engine.path, config, DecisionLog(handle))
+        threading.Thread(target=server.serve, args=(listener,), daemon=True).start()
+        stops.extend([server.stop, handle.close, engine.listener.close])
+        return listen, engine
+
+    yield make
+    for stop in stops:
+        stop()
+
+
+def _exchange(path: str, data: bytes, wait: float = 1.5) -> bytes:
+    """What the proxy sent back, up to its close (or `wait` seconds of silence)."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(path)
+        sock.sendall(data)
+        sock.settimeout(wait)
+        out = b""
+        try:
+            while chunk := sock.recv(65536):
+                out += chunk
+        except TimeoutError:
+            pass
+        return out
+
+
+_GET = b"GET /info HTTP/1.1\r\nHost: x\r\n\r\n"
+_HIDDEN = b"POST /v1.41/images/create?fromImage=evil HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def test_a_101_the_proxy_did_not_ask_for_is_no_tunnel(
+    proxy_to: Callable[[Script], tuple[str, RawEngine]],
+) -> None:
+    """A 101 switches protocols only when the proxy sent the Upgrade (§1.6: hijacks decided
+    by the route and the answer, never by the engine alone). Tunnelling an unasked 101 would
+    pass every later byte from the client to the engine's parser unread: here a pull."""
+    switch = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n"
+    path, engine = proxy_to(lambda head: switch)
+    out = _exchange(path, _GET + _HIDDEN)
+    assert out.startswith(b"HTTP/1.1 503 "), out
+    assert b"101" not in out.split(b"\r\n", 1)[0]
+    assert not any(b"fromImage=evil" in head for head in engine.heads), engine.heads
