@@ -110,3 +110,24 @@ def test_a_101_the_proxy_did_not_ask_for_is_no_tunnel(
     assert out.startswith(b"HTTP/1.1 503 "), out
     assert b"101" not in out.split(b"\r\n", 1)[0]
     assert not any(b"fromImage=evil" in head for head in engine.heads), engine.heads
+
+
+@pytest.mark.parametrize(
+    "status_line",
+    [
+        b"HTTP/1.1 099 Early",
+        b"HTTP/1.1 000 Zero",
+        b"HTTP/1.1 200 O\x00K",
+        b"HTTP/1.1 200 O\x1b[2JK",
+        b"HTTP/1.1 200 O\x7fK",
+    ],
+)
+def test_an_answer_the_writer_cannot_relay_is_a_503_not_a_dropped_connection(
+    proxy_to: Callable[[Script], tuple[str, RawEngine]], status_line: bytes
+) -> None:
+    """The status line is checked where the head is parsed, like every header line: a status
+    under 100 or a control byte in the reason once reached the writer, which refused it with
+    the client left without any answer (h11 answered 503 for these)."""
+    path, _ = proxy_to(lambda head: status_line + b"\r\nContent-Length: 2\r\n\r\n{}")
+    out = _exchange(path, _GET)
+    assert out.startswith(b"HTTP/1.1 503 ") and b"invalid answer" in out, out
