@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,16 +19,18 @@ from trust.proxy.handlers import build_proxy
 from trust.proxy.server import DecisionLog, bind_listener
 from trust.settings import ProxyConfig, Settings
 
-#: (request head) -> the engine's answer bytes.
-Script = Callable[[bytes], bytes]
+#: (request head) -> the engine's answer bytes, or a list of parts sent 0.3 s apart.
+Script = Callable[[bytes], bytes | list[bytes]]
 
 
 class RawEngine:
-    """Reads request heads (the tests send no bodies) and answers each with `script`."""
+    """Reads request heads (the tests send no bodies) and answers each with `script`;
+    `close_after`: then ends the connection (an answer delimited by the end of the stream)."""
 
-    def __init__(self, path: Path, script: Script) -> None:
+    def __init__(self, path: Path, script: Script, close_after: bool = False) -> None:
         self.path = str(path)
         self.script = script
+        self.close_after = close_after
         self.heads: list[bytes] = []
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(self.path)
@@ -56,15 +59,21 @@ class RawEngine:
                     buffer += data
                 head, _, buffer = buffer.partition(b"\r\n\r\n")
                 self.heads.append(head)
-                conn.sendall(self.script(head))
+                answer = self.script(head)
+                for index, part in enumerate(answer if isinstance(answer, list) else [answer]):
+                    if index:
+                        time.sleep(0.3)
+                    conn.sendall(part)
+                if self.close_after:
+                    return
 
 
 @pytest.fixture
-def proxy_to(tmp_path: Path) -> Iterator[Callable[[Script], tuple[str, RawEngine]]]:
+def proxy_to(tmp_path: Path) -> Iterator[Callable[..., tuple[str, RawEngine]]]:
     stops: list[Callable[[], None]] = []
 
-    def make(script: Script) -> tuple[str, RawEngine]:
-        engine = RawEngine(tmp_path / "engine.sock", script)
+    def make(script: Script, close_after: bool = False) -> tuple[str, RawEngine]:
+        engine = RawEngine(tmp_path / "engine.sock", script, close_after)
         config = ProxyConfig(header_timeout=2.0, idle_timeout=5.0)
         listen = str(tmp_path / "p.sock")
         listener = bind_listener(listen, engine.path, config)
@@ -99,7 +108,7 @@ _HIDDEN = b"POST /v1.41/images/create?fromImage=evil HTTP/1.1\r\nHost: x\r\n\r\n
 
 
 def test_a_101_the_proxy_did_not_ask_for_is_no_tunnel(
-    proxy_to: Callable[[Script], tuple[str, RawEngine]],
+    proxy_to: Callable[..., tuple[str, RawEngine]],
 ) -> None:
     """A 101 switches protocols only when the proxy sent the Upgrade (§1.6: hijacks decided
     by the route and the answer, never by the engine alone). Tunnelling an unasked 101 would
@@ -123,7 +132,7 @@ def test_a_101_the_proxy_did_not_ask_for_is_no_tunnel(
     ],
 )
 def test_an_answer_the_writer_cannot_relay_is_a_503_not_a_dropped_connection(
-    proxy_to: Callable[[Script], tuple[str, RawEngine]], status_line: bytes
+    proxy_to: Callable[..., tuple[str, RawEngine]], status_line: bytes
 ) -> None:
     """The status line is checked where the head is parsed, like every header line: a status
     under 100 or a control byte in the reason once reached the writer, which refused it with
@@ -131,3 +140,64 @@ def test_an_answer_the_writer_cannot_relay_is_a_503_not_a_dropped_connection(
     path, _ = proxy_to(lambda head: status_line + b"\r\nContent-Length: 2\r\n\r\n{}")
     out = _exchange(path, _GET)
     assert out.startswith(b"HTTP/1.1 503 ") and b"invalid answer" in out, out
+
+
+_HEAD = b"HEAD /_ping HTTP/1.1\r\nHost: x\r\n\r\n"
+_NEXT = b"GET /containers/json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("first", "answer"),
+    [
+        (_GET, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"),
+        (_HEAD, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"),
+        (_GET, b"HTTP/1.1 204 No Content\r\n\r\n"),
+        (_GET, b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n"),
+        (_GET, b"HTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"),
+    ],
+)
+def test_bytes_past_an_answers_framed_end_never_answer_the_next_request(
+    proxy_to: Callable[..., tuple[str, RawEngine]], first: bytes, answer: bytes
+) -> None:
+    """An engine answer followed by bytes its framing does not cover (a body on HEAD, 204 or
+    304, one answer too many): the upstream connection is not reused, so those bytes never
+    become the answer to the client's next request."""
+    # larger than one read: a reused connection would still hold the rest of it
+    smuggled = b"HTTP/1.1 200 OK\r\nContent-Length: 200005\r\n\r\nEVIL!" + b"E" * 200000
+
+    def script(head: bytes) -> bytes:
+        if head.startswith(b"GET /containers/json"):
+            return b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nGOOD"
+        return answer + smuggled
+
+    path, _ = proxy_to(script)
+    out = _exchange(path, first + _NEXT)
+    assert b"EVIL!" not in out and out.endswith(b"GOOD"), out
+    assert out.count(b"HTTP/1.1 ") == 2, out  # the 102 is not relayed either
+
+
+def test_a_raw_stream_answer_off_the_hijack_routes_stays_framed(
+    proxy_to: Callable[..., tuple[str, RawEngine]],
+) -> None:
+    """Only attach and exec start become tunnels on a 200 raw-stream answer (§1.6); elsewhere
+    the answer is relayed framed and the next request is still read and decided by the proxy."""
+    raw = b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.docker.raw-stream\r\n\r\nOUT"
+    path, engine = proxy_to(lambda head: raw, close_after=True)
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(path)
+        sock.sendall(_GET)
+        sock.settimeout(5)
+        out = b""
+        while not out.endswith(b"3\r\nOUT\r\n0\r\n\r\n"):
+            got = sock.recv(65536)
+            assert got, out
+            out += got
+        assert b"Transfer-Encoding: chunked\r\n" in out, out
+        sock.sendall(b"POST /images/load HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        out = b""
+        while b"\r\n\r\n" not in out:
+            got = sock.recv(65536)
+            assert got, out
+            out += got
+    assert out.startswith(b"HTTP/1.1 403 "), out  # the proxy refused the load itself
+    assert not any(b"/images/load" in head for head in engine.heads), engine.heads
