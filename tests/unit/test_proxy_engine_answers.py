@@ -63,7 +63,10 @@ class RawEngine:
                 for index, part in enumerate(answer if isinstance(answer, list) else [answer]):
                     if index:
                         time.sleep(0.3)
-                    conn.sendall(part)
+                    try:
+                        conn.sendall(part)
+                    except OSError:
+                        return  # the proxy closed the connection first
                 if self.close_after:
                     return
 
@@ -201,3 +204,59 @@ def test_a_raw_stream_answer_off_the_hijack_routes_stays_framed(
             out += got
     assert out.startswith(b"HTTP/1.1 403 "), out  # the proxy refused the load itself
     assert not any(b"/images/load" in head for head in engine.heads), engine.heads
+
+
+def test_an_answer_the_engine_sent_unasked_never_answers_the_next_request(
+    proxy_to: Callable[..., tuple[str, RawEngine]],
+) -> None:
+    """Bytes that arrive on the kept upstream connection after an answer ended, before the
+    client's next request, answer no request: the connection is not reused for the next one
+    (as `Upstream._take` does for the proxy's own calls), or they would be its answer."""
+
+    def script(head: bytes) -> bytes | list[bytes]:
+        if head.startswith(b"GET /containers/json"):
+            return b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nGOOD"
+        late = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nEVIL!"
+        return [b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", late]
+
+    path, _ = proxy_to(script)
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(path)
+        sock.settimeout(5)
+        sock.sendall(_GET)
+        first = b""
+        while not first.endswith(b"{}"):
+            got = sock.recv(65536)
+            assert got, first
+            first += got
+        time.sleep(0.6)  # the engine's unasked answer has arrived at the proxy by now
+        sock.sendall(_NEXT)
+        out = b""
+        while got := sock.recv(65536):
+            out += got
+    assert out.endswith(b"GOOD") and b"EVIL!" not in out, out
+
+
+def test_a_kept_upstream_connection_the_engine_closed_is_replaced(
+    proxy_to: Callable[..., tuple[str, RawEngine]],
+) -> None:
+    """The same check finds a kept connection the engine closed while the client was idle:
+    the next request goes on a fresh one instead of failing with a 503."""
+    path, _ = proxy_to(
+        lambda head: b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nGOOD", close_after=True
+    )
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(path)
+        sock.settimeout(5)
+        sock.sendall(_GET)
+        first = b""
+        while not first.endswith(b"GOOD"):
+            got = sock.recv(65536)
+            assert got, first
+            first += got
+        time.sleep(0.3)
+        sock.sendall(_NEXT)
+        out = b""
+        while got := sock.recv(65536):
+            out += got
+    assert out.startswith(b"HTTP/1.1 200 ") and out.endswith(b"GOOD"), out

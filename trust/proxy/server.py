@@ -641,6 +641,8 @@ class ClientConnection:
     # -- forwarding
 
     def _upstream_socket(self) -> socket.socket:
+        if self.upstream is not None and not _quiet(self.upstream):
+            self._drop_upstream()  # closed, or bytes no request asked for: never an answer
         if self.upstream is None:
             self.upstream = self.proxy.upstream.connect_raw()
         return self.upstream
@@ -945,6 +947,19 @@ def send_all(sock: socket.socket, pieces: list[Any]) -> None:
             else:
                 views[at] = views[at][sent:]
                 sent = 0
+
+
+def _quiet(sock: socket.socket) -> bool:
+    """Whether a kept connection is open with nothing unread (as `Upstream._take` checks)."""
+    try:
+        sock.settimeout(0.0)
+        sock.recv(1, socket.MSG_PEEK)
+    except BlockingIOError:
+        sock.settimeout(None)
+        return True
+    except OSError:
+        pass
+    return False
 
 
 def _linger(sock: socket.socket, seconds: float = 5.0, limit: int = 256 * 1024 * 1024) -> None:
