@@ -206,7 +206,8 @@ def _check_framing(head: RequestHead) -> None:
 
 # --------------------------------------------------------------------------- engine answers
 
-_STATUS_RE = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: ([^\r\n]*))?")
+#: A status from 100 and a reason free of control bytes (HTAB aside), as the writer relays it.
+_STATUS_RE = re.compile(rb"HTTP/1\.([01]) ([1-9][0-9]{2})(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?")
 
 
 class HeadError(Exception):

@@ -661,6 +661,8 @@ class ClientConnection:
         request once more on a new connection, as Go's own client does for idempotent requests.
         """
         self._upstream_clean = False
+        if self.upstream is not None and not _quiet(self.upstream):
+            self._drop_upstream()  # closed, or bytes no request asked for: never an answer
         if self.upstream is None:
             kept = self.proxy.upstream.take_idle() if replayable else None
             self._upstream_kept = kept is not None
@@ -742,7 +744,13 @@ class ClientConnection:
             else:
                 with contextlib.suppress(_Stale):
                     return self._relay(
-                        ex, up, response_filter, buffer_response, tee, status_from_body
+                        ex,
+                        up,
+                        response_filter,
+                        buffer_response,
+                        tee,
+                        status_from_body,
+                        upgrade is not None,
                     )
             self._drop_upstream()  # closed while kept: once more, on a new connection
             up = self._upstream_socket(False)
@@ -771,7 +779,9 @@ class ClientConnection:
             # a malformed client body: the engine keeps a truncated request, never a whole one
             self._drop_upstream()
             raise
-        return self._relay(ex, up, response_filter, buffer_response, tee, status_from_body)
+        return self._relay(
+            ex, up, response_filter, buffer_response, tee, status_from_body, upgrade is not None
+        )
 
     def _answer_head(self, up: socket.socket) -> tuple[ResponseHead, bytes, bytes]:
         """The engine's next final answer head (1xx other than 101 skipped), its raw bytes
@@ -814,9 +824,15 @@ class ClientConnection:
         buffer_response: Any,
         tee: Any,
         status_from_body: bytes | None = None,
+        upgrading: bool = False,
     ) -> int:
         answer, raw, rest = self._answer_head(up)
         status = answer.status
+        if status == 101 and not upgrading:
+            # h11 refused it too: a tunnel the proxy did not ask for would hand every later
+            # byte from the client to the engine unparsed (§1.6).
+            self._drop_upstream()
+            raise EngineDown("invalid answer from the engine: 101 without an Upgrade asked")
         ctype = answer.get(b"content-type") or b""
         is_raw = (
             ex.route in _HIJACK_ROUTES
@@ -978,6 +994,19 @@ def send_all(sock: socket.socket, pieces: list[Any]) -> None:
             else:
                 views[at] = views[at][sent:]
                 sent = 0
+
+
+def _quiet(sock: socket.socket) -> bool:
+    """Whether a kept connection is open with nothing unread (as `Upstream._take` checks)."""
+    try:
+        sock.settimeout(0.0)
+        sock.recv(1, socket.MSG_PEEK)
+    except BlockingIOError:
+        sock.settimeout(None)
+        return True
+    except OSError:
+        pass
+    return False
 
 
 def _linger(sock: socket.socket, seconds: float = 5.0, limit: int = 256 * 1024 * 1024) -> None:

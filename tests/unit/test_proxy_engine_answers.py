@@ -1,0 +1,262 @@
+"""The relay against an engine that answers with crafted bytes, through the proxy's socket.
+
+The engine is trusted, but what it answers frames what the proxy does next with the client's
+connection: an answer the proxy cannot relay faithfully must end in a 503, never in a tunnel
+the proxy did not ask for nor in a silently dropped connection.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from trust.proxy.handlers import build_proxy
+from trust.proxy.server import DecisionLog, bind_listener
+from trust.settings import ProxyConfig, Settings
+
+#: (request head) -> the engine's answer bytes, or a list of parts sent 0.3 s apart.
+Script = Callable[[bytes], bytes | list[bytes]]
+
+
+class RawEngine:
+    """Reads request heads (the tests send no bodies) and answers each with `script`;
+    `close_after`: then ends the connection (an answer delimited by the end of the stream)."""
+
+    def __init__(self, path: Path, script: Script, close_after: bool = False) -> None:
+        self.path = str(path)
+        self.script = script
+        self.close_after = close_after
+        self.heads: list[bytes] = []
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(self.path)
+        self.listener.listen(8)
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn: socket.socket) -> None:
+        buffer = b""
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    try:
+                        data = conn.recv(65536)
+                    except OSError:
+                        return
+                    if not data:
+                        return
+                    buffer += data
+                head, _, buffer = buffer.partition(b"\r\n\r\n")
+                self.heads.append(head)
+                answer = self.script(head)
+                for index, part in enumerate(answer if isinstance(answer, list) else [answer]):
+                    if index:
+                        time.sleep(0.3)
+                    try:
+                        conn.sendall(part)
+                    except OSError:
+                        return  # the proxy closed the connection first
+                if self.close_after:
+                    return
+
+
+@pytest.fixture
+def proxy_to(tmp_path: Path) -> Iterator[Callable[..., tuple[str, RawEngine]]]:
+    stops: list[Callable[[], None]] = []
+
+    def make(script: Script, close_after: bool = False) -> tuple[str, RawEngine]:
+        engine = RawEngine(tmp_path / "engine.sock", script, close_after)
+        config = ProxyConfig(header_timeout=2.0, idle_timeout=5.0)
+        listen = str(tmp_path / "p.sock")
+        listener = bind_listener(listen, engine.path, config)
+        handle = open(tmp_path / "log", "w")
+        server = build_proxy(Settings(), engine.path, config, DecisionLog(handle))
+        threading.Thread(target=server.serve, args=(listener,), daemon=True).start()
+        stops.extend([server.stop, handle.close, engine.listener.close])
+        return listen, engine
+
+    yield make
+    for stop in stops:
+        stop()
+
+
+def _exchange(path: str, data: bytes, wait: float = 1.5) -> bytes:
+    """What the proxy sent back, up to its close (or `wait` seconds of silence)."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(path)
+        sock.sendall(data)
+        sock.settimeout(wait)
+        out = b""
+        try:
+            while chunk := sock.recv(65536):
+                out += chunk
+        except TimeoutError:
+            pass
+        return out
+
+
+_GET = b"GET /info HTTP/1.1\r\nHost: x\r\n\r\n"
+_HIDDEN = b"POST /v1.41/images/create?fromImage=evil HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def test_a_101_the_proxy_did_not_ask_for_is_no_tunnel(
+    proxy_to: Callable[..., tuple[str, RawEngine]],
+) -> None:
+    """A 101 switches protocols only when the proxy sent the Upgrade (§1.6: hijacks decided
+    by the route and the answer, never by the engine alone). Tunnelling an unasked 101 would
+    pass every later byte from the client to the engine's parser unread: here a pull."""
+    switch = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n"
+    path, engine = proxy_to(lambda head: switch)
+    out = _exchange(path, _GET + _HIDDEN)
+    assert out.startswith(b"HTTP/1.1 503 "), out
+    assert b"101" not in out.split(b"\r\n", 1)[0]
+    assert not any(b"fromImage=evil" in head for head in engine.heads), engine.heads
+
+
+@pytest.mark.parametrize(
+    "status_line",
+    [
+        b"HTTP/1.1 099 Early",
+        b"HTTP/1.1 000 Zero",
+        b"HTTP/1.1 200 O\x00K",
+        b"HTTP/1.1 200 O\x1b[2JK",
+        b"HTTP/1.1 200 O\x7fK",
+    ],
+)
+def test_an_answer_the_writer_cannot_relay_is_a_503_not_a_dropped_connection(
+    proxy_to: Callable[..., tuple[str, RawEngine]], status_line: bytes
+) -> None:
+    """The status line is checked where the head is parsed, like every header line: a status
+    under 100 or a control byte in the reason once reached the writer, which refused it with
+    the client left without any answer (h11 answered 503 for these)."""
+    path, _ = proxy_to(lambda head: status_line + b"\r\nContent-Length: 2\r\n\r\n{}")
+    out = _exchange(path, _GET)
+    assert out.startswith(b"HTTP/1.1 503 ") and b"invalid answer" in out, out
+
+
+_HEAD = b"HEAD /_ping HTTP/1.1\r\nHost: x\r\n\r\n"
+_NEXT = b"GET /containers/json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("first", "answer"),
+    [
+        (_GET, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"),
+        (_HEAD, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"),
+        (_GET, b"HTTP/1.1 204 No Content\r\n\r\n"),
+        (_GET, b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n"),
+        (_GET, b"HTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"),
+    ],
+)
+def test_bytes_past_an_answers_framed_end_never_answer_the_next_request(
+    proxy_to: Callable[..., tuple[str, RawEngine]], first: bytes, answer: bytes
+) -> None:
+    """An engine answer followed by bytes its framing does not cover (a body on HEAD, 204 or
+    304, one answer too many): the upstream connection is not reused, so those bytes never
+    become the answer to the client's next request."""
+    # larger than one read: a reused connection would still hold the rest of it
+    smuggled = b"HTTP/1.1 200 OK\r\nContent-Length: 200005\r\n\r\nEVIL!" + b"E" * 200000
+
+    def script(head: bytes) -> bytes:
+        if head.startswith(b"GET /containers/json"):
+            return b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nGOOD"
+        return answer + smuggled
+
+    path, _ = proxy_to(script)
+    out = _exchange(path, first + _NEXT)
+    assert b"EVIL!" not in out and out.endswith(b"GOOD"), out
+    assert out.count(b"HTTP/1.1 ") == 2, out  # the 102 is not relayed either
+
+
+def test_a_raw_stream_answer_off_the_hijack_routes_stays_framed(
+    proxy_to: Callable[..., tuple[str, RawEngine]],
+) -> None:
+    """Only attach and exec start become tunnels on a 200 raw-stream answer (§1.6); elsewhere
+    the answer is relayed framed and the next request is still read and decided by the proxy."""
+    raw = b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.docker.raw-stream\r\n\r\nOUT"
+    path, engine = proxy_to(lambda head: raw, close_after=True)
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(path)
+        sock.sendall(_GET)
+        sock.settimeout(5)
+        out = b""
+        while not out.endswith(b"3\r\nOUT\r\n0\r\n\r\n"):
+            got = sock.recv(65536)
+            assert got, out
+            out += got
+        assert b"Transfer-Encoding: chunked\r\n" in out, out
+        sock.sendall(b"POST /images/load HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        out = b""
+        while b"\r\n\r\n" not in out:
+            got = sock.recv(65536)
+            assert got, out
+            out += got
+    assert out.startswith(b"HTTP/1.1 403 "), out  # the proxy refused the load itself
+    assert not any(b"/images/load" in head for head in engine.heads), engine.heads
+
+
+def test_an_answer_the_engine_sent_unasked_never_answers_the_next_request(
+    proxy_to: Callable[..., tuple[str, RawEngine]],
+) -> None:
+    """Bytes that arrive on the kept upstream connection after an answer ended, before the
+    client's next request, answer no request: the connection is not reused for the next one
+    (as `Upstream._take` does for the proxy's own calls), or they would be its answer."""
+
+    def script(head: bytes) -> bytes | list[bytes]:
+        if head.startswith(b"GET /containers/json"):
+            return b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nGOOD"
+        late = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nEVIL!"
+        return [b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", late]
+
+    path, _ = proxy_to(script)
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(path)
+        sock.settimeout(5)
+        sock.sendall(_GET)
+        first = b""
+        while not first.endswith(b"{}"):
+            got = sock.recv(65536)
+            assert got, first
+            first += got
+        time.sleep(0.6)  # the engine's unasked answer has arrived at the proxy by now
+        sock.sendall(_NEXT)
+        out = b""
+        while got := sock.recv(65536):
+            out += got
+    assert out.endswith(b"GOOD") and b"EVIL!" not in out, out
+
+
+def test_a_kept_upstream_connection_the_engine_closed_is_replaced(
+    proxy_to: Callable[..., tuple[str, RawEngine]],
+) -> None:
+    """The same check finds a kept connection the engine closed while the client was idle:
+    the next request goes on a fresh one instead of failing with a 503."""
+    path, _ = proxy_to(
+        lambda head: b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nGOOD", close_after=True
+    )
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(path)
+        sock.settimeout(5)
+        sock.sendall(_GET)
+        first = b""
+        while not first.endswith(b"GOOD"):
+            got = sock.recv(65536)
+            assert got, first
+            first += got
+        time.sleep(0.3)
+        sock.sendall(_NEXT)
+        out = b""
+        while got := sock.recv(65536):
+            out += got
+    assert out.startswith(b"HTTP/1.1 200 ") and out.endswith(b"GOOD"), out
