@@ -8,6 +8,7 @@ body must fail before any byte after the malformation is handed out.
 from __future__ import annotations
 
 import random
+import socket
 from typing import Any
 
 import pytest
@@ -23,18 +24,21 @@ class _Pieces:
     def __init__(self, pieces: list[bytes]) -> None:
         self.pieces = [p for p in pieces if p]
 
-    def recv_into(self, view: memoryview, size: int = 0) -> int:
-        if not self.pieces:
-            return 0
+    def recv_into(self, view: memoryview, size: int = 0, flags: int = 0) -> int:
         room = min(size or len(view), len(view))
-        piece = self.pieces[0]
-        n = min(room, len(piece))
-        view[:n] = piece[:n]
-        if n == len(piece):
-            self.pieces.pop(0)
-        else:
-            self.pieces[0] = piece[n:]
-        return n
+        done = 0
+        while self.pieces and done < room:
+            piece = self.pieces[0]
+            n = min(room - done, len(piece))
+            view[done : done + n] = piece[:n]
+            if n == len(piece):
+                self.pieces.pop(0)
+            else:
+                self.pieces[0] = piece[n:]
+            done += n
+            if not flags & socket.MSG_WAITALL:
+                break  # one piece per receive, as a stream socket may hand them out
+        return done
 
 
 def _split(data: bytes, cuts: list[int]) -> list[bytes]:

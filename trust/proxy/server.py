@@ -261,7 +261,8 @@ class Proxy:
                 continue
             with self._pool:
                 self._idle -= 1
-                self._pool.notify()
+                if self._idle < _SPARE:
+                    self._pool.notify()  # top up; else no thread need wake for this one
             peer = peer_of(client)
             if self._admit(peer):
                 self._run(client, peer)
