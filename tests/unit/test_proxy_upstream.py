@@ -98,12 +98,40 @@ def test_a_connection_the_engine_closed_is_replaced(
     engine = engine_at(lambda n, head: (_ok(b'{"n": %d}' % n), True))  # closes after each
     upstream = Upstream(engine.path, timeout=5)
     try:
-        answers = [upstream.call("POST", "/images/x/tag").json() for _ in range(3)]
+        answers = [upstream.call("GET", "/images/x/json").json() for _ in range(3)]
     finally:
         upstream.close()
     assert answers == [{"n": 1}, {"n": 2}, {"n": 3}]
     assert engine.connections == 3
-    assert all(b"Content-Length: 0" in head for _, head in engine.requests)
+
+
+def test_a_kept_connection_closed_unanswered_resends_a_get_never_a_post(
+    engine_at: Callable[[Script], FakeEngine],
+) -> None:
+    """The engine may act on a request and close before answering: a tag sent again could
+    land after a newer verification's tag (X38), so only GET/HEAD are sent once more."""
+    seen: dict[int, int] = {}
+
+    def script(number: int, head: bytes) -> tuple[bytes, bool]:
+        seen[number] = seen.get(number, 0) + 1
+        if seen[number] == 2:
+            return b"", True  # the second request on each connection: closed unanswered
+        return _ok(b"{}"), False
+
+    engine = engine_at(script)
+    upstream = Upstream(engine.path, timeout=5)
+    try:
+        upstream.call("GET", "/_ping")  # connection 1, kept
+        with pytest.raises(EngineDown):
+            upstream.call("POST", "/images/x/tag?repo=r&tag=t")
+        posts = [(n, head) for n, head in engine.requests if head.startswith(b"POST")]
+        assert [n for n, _ in posts] == [1]  # once, never again on a new connection
+        assert b"Content-Length: 0" in posts[0][1]
+        upstream.call("GET", "/_ping")  # connection 2, kept
+        assert upstream.call("GET", "/version").status == 200  # on 2: closed; sent again on 3
+    finally:
+        upstream.close()
+    assert [n for n, head in engine.requests if b"/version" in head] == [2, 3]
 
 
 def test_bytes_beyond_the_framing_are_never_the_next_answer(

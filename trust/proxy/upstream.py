@@ -160,7 +160,12 @@ class Upstream:
             try:
                 return sock, self._exchange(sock, method, request, timeout)
             except _Stale:
-                sock.close()  # the engine closed the kept connection first: once more, anew
+                sock.close()
+                if method not in ("GET", "HEAD"):
+                    # The engine may have acted on it before closing (a tag, a pull): never
+                    # sent twice, or a tag could land after a newer verification's (X38).
+                    raise EngineDown("the engine closed the connection unanswered") from None
+                # an inspect or a version: once more, on a new connection
         sock = self.connect_raw()
         try:
             return sock, self._exchange(sock, method, request, timeout)
