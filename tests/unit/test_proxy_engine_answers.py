@@ -8,82 +8,50 @@ the proxy did not ask for nor in a silently dropped connection.
 from __future__ import annotations
 
 import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from trust.proxy.handlers import build_proxy
-from trust.proxy.server import DecisionLog, bind_listener
-from trust.settings import ProxyConfig, Settings
+from tests.unit._engines import (
+    Parts,
+    Script,
+    ScriptedEngine,
+    answer_then_next,
+    exchange,
+    start_proxy,
+)
 
 #: (request head) -> the engine's answer bytes, or a list of parts sent 0.3 s apart.
-Script = Callable[[bytes], bytes | list[bytes]]
+RawScript = Callable[[bytes], bytes | list[bytes]]
 
 
-class RawEngine:
-    """Reads request heads (the tests send no bodies) and answers each with `script`;
-    `close_after`: then ends the connection (an answer delimited by the end of the stream)."""
+def _raw(script: RawScript, close_after: bool) -> Script:
+    """`script` as a ScriptedEngine's; `close_after`: the answer is delimited by the end of
+    the stream."""
 
-    def __init__(self, path: Path, script: Script, close_after: bool = False) -> None:
-        self.path = str(path)
-        self.script = script
-        self.close_after = close_after
-        self.heads: list[bytes] = []
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(self.path)
-        self.listener.listen(8)
-        threading.Thread(target=self._serve, daemon=True).start()
+    def answer(number: int, head: bytes) -> tuple[Parts, bool]:
+        given = script(head)
+        parts: Parts = []
+        for index, part in enumerate(given if isinstance(given, list) else [given]):
+            if index:
+                parts.append(0.3)
+            parts.append(part)
+        return parts, close_after
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
-
-    def _one(self, conn: socket.socket) -> None:
-        buffer = b""
-        with conn:
-            while True:
-                while b"\r\n\r\n" not in buffer:
-                    try:
-                        data = conn.recv(65536)
-                    except OSError:
-                        return
-                    if not data:
-                        return
-                    buffer += data
-                head, _, buffer = buffer.partition(b"\r\n\r\n")
-                self.heads.append(head)
-                answer = self.script(head)
-                for index, part in enumerate(answer if isinstance(answer, list) else [answer]):
-                    if index:
-                        time.sleep(0.3)
-                    try:
-                        conn.sendall(part)
-                    except OSError:
-                        return  # the proxy closed the connection first
-                if self.close_after:
-                    return
+    return answer
 
 
 @pytest.fixture
-def proxy_to(tmp_path: Path) -> Iterator[Callable[..., tuple[str, RawEngine]]]:
+def proxy_to(tmp_path: Path) -> Iterator[Callable[..., tuple[str, ScriptedEngine]]]:
     stops: list[Callable[[], None]] = []
 
-    def make(script: Script, close_after: bool = False) -> tuple[str, RawEngine]:
-        engine = RawEngine(tmp_path / "engine.sock", script, close_after)
-        config = ProxyConfig(header_timeout=2.0, idle_timeout=5.0)
+    def make(script: RawScript, close_after: bool = False) -> tuple[str, ScriptedEngine]:
+        engine = ScriptedEngine(tmp_path / "engine.sock", _raw(script, close_after))
         listen = str(tmp_path / "p.sock")
-        listener = bind_listener(listen, engine.path, config)
         handle = open(tmp_path / "log", "w")
-        server = build_proxy(Settings(), engine.path, config, DecisionLog(handle))
-        threading.Thread(target=server.serve, args=(listener,), daemon=True).start()
-        stops.extend([server.stop, handle.close, engine.listener.close])
+        proxy = start_proxy(engine.path, listen, log=handle)
+        stops.extend([proxy.stop, handle.close, engine.close])
         return listen, engine
 
     yield make
@@ -92,18 +60,7 @@ def proxy_to(tmp_path: Path) -> Iterator[Callable[..., tuple[str, RawEngine]]]:
 
 
 def _exchange(path: str, data: bytes, wait: float = 1.5) -> bytes:
-    """What the proxy sent back, up to its close (or `wait` seconds of silence)."""
-    with socket.socket(socket.AF_UNIX) as sock:
-        sock.connect(path)
-        sock.sendall(data)
-        sock.settimeout(wait)
-        out = b""
-        try:
-            while chunk := sock.recv(65536):
-                out += chunk
-        except TimeoutError:
-            pass
-        return out
+    return exchange(path, data, wait)
 
 
 _GET = b"GET /info HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -111,7 +68,7 @@ _HIDDEN = b"POST /v1.41/images/create?fromImage=evil HTTP/1.1\r\nHost: x\r\n\r\n
 
 
 def test_a_101_the_proxy_did_not_ask_for_is_no_tunnel(
-    proxy_to: Callable[..., tuple[str, RawEngine]],
+    proxy_to: Callable[..., tuple[str, ScriptedEngine]],
 ) -> None:
     """A 101 switches protocols only when the proxy sent the Upgrade (§1.6: hijacks decided
     by the route and the answer, never by the engine alone). Tunnelling an unasked 101 would
@@ -135,7 +92,7 @@ def test_a_101_the_proxy_did_not_ask_for_is_no_tunnel(
     ],
 )
 def test_an_answer_the_writer_cannot_relay_is_a_503_not_a_dropped_connection(
-    proxy_to: Callable[..., tuple[str, RawEngine]], status_line: bytes
+    proxy_to: Callable[..., tuple[str, ScriptedEngine]], status_line: bytes
 ) -> None:
     """The status line is checked where the head is parsed, like every header line: a status
     under 100 or a control byte in the reason once reached the writer, which refused it with
@@ -160,7 +117,7 @@ _NEXT = b"GET /containers/json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     ],
 )
 def test_bytes_past_an_answers_framed_end_never_answer_the_next_request(
-    proxy_to: Callable[..., tuple[str, RawEngine]], first: bytes, answer: bytes
+    proxy_to: Callable[..., tuple[str, ScriptedEngine]], first: bytes, answer: bytes
 ) -> None:
     """An engine answer followed by bytes its framing does not cover (a body on HEAD, 204 or
     304, one answer too many): the upstream connection is not reused, so those bytes never
@@ -180,7 +137,7 @@ def test_bytes_past_an_answers_framed_end_never_answer_the_next_request(
 
 
 def test_a_raw_stream_answer_off_the_hijack_routes_stays_framed(
-    proxy_to: Callable[..., tuple[str, RawEngine]],
+    proxy_to: Callable[..., tuple[str, ScriptedEngine]],
 ) -> None:
     """Only attach and exec start become tunnels on a 200 raw-stream answer (§1.6); elsewhere
     the answer is relayed framed and the next request is still read and decided by the proxy."""
@@ -207,7 +164,7 @@ def test_a_raw_stream_answer_off_the_hijack_routes_stays_framed(
 
 
 def test_an_answer_the_engine_sent_unasked_never_answers_the_next_request(
-    proxy_to: Callable[..., tuple[str, RawEngine]],
+    proxy_to: Callable[..., tuple[str, ScriptedEngine]],
 ) -> None:
     """Bytes that arrive on the kept upstream connection after an answer ended, before the
     client's next request, answer no request: the connection is not reused for the next one
@@ -220,43 +177,18 @@ def test_an_answer_the_engine_sent_unasked_never_answers_the_next_request(
         return [b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", late]
 
     path, _ = proxy_to(script)
-    with socket.socket(socket.AF_UNIX) as sock:
-        sock.connect(path)
-        sock.settimeout(5)
-        sock.sendall(_GET)
-        first = b""
-        while not first.endswith(b"{}"):
-            got = sock.recv(65536)
-            assert got, first
-            first += got
-        time.sleep(0.6)  # the engine's unasked answer has arrived at the proxy by now
-        sock.sendall(_NEXT)
-        out = b""
-        while got := sock.recv(65536):
-            out += got
+    # by the end of the pause the engine's unasked answer has arrived at the proxy
+    out = answer_then_next(path, _GET, b"{}", 0.6, _NEXT)
     assert out.endswith(b"GOOD") and b"EVIL!" not in out, out
 
 
 def test_a_kept_upstream_connection_the_engine_closed_is_replaced(
-    proxy_to: Callable[..., tuple[str, RawEngine]],
+    proxy_to: Callable[..., tuple[str, ScriptedEngine]],
 ) -> None:
     """The same check finds a kept connection the engine closed while the client was idle:
     the next request goes on a fresh one instead of failing with a 503."""
     path, _ = proxy_to(
         lambda head: b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nGOOD", close_after=True
     )
-    with socket.socket(socket.AF_UNIX) as sock:
-        sock.connect(path)
-        sock.settimeout(5)
-        sock.sendall(_GET)
-        first = b""
-        while not first.endswith(b"GOOD"):
-            got = sock.recv(65536)
-            assert got, first
-            first += got
-        time.sleep(0.3)
-        sock.sendall(_NEXT)
-        out = b""
-        while got := sock.recv(65536):
-            out += got
+    out = answer_then_next(path, _GET, b"GOOD", 0.3, _NEXT)
     assert out.startswith(b"HTTP/1.1 200 ") and out.endswith(b"GOOD"), out

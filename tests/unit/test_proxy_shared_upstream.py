@@ -9,7 +9,6 @@ went to its own request and that a connection with anything in flight was never 
 
 from __future__ import annotations
 
-import io
 import socket
 import threading
 import time
@@ -18,12 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from trust.proxy.handlers import build_proxy
-from trust.proxy.server import DecisionLog, Proxy, bind_listener
-from trust.settings import ProxyConfig, Settings
-
-#: (connection number, request head) -> (parts, a float being a pause; close after).
-Script = Callable[[int, bytes], tuple[list[bytes | float], bool]]
+from tests.unit._engines import Script, start_proxy
+from tests.unit._engines import ScriptedEngine as Engine
+from trust.proxy.server import Proxy
 
 
 def _named(head: bytes) -> bytes:
@@ -38,75 +34,21 @@ def echo(number: int, head: bytes) -> tuple[list[bytes | float], bool]:
     return [b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)], False
 
 
-class Engine:
-    def __init__(self, path: Path, script: Script) -> None:
-        self.path = str(path)
-        self.script = script
-        self.connections = 0
-        self.requests: list[tuple[int, bytes]] = []
-        #: Connection numbers the proxy closed.
-        self.ended: set[int] = set()
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(self.path)
-        self.listener.listen(16)
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._one, args=(conn, self.connections), daemon=True).start()
-
-    def _one(self, conn: socket.socket, number: int) -> None:
-        buffer = b""
-        with conn:
-            while True:
-                while b"\r\n\r\n" not in buffer:
-                    try:
-                        data = conn.recv(65536)
-                    except OSError:
-                        data = b""
-                    if not data:
-                        self.ended.add(number)
-                        return
-                    buffer += data
-                head, _, buffer = buffer.partition(b"\r\n\r\n")
-                self.requests.append((number, _named(head)))
-                parts, close = self.script(number, head)
-                try:
-                    for part in parts:
-                        if isinstance(part, float):
-                            time.sleep(part)
-                        else:
-                            conn.sendall(part)
-                except OSError:
-                    self.ended.add(number)  # the proxy closed it first
-                    return
-                if close:
-                    return
-
-
 @pytest.fixture
 def setup(tmp_path: Path) -> Iterator[Callable[..., tuple[Proxy, str, Engine]]]:
     made: list[tuple[Proxy, Engine]] = []
 
     def make(script: Script = echo, mode: str = "enforce") -> tuple[Proxy, str, Engine]:
-        engine = Engine(tmp_path / "engine.sock", script)
-        config = ProxyConfig(header_timeout=2.0, idle_timeout=5.0, mode=mode)
+        engine = Engine(tmp_path / "engine.sock", script, record=_named)
         listen = str(tmp_path / "p.sock")
-        listener = bind_listener(listen, engine.path, config)
-        proxy = build_proxy(Settings(), engine.path, config, DecisionLog(io.StringIO()))
-        threading.Thread(target=proxy.serve, args=(listener,), daemon=True).start()
+        proxy = start_proxy(engine.path, listen, mode=mode)
         made.append((proxy, engine))
         return proxy, listen, engine
 
     yield make
     for proxy, engine in made:
         proxy.stop()
-        engine.listener.close()
+        engine.close()
 
 
 def _client(path: str, request: bytes, read_all: bool = True) -> bytes:

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from tests.unit._engines import exchange
 from trust.proxy import gojson
 from trust.proxy.framing import HTTPRefusal, check_head
 from trust.proxy.handlers import build_proxy, compare_versions, sanitize
@@ -284,20 +285,7 @@ def proxy(tmp_path: Path, fake: tuple[str, list[dict[str, Any]]]) -> Iterator[st
 
 
 def _exchange(path: str, data: bytes, wait: float = 1.0) -> bytes:
-    with socket.socket(socket.AF_UNIX) as sock:
-        sock.connect(path)
-        sock.sendall(data)
-        sock.settimeout(wait)
-        out = b""
-        try:
-            while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                out += chunk
-        except TimeoutError:
-            pass
-        return out
+    return exchange(path, data, wait)
 
 
 def test_keep_alive_pipelining_and_http10(proxy: str, fake: Any) -> None:

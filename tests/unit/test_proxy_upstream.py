@@ -7,58 +7,17 @@ connections it accepted, so each test asserts which connection carried which ans
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.unit._engines import Parts, start_proxy
+from tests.unit._engines import ScriptedEngine as FakeEngine
 from trust.proxy.upstream import EngineDown, Upstream
 
+#: (connection number, request head) -> (answer bytes, close after).
 Script = Callable[[int, bytes], tuple[bytes, bool]]
-
-
-class FakeEngine:
-    """Per request: `script(connection number, request head)` -> (answer bytes, close after)."""
-
-    def __init__(self, path: Path, script: Script) -> None:
-        self.path = str(path)
-        self.script = script
-        self.connections = 0
-        self.requests: list[tuple[int, bytes]] = []
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(self.path)
-        self.listener.listen(8)
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._one, args=(conn, self.connections), daemon=True).start()
-
-    def _one(self, conn: socket.socket, number: int) -> None:
-        buffer = b""
-        with conn:
-            while True:
-                while b"\r\n\r\n" not in buffer:
-                    data = conn.recv(65536)
-                    if not data:
-                        return
-                    buffer += data
-                head, _, buffer = buffer.partition(b"\r\n\r\n")
-                self.requests.append((number, head))
-                answer, close = self.script(number, head)
-                conn.sendall(answer)
-                if close:
-                    return
-
-    def close(self) -> None:
-        self.listener.close()
 
 
 @pytest.fixture
@@ -66,13 +25,17 @@ def engine_at(tmp_path: Path) -> Iterator[Callable[[Script], FakeEngine]]:
     made: list[FakeEngine] = []
 
     def make(script: Script) -> FakeEngine:
-        engine = FakeEngine(tmp_path / "engine.sock", script)
+        engine = FakeEngine(tmp_path / "engine.sock", lambda n, head: _parts(*script(n, head)))
         made.append(engine)
         return engine
 
     yield make
     for engine in made:
         engine.close()
+
+
+def _parts(answer: bytes, close: bool) -> tuple[Parts, bool]:
+    return [answer], close
 
 
 def _ok(body: bytes) -> bytes:
@@ -218,21 +181,11 @@ def test_header_values_with_line_breaks_are_never_sent(tmp_path: Path) -> None:
 @pytest.fixture
 def proxy_to(tmp_path: Path) -> Iterator[Callable[[FakeEngine], str]]:
     """A proxy in front of a FakeEngine; returns its socket path."""
-    import io
-
-    from trust.proxy.handlers import build_proxy
-    from trust.proxy.server import DecisionLog, bind_listener
-    from trust.settings import ProxyConfig, Settings
-
     started = []
 
     def start(engine: FakeEngine) -> str:
-        config = ProxyConfig(header_timeout=2.0, idle_timeout=5.0)
         listen = str(tmp_path / "p.sock")
-        listener = bind_listener(listen, engine.path, config)
-        server = build_proxy(Settings(), engine.path, config, DecisionLog(io.StringIO()))
-        threading.Thread(target=server.serve, args=(listener,), daemon=True).start()
-        started.append(server)
+        started.append(start_proxy(engine.path, listen))
         return listen
 
     yield start
