@@ -34,7 +34,7 @@ from fixtures.stack import (
     PodmanService,
     Stack,
     StackError,
-    free_port,
+    refused_port,
 )
 from fixtures.trustproxy import TrustProxy
 from tests.ci import skip_or_fail
@@ -522,9 +522,10 @@ def test_proxy_is_used_for_trust_server_and_realm(world: World, signed: tuple[st
 def test_proxy_down_is_exit_6(world: World, signed: tuple[str, str]) -> None:
     repo, _ = signed
     config = world.config("proxydown", {world.reg: ("alice", "alice-pw")})
-    dead = f"http://127.0.0.1:{free_port()}"
-    extra = {"HTTPS_PROXY": dead, "https_proxy": dead, "HTTP_PROXY": dead, "http_proxy": dead}
-    proc = world.tp("resolve", f"{repo}:1.0", config=config, extra=extra)
+    with refused_port() as port:
+        dead = f"http://127.0.0.1:{port}"
+        extra = {"HTTPS_PROXY": dead, "https_proxy": dead, "HTTP_PROXY": dead, "http_proxy": dead}
+        proc = world.tp("resolve", f"{repo}:1.0", config=config, extra=extra)
     assert proc.returncode == EXIT_NETWORK, why(proc)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from fixtures.stack import Stack, docker, free_port, make_image
+from fixtures.stack import Stack, docker, make_image, refused_port
 from trust.engine import Engine
 from trust.errors import AuthError, EngineError
 
@@ -72,8 +72,8 @@ def test_unknown_repository(stack: Stack, engine: Engine) -> None:
 
 
 def test_registry_down(engine: Engine) -> None:
-    with pytest.raises(EngineError, match="connection refused"):
-        engine.pull(f"127.0.0.1:{free_port()}/ns/app", "1.0", auth=None)
+    with refused_port() as port, pytest.raises(EngineError, match="connection refused"):
+        engine.pull(f"127.0.0.1:{port}/ns/app", "1.0", auth=None)
 
 
 def test_engine_down(tmp_path: Path) -> None:

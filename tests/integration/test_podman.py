@@ -35,7 +35,7 @@ from fixtures.stack import (
     _tiny_tar,
     _UnixHTTPConnection,
     docker,
-    free_port,
+    refused_port,
 )
 from tests.integration._podman import running_podman
 from trust.engine import Engine
@@ -254,7 +254,7 @@ def test_in_band_errors(stack: Stack, podman: PodmanService, engine: Engine) -> 
     with pytest.raises(EngineError, match="server gave HTTP response to HTTPS client") as info:
         engine.pull(f"localhost:{port}/podman/app", "1.0", auth=None)
     assert f'location = "localhost:{port}", insecure = true' in info.value.message
-    with pytest.raises(EngineError, match="connection refused"):
-        engine.pull(f"127.0.0.1:{free_port()}/podman/app", "1.0", auth=None)
+    with refused_port() as port, pytest.raises(EngineError, match="connection refused"):
+        engine.pull(f"127.0.0.1:{port}/podman/app", "1.0", auth=None)
     with pytest.raises(EngineError, match="could not tag"):
         engine.tag(f"{repo}@{missing}", repo, "x")
