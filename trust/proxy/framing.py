@@ -24,7 +24,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 __all__ = [
+    "BAD_TARGET_RE",
+    "BAD_VALUE_RE",
     "HEAD_END",
+    "TOKEN_RE",
     "BodyError",
     "BodyReader",
     "HTTPRefusal",
@@ -39,13 +42,13 @@ HEAD_END = b"\r\n\r\n"
 #: No real client sends more than a few dozen header lines (X29).
 MAX_HEADER_LINES = 1000
 
-_TOKEN_RE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+TOKEN_RE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _REQUEST_LINE_RE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) (\S+) HTTP/(\d)\.(\d)")
 _DIGITS_RE = re.compile(rb"[0-9]{1,18}")
 #: A control byte other than HTAB, or DEL: never in a header value.
-_BAD_VALUE_RE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+BAD_VALUE_RE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 #: Anything outside visible ASCII: never in a request target.
-_BAD_TARGET_RE = re.compile(rb"[^\x21-\x7e]")
+BAD_TARGET_RE = re.compile(rb"[^\x21-\x7e]")
 #: What a `Connection` header may name: anything else would make a proxy drop end-to-end
 #: headers as hop-by-hop (X30).
 _CONNECTION_TOKENS = {b"close", b"keep-alive", b"upgrade"}
@@ -144,7 +147,7 @@ def check_head(raw: bytes) -> RequestHead:
             "trustpull: only HTTP/1.0 and HTTP/1.1 are spoken",
             close=True,
         )
-    if _BAD_TARGET_RE.search(target) is not None:
+    if BAD_TARGET_RE.search(target) is not None:
         raise _bad("control, space or non-ASCII byte in the request target")
     if not target.startswith(b"/"):
         raise _bad("only origin-form request targets are accepted (no absolute or * form)")
@@ -159,10 +162,10 @@ def check_head(raw: bytes) -> RequestHead:
         if line[:1] in (b" ", b"\t"):
             raise _bad("obsolete line folding")
         name, colon, value = line.partition(b":")
-        if not colon or _TOKEN_RE.fullmatch(name) is None:
+        if not colon or TOKEN_RE.fullmatch(name) is None:
             raise _bad(f"invalid header name {name[:40]!r}")
         value = value.strip(b" \t")
-        if _BAD_VALUE_RE.search(value) is not None:
+        if BAD_VALUE_RE.search(value) is not None:
             raise _bad(f"control byte in header {name.decode()}")
         headers.append((name.lower(), value))
     head = RequestHead(method.decode(), target.decode(), version, tuple(headers))
@@ -263,9 +266,9 @@ def parse_response_head(raw: bytes) -> ResponseHead:
     for line in lines[1:]:
         name, colon, raw_value = line.partition(b":")
         value = raw_value.strip(b" \t")
-        if not colon or _TOKEN_RE.fullmatch(name) is None or b"\n" in line or b"\r" in line:
+        if not colon or TOKEN_RE.fullmatch(name) is None or b"\n" in line or b"\r" in line:
             raise HeadError(f"header line {line[:80]!r}")
-        if _BAD_VALUE_RE.search(value) is not None:
+        if BAD_VALUE_RE.search(value) is not None:
             raise HeadError("control byte in a header")
         key = name.lower()
         if key == b"content-length":
@@ -484,7 +487,7 @@ class BodyReader:
             if seen > self.max_trailer:
                 raise BodyError("trailers too large")
             name, colon, value = line.partition(b":")
-            if not colon or _TOKEN_RE.fullmatch(name) is None:
+            if not colon or TOKEN_RE.fullmatch(name) is None:
                 raise BodyError("invalid trailer line")
-            if _BAD_VALUE_RE.search(value) is not None:
+            if BAD_VALUE_RE.search(value) is not None:
                 raise BodyError("control byte in a trailer")

@@ -45,8 +45,8 @@ from trust.proxy.framing import (
     parse_response_head,
 )
 from trust.proxy.routes import Match, Target, match_route, parse_target
-from trust.proxy.upstream import EngineDown, Upstream
-from trust.proxy.writer import REASONS, Answer, WriteError, request_head
+from trust.proxy.upstream import EngineDown, Upstream, quiet
+from trust.proxy.writer import REASONS, Answer, WriteError, chunk, request_head
 from trust.settings import ProxyConfig, Settings
 
 __all__ = ["Peer", "Proxy", "bind_listener"]
@@ -662,7 +662,7 @@ class ClientConnection:
         request once more on a new connection, as Go's own client does for idempotent requests.
         """
         self._upstream_clean = False
-        if self.upstream is not None and not _quiet(self.upstream):
+        if self.upstream is not None and not quiet(self.upstream):
             self._drop_upstream()  # closed, or bytes no request asked for: never an answer
         if self.upstream is None:
             kept = self.proxy.upstream.take_idle() if replayable else None
@@ -759,7 +759,7 @@ class ClientConnection:
             out: list[Any] = [request]
             if own_body:
                 for batch in self.body_batches(ex):
-                    out += _chunk(batch) if chunked else batch
+                    out += chunk(batch) if chunked else batch
                     send_all(up, out)
                     out = []
             elif isinstance(source, bytes):
@@ -767,7 +767,7 @@ class ClientConnection:
             elif source is not None:
                 for data in source:
                     if data:
-                        out += _chunk([data])
+                        out += chunk([data])
                         send_all(up, out)
                         out = []
             if chunked:
@@ -970,13 +970,6 @@ def tunnel(a: socket.socket, b: socket.socket) -> None:
         b.close()
 
 
-def _chunk(pieces: list[Any]) -> list[Any]:
-    """One chunk carrying all of `pieces` (none copied); nothing for no bytes (a zero-size
-    chunk would end the body)."""
-    total = sum(len(memoryview(piece)) for piece in pieces)
-    return [b"%x\r\n" % total, *pieces, b"\r\n"] if total else []
-
-
 #: At most this many buffers per `sendmsg` (Linux's IOV_MAX is 1024).
 _IOV = 512
 
@@ -995,19 +988,6 @@ def send_all(sock: socket.socket, pieces: list[Any]) -> None:
             else:
                 views[at] = views[at][sent:]
                 sent = 0
-
-
-def _quiet(sock: socket.socket) -> bool:
-    """Whether a kept connection is open with nothing unread (as `Upstream._take` checks)."""
-    try:
-        sock.settimeout(0.0)
-        sock.recv(1, socket.MSG_PEEK)
-    except BlockingIOError:
-        sock.settimeout(None)
-        return True
-    except OSError:
-        pass
-    return False
 
 
 def _linger(sock: socket.socket, seconds: float = 5.0, limit: int = 256 * 1024 * 1024) -> None:

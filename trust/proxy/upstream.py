@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 from trust.proxy.framing import HEAD_END, BodyError, BodyReader, HeadError, parse_response_head
 
-__all__ = ["EngineDown", "Upstream"]
+__all__ = ["EngineDown", "Upstream", "quiet"]
 
 #: An answer's head larger than this is not the engine's.
 _MAX_HEAD = 64 * 1024
@@ -99,10 +99,7 @@ class Upstream:
     def take_idle(self) -> socket.socket | None:
         """A kept connection for a client connection's relay (see `_take`), or None; blocking,
         as a new one is (the relay's reads wait as long as the engine's answer takes)."""
-        sock = self._take()
-        if sock is not None:
-            sock.settimeout(None)
-        return sock
+        return self._take()
 
     def give_back(self, sock: socket.socket) -> None:
         """A relay's connection whose last answer was read to its framed end."""
@@ -115,13 +112,8 @@ class Upstream:
                 if not self._idle:
                     return None
                 sock = self._idle.pop()
-            try:
-                sock.settimeout(0.0)  # a timeout would make recv wait for readability first
-                sock.recv(1, socket.MSG_PEEK)
-            except BlockingIOError:
-                return sock  # open, and nothing unasked for waiting
-            except OSError:
-                pass
+            if quiet(sock):
+                return sock
             sock.close()  # closed by the engine, or bytes no request asked for
 
     def _give_back(self, sock: socket.socket) -> None:
@@ -242,6 +234,23 @@ class Upstream:
                 self._finish(sock, head)
 
         return head.status, head.headers, pieces(), close
+
+
+def quiet(sock: socket.socket) -> bool:
+    """Whether a kept connection is open with nothing unread on it; then left blocking.
+
+    Anything unread is bytes no request asked for (never to be read as the next answer); an
+    empty read is the engine's close.
+    """
+    try:
+        sock.settimeout(0.0)  # a timeout would make recv wait for readability first
+        sock.recv(1, socket.MSG_PEEK)
+    except BlockingIOError:
+        sock.settimeout(None)
+        return True
+    except OSError:
+        pass
+    return False
 
 
 class _Stale(Exception):

@@ -15,15 +15,13 @@ they write against h11 (tests/unit/test_proxy_writer.py).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["Answer", "WriteError", "request_head"]
+from trust.proxy.framing import BAD_TARGET_RE, BAD_VALUE_RE, TOKEN_RE
 
-_TOKEN_RE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_BAD_VALUE_RE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-_BAD_TARGET_RE = re.compile(rb"[^\x21-\x7e]")
+__all__ = ["Answer", "WriteError", "chunk", "request_head"]
+
 #: The framing headers: only the writers set them.
 _FRAMING = (b"content-length", b"transfer-encoding", b"connection", b"keep-alive")
 
@@ -57,19 +55,26 @@ class WriteError(Exception):
 def _header_lines(headers: Iterable[tuple[bytes, bytes]]) -> list[bytes]:
     lines = []
     for name, value in headers:
-        if _TOKEN_RE.fullmatch(name) is None or _BAD_VALUE_RE.search(value) is not None:
+        if TOKEN_RE.fullmatch(name) is None or BAD_VALUE_RE.search(value) is not None:
             raise WriteError(f"invalid header {bytes(name)[:40]!r}")
         lines.append(bytes(name) + b": " + bytes(value) + b"\r\n")
     return lines
+
+
+def chunk(pieces: Sequence[Any]) -> list[Any]:
+    """One chunk carrying all of `pieces` (none copied); nothing for no bytes (a zero-size
+    chunk would end the body)."""
+    total = sum(len(memoryview(piece)) for piece in pieces)
+    return [b"%x\r\n" % total, *pieces, b"\r\n"] if total else []
 
 
 def request_head(
     method: str, target: bytes, headers: Sequence[tuple[bytes, bytes]], framing: bytes
 ) -> bytes:
     """An HTTP/1.1 request head; `framing` is the one framing header line (or b"")."""
-    if _TOKEN_RE.fullmatch(method.encode()) is None:
+    if TOKEN_RE.fullmatch(method.encode()) is None:
         raise WriteError(f"invalid method {method[:20]!r}")
-    if not target.startswith(b"/") or _BAD_TARGET_RE.search(target) is not None:
+    if not target.startswith(b"/") or BAD_TARGET_RE.search(target) is not None:
         raise WriteError(f"invalid request target {target[:80]!r}")
     for name, _ in headers:
         if name.lower() in _FRAMING:
@@ -148,7 +153,7 @@ class Answer:
             framing += b"Connection: close\r\n"
         if reason is None:
             reason = REASONS.get(status, "Unknown").encode()
-        if _BAD_VALUE_RE.search(reason) is not None:
+        if BAD_VALUE_RE.search(reason) is not None:
             raise WriteError("control byte in the reason phrase")
         return b"".join(
             [b"HTTP/1.1 %d " % status, reason, b"\r\n", *_header_lines(kept), framing, b"\r\n"]
@@ -163,11 +168,11 @@ class Answer:
             raise WriteError("body outside an answer")
         if self.method == "HEAD":
             return []
+        if self._chunked:
+            return chunk(pieces)
         total = sum(len(memoryview(piece)) for piece in pieces)
         if not total:
             return []
-        if self._chunked:
-            return [b"%x\r\n" % total, *pieces, b"\r\n"]
         if self._left is not None:
             if total > self._left:
                 raise WriteError("more body than its Content-Length")
