@@ -194,7 +194,11 @@ PROXY_OUTCOMES: dict[str, str] = {
     "image 400 until the Dockerfile reader reports it (then verified and pinned); a base "
     "whose ONBUILD triggers copy `--from` anything 403 [OnBuild]: a signed one is pulled by "
     "digest, untagged, to read them, one a rule accepts unsigned is read locally or pulled by "
-    "its tag first and its FROM pinned to the ID read (a retag in between is not what builds)",
+    "its tag first and its FROM pinned to the ID read (a retag in between is not what builds); "
+    "the Dockerfile read is the member the engine extracts last under the engine's cleaned "
+    "path (`.Dockerfile` is another file, `./Dockerfile` the same), earlier copies dropped, "
+    "and a context with a member escaping the root, sparse, or below a link or file 400 "
+    "[Context]",
     "X41": "403 with the 'build from a local directory' hint",
     "X42": "403 with the pinning hint; `/_ping` says Builder-Version 1; with allow_buildkit the "
     "`/session` upgrade, the `version=2` build and `/_ping` get the engine's own answers, each "

@@ -1802,3 +1802,61 @@ def test_X53c_proxy_killed_during_a_build_upload(world: World) -> None:
         assert not [r for r in hooked.requests if r.path == "/build"]
         _never_the_engine(world, proxy, hooked)
     unchanged(world, before)
+
+
+def _context_tar(*members: tuple[str, str]) -> bytes:
+    """A build context as raw tar bytes, members in the order given (duplicates kept); a text
+    `-> TARGET` makes a symbolic link."""
+    import io
+    import tarfile
+
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, text in members:
+            info = tarfile.TarInfo(name)
+            info.mode = 0o644
+            if text.startswith("-> "):
+                info.type, info.linkname = tarfile.SYMTYPE, text[3:]
+                tar.addfile(info)
+                continue
+            data = text.encode()
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def test_X40f_the_dockerfile_read_is_the_one_the_engine_builds(world: World) -> None:
+    """The proxy must read the very member the engine will build from. Names that differ only
+    in leading dots (`.Dockerfile`, `..Dockerfile`) are other files to the engine; a duplicate
+    entry is extracted last-wins; `./Dockerfile` and `a/../Dockerfile` are the Dockerfile."""
+    unsigned = f"FROM {world.unsigned_repo}:1.0\nRUN true\n"
+    signed = f"FROM {world.repo}:1.0\nRUN true\n"
+    before = world.snapshot()
+    cases: list[tuple[str, tuple[tuple[str, str], ...]]] = [
+        ("", (("Dockerfile", unsigned), (".Dockerfile", signed))),
+        ("", (("Dockerfile", unsigned), ("..Dockerfile", signed))),
+        (".Dockerfile", (("Dockerfile", signed), (".Dockerfile", unsigned))),
+        ("..Dockerfile", (("Dockerfile", signed), ("..Dockerfile", unsigned))),
+        (".Dockerfile", ((".Dockerfile", unsigned), ("Dockerfile", signed))),
+        ("..Dockerfile", (("..Dockerfile", unsigned), ("Dockerfile", signed))),
+        ("", (("Dockerfile", signed), ("./Dockerfile", unsigned))),
+        ("", (("Dockerfile", signed), ("a/../Dockerfile", unsigned))),
+        ("sub/Dockerfile", (("sub/Dockerfile", signed), ("sub/./Dockerfile", unsigned))),
+        # written through a symbolic link: `sub/Dockerfile` lands on `other/Dockerfile`
+        (
+            "other/Dockerfile",
+            (("sub", "-> other"), ("other/Dockerfile", signed), ("sub/Dockerfile", unsigned)),
+        ),
+        ("", (("sub", "-> ."), ("Dockerfile", signed), ("sub/Dockerfile", unsigned))),
+        ("", (("Dockerfile", signed), ("../Dockerfile", unsigned))),
+    ]
+    for dockerfile, members in cases:
+        query = f"?dockerfile={urllib.parse.quote(dockerfile)}" if dockerfile else ""
+        target = f"{V}/build{query}"
+        response = send(
+            world,
+            req("POST", target, {"Content-Type": "application/x-tar"}, _context_tar(*members)),
+        )
+        assert status_of(response) in (400, 403), (dockerfile, members, response)
+        assert b"NoTrustData" in response or b"[Context]" in response, (members, response)
+        unchanged(world, before)

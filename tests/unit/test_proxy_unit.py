@@ -585,3 +585,47 @@ def test_copy_from_images_the_reader_did_not_report_fail_closed_X40() -> None:
     ):
         with pytest.raises(HTTPRefusal):
             _refuse_unreported_from(text, set(), "D")
+
+
+def test_context_paths_are_the_engines_X40f() -> None:
+    """The proxy names each context member by the path the engine's untar writes it to."""
+    import tarfile
+
+    from trust.proxy.builds import _members_by_path, _norm
+
+    for name, path in (
+        ("Dockerfile", "Dockerfile"),
+        ("./Dockerfile", "Dockerfile"),
+        ("/Dockerfile", "Dockerfile"),
+        ("//Dockerfile", "Dockerfile"),
+        ("a/../Dockerfile", "Dockerfile"),
+        ("/../Dockerfile", "Dockerfile"),
+        ("sub/./Dockerfile/", "sub/Dockerfile"),
+        (".Dockerfile", ".Dockerfile"),
+        ("..Dockerfile", "..Dockerfile"),
+        ("./", ""),
+        ("", ""),
+        ("..", None),
+        ("../Dockerfile", None),
+        ("a/../../Dockerfile", None),
+    ):
+        assert _norm(name) == path, name
+
+    def member(name: str, kind: bytes = tarfile.REGTYPE) -> tarfile.TarInfo:
+        info = tarfile.TarInfo(name)
+        info.type = kind
+        return info
+
+    last = member("./Dockerfile")
+    assert _members_by_path([member("Dockerfile"), last])["Dockerfile"] is last
+    assert set(_members_by_path([member("d", tarfile.DIRTYPE), member("d/x")])) == {"d", "d/x"}
+    for members in (
+        [member("sub", tarfile.SYMTYPE), member("sub/Dockerfile")],
+        [member("sub/Dockerfile"), member("sub", tarfile.SYMTYPE)],
+        [member("f"), member("f/x")],
+        [member(".", tarfile.SYMTYPE), member("x")],
+        [member("../x")],
+        [member("x", tarfile.GNUTYPE_SPARSE)],
+    ):
+        with pytest.raises(HTTPRefusal):
+            _members_by_path(members)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import posixpath
 import re
 import tarfile
 import tempfile
@@ -192,19 +193,18 @@ class BuildRoutes(DeciderBase):
                 f"trustpull: build context is not a readable tar archive ({exc}) [Context]",
                 kind="Context",
             ) from None
-        by_name: dict[str, tarfile.TarInfo] = {}
-        for member in members:
-            by_name[_norm(member.name)] = member
+        by_name = _members_by_path(members)
         wanted = _norm(dockerfile)
-        if wanted.startswith("../") or wanted == "..":
+        if wanted is None:
             raise Refused(
                 400,
                 f"trustpull: Dockerfile path {dockerfile} escapes the context [Context]",
                 kind="Context",
             )
         found = by_name.get(wanted)
-        if found is None and dockerfile == "Dockerfile":
-            found = by_name.get("dockerfile")
+        if found is None and dockerfile == "Dockerfile":  # the engine's own fallback
+            wanted = "dockerfile"
+            found = by_name.get(wanted)
         if found is None:
             raise Refused(
                 400,
@@ -212,13 +212,6 @@ class BuildRoutes(DeciderBase):
                 kind="Context",
             )
         member = found
-        parts = wanted.split("/")
-        for i in range(1, len(parts)):
-            parent = by_name.get("/".join(parts[:i]))
-            if parent is not None and not parent.isdir():
-                raise Refused(
-                    400, f"trustpull: a parent of {dockerfile} is a link [Context]", kind="Context"
-                )
         if not member.isfile():
             raise Refused(
                 400,
@@ -279,19 +272,18 @@ class BuildRoutes(DeciderBase):
                 pins.append((ref, pin))
         new_text = "\n".join(lines).encode()
         out = tempfile.TemporaryFile(dir=self.config.build_spool_dir)
-        with tarfile.open(fileobj=out, mode="w") as new_tar:
+        with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as new_tar:
             for item in members:
-                if item.isfile():
-                    if item is member or (
-                        _norm(item.name) in (wanted, "dockerfile") and item.name == member.name
-                    ):
-                        info = tarfile.TarInfo(item.name)
-                        info.size = len(new_text)
-                        info.mode = item.mode
-                        info.mtime = item.mtime
-                        new_tar.addfile(info, io.BytesIO(new_text))
-                    else:
-                        new_tar.addfile(item, tar.extractfile(item))
+                if item is member:
+                    info = tarfile.TarInfo(wanted)
+                    info.size = len(new_text)
+                    info.mode = item.mode
+                    info.mtime = item.mtime
+                    new_tar.addfile(info, io.BytesIO(new_text))
+                elif _norm(item.name) == wanted:
+                    continue  # an earlier copy (the engine extracts last-wins): dropped
+                elif item.isfile():
+                    new_tar.addfile(item, tar.extractfile(item))
                 else:
                     new_tar.addfile(item)
         tar.close()
@@ -417,11 +409,51 @@ def _pin_line(line: str, text: str, pinned: str) -> str | None:
     return None
 
 
-def _norm(name: str) -> str:
-    import posixpath
+def _norm(name: str) -> str | None:
+    """The path, relative to the context root, that the engine extracts a member named `name`
+    to (its untar cleans the name and joins it under the root: `./a`, `/a`, `b/../a` are all
+    `a`, while `.a` and `..a` are other files); '' for the root itself, None when it escapes."""
+    cleaned = posixpath.normpath(name) if name else "."
+    if cleaned == ".." or cleaned.startswith("../"):
+        return None
+    cleaned = cleaned.lstrip("/")
+    return "" if cleaned == "." else cleaned
 
-    cleaned = posixpath.normpath("/" + name.lstrip("./").lstrip("/"))
-    return cleaned.lstrip("/")
+
+def _members_by_path(members: list[tarfile.TarInfo]) -> dict[str, tarfile.TarInfo]:
+    """Each extracted path's member (the last one: the engine extracts in order, last wins).
+
+    Refused [Context], because the proxy could then read another file than the engine builds
+    from: a member whose name escapes the root, a sparse member, and a member below a path some
+    member makes a non-directory (the engine's untar writes through a symlinked parent, so
+    `sub -> other` then `sub/Dockerfile` rewrites `other/Dockerfile`). The docker CLI never
+    sends any of these: it archives a directory walk and does not descend into symlinks."""
+    by_path: dict[str, tarfile.TarInfo] = {}
+    not_dirs: set[str] = set()
+    for member in members:
+        path = _norm(member.name)
+        if path is None or member.issparse() or member.type == tarfile.GNUTYPE_SPARSE:
+            raise Refused(
+                400,
+                f"trustpull: build context member {member.name!r} "
+                f"{'is sparse' if path is not None else 'escapes the context'} [Context]",
+                kind="Context",
+            )
+        by_path[path] = member
+        if not member.isdir():
+            not_dirs.add(path)
+    for path in by_path:
+        parts = path.split("/")
+        for i in range(len(parts) - 1, -1, -1):
+            parent = "/".join(parts[:i])
+            if parent in not_dirs:
+                raise Refused(
+                    400,
+                    f"trustpull: build context member {path!r} is below {parent or '/'!r}, "
+                    "which the context makes a link or file [Context]",
+                    kind="Context",
+                )
+    return by_path
 
 
 def _file_pieces(handle: Any) -> Iterator[bytes]:
