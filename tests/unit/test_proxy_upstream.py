@@ -173,6 +173,12 @@ def test_header_values_with_line_breaks_are_never_sent(tmp_path: Path) -> None:
     upstream = Upstream(str(tmp_path / "none.sock"))
     with pytest.raises(ValueError):
         upstream.call("GET", "/_ping", {"X-Registry-Auth": "a\r\nX-Evil: 1"})
+    for target in ("/images/a\r\nX-Evil: 1/json", "/images/a b/json", "/x\x00", "/\u0100", "x"):
+        with pytest.raises(ValueError):
+            upstream.call("GET", target)
+    for method in ("GET /x HTTP/1.1\r\n", "", "G T"):
+        with pytest.raises(ValueError):
+            upstream.call(method, "/_ping")
 
 
 # ----------------------------------------------- client connections on kept engine connections

@@ -15,7 +15,6 @@ call's answer can never be read as another's.
 from __future__ import annotations
 
 import json
-import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -24,14 +23,13 @@ from typing import Any
 from urllib.parse import quote
 
 from trust.proxy.framing import HEAD_END, BodyError, BodyReader, HeadError, parse_response_head
+from trust.proxy.writer import WriteError, request_head
 
 __all__ = ["EngineDown", "Upstream", "quiet"]
 
 #: An answer's head larger than this is not the engine's.
 _MAX_HEAD = 64 * 1024
 _MAX_IDLE = 8
-_NAME_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_BAD_VALUE_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class EngineDown(Exception):
@@ -259,17 +257,17 @@ class _Stale(Exception):
 
 def _request_bytes(method: str, target: str, headers: dict[str, str], body: bytes | None) -> bytes:
     """The request as http.client framed it (Host, identity encoding, Content-Length on
-    methods that take a body), every header name and value checked first."""
-    if _NAME_RE.fullmatch(method) is None or not target.startswith("/") or " " in target:
-        raise ValueError(f"invalid request line: {method} {target!r}")
-    lines = [f"{method} {target} HTTP/1.1", "Host: localhost", "Accept-Encoding: identity"]
-    for name, value in headers.items():
-        if _NAME_RE.fullmatch(name) is None or _BAD_VALUE_RE.search(value) is not None:
-            raise ValueError(f"invalid header {name!r}")
-        lines.append(f"{name}: {value}")
+    methods that take a body), written by the one request writer, which checks the method,
+    the target (no space or control byte) and every header name and value."""
+    lines = [(b"Host", b"localhost"), (b"Accept-Encoding", b"identity")]
+    lines += [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+    framing = b""
     if body is not None or method in ("POST", "PUT", "PATCH"):
-        lines.append(f"Content-Length: {len(body or b'')}")
-    data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        framing = b"Content-Length: %d\r\n" % len(body or b"")
+    try:
+        data = request_head(method, target.encode("latin-1"), lines, framing)
+    except WriteError as exc:
+        raise ValueError(f"cannot send to the engine: {exc}") from None
     return data + body if body else data
 
 
