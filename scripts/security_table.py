@@ -197,8 +197,10 @@ PROXY_OUTCOMES: dict[str, str] = {
     "its tag first and its FROM pinned to the ID read (a retag in between is not what builds); "
     "the Dockerfile read is the member the engine extracts last under the engine's cleaned "
     "path (`.Dockerfile` is another file, `./Dockerfile` the same), earlier copies dropped, "
-    "and a context with a member escaping the root, sparse, or below a link or file 400 "
-    "[Context]",
+    "and a context with a member escaping the root, sparse, of another type (or claiming "
+    "data it does not carry), below a link or file, or the Dockerfile twice 400 [Context]; "
+    "the context is streamed, re-written by the proxy, the pinned Dockerfile and the "
+    "archive's end sent only after every base verified",
     "X41": "403 with the 'build from a local directory' hint",
     "X42": "403 with the pinning hint; `/_ping` says Builder-Version 1; with allow_buildkit the "
     "`/session` upgrade, the `version=2` build and `/_ping` get the engine's own answers, each "

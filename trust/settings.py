@@ -139,7 +139,6 @@ class ProxyConfig:
     ledger: str | None = None
     max_json_body: int = 4 * 1024 * KIB
     max_dockerfile: int = 1024 * KIB
-    build_spool_dir: str | None = None
     build_spool_max: int = 10 * 1024 * 1024 * KIB
     max_header_bytes: int = 1024 * KIB
     header_timeout: float = 30.0

@@ -1159,6 +1159,32 @@ def test_audit_mode_forwards_and_logs_would_refuse(world: World) -> None:
         world.rmi(f"{world.unsigned_repo}:1.0")
 
 
+def test_audit_mode_builds_as_asked_and_logs_would_refuse(world: World, tmp_path: Path) -> None:
+    """A build whose base would be refused is built as the client asked (audit), logged; a
+    context the proxy cannot forward as sent (a second Dockerfile) is refused even here."""
+    audit = world.start_proxy(mode="audit")
+    name = f"auditbuild{time.monotonic_ns()}:1"
+    try:
+        (tmp_path / "Dockerfile").write_text(f"FROM {world.unsigned_repo}:1.0\nRUN true\n")
+        proc = world.client("build", "-t", name, str(tmp_path), proxy=audit, DOCKER_BUILDKIT="0")
+        assert proc.returncode == 0, proc
+        assert world.image(name) is not None
+        would = [d for d in audit.decisions() if d.get("verdict") == "would-refuse"]
+        assert any(d.get("path", "").endswith("/build") for d in would), audit.logs()
+        before = world.snapshot()
+        twice = _context_tar(("Dockerfile", "FROM scratch\n"), ("./Dockerfile", "FROM x\n"))
+        response = send(
+            world,
+            req("POST", f"{V}/build", {"Content-Type": "application/x-tar"}, twice),
+            proxy=audit,
+        )
+        assert status_of(response) == 400 and b"twice" in response, response
+        unchanged(world, before)
+    finally:
+        audit.stop()
+        world.rmi(name, f"{world.unsigned_repo}:1.0")
+
+
 def test_check_config(world: World, tmp_path: Path) -> None:
     cfg = tmp_path / "ok.toml"
     cfg.write_text('[proxy]\nmode = "audit"\nallow_load = true\n')
@@ -1860,3 +1886,26 @@ def test_X40f_the_dockerfile_read_is_the_one_the_engine_builds(world: World) -> 
         assert status_of(response) in (400, 403), (dockerfile, members, response)
         assert b"NoTrustData" in response or b"[Context]" in response, (members, response)
         unchanged(world, before)
+    # A member of an unknown type whose header claims data: re-written without that data, the
+    # engine would read the next header as its data and a crafted file's content as headers.
+    import io
+    import tarfile
+
+    inner = _context_tar(("Dockerfile", unsigned))
+    inner = inner[: inner.index(b"\0" * 1024, 1024)] + b"\0" * 1024
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        odd = tarfile.TarInfo("odd")
+        odd.type, odd.size = b"Z", 512
+        tar.addfile(odd, io.BytesIO(b"x" * 512))
+        pad = tarfile.TarInfo("pad")
+        pad.size = len(inner)
+        tar.addfile(pad, io.BytesIO(inner))
+        real = tarfile.TarInfo("Dockerfile")
+        real.size = len(signed)
+        tar.addfile(real, io.BytesIO(signed.encode()))
+    response = send(
+        world, req("POST", f"{V}/build", {"Content-Type": "application/x-tar"}, out.getvalue())
+    )
+    assert status_of(response) == 400 and b"[Context]" in response, response
+    unchanged(world, before)

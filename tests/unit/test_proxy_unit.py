@@ -589,9 +589,7 @@ def test_copy_from_images_the_reader_did_not_report_fail_closed_X40() -> None:
 
 def test_context_paths_are_the_engines_X40f() -> None:
     """The proxy names each context member by the path the engine's untar writes it to."""
-    import tarfile
-
-    from trust.proxy.builds import _members_by_path, _norm
+    from trust.proxy.context import norm_path
 
     for name, path in (
         ("Dockerfile", "Dockerfile"),
@@ -609,23 +607,104 @@ def test_context_paths_are_the_engines_X40f() -> None:
         ("../Dockerfile", None),
         ("a/../../Dockerfile", None),
     ):
-        assert _norm(name) == path, name
+        assert norm_path(name) == path, name
 
-    def member(name: str, kind: bytes = tarfile.REGTYPE) -> tarfile.TarInfo:
-        info = tarfile.TarInfo(name)
-        info.type = kind
-        return info
 
-    last = member("./Dockerfile")
-    assert _members_by_path([member("Dockerfile"), last])["Dockerfile"] is last
-    assert set(_members_by_path([member("d", tarfile.DIRTYPE), member("d/x")])) == {"d", "d/x"}
-    for members in (
-        [member("sub", tarfile.SYMTYPE), member("sub/Dockerfile")],
-        [member("sub/Dockerfile"), member("sub", tarfile.SYMTYPE)],
-        [member("f"), member("f/x")],
-        [member(".", tarfile.SYMTYPE), member("x")],
-        [member("../x")],
-        [member("x", tarfile.GNUTYPE_SPARSE)],
+def _tar(*members: tuple[str, bytes | str], compress: str = "") -> bytes:
+    """Raw tar bytes; a str value `-> T` is a symbolic link to T, `dir` a directory, `type:X`
+    a member of type X with 512 bytes of data."""
+    import io
+    import tarfile
+
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:" + compress, format=tarfile.PAX_FORMAT) as tar:
+        for name, value in members:
+            info = tarfile.TarInfo(name)
+            if isinstance(value, bytes):
+                info.size = len(value)
+                tar.addfile(info, io.BytesIO(value))
+            elif value.startswith("-> "):
+                info.type, info.linkname = tarfile.SYMTYPE, value[3:]
+                tar.addfile(info)
+            elif value == "dir":
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            else:
+                info.type, info.size = value[5:].encode(), 512
+                tar.addfile(info, io.BytesIO(b"x" * 512))
+    return out.getvalue()
+
+
+def _stream(data: bytes, dockerfile: str = "Dockerfile", piece: int = 1000) -> tuple[bytes, bytes]:
+    """(the Dockerfile read, the archive the engine gets with it pinned to b"PINNED")."""
+    from trust.proxy.context import ContextStream
+
+    pieces = iter([data[i : i + piece] for i in range(0, len(data), piece)])
+    context = ContextStream(pieces, dockerfile, max_dockerfile=4096, max_context=1 << 30)
+    out = b"".join(context.members())
+    return context.dockerfile, out + b"".join(context.finish(b"PINNED"))
+
+
+def test_a_context_is_rewritten_with_its_dockerfile_pinned_at_the_end_X40f() -> None:
+    import io
+    import tarfile
+
+    big = bytes(range(256)) * 2000  # over one batch: sent as its own pieces
+    for compress in ("", "gz", "xz"):
+        data = _tar(
+            ("d", "dir"),
+            ("d/big.bin", big),
+            ("Dockerfile", b"FROM a\n"),
+            ("link", "-> d/big.bin"),
+            ("dockerfile", b"lower"),
+            compress=compress,
+        )
+        read, out = _stream(data + (b"trailing garbage" if not compress else b""))
+        assert read == b"FROM a\n"
+        with tarfile.open(fileobj=io.BytesIO(out), mode="r:") as tar:  # plain tar, always
+            names = [(m.name, m.type) for m in tar.getmembers()]
+            assert names == [
+                ("d", tarfile.DIRTYPE),
+                ("d/big.bin", tarfile.REGTYPE),
+                ("link", tarfile.SYMTYPE),
+                ("dockerfile", tarfile.REGTYPE),
+                ("Dockerfile", tarfile.REGTYPE),
+            ]
+            assert tar.extractfile("d/big.bin").read() == big  # type: ignore[union-attr]
+            assert tar.extractfile("Dockerfile").read() == b"PINNED"  # type: ignore[union-attr]
+            assert tar.extractfile("dockerfile").read() == b"lower"  # type: ignore[union-attr]
+        assert out.endswith(b"\0" * 1024) and b"trailing" not in out
+    # the engine's fallback: `dockerfile` when there is no `Dockerfile`
+    read, out = _stream(_tar(("dockerfile", b"FROM b\n")))
+    assert read == b"FROM b\n" and b"PINNED" in out
+    read, _ = _stream(_tar(("sub/x.Dockerfile", b"FROM c\n")), "./sub/x.Dockerfile")
+    assert read == b"FROM c\n"
+
+
+def test_contexts_the_engine_would_read_otherwise_are_refused_X40f() -> None:
+    signed, other = b"FROM signed\n", b"FROM other\n"
+    for dockerfile, members in (
+        ("Dockerfile", (("Dockerfile", other), ("./Dockerfile", signed))),  # a second copy
+        ("Dockerfile", (("Dockerfile", other), ("a/../Dockerfile", signed))),
+        ("Dockerfile", (("sub", "-> ."), ("Dockerfile", signed), ("sub/Dockerfile", other))),
+        ("x/Dockerfile", (("sub", "-> x"), ("x/Dockerfile", signed), ("sub/Dockerfile", other))),
+        ("Dockerfile", (("sub/Dockerfile", other), ("sub", "-> ."), ("Dockerfile", signed))),
+        ("Dockerfile", (("f", b""), ("f/x", b""), ("Dockerfile", signed))),
+        ("Dockerfile", ((".", "-> /"), ("Dockerfile", signed))),
+        ("Dockerfile", (("../x", b""), ("Dockerfile", signed))),
+        ("Dockerfile", (("Dockerfile", "-> other"), ("other", signed))),
+        ("Dockerfile", (("Dockerfile", "dir"), ("Dockerfile/x", b""), ("dockerfile", signed))),
+        ("Dockerfile", (("Dockerfile/x", b""), ("dockerfile", signed))),
+        ("Dockerfile", (("Dockerfile", b"x" * 5000),)),  # over max_dockerfile: 413
+        ("Dockerfile", (("other", signed),)),
+        ("../Dockerfile", (("Dockerfile", signed),)),
+        # a member whose header claims data it does not carry once re-written would make the
+        # engine read the next members' bytes as data and crafted content as headers
+        ("Dockerfile", (("odd", "type:Z"), ("Dockerfile", signed))),
+        ("Dockerfile", (("odd", "type:V"), ("Dockerfile", signed))),
     ):
         with pytest.raises(HTTPRefusal):
-            _members_by_path(members)
+            _stream(_tar(*members), dockerfile)
+    for data in (b"not a tar at all" * 100, _tar(("Dockerfile", signed))[:700]):
+        with pytest.raises(HTTPRefusal):
+            _stream(data)

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import io
-import posixpath
 import re
-import tarfile
-import tempfile
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from trust.errors import InputError
 from trust.proxy import gojson
+from trust.proxy.context import ContextStream
 from trust.proxy.decide import (
     HEX64,
     DeciderBase,
@@ -98,51 +95,62 @@ class BuildRoutes(DeciderBase):
                     build_args[key] = value
                 elif value is not None:
                     raise HTTPRefusal(400, "trustpull: buildargs values must be strings")
-        spool = tempfile.TemporaryFile(dir=self.config.build_spool_dir)
-        try:
-            size = 0
-            for piece in ex.conn.body_pieces(ex):
-                size += len(piece)
-                if size > self.config.build_spool_max:
-                    raise HTTPRefusal(
-                        413, "trustpull: build context over build_spool_max", close=True
-                    )
-                spool.write(piece)
-            ex.body = None
-            spool.seek(0)
-            auths = registry_config(ex.header("X-Registry-Config"))
-            rewritten, pins = self._rewrite_context(
-                ex, spool, q.get("dockerfile") or "Dockerfile", build_args, auths
-            )
-            for ref, pin in pins:
-                self._prepull(ex, ref, pin, auths, verified_at)
-            query = Query(tuple((k, v) for k, v in q.pairs if k != "pull"))
-            if self.config.allow_load or self.config.allow_import or self.config.allow_commit:
-                query = query.replaced(nocache="1")
-            names = q.all("t")
-            scanner = StreamScanner()
-            rewritten.seek(0)
-            status = ex.conn.forward(
-                ex,
-                target=ex.target.encode(query=query),
-                body=_file_pieces(rewritten),
-                tee=scanner.feed,
-            )
-            if status == 200 and scanner.error is None:
-                for image_id in scanner.aux_ids[-1:] or scanner.built_ids[-1:]:
-                    full = (
-                        image_id if image_id.startswith("sha256:") else self._full_id(ex, image_id)
-                    )
-                    if full:
-                        self.ledger.add(full, "build", names_for(names), ex.conn.peer.uid)
-            self._log(
-                ex,
-                verdict="built",
-                digest=",".join(p.digest for _, p in pins),
-                reference=",".join(names) or None,
-            )
-        finally:
-            spool.close()
+        auths = registry_config(ex.header("X-Registry-Config"))
+        context = ContextStream(
+            ex.conn.body_pieces(ex),
+            q.get("dockerfile") or "Dockerfile",
+            self.config.max_dockerfile,
+            self.config.build_spool_max,
+        )
+        pins: list[tuple[Reference, Pin]] = []
+
+        def body() -> Iterator[bytes]:
+            """The context as the engine gets it: everything but the Dockerfile while it
+            arrives; the Dockerfile, pinned, once its bases verified and were pulled."""
+            try:
+                yield from context.members()
+            except Refused as refusal:
+                # Part of the context is already on its way to the engine, re-written: not
+                # even audit mode can forward it as the client sent it.
+                self._log(
+                    ex,
+                    verdict="refused",
+                    status=refusal.status,
+                    reason=refusal.message,
+                    kind=refusal.kind,
+                )
+                raise HTTPRefusal(refusal.status, refusal.message, kind=refusal.kind) from None
+            try:
+                text, found = self._pin_dockerfile(ex, context, build_args, auths)
+                for ref, pin in found:
+                    self._prepull(ex, ref, pin, auths, verified_at)
+            except Refused as refusal:
+                if self.proxy.enforcing:
+                    raise
+                self._log(ex, verdict="would-refuse", reason=refusal.message, kind=refusal.kind)
+                text, found = context.dockerfile, []  # audit: built as the client asked
+            pins.extend(found)
+            yield from context.finish(text)
+
+        query = Query(tuple((k, v) for k, v in q.pairs if k != "pull"))
+        if self.config.allow_load or self.config.allow_import or self.config.allow_commit:
+            query = query.replaced(nocache="1")
+        names = q.all("t")
+        scanner = StreamScanner()
+        status = ex.conn.forward(
+            ex, target=ex.target.encode(query=query), body=body(), tee=scanner.feed
+        )
+        if status == 200 and scanner.error is None:
+            for image_id in scanner.aux_ids[-1:] or scanner.built_ids[-1:]:
+                full = image_id if image_id.startswith("sha256:") else self._full_id(ex, image_id)
+                if full:
+                    self.ledger.add(full, "build", names_for(names), ex.conn.peer.uid)
+        self._log(
+            ex,
+            verdict="built",
+            digest=",".join(p.digest for _, p in pins),
+            reference=",".join(names) or None,
+        )
 
     def _refuse_shadowing(self, ex: Exchange, name: str) -> None:
         """A build must not put its result under a currently signed tag (§2.4 step 7). When
@@ -171,58 +179,20 @@ class BuildRoutes(DeciderBase):
         image = self.inspect_image(ex, short)
         return str(image["Id"]) if image else None
 
-    def _rewrite_context(
+    def _pin_dockerfile(
         self,
         ex: Exchange,
-        spool: Any,
-        dockerfile: str,
+        context: ContextStream,
         build_args: dict[str, str],
         auths: dict[str, Any],
-    ) -> tuple[Any, list[tuple[Reference, Pin]]]:
-        """The context with its Dockerfile pinned, and the pins. A `FROM` base a rule accepts
+    ) -> tuple[bytes, list[tuple[Reference, Pin]]]:
+        """The Dockerfile with every base pinned, and the pins. A `FROM` base a rule accepts
         unsigned is pinned to the ID of the image whose ONBUILD triggers were read: by name, a
         retag in between (an admitted image with a `from=` trigger) would be what builds."""
         from trust.manifests import refs_from_dockerfile
 
-        try:
-            tar = tarfile.open(fileobj=spool, mode="r:*")
-            members = tar.getmembers()
-        except (tarfile.TarError, EOFError, OSError) as exc:
-            raise Refused(
-                400,
-                f"trustpull: build context is not a readable tar archive ({exc}) [Context]",
-                kind="Context",
-            ) from None
-        by_name = _members_by_path(members)
-        wanted = _norm(dockerfile)
-        if wanted is None:
-            raise Refused(
-                400,
-                f"trustpull: Dockerfile path {dockerfile} escapes the context [Context]",
-                kind="Context",
-            )
-        found = by_name.get(wanted)
-        if found is None and dockerfile == "Dockerfile":  # the engine's own fallback
-            wanted = "dockerfile"
-            found = by_name.get(wanted)
-        if found is None:
-            raise Refused(
-                400,
-                f"trustpull: the Dockerfile {dockerfile} is not in the build context [Context]",
-                kind="Context",
-            )
-        member = found
-        if not member.isfile():
-            raise Refused(
-                400,
-                f"trustpull: the Dockerfile {dockerfile} is a link or not a regular file [Context]",
-                kind="Context",
-            )
-        if member.size > self.config.max_dockerfile:
-            raise HTTPRefusal(413, "trustpull: Dockerfile over max_dockerfile")
-        handle = tar.extractfile(member)
-        assert handle is not None
-        raw = handle.read()
+        raw = context.dockerfile
+        dockerfile = context.name
         try:
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError:
@@ -270,24 +240,7 @@ class BuildRoutes(DeciderBase):
             lines[index] = new_line
             if pin is not None:
                 pins.append((ref, pin))
-        new_text = "\n".join(lines).encode()
-        out = tempfile.TemporaryFile(dir=self.config.build_spool_dir)
-        with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as new_tar:
-            for item in members:
-                if item is member:
-                    info = tarfile.TarInfo(wanted)
-                    info.size = len(new_text)
-                    info.mode = item.mode
-                    info.mtime = item.mtime
-                    new_tar.addfile(info, io.BytesIO(new_text))
-                elif _norm(item.name) == wanted:
-                    continue  # an earlier copy (the engine extracts last-wins): dropped
-                elif item.isfile():
-                    new_tar.addfile(item, tar.extractfile(item))
-                else:
-                    new_tar.addfile(item)
-        tar.close()
-        return out, pins
+        return "\n".join(lines).encode(), pins
 
     def _prepull(
         self,
@@ -407,58 +360,3 @@ def _pin_line(line: str, text: str, pinned: str) -> str | None:
     if line.count(needle) == 1:
         return line.replace(needle, f"--from={pinned}")
     return None
-
-
-def _norm(name: str) -> str | None:
-    """The path, relative to the context root, that the engine extracts a member named `name`
-    to (its untar cleans the name and joins it under the root: `./a`, `/a`, `b/../a` are all
-    `a`, while `.a` and `..a` are other files); '' for the root itself, None when it escapes."""
-    cleaned = posixpath.normpath(name) if name else "."
-    if cleaned == ".." or cleaned.startswith("../"):
-        return None
-    cleaned = cleaned.lstrip("/")
-    return "" if cleaned == "." else cleaned
-
-
-def _members_by_path(members: list[tarfile.TarInfo]) -> dict[str, tarfile.TarInfo]:
-    """Each extracted path's member (the last one: the engine extracts in order, last wins).
-
-    Refused [Context], because the proxy could then read another file than the engine builds
-    from: a member whose name escapes the root, a sparse member, and a member below a path some
-    member makes a non-directory (the engine's untar writes through a symlinked parent, so
-    `sub -> other` then `sub/Dockerfile` rewrites `other/Dockerfile`). The docker CLI never
-    sends any of these: it archives a directory walk and does not descend into symlinks."""
-    by_path: dict[str, tarfile.TarInfo] = {}
-    not_dirs: set[str] = set()
-    for member in members:
-        path = _norm(member.name)
-        if path is None or member.issparse() or member.type == tarfile.GNUTYPE_SPARSE:
-            raise Refused(
-                400,
-                f"trustpull: build context member {member.name!r} "
-                f"{'is sparse' if path is not None else 'escapes the context'} [Context]",
-                kind="Context",
-            )
-        by_path[path] = member
-        if not member.isdir():
-            not_dirs.add(path)
-    for path in by_path:
-        parts = path.split("/")
-        for i in range(len(parts) - 1, -1, -1):
-            parent = "/".join(parts[:i])
-            if parent in not_dirs:
-                raise Refused(
-                    400,
-                    f"trustpull: build context member {path!r} is below {parent or '/'!r}, "
-                    "which the context makes a link or file [Context]",
-                    kind="Context",
-                )
-    return by_path
-
-
-def _file_pieces(handle: Any) -> Iterator[bytes]:
-    while True:
-        data = handle.read(256 * 1024)
-        if not data:
-            return
-        yield data

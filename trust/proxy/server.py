@@ -505,7 +505,7 @@ class ClientConnection:
                     self, head, Target(None, head.target, _EMPTY_QUERY, ""), None, answer
                 )
             self.refuse(exchange, refusal)
-            if refusal.close or (head.has_body and not exchange.body_read):
+            if refusal.close or not exchange.body_done:
                 return False
         except EngineDown as down:
             assert exchange is not None
@@ -618,14 +618,14 @@ class ClientConnection:
             headers.append((b"content-type", b"application/json"))
             headers.append((b"x-trustpull-refusal", refusal.kind.encode()))
         headers.append((b"content-length", str(len(body)).encode()))
-        if refusal.close or (ex.head.has_body and not ex.body_read):
+        if refusal.close or not ex.body_done:
             headers.append((b"connection", b"close"))
         head = answer.head(refusal.status, headers, REASONS.get(refusal.status, "Error").encode())
         self._send_pieces([head, *answer.body([body]), answer.end()])
-        if refusal.close or (ex.head.has_body and not ex.body_read):
-            # The body is never parsed nor forwarded (X28). Close our side, then discard what
-            # the client is still sending for a moment (bounded), so that it reads the answer
-            # instead of failing on a reset; a client waiting for 100 Continue sends nothing.
+        if refusal.close or not ex.body_done:
+            # The body (or its rest) is never parsed nor forwarded (X28). Close our side, then
+            # discard what the client is still sending for a moment (bounded), so that it reads
+            # the answer instead of failing on a reset; one waiting for 100 Continue sends none.
             with contextlib.suppress(OSError):
                 self.sock.shutdown(socket.SHUT_WR)
             if not ex.waiting_for_continue:
@@ -776,8 +776,9 @@ class ClientConnection:
         except OSError as exc:
             self._drop_upstream()
             raise EngineDown(str(exc)) from None
-        except HTTPRefusal:
-            # a malformed client body: the engine keeps a truncated request, never a whole one
+        except BaseException:
+            # A malformed client body, a refusal or a failure while a handler produced the body
+            # (a build's context): the engine keeps a truncated request, never a whole one.
             self._drop_upstream()
             raise
         return self._relay(

@@ -1,0 +1,275 @@
+"""A classic build's context, streamed to the engine as it arrives (engine-proxy.md §2.4).
+
+The context is read as a tar archive member by member and written out again by the proxy, so
+the engine parses the proxy's serialisation of what the proxy read, never the client's bytes
+(no parser differential on member boundaries, PAX or GNU headers, or what follows the end of
+the archive). The Dockerfile is held back: the builds route verifies and pins its bases while
+the engine waits for the rest of the body, and only then are the pinned Dockerfile and the end
+of the archive sent. The classic builder extracts the whole context before it reads the
+Dockerfile, so a build refused half way (the engine's request cut off) builds nothing.
+
+Each member is named by the path the engine's untar writes it to, and a context is refused
+(400 [Context]) where the engine could extract another file than the one the proxy read: a
+member escaping the root, a sparse member, a member below a path that a member makes a link or
+a file (the engine's untar writes through a symlinked parent), a Dockerfile that is not one
+regular file. The docker CLI never sends any of these: it archives a directory walk and does
+not descend into symlinks.
+"""
+
+from __future__ import annotations
+
+import io
+import posixpath
+import tarfile
+from collections.abc import Iterator
+from typing import IO
+
+from trust.proxy.decide import Refused
+from trust.proxy.framing import HTTPRefusal
+
+__all__ = ["ContextStream", "norm_path"]
+
+_READ = 1024 * 1024  # one read of a member's data
+_BATCH = 256 * 1024  # headers and small members are sent in batches of about this much
+_END = b"\0" * (2 * tarfile.BLOCKSIZE)
+_TYPES = frozenset(
+    (
+        tarfile.REGTYPE,
+        tarfile.AREGTYPE,
+        tarfile.CONTTYPE,
+        tarfile.DIRTYPE,
+        tarfile.SYMTYPE,
+        tarfile.LNKTYPE,
+        tarfile.CHRTYPE,
+        tarfile.BLKTYPE,
+        tarfile.FIFOTYPE,
+    )
+)
+
+
+def norm_path(name: str) -> str | None:
+    """The path, relative to the context root, that the engine extracts a member named `name`
+    to (its untar cleans the name and joins it under the root: `./a`, `/a`, `b/../a` are all
+    `a`, while `.a` and `..a` are other files); '' for the root itself, None when it escapes."""
+    cleaned = posixpath.normpath(name) if name else "."
+    if cleaned == ".." or cleaned.startswith("../"):
+        return None
+    cleaned = cleaned.lstrip("/")
+    return "" if cleaned == "." else cleaned
+
+
+def _context_error(message: str) -> Refused:
+    return Refused(400, f"trustpull: {message} [Context]", kind="Context")
+
+
+class _BodyFile(io.RawIOBase):
+    """The request body's pieces as a file for tarfile's stream mode, bounded by `limit`."""
+
+    def __init__(self, pieces: Iterator[bytes], limit: int) -> None:
+        self._pieces = pieces
+        self._limit = limit
+        self._left = memoryview(b"")
+        self.total = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def _next(self) -> bool:
+        piece = next(self._pieces, None)
+        if piece is None:
+            return False
+        self.total += len(piece)
+        if self.total > self._limit:
+            raise HTTPRefusal(413, "trustpull: build context over build_spool_max", close=True)
+        self._left = memoryview(piece)
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        while not self._left:
+            if not self._next():
+                return 0
+        count = min(len(buffer), len(self._left))
+        buffer[:count] = self._left[:count]
+        self._left = self._left[count:]
+        return count
+
+    def drain(self) -> None:
+        """Read the rest of the body (what follows the archive's end is never forwarded)."""
+        self._left = memoryview(b"")
+        while self._next():
+            pass
+
+
+class ContextStream:
+    """One build context: `members()` yields the re-written archive without its Dockerfile;
+    then `dockerfile` holds the Dockerfile's bytes and `finish()` yields the rest.
+
+    `dockerfile_name` is the build's `dockerfile` parameter ("Dockerfile" when absent: the
+    engine then falls back to `dockerfile` when no `Dockerfile` exists, and so does this).
+    """
+
+    def __init__(
+        self, pieces: Iterator[bytes], dockerfile_name: str, max_dockerfile: int, max_context: int
+    ) -> None:
+        wanted = norm_path(dockerfile_name)
+        if wanted is None or wanted == "":
+            raise _context_error(f"Dockerfile path {dockerfile_name} escapes the context")
+        self.name = dockerfile_name
+        self._wanted = wanted
+        # the engine's fallback name, held back too, but only as a regular file it could read
+        self._fallback = "dockerfile" if dockerfile_name == "Dockerfile" else None
+        self._max_dockerfile = max_dockerfile
+        self._body = _BodyFile(pieces, max_context)
+        self._held: dict[str, tuple[tarfile.TarInfo, bytes]] = {}
+        self._seen_as_other: set[str] = set()  # a Dockerfile name seen and not held
+        self._not_dirs: set[str] = set()
+        self._parents: set[str] = set()  # every proper ancestor of a member's path
+        self._encoding = "utf-8"
+        self._errors = "surrogateescape"
+        self._chosen: str | None = None
+        self.dockerfile = b""
+
+    # -- reading
+
+    def members(self) -> Iterator[bytes]:
+        try:
+            tar = tarfile.open(fileobj=self._body, mode="r|*", bufsize=_READ)
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            raise _context_error(f"build context is not a readable tar archive ({exc})") from None
+        self._encoding, self._errors = tar.encoding, tar.errors or "surrogateescape"
+        batch: list[bytes] = []
+        size = 0
+        try:
+            while True:
+                try:
+                    member = tar.next()
+                except (tarfile.TarError, EOFError, OSError) as exc:
+                    raise _context_error(
+                        f"build context is not a readable tar archive ({exc})"
+                    ) from None
+                if member is None:
+                    break
+                path = self._check(member)
+                if self._hold(tar, member, path):
+                    continue
+                batch.append(member.tobuf(tarfile.PAX_FORMAT, self._encoding, self._errors))
+                size += len(batch[-1])
+                if member.isreg() and member.size:
+                    handle = tar.extractfile(member)
+                    assert handle is not None
+                    if member.size >= _BATCH:
+                        yield b"".join(batch)
+                        batch, size = [], 0
+                    left = member.size
+                    while left:
+                        data = _read_member(handle, min(left, _READ))
+                        left -= len(data)
+                        if len(data) >= _BATCH:
+                            if batch:
+                                yield b"".join(batch)
+                                batch, size = [], 0
+                            yield data
+                        else:
+                            batch.append(data)
+                            size += len(data)
+                    pad = -member.size % tarfile.BLOCKSIZE
+                    batch.append(b"\0" * pad)
+                    size += pad
+                if size >= _BATCH:
+                    yield b"".join(batch)
+                    batch, size = [], 0
+            self._body.drain()
+        except HTTPRefusal:
+            self._body.drain()  # so that the client reads the answer, not a reset
+            raise
+        if batch:
+            yield b"".join(batch)
+        self._choose()
+
+    def _check(self, member: tarfile.TarInfo) -> str:
+        path = norm_path(member.name)
+        if path is None:
+            raise _context_error(f"build context member {member.name!r} escapes the context")
+        if member.issparse() or member.type not in _TYPES or (member.size and not member.isreg()):
+            # Written out with no data, a member whose header claims some would make the
+            # engine read the next members' bytes as its data, and what follows as headers.
+            raise _context_error(
+                f"build context member {member.name!r} is sparse or of a type "
+                f"({member.type!r}, {member.size} bytes) the proxy does not forward"
+            )
+        parts = path.split("/") if path else []
+        ancestors = ["/".join(parts[:i]) for i in range(len(parts))]
+        for parent in ancestors:
+            if parent in self._not_dirs:
+                raise _context_error(
+                    f"build context member {path!r} is below {parent or '/'!r}, which the "
+                    "context makes a link or file"
+                )
+        if not member.isdir():
+            if path in self._parents:
+                raise _context_error(
+                    f"build context member {path!r} is a link or file where the context "
+                    "has a directory"
+                )
+            self._not_dirs.add(path)
+        self._parents.update(ancestors)
+        return path
+
+    def _hold(self, tar: tarfile.TarFile, member: tarfile.TarInfo, path: str) -> bool:
+        """Keep a Dockerfile candidate out of the stream; False to forward the member."""
+        if path != self._wanted and path != self._fallback:
+            return False
+        if path in self._held or path in self._seen_as_other:
+            # the engine would take the last copy: only one may be there to read
+            raise _context_error(f"the build context holds {path} twice")
+        regular = member.isreg() and member.size <= self._max_dockerfile
+        if path == self._wanted and not regular:
+            if member.isreg():
+                raise HTTPRefusal(413, "trustpull: Dockerfile over max_dockerfile")
+            raise _context_error(f"the Dockerfile {self.name} is a link or not a regular file")
+        if not regular:  # a `dockerfile` the engine will not fall back to: plain content
+            self._seen_as_other.add(path)
+            return False
+        handle = tar.extractfile(member)
+        assert handle is not None
+        self._held[path] = (member, _read_member(handle, member.size))
+        return True
+
+    def _choose(self) -> None:
+        if self._wanted in self._parents:
+            raise _context_error(f"the Dockerfile {self.name} is a directory")
+        chosen = self._wanted if self._wanted in self._held else None
+        if chosen is None and self._fallback is not None and self._wanted not in self._not_dirs:
+            chosen = self._fallback if self._fallback in self._held else None
+        if chosen is None:
+            raise _context_error(f"the Dockerfile {self.name} is not in the build context")
+        self._chosen = chosen
+        self.dockerfile = self._held[chosen][1]
+
+    # -- the end
+
+    def finish(self, text: bytes) -> Iterator[bytes]:
+        """The held members, the Dockerfile with `text` (pinned; or as read, in audit mode)
+        and the end of the archive."""
+        assert self._chosen is not None, "members() first"
+        out: list[bytes] = []
+        held = sorted(self._held.items(), key=lambda item: item[0] == self._chosen)
+        for path, (member, data) in held:  # the Dockerfile last
+            if path == self._chosen:
+                pinned = tarfile.TarInfo(path)
+                pinned.size = len(text)
+                pinned.mode, pinned.mtime = member.mode, member.mtime
+                pinned.uid, pinned.gid = member.uid, member.gid
+                pinned.uname, pinned.gname = member.uname, member.gname
+                member, data = pinned, text
+            out.append(member.tobuf(tarfile.PAX_FORMAT, self._encoding, self._errors))
+            out.append(data + b"\0" * (-len(data) % tarfile.BLOCKSIZE))
+        out.append(_END)
+        yield b"".join(out)
+
+
+def _read_member(handle: IO[bytes], count: int) -> bytes:
+    data = handle.read(count)
+    if len(data) != count:
+        raise _context_error("build context is truncated")
+    return data
