@@ -155,7 +155,17 @@ def check_head(raw: bytes) -> RequestHead:
         raise _bad("'#' in the request target")
     if len(lines) > MAX_HEADER_LINES:
         raise HTTPRefusal(431, "trustpull: too many header lines", close=True)
-    headers: list[tuple[bytes, bytes]] = []
+    block = raw[len(lines[0]) :]
+    if _HEADER_BLOCK_RE.fullmatch(block) is not None:  # every line well-formed: one C pass
+        head = RequestHead(
+            method.decode(),
+            target.decode(),
+            version,
+            tuple((name.lower(), value.strip(b" \t")) for name, value in _HEADER_RE.findall(block)),
+        )
+        _check_framing(head)
+        return head
+    headers: list[tuple[bytes, bytes]] = []  # which line is wrong, for the message
     for line in lines[1:]:
         if not line:
             raise _bad("empty line inside the header block")
@@ -170,12 +180,16 @@ def check_head(raw: bytes) -> RequestHead:
         headers.append((name.lower(), value))
     head = RequestHead(method.decode(), target.decode(), version, tuple(headers))
     _check_framing(head)
-    return head
+    return head  # the block pattern accepts what this loop accepts: reached only on a mismatch
 
 
 def _check_framing(head: RequestHead) -> None:
-    te = head.get_all(b"transfer-encoding")
-    cl = head.get_all(b"content-length")
+    seen: dict[bytes, list[bytes]] = {}
+    for name, value in head.headers:
+        if name in _FRAMING_NAMES:
+            seen.setdefault(name, []).append(value)
+    te = seen.get(b"transfer-encoding", [])
+    cl = seen.get(b"content-length", [])
     if len(te) > 1 or len(cl) > 1:
         raise _bad("repeated Transfer-Encoding or Content-Length")
     if te:
@@ -187,27 +201,40 @@ def _check_framing(head: RequestHead) -> None:
             raise _bad("Transfer-Encoding together with Content-Length")
     if cl and _DIGITS_RE.fullmatch(cl[0]) is None:
         raise _bad("Content-Length is not plain digits")
-    if len(head.get_all(b"content-type")) > 1:
+    if len(seen.get(b"content-type", ())) > 1:
         raise _bad("repeated Content-Type")
-    if len(head.get_all(b"host")) > 1:
+    if len(seen.get(b"host", ())) > 1:
         raise _bad("repeated Host")
-    if head.version == (1, 1) and head.get(b"host") is None:
+    if head.version == (1, 1) and b"host" not in seen:
         raise _bad("HTTP/1.1 request without Host")
-    for value in head.get_all(b"connection"):
+    for value in seen.get(b"connection", ()):
         for token in value.split(b","):
             if token.strip().lower() not in _CONNECTION_TOKENS:
                 raise _bad("Connection may name only close, keep-alive or upgrade")
-    expect = head.get_all(b"expect")
+    expect = seen.get(b"expect", [])
     if len(expect) > 1 or (expect and expect[0].lower() != b"100-continue"):
         raise HTTPRefusal(417, "trustpull: unsupported Expect", close=True)
-    content_type = head.get(b"content-type")
-    if content_type is not None:
+    for content_type in seen.get(b"content-type", ()):
         lowered = content_type.lower()
         if b"form-urlencoded" in lowered or b"multipart" in lowered:
             raise _bad("form bodies are refused (the engine lets them override the query)")
 
 
 # --------------------------------------------------------------------------- engine answers
+
+#: A whole header block (each line after its CRLF): a token name, a colon, a value free of
+#: control bytes (HTAB aside). Exactly the lines the line-by-line checks accept: no bare CR or
+#: LF, no empty line, no folding (a line starting with a space is not a token).
+_HEADER_BLOCK_RE = re.compile(rb"(?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*)*")
+_HEADER_RE = re.compile(rb"\r\n([^:]+):([^\r]*)")
+#: The request headers whose framing or meaning the proxy checks.
+_FRAMING_NAMES = frozenset(
+    (b"transfer-encoding", b"content-length", b"content-type", b"host", b"connection", b"expect")
+)
+#: Lengths of the answer headers that frame a body: only those names are lowered and compared.
+_FRAMING_LENGTHS = frozenset(
+    (len(b"content-length"), len(b"transfer-encoding"), len(b"connection"))
+)
 
 #: A status from 100 and a reason free of control bytes (HTAB aside), as the writer relays it.
 _STATUS_RE = re.compile(rb"HTTP/1\.([01]) ([1-9][0-9]{2})(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?")
@@ -263,7 +290,26 @@ def parse_response_head(raw: bytes) -> ResponseHead:
     length: int | None = None
     chunked = False
     close = minor == b"0"
-    for line in lines[1:]:
+    block = raw[len(lines[0]) :]
+    if _HEADER_BLOCK_RE.fullmatch(block) is not None:  # every line well-formed: one C pass
+        headers = [(name, value.strip(b" \t")) for name, value in _HEADER_RE.findall(block)]
+        for name, value in headers:
+            if len(name) in _FRAMING_LENGTHS:
+                key = name.lower()
+                if key == b"content-length":
+                    if length is not None or _DIGITS_RE.fullmatch(value) is None:
+                        raise HeadError("Content-Length")
+                    length = int(value)
+                elif key == b"transfer-encoding":
+                    if value.lower() != b"chunked" or chunked:
+                        raise HeadError("Transfer-Encoding")
+                    chunked = True
+                elif key == b"connection" and b"close" in value.lower():
+                    close = True
+        if chunked and length is not None:
+            raise HeadError("both Content-Length and chunked")
+        return ResponseHead(status, match.group(3) or b"", tuple(headers), length, chunked, close)
+    for line in lines[1:]:  # which line is wrong, for the message
         name, colon, raw_value = line.partition(b":")
         value = raw_value.strip(b" \t")
         if not colon or TOKEN_RE.fullmatch(name) is None or b"\n" in line or b"\r" in line:
