@@ -52,12 +52,26 @@ class WriteError(Exception):
     """The proxy was about to write something malformed (a bug, never client input)."""
 
 
+#: Header names already seen to be tokens (a few dozen in practice; bounded).
+_TOKENS: set[bytes] = set()
+
+
 def _header_lines(headers: Iterable[tuple[bytes, bytes]]) -> list[bytes]:
     lines = []
+    names, values = [], []
     for name, value in headers:
-        if TOKEN_RE.fullmatch(name) is None or BAD_VALUE_RE.search(value) is not None:
-            raise WriteError(f"invalid header {bytes(name)[:40]!r}")
+        if name not in _TOKENS:
+            if TOKEN_RE.fullmatch(name) is None:
+                raise WriteError(f"invalid header {bytes(name)[:40]!r}")
+            if len(_TOKENS) < 1024:
+                _TOKENS.add(bytes(name))
+        names.append(name)
+        values.append(value)
         lines.append(bytes(name) + b": " + bytes(value) + b"\r\n")
+    # one search for all values (HTAB, the separator, is allowed in every value)
+    if BAD_VALUE_RE.search(b"\t".join(values)) is not None:
+        bad = next(n for n, v in zip(names, values, strict=True) if BAD_VALUE_RE.search(v))
+        raise WriteError(f"invalid header {bytes(bad)[:40]!r}")
     return lines
 
 
