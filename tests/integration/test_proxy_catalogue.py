@@ -1860,3 +1860,43 @@ def test_X40f_the_dockerfile_read_is_the_one_the_engine_builds(world: World) -> 
         assert status_of(response) in (400, 403), (dockerfile, members, response)
         assert b"NoTrustData" in response or b"[Context]" in response, (members, response)
         unchanged(world, before)
+
+
+def _refused_build(world: World, body: bytes, query: str = "") -> None:
+    """A raw classic build through the proxy that must be refused before the engine pulls or
+    builds anything (the unsigned tag stays absent)."""
+    response = send(
+        world, req("POST", f"{V}/build{query}", {"Content-Type": "application/x-tar"}, body)
+    )
+    assert status_of(response) in (400, 403), (body[:2048], response)
+    assert b"[Context]" in response or b"NoTrustData" in response, response
+    assert world.image(f"{world.unsigned_repo}:1.0") is None
+
+
+def test_X40g_pax_records_the_engine_reads_otherwise(world: World) -> None:
+    """Python's tarfile takes `GNU.sparse.name` for a member's name even when the member is not
+    sparse; Go's reader honours it only for sparse members and takes `path`. A member Python
+    calls `notes.txt` was the engine's Dockerfile, extracted over the pinned one."""
+    import io
+    import tarfile
+
+    signed = f"FROM {world.repo}:1.0\nRUN true\n".encode()
+    unsigned = f"FROM {world.unsigned_repo}:1.0\nRUN true\n".encode()
+    before = world.snapshot()
+    for records in (
+        {"path": "Dockerfile", "GNU.sparse.name": "notes.txt"},
+        {"GNU.sparse.name": "notes.txt", "path": "Dockerfile"},
+        {"GNU.sparse.name": "Dockerfile"},
+        {"GNU.sparse.realsize": "0"},
+    ):
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            info = tarfile.TarInfo("Dockerfile")
+            info.size = len(signed)
+            tar.addfile(info, io.BytesIO(signed))
+            info = tarfile.TarInfo("notes.txt" if "path" not in records else "Dockerfile")
+            info.size = len(unsigned)
+            info.pax_headers = dict(records)
+            tar.addfile(info, io.BytesIO(unsigned))
+        _refused_build(world, out.getvalue())
+        unchanged(world, before)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import posixpath
 import re
@@ -283,9 +284,9 @@ class BuildRoutes(DeciderBase):
                 elif _norm(item.name) == wanted:
                     continue  # an earlier copy (the engine extracts last-wins): dropped
                 elif item.isfile():
-                    new_tar.addfile(item, tar.extractfile(item))
+                    new_tar.addfile(_renamed_only_by_name(item), tar.extractfile(item))
                 else:
-                    new_tar.addfile(item)
+                    new_tar.addfile(_renamed_only_by_name(item))
         tar.close()
         return out, pins
 
@@ -432,7 +433,8 @@ def _members_by_path(members: list[tarfile.TarInfo]) -> dict[str, tarfile.TarInf
     not_dirs: set[str] = set()
     for member in members:
         path = _norm(member.name)
-        if path is None or member.issparse() or member.type == tarfile.GNUTYPE_SPARSE:
+        sparse = any(key.startswith("GNU.sparse.") for key in member.pax_headers)
+        if path is None or sparse or member.issparse() or member.type == tarfile.GNUTYPE_SPARSE:
             raise Refused(
                 400,
                 f"trustpull: build context member {member.name!r} "
@@ -454,6 +456,20 @@ def _members_by_path(members: list[tarfile.TarInfo]) -> dict[str, tarfile.TarInf
                     kind="Context",
                 )
     return by_path
+
+
+def _renamed_only_by_name(member: tarfile.TarInfo) -> tarfile.TarInfo:
+    """`member` to forward with the name, link and size Python read, not the pax records they
+    came from: Python's writer gives a record priority over the field, and Python and Go do
+    not read every record alike (Python takes `GNU.sparse.name` for the name of any member, Go
+    only of a sparse one), so a re-sent record could make the engine extract it elsewhere."""
+    out = copy.copy(member)
+    out.pax_headers = {
+        key: value
+        for key, value in member.pax_headers.items()
+        if key not in ("path", "linkpath", "size") and not key.startswith("GNU.")
+    }
+    return out
 
 
 def _file_pieces(handle: Any) -> Iterator[bytes]:
