@@ -1900,3 +1900,71 @@ def test_X40g_pax_records_the_engine_reads_otherwise(world: World) -> None:
             tar.addfile(info, io.BytesIO(unsigned))
         _refused_build(world, out.getvalue())
         unchanged(world, before)
+
+
+def test_X40h_lines_the_classic_builder_splits_otherwise(world: World) -> None:
+    """The engine's Dockerfile parser (20.10: BuildKit's v0.8 parser) is not the proxy's
+    reader: a line ending in an escaped escape is no continuation; a directive after leading
+    blanks, or after a `# check=` line (unknown to it), or with a non-ASCII blank differs; a
+    heredoc's body is instructions to it. Each hid a `FROM unsigned` from the proxy."""
+    signed = f"{world.repo}:1.0"
+    unsigned = f"{world.unsigned_repo}:1.0"
+    before = world.snapshot()
+    for text in (
+        f"FROM {signed}\nRUN echo \\\\\nFROM {unsigned}\nRUN true\n",
+        f" # escape=`\nFROM {signed}\nRUN echo \\\nFROM {unsigned}\nRUN true\n",
+        f"\t# escape=`\nFROM {signed}\nRUN echo \\\nFROM {unsigned}\nRUN true\n",
+        f"# check=skip=all\n# escape=`\nFROM {signed}\nRUN true #`\nFROM {unsigned}\nRUN true\n",
+        f"#\u00a0escape=`\nFROM {signed}\nRUN true #`\nFROM {unsigned}\nRUN true\n",
+        f"# escape=`\u000b\nFROM {signed}\nRUN true #`\nFROM {unsigned}\nRUN true\n",
+        f"FROM {signed}\nRUN true <<EOF\nFROM {unsigned}\nRUN true \\\nEOF\n",
+        f"FROM {signed}\nRUN true \\\n\u00a0# c\nFROM {unsigned}\n",
+        f"FROM {signed}\r\nRUN echo \\\\\r\nFROM {unsigned}\r\n",
+    ):
+        _refused_build(world, _context_tar(("Dockerfile", text)))
+        unchanged(world, before)
+
+
+def test_X40i_builder_flags_with_quotes_and_escapes(world: World) -> None:
+    """The engine unquotes builder flags (`--fr"om"=X` is `--from=X`, `--fr\\om=X` too) and
+    takes only leading `--` words as flags, a quoted flag value spanning blanks: the proxy
+    saw no `--from`, or pinned a word inside FROM's --platform value instead of the base."""
+    signed = f"{world.repo}:1.0"
+    unsigned = f"{world.unsigned_repo}:1.0"
+    before = world.snapshot()
+    for text in (
+        f'FROM {signed}\nCOPY --fr"om"={unsigned} /marker /m\n',
+        f"FROM {signed}\nCOPY --fr\\om={unsigned} /marker /m\n",
+        f'FROM {signed}\nCOPY --chown=0 --"from={unsigned}" /marker /m\n',
+        f'FROM --platform="${{X:+ {signed} AS --platform=}}linux" {unsigned}\nRUN true\n',
+        f"FROM --platform=${{X:+\x1c{signed}\x1cAS\x1c--platform=}}linux {unsigned}\nRUN true\n",
+        f'FROM {signed}\nONBUILD COPY --fr"om"={unsigned} /marker /m\n',
+    ):
+        _refused_build(world, _context_tar(("Dockerfile", text)))
+        unchanged(world, before)
+
+
+def test_X40j_variables_in_from_the_engine_evaluates_otherwise(world: World) -> None:
+    """FROM's variables as the engine evaluates them: the proxy-variable build args
+    (HTTP_PROXY …) are set without an ARG, ARG names are expanded, quoted defaults are
+    unquoted, an ARG redeclared without a default is unset. The proxy read `scratch` or a
+    stage where the engine read an unsigned image."""
+    import json as _json
+
+    signed = f"{world.repo}:1.0"
+    unsigned = f"{world.unsigned_repo}:1.0"
+    quoted = unsigned.replace("/proxy/", '/pr"ox"y/')
+    args = urllib.parse.quote(_json.dumps({"HTTP_PROXY": unsigned}))
+    before = world.snapshot()
+    for text, query in (
+        ("FROM ${HTTP_PROXY:-scratch}\nCOPY Dockerfile /d\n", f"?buildargs={args}"),
+        (
+            f"FROM {signed} AS first\nFROM ${{HTTP_PROXY:-first}}\nRUN true\n",
+            f"?buildargs={args}",
+        ),
+        (f"ARG A=BASE\nARG $A={unsigned}\nFROM ${{BASE:-scratch}}\nCOPY Dockerfile /d\n", ""),
+        (f"ARG BASE={quoted}\nFROM ${{BASE:-scratch}}\nCOPY Dockerfile /d\n", ""),
+        (f"ARG B=scratch\nARG B\nFROM ${{B:-{unsigned}}}\nCOPY Dockerfile /d\n", ""),
+    ):
+        _refused_build(world, _context_tar(("Dockerfile", text)), query)
+        unchanged(world, before)

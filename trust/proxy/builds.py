@@ -184,6 +184,7 @@ class BuildRoutes(DeciderBase):
         unsigned is pinned to the ID of the image whose ONBUILD triggers were read: by name, a
         retag in between (an admitted image with a `from=` trigger) would be what builds."""
         from trust.manifests import refs_from_dockerfile
+        from trust.proxy.classic import check_forwarded
 
         try:
             tar = tarfile.open(fileobj=spool, mode="r:*")
@@ -241,6 +242,7 @@ class BuildRoutes(DeciderBase):
         _refuse_unreported_from(text, {site.text for site in sites}, dockerfile)
         lines = text.split("\n")
         pins: list[tuple[Reference, Pin]] = []
+        allowed: set[str] = set()  # each image reference as the forwarded text names it
         for site in sites:
             try:
                 ref = parse(site.text)
@@ -253,6 +255,7 @@ class BuildRoutes(DeciderBase):
             verified = self.verify(ex, ref, what="build base")
             if verified.unsigned is not None:
                 if site.kind not in ("from", "argument"):
+                    allowed.add(site.text)  # accepted unsigned as it is written
                     continue
                 pinned = self._check_unsigned_base(ex, ref, auths)
                 pin = None
@@ -269,9 +272,20 @@ class BuildRoutes(DeciderBase):
                     kind="Context",
                 )
             lines[index] = new_line
+            allowed.add(pinned)
             if pin is not None:
                 pins.append((ref, pin))
-        new_text = "\n".join(lines).encode()
+        forwarded = "\n".join(lines)
+        try:  # the text as the engine's own parser will read it: nothing left unpinned
+            check_forwarded(forwarded, allowed, dockerfile)
+        except InputError as error:
+            raise Refused(
+                400,
+                f"trustpull: the engine would read the Dockerfile otherwise: {error.message} "
+                "[Context]",
+                kind="Context",
+            ) from None
+        new_text = forwarded.encode()
         out = tempfile.TemporaryFile(dir=self.config.build_spool_dir)
         with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as new_tar:
             for item in members:
