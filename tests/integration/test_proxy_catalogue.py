@@ -1968,3 +1968,22 @@ def test_X40j_variables_in_from_the_engine_evaluates_otherwise(world: World) -> 
     ):
         _refused_build(world, _context_tar(("Dockerfile", text)), query)
         unchanged(world, before)
+
+
+def test_X40k_onbuild_triggers_with_quoted_flags(world: World, tmp_path: Path) -> None:
+    """A base's trigger `COPY --fr"om"=X` is `COPY --from=X` when the engine parses it in the
+    child build: the proxy's `from=` search missed it and the engine pulled X unverified."""
+    base = f"{world.repo}:onbuildq{time.monotonic_ns()}"
+    unsigned = f"{world.unsigned_repo}:1.0"
+    digest = world.push(
+        base, "onbuildq", sign=True, changes=(f'ONBUILD COPY --fr"om"={unsigned} /marker /m',)
+    )
+    world.rmi(base, unsigned)
+    name = f"onbuildqchild{time.monotonic_ns()}:1"
+    before = world.snapshot()
+    proc = _build(world, tmp_path, f"FROM {base}\nRUN cat /m\n", "-t", name)
+    assert proc.returncode != 0 and "[OnBuild]" in proc.stderr, proc
+    assert world.image(unsigned) is None and world.image(name) is None
+    _, tags, containers = world.snapshot()
+    assert tags - before[1] <= {f"{world.repo}:<none>"} and containers == before[2]
+    world.rmi(f"{world.repo}@{digest}")

@@ -365,8 +365,12 @@ def _refuse_onbuild_from(ref: Reference, image: dict[str, Any]) -> None:
     """Base images' ONBUILD triggers run as instructions of the child build (§2.4 step 5): one
     that copies or mounts `from=` anything is refused (stricter than the spec, which allows a
     trigger pinned to an admitted digest: a trigger cannot be pinned by rewriting)."""
+    from trust.proxy.classic import onbuild_copies_from
+
     triggers = (image.get("Config") or {}).get("OnBuild") or []
-    if any(re.search(r"from=", str(t), re.IGNORECASE) for t in triggers):
+    if any(
+        re.search(r"from=", str(t), re.IGNORECASE) or onbuild_copies_from(str(t)) for t in triggers
+    ):
         raise Refused(
             403,
             f"trustpull: build base {ref} has ONBUILD triggers that copy from other "
