@@ -1948,26 +1948,51 @@ def test_X40j_variables_in_from_the_engine_evaluates_otherwise(world: World) -> 
     """FROM's variables as the engine evaluates them: the proxy-variable build args
     (HTTP_PROXY …) are set without an ARG, ARG names are expanded, quoted defaults are
     unquoted, an ARG redeclared without a default is unset. The proxy read `scratch` or a
-    stage where the engine read an unsigned image."""
+    stage where the engine read an unsigned image; now the proxy writes what it read."""
     import json as _json
 
     signed = f"{world.repo}:1.0"
     unsigned = f"{world.unsigned_repo}:1.0"
     quoted = unsigned.replace("/proxy/", '/pr"ox"y/')
     args = urllib.parse.quote(_json.dumps({"HTTP_PROXY": unsigned}))
-    before = world.snapshot()
-    for text, query in (
-        ("FROM ${HTTP_PROXY:-scratch}\nCOPY Dockerfile /d\n", f"?buildargs={args}"),
+    name = f"fromvars{time.monotonic_ns()}:1"
+    for text, query, base in (
+        ("FROM ${HTTP_PROXY:-scratch}\nCOPY Dockerfile /d\n", f"&buildargs={args}", "scratch"),
         (
             f"FROM {signed} AS first\nFROM ${{HTTP_PROXY:-first}}\nRUN true\n",
-            f"?buildargs={args}",
+            f"&buildargs={args}",
+            "first",
         ),
-        (f"ARG A=BASE\nARG $A={unsigned}\nFROM ${{BASE:-scratch}}\nCOPY Dockerfile /d\n", ""),
-        (f"ARG BASE={quoted}\nFROM ${{BASE:-scratch}}\nCOPY Dockerfile /d\n", ""),
-        (f"ARG B=scratch\nARG B\nFROM ${{B:-{unsigned}}}\nCOPY Dockerfile /d\n", ""),
+        (
+            f"ARG A=BASE\nARG $A={unsigned}\nFROM ${{BASE:-scratch}}\nCOPY Dockerfile /d\n",
+            "",
+            "scratch",
+        ),
+        (f"ARG BASE={quoted}\nFROM ${{BASE:-scratch}}\nCOPY Dockerfile /d\n", "", "scratch"),
+        (f"ARG B=scratch\nARG B\nFROM ${{B:-{unsigned}}}\nCOPY Dockerfile /d\n", "", "scratch"),
     ):
-        _refused_build(world, _context_tar(("Dockerfile", text)), query)
-        unchanged(world, before)
+        target = f"{V}/build?t={name}{query}"
+        body = _context_tar(("Dockerfile", text))
+        response = send(world, req("POST", target, {"Content-Type": "application/x-tar"}, body))
+        assert world.image(unsigned) is None, (text, response)
+        assert status_of(response) == 200 and f"FROM {base}".encode() in response, response
+        assert b"Successfully built" in response, response
+        world.rmi(name)
+    # written out, a FROM $X that names scratch or a stage builds as before
+    text = f"ARG S=first\nARG E=scratch\nFROM $E\nCOPY Dockerfile /d\nFROM {signed} AS first\n"
+    text += "FROM ${S}\nRUN cat /marker\n"
+    response = send(
+        world,
+        req(
+            "POST",
+            f"{V}/build?t={name}",
+            {"Content-Type": "application/x-tar"},
+            _context_tar(("Dockerfile", text)),
+        ),
+    )
+    assert status_of(response) == 200 and b"signed-1.0" in response, response
+    assert b"Successfully built" in response, response
+    world.rmi(name)
 
 
 def test_X40k_onbuild_triggers_with_quoted_flags(world: World, tmp_path: Path) -> None:

@@ -183,7 +183,7 @@ class BuildRoutes(DeciderBase):
         """The context with its Dockerfile pinned, and the pins. A `FROM` base a rule accepts
         unsigned is pinned to the ID of the image whose ONBUILD triggers were read: by name, a
         retag in between (an admitted image with a `from=` trigger) would be what builds."""
-        from trust.manifests import refs_from_dockerfile
+        from trust.manifests import ImageSite, refs_from_dockerfile
         from trust.proxy.classic import check_forwarded
 
         try:
@@ -232,7 +232,8 @@ class BuildRoutes(DeciderBase):
                 400, "trustpull: the Dockerfile is not UTF-8 [Context]", kind="Context"
             ) from None
         try:
-            sites = refs_from_dockerfile(text, dockerfile, build_args)
+            literals: list[ImageSite] = []
+            sites = refs_from_dockerfile(text, dockerfile, build_args, literals)
         except InputError as error:
             raise Refused(
                 400,
@@ -275,6 +276,10 @@ class BuildRoutes(DeciderBase):
             allowed.add(pinned)
             if pin is not None:
                 pins.append((ref, pin))
+        for literal in literals:  # FROM $X resolved to scratch or a stage: written out
+            if literal.fixed is None:
+                index = literal.line - 1
+                lines[index] = _pin_line(lines[index], literal.text, literal.text) or lines[index]
         forwarded = "\n".join(lines)
         try:  # the text as the engine's own parser will read it: nothing left unpinned
             check_forwarded(forwarded, allowed, dockerfile)
