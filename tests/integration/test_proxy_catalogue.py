@@ -2012,3 +2012,14 @@ def test_X40k_onbuild_triggers_with_quoted_flags(world: World, tmp_path: Path) -
     _, tags, containers = world.snapshot()
     assert tags - before[1] <= {f"{world.repo}:<none>"} and containers == before[2]
     world.rmi(f"{world.repo}@{digest}")
+
+
+def test_X40l_a_context_the_engine_would_decompress_again(world: World) -> None:
+    """The engine sniffs the (re-written, plain) context for compression before untarring it:
+    a first member named `BZh…` made the forwarded tar a bzip2 stream to it (an engine 500
+    after the proxy said yes). The proxy refuses such a context itself."""
+    before = world.snapshot()
+    body = _context_tar(("BZh91AY&SY", "x"), ("Dockerfile", f"FROM {world.repo}:1.0\nRUN true\n"))
+    response = send(world, req("POST", f"{V}/build", {"Content-Type": "application/x-tar"}, body))
+    assert status_of(response) == 400 and b"[Context]" in response, response
+    unchanged(world, before)

@@ -307,6 +307,14 @@ class BuildRoutes(DeciderBase):
                 else:
                     new_tar.addfile(_renamed_only_by_name(item))
         tar.close()
+        out.seek(0)
+        if out.read(len(_BZIP2_MAGIC)) == _BZIP2_MAGIC:
+            raise Refused(
+                400,
+                "trustpull: a build context whose first member's name starts with BZh is "
+                "refused: the engine would take the context for a bzip2 stream [Context]",
+                kind="Context",
+            )
         return out, pins
 
     def _prepull(
@@ -479,6 +487,14 @@ def _members_by_path(members: list[tarfile.TarInfo]) -> dict[str, tarfile.TarInf
                     kind="Context",
                 )
     return by_path
+
+
+#: The engine looks for compression in the plain context the proxy forwards
+#: (moby/moby@5d6db842238e: builder/remotecontext/archive.go `FromArchive` and pkg/archive
+#: `DecompressStream`, by magic bytes; it decompresses twice, the untar sniffing again): of
+#: the magics, only bzip2's is ASCII, so only it can begin a tar Python writes (a non-ASCII
+#: first name makes Python write a pax header named ././@PaxHeader first).
+_BZIP2_MAGIC = b"BZh"
 
 
 def _renamed_only_by_name(member: tarfile.TarInfo) -> tarfile.TarInfo:
