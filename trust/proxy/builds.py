@@ -283,6 +283,11 @@ class BuildRoutes(DeciderBase):
         forwarded = "\n".join(lines)
         try:  # the text as the engine's own parser will read it: nothing left unpinned
             check_forwarded(forwarded, allowed, dockerfile)
+            # and as current BuildKit's grammar (the proxy's reader) reads it, for engines
+            # whose classic builder vendors a newer parser than 20.10's
+            for again in refs_from_dockerfile(forwarded, dockerfile, build_args):
+                if again.text not in allowed:
+                    raise InputError(f"{again.origin}: {again.text} is not a pinned image")
         except InputError as error:
             raise Refused(
                 400,
