@@ -671,7 +671,8 @@ def test_the_dockerfile_as_the_classic_builder_reads_it_X40h() -> None:
     allowed = {"r/a@sha256:1"}
     check_forwarded(
         "FROM r/a@sha256:1 AS first\nFROM first\nCOPY --from=0 x y\nCOPY --from=FIRST x y\n"
-        "FROM scratch\nCOPY --from=r/a@sha256:1 x y\nONBUILD RUN true\n",
+        "FROM scratch\nCOPY --from=r/a@sha256:1 x y\nONBUILD RUN true\n"
+        "COPY --chown=fromage x y\n",
         allowed,
         "D",
     )

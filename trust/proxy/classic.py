@@ -266,7 +266,7 @@ def check_forwarded(text: str, allowed: Collection[str], path: str) -> None:
                     and value not in allowed
                 ):
                     raise fail(line, f"COPY {flag} as the engine reads it is not a pinned image")
-            elif "from" in flag.lower():
+            elif _names_source(flag):
                 raise fail(line, f"{command.upper()} {flag}: a source trustpull does not pin")
         if command == "onbuild" and onbuild_copies_from(rest):
             raise fail(line, "ONBUILD with --from/from=: images of a later build are not checked")
@@ -283,6 +283,13 @@ def onbuild_copies_from(trigger: str) -> bool:
         command, flags, rest = split_command(line.text)
         if command == "onbuild":
             flags = flags + split_command(rest)[1]
-        if any("from" in flag.lower() or "mount" in flag.lower() for flag in flags):
+        if any(_names_source(flag) for flag in flags):
             return True
     return False
+
+
+def _names_source(flag: str) -> bool:
+    """Whether a builder flag names a build source: `--from=…` (any case: stricter than the
+    engine's case-sensitive flags), or a `--mount=` with a `from` key."""
+    name, _, value = flag[2:].partition("=")
+    return name.lower() == "from" or (name.lower() == "mount" and "from" in value.lower())
