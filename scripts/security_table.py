@@ -197,10 +197,18 @@ PROXY_OUTCOMES: dict[str, str] = {
     "its tag first and its FROM pinned to the ID read (a retag in between is not what builds); "
     "the Dockerfile read is the member the engine extracts last under the engine's cleaned "
     "path (`.Dockerfile` is another file, `./Dockerfile` the same), earlier copies dropped, "
-    "and a context with a member escaping the root, sparse, of another type (or claiming "
-    "data it does not carry), below a link or file, or the Dockerfile twice 400 [Context]; "
-    "the context is streamed, re-written by the proxy, the pinned Dockerfile and the "
-    "archive's end sent only after every base verified",
+    "and a context with a member escaping the root, sparse (or with `GNU.sparse.*` records), "
+    "of another type (or claiming data it does not carry), below a link or file, or the "
+    "Dockerfile twice 400 [Context]; the context is streamed, re-written by the proxy "
+    "(members under the names Python read, never their pax records), the pinned Dockerfile "
+    "and the archive's end sent only after every base verified; the forwarded Dockerfile, "
+    "read as the engine's own "
+    "parser reads it (20.10: BuildKit v0.8: no heredocs or `check` directive, directives after "
+    "blanks, Go's blanks, an escaped escape ends a line, builder flags unquoted and leading "
+    "only), must name only the pinned references, scratch or earlier stages, else 400 "
+    "[Context]; a FROM whose variables resolve to scratch or a stage is written out; a base's "
+    'ONBUILD trigger is read as the engine parses it (`--fr"om"=` is `--from=`) [OnBuild]; '
+    "a context whose first name starts with `BZh` (bzip2 to the engine) 400 [Context]",
     "X41": "403 with the 'build from a local directory' hint",
     "X42": "403 with the pinning hint; `/_ping` says Builder-Version 1; with allow_buildkit the "
     "`/session` upgrade, the `version=2` build and `/_ping` get the engine's own answers, each "

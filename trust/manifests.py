@@ -363,7 +363,10 @@ def _parse_args(instruction: _Instruction, path: str, escape: str) -> list[_Arg]
 
 
 def refs_from_dockerfile(
-    text: str, path: str, build_args: Mapping[str, str] | None = None
+    text: str,
+    path: str,
+    build_args: Mapping[str, str] | None = None,
+    literals: list[ImageSite] | None = None,
 ) -> list[ImageSite]:
     """Every external image a build of this Dockerfile pulls, in file order.
 
@@ -372,6 +375,10 @@ def refs_from_dockerfile(
     (by name or index), and `scratch`, are not images. Raises InputError for anything that
     cannot be read for certain (a later stage's name, variables in `--from`, unknown flags,
     quoting or escapes in an image, a frontend other than docker/dockerfile).
+
+    `literals`, when given, receives a site (kind "stage") for each FROM whose variables
+    resolved to `scratch` or an earlier stage: its text is what they resolved to, at the
+    place of the FROM's word (the proxy writes it there, so the engine evaluates nothing).
     """
     overrides = dict(build_args or {})
     directives, instructions = _read_dockerfile(text, path)
@@ -481,6 +488,12 @@ def refs_from_dockerfile(
             if len(args) == 3:
                 stages.setdefault(args[2][1].lower(), stage)
             if image.lower() == "scratch" or earlier_stage:
+                if literals is not None and image != raw:
+                    place = instruction.where(offset, len(raw))
+                    line, column = place if place else (instruction.line, 0)
+                    fixed = None if place else "it is split over lines"
+                    edit = Edit(line, column, raw) if place else None
+                    literals.append(ImageSite(image, path, line, column, fixed, "stage", edit))
                 continue
             if image == raw:
                 add_literal(raw, offset, instruction, "from")

@@ -1909,3 +1909,166 @@ def test_X40f_the_dockerfile_read_is_the_one_the_engine_builds(world: World) -> 
     )
     assert status_of(response) == 400 and b"[Context]" in response, response
     unchanged(world, before)
+
+
+def _refused_build(world: World, body: bytes, query: str = "") -> None:
+    """A raw classic build through the proxy that must be refused before the engine pulls or
+    builds anything (the unsigned tag stays absent)."""
+    response = send(
+        world, req("POST", f"{V}/build{query}", {"Content-Type": "application/x-tar"}, body)
+    )
+    assert status_of(response) in (400, 403), (body[:2048], response)
+    assert b"[Context]" in response or b"NoTrustData" in response, response
+    assert world.image(f"{world.unsigned_repo}:1.0") is None
+
+
+def test_X40g_pax_records_the_engine_reads_otherwise(world: World) -> None:
+    """Python's tarfile takes `GNU.sparse.name` for a member's name even when the member is not
+    sparse; Go's reader honours it only for sparse members and takes `path`. A member Python
+    calls `notes.txt` was the engine's Dockerfile, extracted over the pinned one."""
+    import io
+    import tarfile
+
+    signed = f"FROM {world.repo}:1.0\nRUN true\n".encode()
+    unsigned = f"FROM {world.unsigned_repo}:1.0\nRUN true\n".encode()
+    before = world.snapshot()
+    for records in (
+        {"path": "Dockerfile", "GNU.sparse.name": "notes.txt"},
+        {"GNU.sparse.name": "notes.txt", "path": "Dockerfile"},
+        {"GNU.sparse.name": "Dockerfile"},
+        {"GNU.sparse.realsize": "0"},
+    ):
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            info = tarfile.TarInfo("Dockerfile")
+            info.size = len(signed)
+            tar.addfile(info, io.BytesIO(signed))
+            info = tarfile.TarInfo("notes.txt" if "path" not in records else "Dockerfile")
+            info.size = len(unsigned)
+            info.pax_headers = dict(records)
+            tar.addfile(info, io.BytesIO(unsigned))
+        _refused_build(world, out.getvalue())
+        unchanged(world, before)
+
+
+def test_X40h_lines_the_classic_builder_splits_otherwise(world: World) -> None:
+    """The engine's Dockerfile parser (20.10: BuildKit's v0.8 parser) is not the proxy's
+    reader: a line ending in an escaped escape is no continuation; a directive after leading
+    blanks, or after a `# check=` line (unknown to it), or with a non-ASCII blank differs; a
+    heredoc's body is instructions to it. Each hid a `FROM unsigned` from the proxy."""
+    signed = f"{world.repo}:1.0"
+    unsigned = f"{world.unsigned_repo}:1.0"
+    before = world.snapshot()
+    for text in (
+        f"FROM {signed}\nRUN echo \\\\\nFROM {unsigned}\nRUN true\n",
+        f" # escape=`\nFROM {signed}\nRUN echo \\\nFROM {unsigned}\nRUN true\n",
+        f"\t# escape=`\nFROM {signed}\nRUN echo \\\nFROM {unsigned}\nRUN true\n",
+        f"# check=skip=all\n# escape=`\nFROM {signed}\nRUN true #`\nFROM {unsigned}\nRUN true\n",
+        f"#\u00a0escape=`\nFROM {signed}\nRUN true #`\nFROM {unsigned}\nRUN true\n",
+        f"# escape=`\u000b\nFROM {signed}\nRUN true #`\nFROM {unsigned}\nRUN true\n",
+        f"FROM {signed}\nRUN true <<EOF\nFROM {unsigned}\nRUN true \\\nEOF\n",
+        f"FROM {signed}\nRUN true \\\n\u00a0# c\nFROM {unsigned}\n",
+        f"FROM {signed}\r\nRUN echo \\\\\r\nFROM {unsigned}\r\n",
+    ):
+        _refused_build(world, _context_tar(("Dockerfile", text)))
+        unchanged(world, before)
+
+
+def test_X40i_builder_flags_with_quotes_and_escapes(world: World) -> None:
+    """The engine unquotes builder flags (`--fr"om"=X` is `--from=X`, `--fr\\om=X` too) and
+    takes only leading `--` words as flags, a quoted flag value spanning blanks: the proxy
+    saw no `--from`, or pinned a word inside FROM's --platform value instead of the base."""
+    signed = f"{world.repo}:1.0"
+    unsigned = f"{world.unsigned_repo}:1.0"
+    before = world.snapshot()
+    for text in (
+        f'FROM {signed}\nCOPY --fr"om"={unsigned} /marker /m\n',
+        f"FROM {signed}\nCOPY --fr\\om={unsigned} /marker /m\n",
+        f'FROM {signed}\nCOPY --chown=0 --"from={unsigned}" /marker /m\n',
+        f'FROM --platform="${{X:+ {signed} AS --platform=}}linux" {unsigned}\nRUN true\n',
+        f"FROM --platform=${{X:+\x1c{signed}\x1cAS\x1c--platform=}}linux {unsigned}\nRUN true\n",
+        f'FROM {signed}\nONBUILD COPY --fr"om"={unsigned} /marker /m\n',
+    ):
+        _refused_build(world, _context_tar(("Dockerfile", text)))
+        unchanged(world, before)
+
+
+def test_X40j_variables_in_from_the_engine_evaluates_otherwise(world: World) -> None:
+    """FROM's variables as the engine evaluates them: the proxy-variable build args
+    (HTTP_PROXY …) are set without an ARG, ARG names are expanded, quoted defaults are
+    unquoted, an ARG redeclared without a default is unset. The proxy read `scratch` or a
+    stage where the engine read an unsigned image; now the proxy writes what it read."""
+    import json as _json
+
+    signed = f"{world.repo}:1.0"
+    unsigned = f"{world.unsigned_repo}:1.0"
+    quoted = unsigned.replace("/proxy/", '/pr"ox"y/')
+    args = urllib.parse.quote(_json.dumps({"HTTP_PROXY": unsigned}))
+    name = f"fromvars{time.monotonic_ns()}:1"
+    for text, query, base in (
+        ("FROM ${HTTP_PROXY:-scratch}\nCOPY Dockerfile /d\n", f"&buildargs={args}", "scratch"),
+        (
+            f"FROM {signed} AS first\nFROM ${{HTTP_PROXY:-first}}\nRUN true\n",
+            f"&buildargs={args}",
+            "first",
+        ),
+        (
+            f"ARG A=BASE\nARG $A={unsigned}\nFROM ${{BASE:-scratch}}\nCOPY Dockerfile /d\n",
+            "",
+            "scratch",
+        ),
+        (f"ARG BASE={quoted}\nFROM ${{BASE:-scratch}}\nCOPY Dockerfile /d\n", "", "scratch"),
+        (f"ARG B=scratch\nARG B\nFROM ${{B:-{unsigned}}}\nCOPY Dockerfile /d\n", "", "scratch"),
+    ):
+        target = f"{V}/build?t={name}{query}"
+        body = _context_tar(("Dockerfile", text))
+        response = send(world, req("POST", target, {"Content-Type": "application/x-tar"}, body))
+        assert world.image(unsigned) is None, (text, response)
+        assert status_of(response) == 200 and f"FROM {base}".encode() in response, response
+        assert b"Successfully built" in response, response
+        world.rmi(name)
+    # written out, a FROM $X that names scratch or a stage builds as before
+    text = f"ARG S=first\nARG E=scratch\nFROM $E\nCOPY Dockerfile /d\nFROM {signed} AS first\n"
+    text += "FROM ${S}\nRUN cat /marker\n"
+    response = send(
+        world,
+        req(
+            "POST",
+            f"{V}/build?t={name}",
+            {"Content-Type": "application/x-tar"},
+            _context_tar(("Dockerfile", text)),
+        ),
+    )
+    assert status_of(response) == 200 and b"signed-1.0" in response, response
+    assert b"Successfully built" in response, response
+    world.rmi(name)
+
+
+def test_X40k_onbuild_triggers_with_quoted_flags(world: World, tmp_path: Path) -> None:
+    """A base's trigger `COPY --fr"om"=X` is `COPY --from=X` when the engine parses it in the
+    child build: the proxy's `from=` search missed it and the engine pulled X unverified."""
+    base = f"{world.repo}:onbuildq{time.monotonic_ns()}"
+    unsigned = f"{world.unsigned_repo}:1.0"
+    digest = world.push(
+        base, "onbuildq", sign=True, changes=(f'ONBUILD COPY --fr"om"={unsigned} /marker /m',)
+    )
+    world.rmi(base, unsigned)
+    name = f"onbuildqchild{time.monotonic_ns()}:1"
+    before = world.snapshot()
+    proc = _build(world, tmp_path, f"FROM {base}\nRUN cat /m\n", "-t", name)
+    assert proc.returncode != 0 and "[OnBuild]" in proc.stderr, proc
+    assert world.image(unsigned) is None and world.image(name) is None
+    _, tags, containers = world.snapshot()
+    assert tags - before[1] <= {f"{world.repo}:<none>"} and containers == before[2]
+    world.rmi(f"{world.repo}@{digest}")
+
+
+def test_X40l_a_context_the_engine_would_decompress_again(world: World) -> None:
+    """The engine sniffs the (re-written, plain) context for compression before untarring it:
+    a first member named `BZh…` made the forwarded tar a bzip2 stream to it (an engine 500
+    after the proxy said yes). The proxy refuses such a context itself."""
+    before = world.snapshot()
+    body = _context_tar(("BZh91AY&SY", "x"), ("Dockerfile", f"FROM {world.repo}:1.0\nRUN true\n"))
+    response = send(world, req("POST", f"{V}/build", {"Content-Type": "application/x-tar"}, body))
+    assert status_of(response) == 400 and b"[Context]" in response, response
+    unchanged(world, before)

@@ -702,9 +702,72 @@ def test_contexts_the_engine_would_read_otherwise_are_refused_X40f() -> None:
         # engine read the next members' bytes as data and crafted content as headers
         ("Dockerfile", (("odd", "type:Z"), ("Dockerfile", signed))),
         ("Dockerfile", (("odd", "type:V"), ("Dockerfile", signed))),
+        # bzip2's magic first: the engine would decompress the forwarded tar (X40l)
+        ("Dockerfile", (("BZh91AY&SY", b"x"), ("Dockerfile", signed))),
+        ("BZhfile", (("BZhfile", signed),)),
     ):
         with pytest.raises(HTTPRefusal):
             _stream(_tar(*members), dockerfile)
     for data in (b"not a tar at all" * 100, _tar(("Dockerfile", signed))[:700]):
         with pytest.raises(HTTPRefusal):
             _stream(data)
+
+
+def test_the_dockerfile_as_the_classic_builder_reads_it_X40h() -> None:
+    """trust.proxy.classic splits lines and builder flags as the engine's v0.8 parser does
+    (each case below was seen on dockerd 20.10 through the proxy, see test_X40h/test_X40i)."""
+    from trust.errors import InputError
+    from trust.proxy.classic import check_forwarded, instructions, split_command
+
+    def read(text: str) -> tuple[str, list[tuple[int, str]]]:
+        escape, lines = instructions(text)
+        return escape, [(line.start, line.text) for line in lines]
+
+    assert read("FROM a\nRUN echo \\\\\nFROM b\n") == (
+        "\\",
+        [(1, "FROM a"), (2, "RUN echo \\\\"), (3, "FROM b")],
+    )
+    assert read(" # escape=`\nFROM a\nRUN echo \\\nFROM b\n")[0] == "`"
+    assert read("# check=x\n# escape=`\nFROM a\n")[0] == "\\"
+    assert read("#\u00a0escape=`\nFROM a\n")[0] == "\\"
+    assert read("FROM a\nRUN true <<EOF\nFROM b\nRUN x \\\nEOF\n")[1][2:] == [
+        (3, "FROM b"),
+        (4, "RUN x EOF"),
+    ]
+    assert read("\ufeffFROM a\r\nRUN a \\\r\n  # c\r\n\r\n  b\r\n")[1] == [
+        (1, "FROM a"),
+        (2, "RUN a   b"),
+    ]
+    assert split_command('COPY --fr"om"=x --chown=0 a b') == (
+        "copy",
+        ["--from=x", "--chown=0"],
+        "a b",
+    )
+    assert split_command("copy --fr\\om=x a b") == ("copy", ["--from=x"], "a b")
+    assert split_command('FROM --platform="${X:+ s AS --platform=}linux" u') == (
+        "from",
+        ["--platform=${X:+ s AS --platform=}linux"],
+        "u",
+    )
+    assert split_command("COPY -- --from=x a") == ("copy", [], "--from=x a")
+    allowed = {"r/a@sha256:1"}
+    check_forwarded(
+        "FROM r/a@sha256:1 AS first\nFROM first\nCOPY --from=0 x y\nCOPY --from=FIRST x y\n"
+        "FROM scratch\nCOPY --from=r/a@sha256:1 x y\nONBUILD RUN true\n"
+        "COPY --chown=fromage x y\n",
+        allowed,
+        "D",
+    )
+    for text in (
+        "FROM r/a@sha256:1\nFROM b\n",
+        "FROM $X\n",
+        "FROM r/a@sha256:1 AS a\nCOPY --from=a x y\n",  # a stage is usable only after it
+        "FROM r/a@sha256:1\nCOPY --from=1 x y\n",
+        "FROM r/a@sha256:1\nCOPY --from=99999999999999999999 x y\n",  # not an index to Go
+        'FROM r/a@sha256:1\nCOPY --fr"om"=b x y\n',
+        "FROM r/a@sha256:1\nRUN --mount=type=bind,from=b true\n",
+        'FROM r/a@sha256:1\nONBUILD COPY --fr"om"=b x y\n',
+        "FROM r/a@sha256:1\n# escape=x\n" + "x" * 70000 + "\n",
+    ):
+        with pytest.raises(InputError):
+            check_forwarded(text, allowed, "D")

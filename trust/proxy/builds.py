@@ -189,7 +189,8 @@ class BuildRoutes(DeciderBase):
         """The Dockerfile with every base pinned, and the pins. A `FROM` base a rule accepts
         unsigned is pinned to the ID of the image whose ONBUILD triggers were read: by name, a
         retag in between (an admitted image with a `from=` trigger) would be what builds."""
-        from trust.manifests import refs_from_dockerfile
+        from trust.manifests import ImageSite, refs_from_dockerfile
+        from trust.proxy.classic import check_forwarded
 
         raw = context.dockerfile
         dockerfile = context.name
@@ -200,7 +201,8 @@ class BuildRoutes(DeciderBase):
                 400, "trustpull: the Dockerfile is not UTF-8 [Context]", kind="Context"
             ) from None
         try:
-            sites = refs_from_dockerfile(text, dockerfile, build_args)
+            literals: list[ImageSite] = []
+            sites = refs_from_dockerfile(text, dockerfile, build_args, literals)
         except InputError as error:
             raise Refused(
                 400,
@@ -210,6 +212,7 @@ class BuildRoutes(DeciderBase):
         _refuse_unreported_from(text, {site.text for site in sites}, dockerfile)
         lines = text.split("\n")
         pins: list[tuple[Reference, Pin]] = []
+        allowed: set[str] = set()  # each image reference as the forwarded text names it
         for site in sites:
             try:
                 ref = parse(site.text)
@@ -222,6 +225,7 @@ class BuildRoutes(DeciderBase):
             verified = self.verify(ex, ref, what="build base")
             if verified.unsigned is not None:
                 if site.kind not in ("from", "argument"):
+                    allowed.add(site.text)  # accepted unsigned as it is written
                     continue
                 pinned = self._check_unsigned_base(ex, ref, auths)
                 pin = None
@@ -238,9 +242,29 @@ class BuildRoutes(DeciderBase):
                     kind="Context",
                 )
             lines[index] = new_line
+            allowed.add(pinned)
             if pin is not None:
                 pins.append((ref, pin))
-        return "\n".join(lines).encode(), pins
+        for literal in literals:  # FROM $X resolved to scratch or a stage: written out
+            if literal.fixed is None:
+                index = literal.line - 1
+                lines[index] = _pin_line(lines[index], literal.text, literal.text) or lines[index]
+        forwarded = "\n".join(lines)
+        try:  # the text as the engine's own parser will read it: nothing left unpinned
+            check_forwarded(forwarded, allowed, dockerfile)
+            # and as current BuildKit's grammar (the proxy's reader) reads it, for engines
+            # whose classic builder vendors a newer parser than 20.10's
+            for again in refs_from_dockerfile(forwarded, dockerfile, build_args):
+                if again.text not in allowed:
+                    raise InputError(f"{again.origin}: {again.text} is not a pinned image")
+        except InputError as error:
+            raise Refused(
+                400,
+                f"trustpull: the engine would read the Dockerfile otherwise: {error.message} "
+                "[Context]",
+                kind="Context",
+            ) from None
+        return forwarded.encode(), pins
 
     def _prepull(
         self,
@@ -303,8 +327,12 @@ def _refuse_onbuild_from(ref: Reference, image: dict[str, Any]) -> None:
     """Base images' ONBUILD triggers run as instructions of the child build (§2.4 step 5): one
     that copies or mounts `from=` anything is refused (stricter than the spec, which allows a
     trigger pinned to an admitted digest: a trigger cannot be pinned by rewriting)."""
+    from trust.proxy.classic import onbuild_copies_from
+
     triggers = (image.get("Config") or {}).get("OnBuild") or []
-    if any(re.search(r"from=", str(t), re.IGNORECASE) for t in triggers):
+    if any(
+        re.search(r"from=", str(t), re.IGNORECASE) or onbuild_copies_from(str(t)) for t in triggers
+    ):
         raise Refused(
             403,
             f"trustpull: build base {ref} has ONBUILD triggers that copy from other "

@@ -18,6 +18,7 @@ not descend into symlinks.
 
 from __future__ import annotations
 
+import copy
 import io
 import posixpath
 import tarfile
@@ -32,6 +33,12 @@ __all__ = ["ContextStream", "norm_path"]
 _READ = 1024 * 1024  # one read of a member's data
 _BATCH = 256 * 1024  # headers and small members are sent in batches of about this much
 _END = b"\0" * (2 * tarfile.BLOCKSIZE)
+#: The engine looks for compression in the plain context the proxy forwards
+#: (moby/moby@5d6db842238e: builder/remotecontext/archive.go `FromArchive` and pkg/archive
+#: `DecompressStream`, by magic bytes; it decompresses twice, the untar sniffing again): of
+#: the magics, only bzip2's is ASCII, so only it can begin a tar Python writes (a non-ASCII
+#: first name makes Python write a pax header named ././@PaxHeader first).
+_BZIP2_MAGIC = b"BZh"
 _TYPES = frozenset(
     (
         tarfile.REGTYPE,
@@ -127,6 +134,7 @@ class ContextStream:
         self._encoding = "utf-8"
         self._errors = "surrogateescape"
         self._chosen: str | None = None
+        self._emitted = False  # whether members() forwarded any member
         self.dockerfile = b""
 
     # -- reading
@@ -139,6 +147,7 @@ class ContextStream:
         self._encoding, self._errors = tar.encoding, tar.errors or "surrogateescape"
         batch: list[bytes] = []
         size = 0
+        first = True
         try:
             while True:
                 try:
@@ -152,8 +161,11 @@ class ContextStream:
                 path = self._check(member)
                 if self._hold(tar, member, path):
                     continue
-                batch.append(member.tobuf(tarfile.PAX_FORMAT, self._encoding, self._errors))
+                batch.append(self._header(member))
                 size += len(batch[-1])
+                if first:
+                    first, self._emitted = False, True
+                    _refuse_bzip2_look(batch[0])
                 if member.isreg() and member.size:
                     handle = tar.extractfile(member)
                     assert handle is not None
@@ -186,11 +198,31 @@ class ContextStream:
             yield b"".join(batch)
         self._choose()
 
+    def _header(self, member: tarfile.TarInfo) -> bytes:
+        """`member`'s header with the name, link and size Python read, not the pax records
+        they came from: Python's writer gives a record priority over the field, and Python and
+        Go do not read every record alike (Python takes `GNU.sparse.name` for the name of any
+        member, Go only of a sparse one), so a re-sent record could make the engine extract
+        the member elsewhere."""
+        out = copy.copy(member)
+        out.pax_headers = {
+            key: value
+            for key, value in member.pax_headers.items()
+            if key not in ("path", "linkpath", "size") and not key.startswith("GNU.")
+        }
+        return out.tobuf(tarfile.PAX_FORMAT, self._encoding, self._errors)
+
     def _check(self, member: tarfile.TarInfo) -> str:
         path = norm_path(member.name)
         if path is None:
             raise _context_error(f"build context member {member.name!r} escapes the context")
-        if member.issparse() or member.type not in _TYPES or (member.size and not member.isreg()):
+        sparse = any(key.startswith("GNU.sparse.") for key in member.pax_headers)
+        if (
+            sparse
+            or member.issparse()
+            or member.type not in _TYPES
+            or (member.size and not member.isreg())
+        ):
             # Written out with no data, a member whose header claims some would make the
             # engine read the next members' bytes as its data, and what follows as headers.
             raise _context_error(
@@ -262,10 +294,20 @@ class ContextStream:
                 pinned.uid, pinned.gid = member.uid, member.gid
                 pinned.uname, pinned.gname = member.uname, member.gname
                 member, data = pinned, text
-            out.append(member.tobuf(tarfile.PAX_FORMAT, self._encoding, self._errors))
+            out.append(self._header(member))
             out.append(data + b"\0" * (-len(data) % tarfile.BLOCKSIZE))
         out.append(_END)
+        if not self._emitted:
+            _refuse_bzip2_look(out[0])
         yield b"".join(out)
+
+
+def _refuse_bzip2_look(first_header: bytes) -> None:
+    if first_header.startswith(_BZIP2_MAGIC):
+        raise _context_error(
+            "a build context whose first member's name starts with BZh is refused: the "
+            "engine would take the context for a bzip2 stream"
+        )
 
 
 def _read_member(handle: IO[bytes], count: int) -> bytes:
