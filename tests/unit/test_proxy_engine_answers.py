@@ -192,3 +192,18 @@ def test_a_kept_upstream_connection_the_engine_closed_is_replaced(
     )
     out = answer_then_next(path, _GET, b"GOOD", 0.3, _NEXT)
     assert out.startswith(b"HTTP/1.1 200 ") and out.endswith(b"GOOD"), out
+
+
+@pytest.mark.parametrize(("count", "relayed"), [(3, True), (17, False), (2000, False)])
+def test_informational_answers_are_bounded(
+    proxy_to: Callable[..., tuple[str, ScriptedEngine]], count: int, relayed: bool
+) -> None:
+    """1xx answers before the final one are skipped, but not without end: an engine that only
+    ever sends them would hold the client's request forever (16 allowed; Go's client, 5)."""
+    final = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+    path, _ = proxy_to(lambda head: b"HTTP/1.1 100 Continue\r\n\r\n" * count + final)
+    out = _exchange(path, _GET)
+    if relayed:
+        assert out.startswith(b"HTTP/1.1 200 ") and out.endswith(b"{}"), out
+    else:
+        assert out.startswith(b"HTTP/1.1 503 ") and b"1xx" in out, out

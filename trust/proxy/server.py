@@ -56,6 +56,8 @@ _RECV = 1024 * 1024
 _HEAD_RECV = 64 * 1024
 #: An engine answer's head larger than this is not the engine's.
 _MAX_ANSWER_HEAD = 64 * 1024
+#: 1xx answers skipped before a final one (Go's client allows 5; the engine sends at most 1).
+_MAX_INFORMATIONAL = 16
 #: Threads kept waiting in accept(), and at most this many idle after a burst.
 _SPARE = 4
 _MAX_IDLE = 32
@@ -789,6 +791,7 @@ class ClientConnection:
         """The engine's next final answer head (1xx other than 101 skipped), its raw bytes
         and what was received after it; EngineDown for anything not plainly well-formed."""
         buffer = b""
+        informational = 0
         while True:
             end = buffer.find(HEAD_END)
             if end < 0:
@@ -815,6 +818,10 @@ class ClientConnection:
                 self._drop_upstream()
                 raise EngineDown(f"invalid answer from the engine: {exc}") from None
             if 100 <= answer.status < 200 and answer.status != 101:
+                informational += 1
+                if informational > _MAX_INFORMATIONAL:  # an engine that never answers
+                    self._drop_upstream()
+                    raise EngineDown("invalid answer from the engine: endless 1xx answers")
                 continue  # 100 Continue and the like: the client sent no Expect to us
             return answer, raw, buffer
 
