@@ -207,3 +207,63 @@ def test_informational_answers_are_bounded(
         assert out.startswith(b"HTTP/1.1 200 ") and out.endswith(b"{}"), out
     else:
         assert out.startswith(b"HTTP/1.1 503 ") and b"1xx" in out, out
+
+
+@pytest.mark.parametrize("half_close", [False, True])
+def test_a_client_gone_from_a_silent_stream_frees_its_engine_connection(
+    tmp_path: Path, half_close: bool
+) -> None:
+    """`events` or `logs -f` can stay silent for hours: a client that closed its connection
+    is noticed within seconds and the engine connection closed, not held until the engine
+    next writes; a client that only shut its sending side still gets the stream."""
+    import threading
+    import time
+
+    engine_path = str(tmp_path / "engine.sock")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(engine_path)
+    listener.listen(4)
+    closed_at: list[float] = []
+
+    def engine() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            while b"\r\n\r\n" not in conn.recv(65536):
+                pass
+            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n")
+            conn.settimeout(7 if half_close else 12)  # longer than the proxy's 5 s check
+            try:
+                data = conn.recv(1)  # silent; returns b"" when the proxy closes its side
+            except TimeoutError:
+                if half_close:
+                    conn.sendall(b"4\r\nlate\r\n0\r\n\r\n")
+                return
+            if not data:
+                closed_at.append(time.monotonic())
+
+    thread = threading.Thread(target=engine, daemon=True)
+    thread.start()
+    listen = str(tmp_path / "p.sock")
+    proxy = start_proxy(engine_path, listen)
+    try:
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(listen)
+            client.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+            got = b""
+            while b"{}" not in got:
+                got += client.recv(65536)
+            if half_close:
+                client.shutdown(socket.SHUT_WR)
+                client.settimeout(15)
+                while b"late" not in got:
+                    data = client.recv(65536)
+                    assert data, got
+                    got += data
+            else:
+                began = time.monotonic()
+                client.close()
+                thread.join(15)
+                assert closed_at and closed_at[0] - began < 8, closed_at
+    finally:
+        proxy.stop()
+        listener.close()

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 __all__ = [
@@ -371,8 +371,12 @@ class BodyReader:
         length: int | None,
         chunked: bool = False,
         max_trailer: int = 64 * 1024,
+        idle: Callable[[], None] | None = None,
     ) -> None:
+        """`idle` is called each time a receive times out (the socket's own timeout), to let
+        the caller give up (raise) while the peer is silent; without it a timeout fails."""
         self.sock = sock
+        self._idle = idle
         self.length = length
         self.chunked = chunked
         self.max_trailer = max_trailer
@@ -412,13 +416,22 @@ class BodyReader:
         space = len(self._buf) - self._end
         if limit is not None:
             space = min(space, limit)
-        try:
-            got = self.sock.recv_into(self._view[self._end :], space)
-        except OSError as exc:
-            raise BodyError(f"connection failed: {exc}") from None
+        while True:
+            try:
+                got = self.sock.recv_into(self._view[self._end :], space)
+                break
+            except TimeoutError:
+                self._silent()
+            except OSError as exc:
+                raise BodyError(f"connection failed: {exc}") from None
         self._filled_last = got == space
         self._end += got
         return got > 0
+
+    def _silent(self) -> None:
+        if self._idle is None:
+            raise BodyError("connection failed: timed out")
+        self._idle()
 
     def _fill_after_end(self, count: int) -> bool:
         """Receive exactly `count` bytes after the unread ones, never moving the buffer (the
@@ -427,6 +440,9 @@ class BodyReader:
             try:
                 room = self._view[self._end : self._end + count]
                 got = self.sock.recv_into(room, count, _WAITALL)
+            except TimeoutError:
+                self._silent()
+                continue
             except OSError as exc:
                 raise BodyError(f"connection failed: {exc}") from None
             if not got:

@@ -20,6 +20,7 @@ import contextlib
 import grp
 import json
 import os
+import select
 import socket
 import stat
 import struct
@@ -58,6 +59,8 @@ _HEAD_RECV = 64 * 1024
 _MAX_ANSWER_HEAD = 64 * 1024
 #: 1xx answers skipped before a final one (Go's client allows 5; the engine sends at most 1).
 _MAX_INFORMATIONAL = 16
+#: Seconds of silence on an answer's body after which the proxy checks the client is there.
+_SILENT_CHECK = 5.0
 #: Threads kept waiting in accept(), and at most this many idle after a burst.
 _SPARE = 4
 _MAX_IDLE = 32
@@ -862,8 +865,10 @@ class ClientConnection:
             if k.lower() not in (b"connection", b"keep-alive", b"transfer-encoding")
         ]
         length, chunked = answer.body_framing(ex.head.method)
-        up.settimeout(None)
-        reader = BodyReader(up, rest, length=length, chunked=chunked)
+        # A stream may stay silent for hours (`logs -f`, `events`, `wait`): every few seconds
+        # of silence the client is looked at, so that one gone frees its engine connection.
+        up.settimeout(_SILENT_CHECK)
+        reader = BodyReader(up, rest, length=length, chunked=chunked, idle=self._client_gone)
         try:
             if buffer_response is not None:
                 self._relay_buffered(
@@ -898,10 +903,20 @@ class ClientConnection:
             and not reader.rest()
         )
         if reusable:
+            up.settimeout(None)  # the next request's answer head may be long in coming
             self._upstream_clean = True
         else:
             self._drop_upstream()
         return status
+
+    def _client_gone(self) -> None:
+        """Raise _Closed when the client closed its connection (POLLHUP: both directions; a
+        client that only shut its sending side still reads the answer)."""
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        for _, events in poller.poll(0):
+            if events & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
+                raise _Closed
 
     def _relay_buffered(
         self,
