@@ -58,7 +58,7 @@ from trust.notary.x509root import PIN_NO_TOFU
 from trust.policy import Context, Policy, Refuse, Rule, UnsignedAccepted, precedence
 from trust.prefetch import Prefetch
 from trust.reference import Reference, parse, refuse_all_tags_with
-from trust.route import mirror_origin, rule_for, select_source, settings_for
+from trust.route import mirror_origin, repository_rule, rule_for, select_source, settings_for
 from trust.settings import Settings, TrustSourceConfig
 from trust.targets import SignedTarget
 
@@ -318,7 +318,7 @@ class TrustService:
         # The rule's source, trust server and pins, as `verify` uses them: inspect must not
         # trust (and commit) a root that the rule would refuse, e.g. under `tofu = false`.
         rule = self.rule_for(ref)
-        settings = settings_for(rule, ref, self.settings)
+        settings = self._settings(ref, rule)
         source = self._source(ref, rule)
         if source is not None:
             return self._tuf(source, settings).inspect(ref, name_as_typed, tag)
@@ -348,7 +348,7 @@ class TrustService:
         assert ref.tag is not None
         if rule.refuse:
             Refuse().verify(Context(ref, rule, self.now(), None, None))
-        settings = settings_for(rule, ref, self.settings)
+        settings = self._settings(ref, rule)
         source = self._source(ref, rule)
         if source is not None:
             return self._one_tuf(ref, rule, settings, source)
@@ -463,7 +463,7 @@ class TrustService:
         """
         if rule.refuse:
             Refuse().verify(Context(repo, rule, self.now(), None, None))
-        settings = settings_for(rule, repo, self.settings)
+        settings = self._settings(repo, rule)
         source = self._source(repo, rule)
         if source is not None:
             found = self._tuf_targets(repo, source, settings)
@@ -503,7 +503,18 @@ class TrustService:
 
     # -------------------------------------------------------------- sources
 
+    def _repository_rule(self, ref: Reference, rule: Rule) -> Rule:
+        """The rule that says how `ref`'s repository is verified (`trust.route.repository_rule`):
+        `rule` itself unless it is tag-scoped, whose tags keep the repository rule's trust
+        source, server, pins and TOFU (they were dropped: a pinned repository's tag was trusted
+        on first use from the file's server)."""
+        return rule if rule.scope.tag is None else repository_rule(self.policy, ref)
+
+    def _settings(self, ref: Reference, rule: Rule) -> Settings:
+        return settings_for(self._repository_rule(ref, rule), ref, self.settings)
+
     def _source(self, ref: Reference, rule: Rule) -> TrustSourceConfig | None:
+        rule = self._repository_rule(ref, rule)
         if rule.trust_source == "notary":
             return None
         if rule.trust_source is not None:
@@ -525,9 +536,10 @@ class TrustService:
     ) -> Resolution:
         """`NAME:TAG[@sha256:X]` from a TUF repository's verified view (python-tuf's search)."""
         assert ref.tag is not None
-        if rule.root_keys or rule.root_ca:
+        pins = self._repository_rule(ref, rule)
+        if pins.root_keys or pins.root_ca:
             raise PolicyError(
-                f"rule {rule.label}: root pins apply to Notary; {ref.name} is verified by the "
+                f"rule {pins.label}: root pins apply to Notary; {ref.name} is verified by the "
                 f"TUF repository {source.metadata_url}, whose trusted root is {source.root}"
             )
         with self._tuf(source, settings).view(ref.name) as view:
@@ -633,9 +645,10 @@ class TrustService:
                 ) from error
             raise
         except TrustPinError as error:
-            if rule.tofu is False and error.message == PIN_NO_TOFU:
+            pins = self._repository_rule(ref, rule)
+            if pins.tofu is False and error.message == PIN_NO_TOFU:
                 raise PolicyError(
-                    f"rule {rule.label} ({rule.origin}) does not allow trust on first use and "
+                    f"rule {pins.label} ({pins.origin}) does not allow trust on first use and "
                     f"nothing is cached or pinned for {ref.name}",
                     hint="pin its root key with root_keys (or [trust_pinning]) to trust it",
                 ) from error

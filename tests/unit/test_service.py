@@ -235,3 +235,54 @@ def test_a_refused_first_contact_writes_nothing_and_an_accepted_one_persists(
     assert accepted.check(f"{GUN}:1.0").verdict == "pass"
     assert "tuf/127.0.0.1:5000/ns/app/metadata/root.json" in _cached_files(env)
     assert sum("trust on first use" in n for n in notices) == 1
+
+
+# ------------------------------------------------------------ a tag rule under a repository rule
+
+
+@pytest.mark.parametrize(
+    ("setting", "kind", "code"),
+    [
+        ({"root_keys": ("a" * 64,)}, "TrustPinError", 5),
+        ({"tofu": False}, "PolicyError", 9),
+        ({"trust_server": "https://127.0.0.1:1"}, "NetworkError", 6),
+    ],
+)
+def test_D07_a_tag_rule_is_verified_with_its_repository_rules_pins_and_server(
+    make_env: MakeEnv, setting: dict[str, object], kind: str, code: int
+) -> None:
+    """A tag rule cannot set how the repository is verified, so its tags are verified as the
+    repository's rule says: its root pin, `tofu = false` and trust server. They were dropped for
+    every tag a tag-scoped rule decides (`ns/app:2.0` was accepted, trusted on first use from
+    the file's server, while the repository rule pinned another root)."""
+    env = make_env()
+    scope = Scope(registry="127.0.0.1:5000", repository="ns/app")
+    repo = Rule("repo", 0, scope, origin="p:1", **setting)  # type: ignore[arg-type]
+    release = Rule("rel", 1, dataclasses.replace(scope, tag="2.0"), signers=("releases",))
+    service = TrustService(env.settings, _policy(repo, release))
+    for text in (f"{GUN}:2.0", f"{GUN}:2.0@sha256:{D2}", f"{GUN}@sha256:{D2}", f"{GUN}:1.0"):
+        outcome = service.check(text)
+        assert outcome.error is not None, f"{text} accepted under {setting}"
+        assert (type(outcome.error).__name__, outcome.exit_code) == (kind, code), text
+    with pytest.raises(TrustpullError) as caught:
+        service.verify(GUN, all_tags=True)
+    assert (type(caught.value).__name__, caught.value.exit_code) == (kind, code)
+    assert _cached_files(env) == []
+
+
+def test_a_tag_rule_under_a_matching_root_pin_keeps_its_own_requirements(
+    make_env: MakeEnv,
+) -> None:
+    """The repository rule's pin applies to the tag rule's tags and the tag rule still decides
+    what they need (the pin matches here: `2.0` passes, signed by releases; alice refuses)."""
+    env = make_env()
+    canonical = env.builder.keys("root")[0].canonical_id
+    scope = Scope(registry="127.0.0.1:5000", repository="ns/app")
+    repo = Rule("repo", 0, scope, root_keys=(canonical,), tofu=False)
+    release = Rule("rel", 1, dataclasses.replace(scope, tag="2.0"), signers=("releases",))
+    alice = Rule("alice", 2, dataclasses.replace(scope, tag="1.0"), signers=("alice",))
+    service = TrustService(env.settings, _policy(repo, release, alice))
+    (ok,) = service.verify(f"{GUN}:2.0").resolutions
+    assert ok.digest == "sha256:" + D2
+    refused = service.check(f"{GUN}:1.0")
+    assert refused.exit_code == 9 and "alice" in refused.reason

@@ -612,3 +612,29 @@ def test_a_planted_tuf_cache_lock_is_refused(env: Env, tmp_path: Path) -> None:
     assert error.kind == "Cache" and error.exit_code == 5
     assert str(cache_dir / ".trustpull.lock") in error.message
     assert target.read_text() == "untouched"
+
+
+def test_a_tag_rule_is_verified_by_its_repository_rules_trust_source(env: Env) -> None:
+    """A tag rule cannot name a trust source, so its tags use the repository rule's: with
+    `trust_source = "notary"` over this TUF scope, `2.0` under its tag rule went to the TUF
+    repository anyway (accepted); with the TUF scope named by a rule while `[[trust_sources]]`
+    covers only another scope, it went to Notary."""
+    from trust.policy import Policy, Rule, Scope
+    from trust.service import TrustService
+
+    env.repo.add_tag(GUN, "2.0", D2)
+    env.repo.publish()
+    scope = Scope(registry="127.0.0.1:5999", repository="it/app")
+    tag = Rule("two", 1, dataclasses.replace(scope, tag="2.0"))
+    notary = Rule("notary", 0, scope, trust_source="notary")
+    service = TrustService(env.settings, Policy((notary, tag), "p"))
+    for text in (f"{GUN}:2.0", f"{GUN}:2.0@{D2}", f"{GUN}@{D2}", f"{GUN}:1.0"):
+        outcome = service.check(text)
+        assert isinstance(outcome.error, NetworkError), text  # Notary: 127.0.0.1:1
+    elsewhere = dataclasses.replace(env.source, scope="127.0.0.1:5999/other")
+    settings = dataclasses.replace(env.settings, trust_sources=(elsewhere,))
+    named = Rule("tuf", 0, scope, trust_source="127.0.0.1:5999/other")
+    service = TrustService(settings, Policy((named, tag), "p"))
+    for text in (f"{GUN}:2.0", f"{GUN}:2.0@{D2}", f"{GUN}@{D2}"):
+        (found,) = service.verify(text).resolutions
+        assert (found.digest, found.source) == (D2, "tuf"), text
