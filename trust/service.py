@@ -373,17 +373,21 @@ class TrustService:
             tagged = repo.with_tag(tag).with_digest(digest)
             rule = self.rule_for(tagged)
             try:
-                found = self._under_policy(tagged, rule, self._one)
-            except NoSuchTagError:
-                continue  # that tag is signed for another digest
+                # Not `_under_policy`: under a policy that would make "this tag is signed for
+                # another digest" a refusal by the tag's rule, naming every tag of the repository.
+                found = self._one(tagged, rule)
             except UnsignedAccepted as accepted:
                 # The tag's own rule (another trust server) accepts it unsigned: that pins
                 # nothing, so it cannot vouch for this digest (the repository rule found data).
                 refusals.append((tag, _unpinnable(tagged, accepted)))
                 continue
+            except NoSuchTagError:
+                continue  # that tag is signed for another digest
             except TrustpullError as error:
                 if not isinstance(error, NotSignedError | PolicyError):
                     raise  # a verification, network or auth failure is never skipped
+                if isinstance(error, NotSignedError) and self.policy is not None:
+                    error = self._as_policy(tagged, rule, error)
                 refusals.append((tag, error))
                 continue
             return dataclasses.replace(

@@ -286,3 +286,24 @@ def test_a_tag_rule_under_a_matching_root_pin_keeps_its_own_requirements(
     assert ok.digest == "sha256:" + D2
     refused = service.check(f"{GUN}:1.0")
     assert refused.exit_code == 9 and "alice" in refused.reason
+
+
+def test_I04_an_unknown_digest_under_a_policy_is_not_signed_for_any_tag(
+    make_env: MakeEnv,
+) -> None:
+    """Under a policy, a digest that no tag is signed for was refused as "refused by the rules
+    of the tags it is signed for", listing every tag of the repository with "not signed as
+    required": each tag's digest mismatch became a policy refusal instead of "another digest".
+    A tag signed for it whose rule refuses is still named."""
+    env = make_env()
+    digest = "sha256:" + "99" * 32
+    service = TrustService(env.settings, _policy(Rule("default", 0, Scope())))
+    with pytest.raises(PolicyError) as caught:
+        service.verify(f"{GUN}@{digest}")
+    assert caught.value.exit_code == 9
+    assert f"digest {digest} is not signed for any tag" in caught.value.message
+    assert "tag 1.0" not in caught.value.message
+    refusing = _policy(_tag_rule("no-2.0", "2.0", refuse=True), Rule("default", 1, Scope()))
+    with pytest.raises(PolicyError) as named:
+        TrustService(env.settings, refusing).verify(f"{GUN}@sha256:{D2}")
+    assert "tag 2.0" in named.value.message and "tag 1.0" not in named.value.message
