@@ -117,7 +117,8 @@ def world(make_env: Callable[..., Env], tmp_path: Path) -> Iterator[Callable[[Po
                 engine_factory=lambda: engine,
                 service=service,
             )
-            pulls = [str(call[2]) for call in engine.calls if call[0] == "pull"]
+            # an all-tags pull by name (accepted unsigned) is the proxy's `tag` left out
+            pulls = [call[2] or "" for call in engine.calls if call[0] == "pull"]
             return pulls, result.exit_code
 
         def both(query: str, text: str, all_tags: bool = False) -> tuple[list[str], int]:
@@ -204,3 +205,25 @@ def test_proxy_and_cli_refuse_alike_under_a_repository_rules_pin(
     both = world(Policy((pinned, two), "p"))
     for query, text, all_tags in _combinations():
         assert both(query, text, all_tags) == ([], 5), query
+
+
+def test_proxy_and_cli_pull_an_unsigned_accepted_repository_alike(
+    world: Callable[[Policy], Both],
+) -> None:
+    """A repository without trust data that a rule accepts unsigned: both pull by tag (or by
+    the digest given, or every tag by name); a tag rule that refuses `prod` refuses that tag
+    and the all-tags pull (which would pull it unverified) both ways."""
+    unsigned = f"{GUN}-unsigned"  # the trust server has nothing for it
+    scope = Scope(registry="127.0.0.1:5000", repository="ns/app-unsigned")
+    legacy = Rule("legacy", 1, scope, allow_unsigned=True, origin="p:1")
+    prod = Rule("prod", 0, dataclasses.replace(scope, tag="prod"), refuse=True, origin="p:2")
+    both = world(Policy((prod, legacy), "p"))
+    assert both(_q(fromImage=unsigned, tag="dev"), f"{unsigned}:dev") == (["dev"], 0)
+    assert both(_q(fromImage=unsigned, tag=SHA2), f"{unsigned}@{SHA2}") == ([SHA2], 0)
+    assert both(_q(fromImage=f"{unsigned}:dev@{SHA2}"), f"{unsigned}:dev@{SHA2}") == ([SHA2], 0)
+    assert both(_q(fromImage=unsigned, tag="prod"), f"{unsigned}:prod") == ([], 9)
+    assert both(_q(fromImage=f"{unsigned}:prod@{SHA2}"), f"{unsigned}:prod@{SHA2}") == ([], 9)
+    assert both(_q(fromImage=unsigned), unsigned, True) == ([], 9)
+    lenient = world(Policy((legacy,), "p"))
+    assert lenient(_q(fromImage=unsigned), unsigned, True) == ([""], 0)
+    assert lenient(_q(fromImage=f"{unsigned}:"), unsigned, True) == ([""], 0)
