@@ -382,15 +382,7 @@ def check_anchors(data: TrustData, pinning: TrustPinning, now: dt.datetime) -> N
 def pin_in_force(pinning: TrustPinning, gun: str) -> tuple[str, str] | None:
     """Which pin notary's trustPinChecker uses for `gun`: exact certs, the longest `*` certs
     wildcard, then the longest CA prefix (the same order as trust.notary.x509root)."""
-    if gun in pinning.certs:
-        return ("certs", gun)
-    wildcards = [p for p in pinning.certs if p.endswith("*") and gun.startswith(p[:-1])]
-    if wildcards:
-        return ("certs", max(wildcards, key=len))
-    prefixes = [p for p in pinning.ca if gun.startswith(p)]
-    if prefixes:
-        return ("ca", max(prefixes, key=len))
-    return None
+    return pinning.applying(gun)
 
 
 def _check_in_force(pin: Pin, ref: Reference, loaded: Configuration) -> None:

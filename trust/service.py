@@ -642,6 +642,18 @@ class TrustService:
             # Notary answered that the repository has no trust data at all: the one case a
             # rule may accept unsigned, and only when nothing was ever cached for it.
             if rule.allow_unsigned and not has_cached_trust(settings.trust_dir, ref.name):
+                pinned = settings.trust_pinning.applying(ref.name)
+                if pinned is not None:
+                    # A pin says the repository is signed, by that root, as a cached root does:
+                    # "no trust data" then is what an attacker on the trust server would say.
+                    table, key = pinned
+                    raise NoTrustDataError(
+                        f"{ref.name} has no trust data on its trust server, but its root is "
+                        f"pinned ([trust_pinning.{table}] {key!r}, or a rule's root_keys/"
+                        f"root_ca): rule {rule.label} ({rule.origin}) does not accept a pinned "
+                        "repository unsigned",
+                        hint="a pinned repository must be signed; remove the pin if it is not",
+                    ) from error
                 raise UnsignedAccepted(
                     f"UNSIGNED, accepted by rule {rule.label} ({rule.origin}): {ref.name} has no "
                     "trust data on its trust server; the image is NOT verified",

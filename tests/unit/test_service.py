@@ -307,3 +307,42 @@ def test_I04_an_unknown_digest_under_a_policy_is_not_signed_for_any_tag(
     with pytest.raises(PolicyError) as named:
         TrustService(env.settings, refusing).verify(f"{GUN}@sha256:{D2}")
     assert "tag 2.0" in named.value.message and "tag 1.0" not in named.value.message
+
+
+@pytest.mark.parametrize(
+    "pin",
+    [
+        {"rule": {"root_keys": ("a" * 64,)}},
+        {"certs": {f"{GUN}-unsigned": ("a" * 64,)}},
+        {"certs": {"127.0.0.1:5000/ns/*": ("a" * 64,)}},
+        {"ca": {"127.0.0.1:5000/ns/": b"-----BEGIN CERTIFICATE-----"}},
+    ],
+    ids=["rule-root_keys", "certs", "certs-wildcard", "ca"],
+)
+def test_D07_a_pinned_repository_is_never_accepted_unsigned(
+    make_env: MakeEnv, pin: dict[str, dict[str, object]]
+) -> None:
+    """A root pin says the repository is signed, by that root: its trust server answering "no
+    trust data" is a refusal even under `allow_unsigned`, as a cached root already makes it (an
+    attacker who controls the trust server deleted the data, and a fresh CI runner, which
+    caches nothing, pulled UNSIGNED what its configuration pins)."""
+    from trust.settings import TrustPinning
+
+    env = make_env()
+    other = f"{GUN}-unsigned"  # the trust server has nothing for this repository
+    scope = Scope(registry="127.0.0.1:5000", repository="ns/app-unsigned")
+    rule = Rule("legacy", 0, scope, allow_unsigned=True, origin="p:1", **pin.get("rule", {}))  # type: ignore[arg-type]
+    pinning = TrustPinning(certs=pin.get("certs", {}), ca=pin.get("ca", {}))  # type: ignore[arg-type]
+    settings = dataclasses.replace(env.settings, trust_pinning=pinning)
+    service = TrustService(settings, _policy(rule))
+    for text, all_tags in ((f"{other}:1.0", False), (f"{other}@sha256:{D1}", False), (other, True)):
+        with pytest.raises(PolicyError) as caught:
+            service.verify(text, all_tags=all_tags)
+        assert caught.value.exit_code == 9, text
+        assert "pinned" in caught.value.message and "UNSIGNED" not in caught.value.message
+    # the same rule without a pin accepts it unsigned
+    assert (
+        TrustService(env.settings, _policy(dataclasses.replace(rule, root_keys=())))
+        .verify(f"{other}:1.0")
+        .unsigned
+    )
