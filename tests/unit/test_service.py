@@ -319,7 +319,7 @@ def test_I04_an_unknown_digest_under_a_policy_is_not_signed_for_any_tag(
     ],
     ids=["rule-root_keys", "certs", "certs-wildcard", "ca"],
 )
-def test_D07_a_pinned_repository_is_never_accepted_unsigned(
+def test_G02_a_pinned_repository_is_never_accepted_unsigned(
     make_env: MakeEnv, pin: dict[str, dict[str, object]]
 ) -> None:
     """A root pin says the repository is signed, by that root: its trust server answering "no
