@@ -462,8 +462,8 @@ class TrustService:
     def _candidate_tags(self, repo: Reference, rule: Rule) -> list[str]:
         """Every tag signed for the repository in its trust source, natural order.
 
-        Notary: tags in docker's lookup roles and in the roles of the signers that any rule
-        matching the repository names. TUF: every tag the Updater's search accepts.
+        Notary: tags in docker's lookup roles, and a named signer's tags whose own rule names
+        that signer. TUF: every tag the Updater's search accepts.
         """
         if rule.refuse:
             Refuse().verify(Context(repo, rule, self.now(), None, None))
@@ -487,15 +487,22 @@ class TrustService:
             if self.policy is None:
                 raise
             raise self._as_policy(repo, rule, error) from error
-        roles: set[str] = set(LOOKUP_ROLES)
+        signers: set[str] = set()
         for candidate in self.policy.rules if self.policy is not None else ():
             if dataclasses.replace(candidate.scope, tag=None).matches(repo):
-                roles |= candidate.required_roles
+                signers |= candidate.required_roles
         tags: set[str] = set()
-        for role in roles:
+        for role in (*LOOKUP_ROLES, *sorted(signers - set(LOOKUP_ROLES))):
             loaded = data.roles.get(role)
-            if loaded is not None:
-                tags.update(t for t in loaded.targets.targets if loaded.allows(t))
+            if loaded is None:
+                continue
+            for tag in loaded.targets.targets:
+                # A signer's tag only where the rule deciding that tag names the signer: the
+                # others' rules read docker's lookup roles, which never list it.
+                if loaded.allows(tag) and (
+                    role in LOOKUP_ROLES or role in self.rule_for(repo.with_tag(tag)).required_roles
+                ):
+                    tags.add(tag)
         if not tags:
             try:
                 list_signed_tags(data)  # raises "no trusted tags"

@@ -346,3 +346,25 @@ def test_G02_a_pinned_repository_is_never_accepted_unsigned(
         .verify(f"{other}:1.0")
         .unsigned
     )
+
+
+def test_all_tags_lists_a_signers_tags_only_for_the_rules_that_name_it(make_env: MakeEnv) -> None:
+    """A tag rule naming signer alice for tag `x` put every tag alice signed into `-a`, and
+    `alice-only` (whose rule is docker's lookup, which never reads alice) refused the whole run
+    (exit 9). A signer's tag is listed when the rule deciding that tag names the signer: `x` is
+    pulled as alice signed it, and alice's other tags are left out as docker's `-a` leaves them."""
+    builder = baseline_builder()
+    builder.add_target("x", D2, 531, role="targets/alice")
+    env = make_env(builder)
+    scope = Scope(registry="127.0.0.1:5000", repository="ns/app", tag="x")
+    service = TrustService(env.settings, _policy(Rule("x", 0, scope, signers=("alice",))))
+    every = service.verify(GUN, all_tags=True).resolutions
+    assert [(r.tag, r.digest) for r in every] == [
+        ("1.0", "sha256:" + D1),
+        ("2.0", "sha256:" + D2),
+        ("only-targets", "sha256:" + "bb" * 32),
+        ("x", "sha256:" + D2),
+    ]
+    # a digest only alice signed, for a tag whose rule does not name her: signed for no tag
+    with pytest.raises(PolicyError, match="is not signed for any tag"):
+        service.verify(f"{GUN}@sha256:{'a1' * 32}")
