@@ -73,14 +73,14 @@ def make_env(isolated_home: Path) -> Iterator[Callable[..., Env]]:
 
 
 @pytest.fixture
-def world(make_env: Callable[..., Env], tmp_path: Path) -> Iterator[Callable[[Policy], Both]]:
+def world(make_env: Callable[..., Env], tmp_path: Path) -> Iterator[Callable[..., Both]]:
     env = make_env()
     running: list[tuple[Proxy, ScriptedEngine]] = []
 
-    def start(policy: Policy) -> Both:
+    def start(policy: Policy, mode: str = "enforce") -> Both:
         index = len(running)
         engine = ScriptedEngine(tmp_path / f"engine{index}.sock", _engine_script)
-        config = ProxyConfig(header_timeout=5.0, idle_timeout=5.0)
+        config = ProxyConfig(header_timeout=5.0, idle_timeout=5.0, mode=mode)
         log = io.StringIO()
         listen = str(tmp_path / f"proxy{index}.sock")
         listener = bind_listener(listen, engine.path, config)
@@ -88,23 +88,24 @@ def world(make_env: Callable[..., Env], tmp_path: Path) -> Iterator[Callable[[Po
         threading.Thread(target=proxy.serve, args=(listener,), daemon=True).start()
         running.append((proxy, engine))
 
-        def through_proxy(query: str) -> tuple[int, list[str], int | None]:
+        def through_proxy(query: str) -> tuple[int, list[str], int | None, list[str]]:
             seen = len(engine.heads)
             lines = len(log.getvalue().splitlines())
             answer = _request(listen, query)
             status = int(answer.split(b" ", 2)[1])
-            pulled = []
+            pulled, queries = [], []
             for head in engine.heads[seen:]:
                 target = head.split(b"\r\n", 1)[0].split(b" ")[1].decode()
                 if "/images/create" in target:
-                    values = parse_qs(urlsplit(target).query)
-                    pulled.append(values.get("tag", [""])[0])
+                    queries.append(urlsplit(target).query)
+                    pulled.append(parse_qs(queries[-1]).get("tag", [""])[0])
             exit_code = None
+            verdict = "refused" if mode == "enforce" else "would-refuse"
             for record in log.getvalue().splitlines()[lines:]:
                 decision = json.loads(record)
-                if decision.get("verdict") == "refused":
+                if decision.get("verdict") == verdict:
                     exit_code = decision.get("exit_code")
-            return status, pulled, exit_code
+            return status, pulled, exit_code, queries
 
         def through_cli(text: str, all_tags: bool) -> tuple[list[str], int]:
             engine = FakeEngine()
@@ -122,14 +123,17 @@ def world(make_env: Callable[..., Env], tmp_path: Path) -> Iterator[Callable[[Po
             return pulls, result.exit_code
 
         def both(query: str, text: str, all_tags: bool = False) -> tuple[list[str], int]:
-            status, proxy_pulls, proxy_code = through_proxy(query)
+            status, proxy_pulls, proxy_code, queries = through_proxy(query)
             cli_pulls, cli_code = through_cli(text, all_tags)
-            assert proxy_pulls == cli_pulls, (query, text)
             if cli_code == 0:
+                assert proxy_pulls == cli_pulls, (query, text)
                 assert status == 200 and proxy_code is None, (query, status)
-            else:
+            elif mode == "enforce":
                 assert status in (400, 403) and proxy_pulls == [], (query, status)
                 assert proxy_code == cli_code, (query, text)
+            else:  # audit: the client's own request goes to the engine, and the verdict is logged
+                assert [parse_qs(q) for q in queries] == [parse_qs(query)], (query, queries)
+                assert status == 200 and proxy_code == cli_code, (query, text)
             return cli_pulls, cli_code
 
         return both
@@ -227,3 +231,18 @@ def test_proxy_and_cli_pull_an_unsigned_accepted_repository_alike(
     lenient = world(Policy((legacy,), "p"))
     assert lenient(_q(fromImage=unsigned), unsigned, True) == ([""], 0)
     assert lenient(_q(fromImage=f"{unsigned}:"), unsigned, True) == ([""], 0)
+
+
+def test_audit_mode_forwards_what_enforce_refuses_and_logs_the_same_verdict(
+    world: Callable[..., Both],
+) -> None:
+    """The same refusing tag rule through an audit proxy and an enforcing one: audit forwards
+    the client's own request unchanged with `would-refuse` and the CLI's exit code; enforce
+    sends nothing to the engine for it; what passes is pulled by digest in both."""
+    two = Rule("two", 1, dataclasses.replace(SCOPE, tag="2.0"), refuse=True, origin="p:2")
+    policy = Policy((Rule("repo", 0, SCOPE, origin="p:1"), two), "p")
+    audit, enforce = world(policy, mode="audit"), world(policy)
+    for query, text, all_tags in _combinations():
+        assert audit(query, text, all_tags) == enforce(query, text, all_tags), query
+    assert enforce(_q(fromImage=GUN, tag="2.0"), f"{GUN}:2.0") == ([], 9)
+    assert enforce(_q(fromImage=GUN, tag="1.0"), f"{GUN}:1.0") == ([SHA1], 0)
