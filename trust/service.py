@@ -367,7 +367,7 @@ class TrustService:
         assert ref.digest is not None
         digest = ref.digest
         repo = ref.trimmed()
-        tags = self._candidate_tags(repo, repo_rule)
+        tags = self._candidate_tags(repo, repo_rule, digest)
         refusals: list[tuple[str, TrustpullError]] = []
         for tag in tags:
             tagged = repo.with_tag(tag).with_digest(digest)
@@ -459,8 +459,9 @@ class TrustService:
             raise next(e for e in errors if e.exit_code == worst)
         return results
 
-    def _candidate_tags(self, repo: Reference, rule: Rule) -> list[str]:
-        """Every tag signed for the repository in its trust source, natural order.
+    def _candidate_tags(self, repo: Reference, rule: Rule, digest: str | None = None) -> list[str]:
+        """Every tag signed for the repository in its trust source, natural order; with
+        `digest`, only those some such role signs for it (the others cannot vouch for it).
 
         Notary: tags in docker's lookup roles, and a named signer's tags whose own rule names
         that signer. TUF: every tag the Updater's search accepts.
@@ -478,7 +479,7 @@ class TrustService:
                 if self.policy is None:
                     raise error
                 raise self._as_policy(repo, rule, error) from error
-            return list(found)
+            return [tag for tag, target in found.items() if digest in (None, target.digest)]
         try:
             data = self._trust_data(repo, rule, settings)
         except UnsignedAccepted:
@@ -492,17 +493,20 @@ class TrustService:
             if dataclasses.replace(candidate.scope, tag=None).matches(repo):
                 signers |= candidate.required_roles
         tags: set[str] = set()
+        signed_for: set[str] = set()
         for role in (*LOOKUP_ROLES, *sorted(signers - set(LOOKUP_ROLES))):
             loaded = data.roles.get(role)
             if loaded is None:
                 continue
-            for tag in loaded.targets.targets:
+            for tag, meta in loaded.targets.targets.items():
                 # A signer's tag only where the rule deciding that tag names the signer: the
                 # others' rules read docker's lookup roles, which never list it.
                 if loaded.allows(tag) and (
                     role in LOOKUP_ROLES or role in self.rule_for(repo.with_tag(tag)).required_roles
                 ):
                     tags.add(tag)
+                    if digest == "sha256:" + meta.hashes.get("sha256", b"").hex():
+                        signed_for.add(tag)
         if not tags:
             try:
                 list_signed_tags(data)  # raises "no trusted tags"
@@ -510,7 +514,7 @@ class TrustService:
                 if self.policy is None:
                     raise
                 raise self._as_policy(repo, rule, error) from error
-        return sorted(tags, key=natural_key)
+        return sorted(tags if digest is None else signed_for, key=natural_key)
 
     # -------------------------------------------------------------- sources
 

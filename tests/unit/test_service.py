@@ -368,3 +368,25 @@ def test_all_tags_lists_a_signers_tags_only_for_the_rules_that_name_it(make_env:
     # a digest only alice signed, for a tag whose rule does not name her: signed for no tag
     with pytest.raises(PolicyError, match="is not signed for any tag"):
         service.verify(f"{GUN}@sha256:{'a1' * 32}")
+
+
+def test_I04_a_digest_is_judged_only_by_the_tags_signed_for_it(make_env: MakeEnv) -> None:
+    """Under a signer rule, `NAME@<digest of ci-only>` (signed only by releases/ci) was refused
+    "by the rules of the tags it is signed for", naming `only-targets`, which releases never
+    signed for anything: every tag whose rule refused it for any reason was listed. Only tags
+    some role signs for the digest judge it."""
+    env = make_env()
+    scope = Scope(registry="127.0.0.1:5000", repository="ns/app")
+    service = TrustService(env.settings, _policy(Rule("rel", 0, scope, signers=("releases",))))
+    with pytest.raises(PolicyError) as caught:
+        service.verify(f"{GUN}@sha256:{'c1' * 32}")
+    assert caught.value.exit_code == 9
+    assert "only-targets" not in caught.value.message, caught.value.message
+    # releases/ci signs it, but no rule reads releases/ci: signed for no tag the policy reads
+    assert "is not signed for any tag" in caught.value.message
+    # a tag that is signed for the digest still names its rule's reason
+    two = _policy(_tag_rule("alice-2.0", "2.0", signers=("alice",)), Rule("d", 1, Scope()))
+    with pytest.raises(PolicyError) as named:
+        TrustService(env.settings, two).verify(f"{GUN}@sha256:{D2}")
+    assert "tag 2.0" in named.value.message and "alice" in named.value.message
+    assert "tag 1.0" not in named.value.message and "only-targets" not in named.value.message
