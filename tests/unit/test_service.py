@@ -5,6 +5,7 @@ to fall between two copies of the decision (issue 11: #2 digest vs tag rules, #9
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,7 +13,8 @@ import pytest
 
 from tests.unit._trust_env import D1, D2, GUN, NOW, Env, baseline_builder, env_factory
 from trust.errors import NetworkError, NoSuchTagError, PolicyError, TrustpullError, UsageError
-from trust.policy import Policy, Rule, Scope
+from trust.notary.client import NotaryClient
+from trust.policy import Policy, Rule, Scope, UnsignedAccepted
 from trust.service import TrustService
 from trust.settings import Settings
 
@@ -390,3 +392,43 @@ def test_I04_a_digest_is_judged_only_by_the_tags_signed_for_it(make_env: MakeEnv
         TrustService(env.settings, two).verify(f"{GUN}@sha256:{D2}")
     assert "tag 2.0" in named.value.message and "alice" in named.value.message
     assert "tag 1.0" not in named.value.message and "only-targets" not in named.value.message
+
+
+def test_G02_a_repository_seen_signed_is_not_accepted_unsigned_when_its_data_goes(
+    make_env: MakeEnv,
+) -> None:
+    """`allow_unsigned` covers the repository, it was verified (and cached) once, then its
+    trust server answers 404 for everything (an attacker deleted the trust data): never
+    UNSIGNED, by tag, digest or -a; the cached data still answers, with a warning, while it is
+    valid, and once it has expired the pull is refused."""
+    env = make_env()
+    lenient = _policy(Rule("legacy", 0, Scope(), allow_unsigned=True, origin="p:1"))
+    (first,) = TrustService(env.settings, lenient).verify(f"{GUN}:1.0").resolutions
+    assert first.digest == "sha256:" + D1 and _cached_files(env)
+    env.server.unpublish(GUN)
+    for text, all_tags in ((f"{GUN}:1.0", False), (f"{GUN}@sha256:{D1}", False), (GUN, True)):
+        try:
+            outcome = TrustService(env.settings, lenient).verify(text, all_tags=all_tags)
+        except TrustpullError as error:
+            assert error.exit_code in (5, 6, 9), (text, error)
+            continue
+        assert outcome.unsigned is None and outcome.resolutions, text
+        assert all(r.digest.startswith("sha256:") for r in outcome.resolutions)
+    later = NOW + dt.timedelta(days=3650)
+
+    def expired(settings: Settings, roles: frozenset[str]) -> NotaryClient:
+        return NotaryClient(settings, now=later, required_roles=roles, warn=env.warnings.append)
+
+    for text, all_tags in ((f"{GUN}:1.0", False), (f"{GUN}@sha256:{D1}", False), (GUN, True)):
+        service = TrustService(env.settings, lenient, now=later, client_factory=expired)
+        with pytest.raises(TrustpullError) as caught:
+            service.verify(text, all_tags=all_tags)
+        assert not isinstance(caught.value, UnsignedAccepted), text
+        assert caught.value.exit_code in (5, 6, 9), (text, caught.value)
+    # only the root gone from the cache: the client asks for a first root again and the server
+    # says "no trust data"; what is left of the cache still says the repository was signed
+    (env.metadata_dir / "root.json").unlink()
+    for text, all_tags in ((f"{GUN}:1.0", False), (f"{GUN}@sha256:{D1}", False), (GUN, True)):
+        with pytest.raises(TrustpullError) as caught:
+            TrustService(env.settings, lenient).verify(text, all_tags=all_tags)
+        assert caught.value.exit_code == 9 and "UNSIGNED" not in caught.value.message, text
