@@ -432,3 +432,28 @@ def test_G02_a_repository_seen_signed_is_not_accepted_unsigned_when_its_data_goe
         with pytest.raises(TrustpullError) as caught:
             TrustService(env.settings, lenient).verify(text, all_tags=all_tags)
         assert caught.value.exit_code == 9 and "UNSIGNED" not in caught.value.message, text
+
+
+def test_E04_a_nested_signer_signs_only_within_the_paths_its_parents_allow(
+    make_env: MakeEnv,
+) -> None:
+    """A rule naming `releases/ci` accepts what that role signs inside the paths `releases`
+    gave it (tag, digest, -a under the rule), never a tag outside them; a rule naming
+    `releases` is not met by its child's signature."""
+    builder = baseline_builder(others=False)
+    builder.add_delegation("targets/releases/ci", paths=["ci-"])
+    ci, outside = "c1" * 32, "c2" * 32
+    builder.add_target("ci-1", ci, 540, role="targets/releases/ci")
+    builder.add_target("nightly", outside, 541, role="targets/releases/ci")
+    env = make_env(builder)
+    scope = Scope(registry="127.0.0.1:5000", repository="ns/app")
+    service = TrustService(env.settings, _policy(Rule("ci", 0, scope, signers=("releases/ci",))))
+    (tagged,) = service.verify(f"{GUN}:ci-1").resolutions
+    assert (tagged.digest, tagged.role) == ("sha256:" + ci, "targets/releases/ci")
+    (by_digest,) = service.verify(f"{GUN}@sha256:{ci}").resolutions
+    assert by_digest.tag == "ci-1"
+    for text in (f"{GUN}:nightly", f"{GUN}@sha256:{outside}", f"{GUN}:nightly@sha256:{outside}"):
+        outcome = service.check(text)
+        assert outcome.exit_code == 9 and outcome.verdict == "fail", (text, outcome.reason)
+    parent = TrustService(env.settings, _policy(Rule("rel", 0, scope, signers=("releases",))))
+    assert parent.check(f"{GUN}:ci-1").exit_code == 9
