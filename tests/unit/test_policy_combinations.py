@@ -71,7 +71,7 @@ def _rule(rng: random.Random, index: int) -> Rule:
 
 def _policies(count: int, seed: int = 20261202) -> list[Policy]:
     rng = random.Random(seed)
-    policies = []
+    policies: list[Policy] = []
     while len(policies) < count:
         rules: list[Rule] = []
         for _ in range(rng.randint(1, 4)):
