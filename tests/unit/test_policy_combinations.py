@@ -10,7 +10,9 @@ one service must keep these promises, whatever the combination:
 - `NAME:T@D` is accepted exactly when `NAME:T` is, for D, its verified digest;
 - `-a`, when accepted, is exactly the tags each accepted alone, with the same digests; when a
   tag accepted alone, `-a` accepting means it is in the answer;
-- a signed repository is never UNSIGNED, whatever `allow_unsigned` says.
+- a signed repository is never UNSIGNED, whatever `allow_unsigned` says;
+- a wrong root pin or `tofu = false` on the repository's rule (without `tag`) refuses every
+  shape, whichever rule decides the tag.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ from trust.service import TrustService
 TAGS = ("1.0", "2.0", "only-targets", "alice-only", "ci-only", "nope")
 DIGESTS = tuple("sha256:" + d for d in (D1, D2, D_TARGETS, D_ONLY_TARGETS, D_ALICE, D_CI))
 SIGNERS = ("releases", "alice", "releases/ci")
+#: A root pin the trust server's root never matches.
+WRONG_PIN = ("0" * 64,)
 
 
 def _rule(rng: random.Random, index: int) -> Rule:
@@ -65,6 +69,10 @@ def _rule(rng: random.Random, index: int) -> Rule:
         requirement["allow_unsigned"] = True
     elif kind == "validity":
         requirement["min_validity"] = rng.choice((60.0, 400 * 86400.0))
+    if tag is None and not requirement.get("refuse") and rng.random() < 0.2:
+        requirement[rng.choice(("root_keys", "tofu"))] = WRONG_PIN if rng.random() < 0.5 else False
+        if "tofu" in requirement:
+            requirement["tofu"] = False
     scope = Scope(tag=tag, **fields)
     return Rule(f"r{index}", index, scope, origin=f"p:{index}", **requirement)  # type: ignore[arg-type]
 
@@ -106,13 +114,23 @@ def _answer(
 
 @pytest.mark.parametrize(
     "policy",
-    _policies(40),
+    _policies(80),
     ids=lambda p: ";".join(f"{r.scope.describe()}:{','.join(r.describe())}" for r in p.rules)[:120],
 )
 def test_reference_shapes_agree_under_any_policy(env: Env, policy: Policy) -> None:
     service = TrustService(env.settings, policy)
-    repository_refuses = policy.match(parse(GUN, default_tag=False)).refuse
+    repository = policy.match(parse(GUN, default_tag=False))
+    repository_refuses = repository.refuse
     alone = {tag: _answer(service, f"{GUN}:{tag}") for tag in TAGS}
+    if repository.root_keys == WRONG_PIN or repository.tofu is False:
+        # the repository rule's pin (or no TOFU, on a cold cache) holds for every tag, whichever
+        # rule decides it: nothing is accepted, by any shape
+        shapes = [f"{GUN}:{t}" for t in TAGS] + [f"{GUN}@{d}" for d in DIGESTS]
+        shapes += [f"{GUN}:{t}@{d}" for t in TAGS for d in DIGESTS]
+        for text in shapes:
+            assert isinstance(_answer(service, text), int), text
+        assert isinstance(_answer(service, GUN, all_tags=True), int)
+        return
     for tag, answer in alone.items():
         for digest in DIGESTS:
             pinned = _answer(service, f"{GUN}:{tag}@{digest}")
