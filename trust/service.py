@@ -5,8 +5,10 @@ For one reference (first mapped to its origin when it lies under a `[mirrors]` p
 origin's rules, trust source, trust server and pins apply, and the mirror's name is kept for the
 pull and the output; `trust.route.mirror_origin` is the one place that mapping is made) it
 1. picks the rule (`Policy.match`; without a policy the built-in default, an ordinary rule),
-2. picks the trust source (a rule's `trust_source`, else the longest `[[trust_sources]]` scope,
-   else Notary) before any I/O, so a TUF-scoped reference never falls back to Notary,
+2. picks the trust source (the repository rule's `trust_source`, else the longest
+   `[[trust_sources]]` scope, else Notary) before any I/O, so a TUF-scoped reference never falls
+   back to Notary; the trust source, server, pins and TOFU are always the repository rule's (the
+   best rule without `tag`, `trust.route.repository_rule`), whichever rule decides the tag,
 3. gets verified data from that source (memoised per repository and rule, thread-safe),
 4. chooses the signed target for tag, tag@digest, digest-only and all-tags references, each tag
    under its own rule (a digest reference is accepted only through a tag whose rule accepts it),
