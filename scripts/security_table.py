@@ -88,7 +88,11 @@ OUTCOMES: dict[str, tuple[str, str]] = {
     "F05": ("R", "TrustPin 5"),
     "F06": ("RA", "trailing `*` accepted (documented); other wildcards Certificate 5"),
     "F07": ("R", "Certificate 5"),
-    "G02": ("R", "NoTrustData 4 (root 404); Network 6 (other 404s)"),
+    "G02": (
+        "R",
+        "NoTrustData 4 (root 404; never accepted unsigned when its root is pinned); "
+        "Network 6 (other 404s)",
+    ),
     "G03": ("R", "Network 6 after bounded retries"),
     "G04": ("R", "Network 6 (slow retrieval) within the deadline"),
     "G05": ("R", "Network 6 (incomplete); Malformed 5 (whole but wrong)"),

@@ -45,6 +45,7 @@ from trust.lookup import Resolution
 from trust.notary.trusted_set import TrustData, TrustedSet
 from trust.notary.x509root import PIN_NO_TOFU
 from trust.reference import Reference
+from trust.route import repository_rule
 from trust.service import TrustService, mirror_origin, select_source, settings_for
 from trust.settings import Settings, TrustPinning
 
@@ -77,7 +78,7 @@ def _effective(ref: Reference, loaded: Configuration) -> Settings:
     """The settings the repository is verified with: a policy rule's pins replace the file's."""
     if loaded.policy is None:
         return loaded.settings
-    return settings_for(loaded.policy.match(ref), ref, loaded.settings)
+    return settings_for(repository_rule(loaded.policy, ref), ref, loaded.settings)
 
 
 def verify_repository(
@@ -381,21 +382,13 @@ def check_anchors(data: TrustData, pinning: TrustPinning, now: dt.datetime) -> N
 def pin_in_force(pinning: TrustPinning, gun: str) -> tuple[str, str] | None:
     """Which pin notary's trustPinChecker uses for `gun`: exact certs, the longest `*` certs
     wildcard, then the longest CA prefix (the same order as trust.notary.x509root)."""
-    if gun in pinning.certs:
-        return ("certs", gun)
-    wildcards = [p for p in pinning.certs if p.endswith("*") and gun.startswith(p[:-1])]
-    if wildcards:
-        return ("certs", max(wildcards, key=len))
-    prefixes = [p for p in pinning.ca if gun.startswith(p)]
-    if prefixes:
-        return ("ca", max(prefixes, key=len))
-    return None
+    return pinning.applying(gun)
 
 
 def _check_in_force(pin: Pin, ref: Reference, loaded: Configuration) -> None:
     """After the edit: the new pin is the one that applies to `ref` (nothing shadows it)."""
     if pin.kind == "rule":
-        rule = loaded.policy.match(ref) if loaded.policy is not None else None
+        rule = repository_rule(loaded.policy, ref) if loaded.policy is not None else None
         if rule is None or rule.label != pin.rule_name:
             label = rule.label if rule is not None else "none"
             raise TrustPinError(
@@ -403,7 +396,7 @@ def _check_in_force(pin: Pin, ref: Reference, loaded: Configuration) -> None:
             )
         return
     if loaded.policy is not None:
-        rule = loaded.policy.match(ref)
+        rule = repository_rule(loaded.policy, ref)
         if rule.root_keys or rule.root_ca:
             raise TrustPinError(
                 f"rule {rule.label} ({rule.origin}) pins the root of {ref.name} itself, so a "
@@ -425,7 +418,7 @@ def _refuse_replacing_a_rule(pin: Pin, ref: Reference, loaded: Configuration, pa
     from trust.policy import BUILTIN_DEFAULT
 
     assert loaded.policy is not None
-    current = loaded.policy.match(ref)
+    current = repository_rule(loaded.policy, ref)
     if current is BUILTIN_DEFAULT or current.label == pin.rule_name:
         return
     keys = _toml_list(pin.key_ids)
@@ -573,7 +566,8 @@ def pin_repository(
         if not ref.name.startswith(prefix):
             raise InputError(f"CA prefix {prefix!r} does not cover {ref.name}")
     if select_source(ref, loaded.settings) is not None or (
-        loaded.policy is not None and loaded.policy.match(ref).trust_source not in (None, "notary")
+        loaded.policy is not None
+        and repository_rule(loaded.policy, ref).trust_source not in (None, "notary")
     ):
         raise InputError(
             f"{ref.name} is verified by a TUF repository (trust_sources): its root is the "

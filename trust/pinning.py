@@ -331,6 +331,7 @@ def pin_files(
     for path, text, sites in loaded:
         changes: dict[ImageSite, str] = {}
         first = len(report.codes)
+        unsigned = 0
         for site in sites:
             item: dict[str, object] = {"file": path, "line": site.line, "input": site.text}
             report.items.append(item)
@@ -358,6 +359,7 @@ def pin_files(
                     notice(f"{site.origin}: {outcome.unsigned}; left as it is")
                 item["unsigned"] = outcome.unsigned
                 report.codes.append(0)
+                unsigned += 1
                 continue
             resolution = outcome.resolutions[0]
             new = pinned_text(site.text, resolution.tag, resolution.digest)
@@ -387,9 +389,12 @@ def pin_files(
                 report.fail(error)
                 continue
             report.lines.extend(s.note for s in changes if s.note)
-            report.lines.append(f"{path}: {len(changes)} image(s) pinned to verified digests")
+            left = f", {unsigned} left UNSIGNED (accepted by a rule)" if unsigned else ""
+            report.lines.append(f"{path}: {len(changes)} image(s) pinned to verified digests{left}")
         else:
             verb = "pinned to verified digests" if check_only else "already pinned"
+            if unsigned:  # never "pinned" of an image a rule accepts unverified
+                verb += f" or accepted UNSIGNED by a rule ({unsigned} UNSIGNED)"
             report.lines.append(f"{path}: every image {verb}")
     return report
 

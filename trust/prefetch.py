@@ -229,7 +229,13 @@ class Prefetch:
         """(server, GUN, settings, first request) of the Notary update the service will run
         first for `text`, or None when it runs none before refusing or another source."""
         from trust.notary.cache import TrustCache, check_gun_for_trust
-        from trust.route import mirror_origin, rule_for, select_source, settings_for
+        from trust.route import (
+            mirror_origin,
+            repository_rule,
+            rule_for,
+            select_source,
+            settings_for,
+        )
 
         ref = parse(text, default_tag=not (all_tags or inspect))
         if inspect and ref.digest is not None:
@@ -237,8 +243,10 @@ class Prefetch:
         if all_tags and (ref.tag_given or ref.digest is not None):
             return None  # a usage error
         ref = mirror_origin(ref, self.settings) or ref
-        rule = rule_for(self.policy, ref.trimmed() if all_tags else ref)
-        if rule.refuse or rule.trust_source not in (None, "notary"):
+        if rule_for(self.policy, ref.trimmed() if all_tags else ref).refuse:
+            return None
+        rule = repository_rule(self.policy, ref)  # how the service verifies it, tag rule or not
+        if rule.trust_source not in (None, "notary"):
             return None
         if rule.trust_source is None and select_source(ref, self.settings) is not None:
             return None  # verified by a TUF repository

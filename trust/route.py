@@ -16,13 +16,21 @@ from trust.policy import BUILTIN_DEFAULT, Policy, Rule
 from trust.reference import Reference, parse_normalized_named
 from trust.settings import Settings, TrustPinning, TrustSourceConfig, scope_matches
 
-__all__ = ["mirror_origin", "rule_for", "select_source", "settings_for"]
+__all__ = ["mirror_origin", "repository_rule", "rule_for", "select_source", "settings_for"]
 
 
 def rule_for(policy: Policy | None, ref: Reference) -> Rule:
     """The rule for `ref`: the policy's match, or without a configured policy the built-in
     default (an ordinary rule)."""
     return policy.match(ref) if policy is not None else BUILTIN_DEFAULT
+
+
+def repository_rule(policy: Policy | None, ref: Reference) -> Rule:
+    """The rule that says how `ref`'s repository is verified: its trust source, trust server,
+    root pins and TOFU (`settings_for`, the service's source). That is the best rule without a
+    `tag`, whichever rule decides the tag: a tag rule may not set them (one root, one server and
+    one cache per repository), and its tags must not escape the repository rule's pins."""
+    return rule_for(policy, ref.trimmed())
 
 
 def select_source(ref: Reference, settings: Settings) -> TrustSourceConfig | None:

@@ -5,8 +5,10 @@ For one reference (first mapped to its origin when it lies under a `[mirrors]` p
 origin's rules, trust source, trust server and pins apply, and the mirror's name is kept for the
 pull and the output; `trust.route.mirror_origin` is the one place that mapping is made) it
 1. picks the rule (`Policy.match`; without a policy the built-in default, an ordinary rule),
-2. picks the trust source (a rule's `trust_source`, else the longest `[[trust_sources]]` scope,
-   else Notary) before any I/O, so a TUF-scoped reference never falls back to Notary,
+2. picks the trust source (the repository rule's `trust_source`, else the longest
+   `[[trust_sources]]` scope, else Notary) before any I/O, so a TUF-scoped reference never falls
+   back to Notary; the trust source, server, pins and TOFU are always the repository rule's (the
+   best rule without `tag`, `trust.route.repository_rule`), whichever rule decides the tag,
 3. gets verified data from that source (memoised per repository and rule, thread-safe),
 4. chooses the signed target for tag, tag@digest, digest-only and all-tags references, each tag
    under its own rule (a digest reference is accepted only through a tag whose rule accepts it),
@@ -58,7 +60,7 @@ from trust.notary.x509root import PIN_NO_TOFU
 from trust.policy import Context, Policy, Refuse, Rule, UnsignedAccepted, precedence
 from trust.prefetch import Prefetch
 from trust.reference import Reference, parse, refuse_all_tags_with
-from trust.route import mirror_origin, rule_for, select_source, settings_for
+from trust.route import mirror_origin, repository_rule, rule_for, select_source, settings_for
 from trust.settings import Settings, TrustSourceConfig
 from trust.targets import SignedTarget
 
@@ -318,7 +320,7 @@ class TrustService:
         # The rule's source, trust server and pins, as `verify` uses them: inspect must not
         # trust (and commit) a root that the rule would refuse, e.g. under `tofu = false`.
         rule = self.rule_for(ref)
-        settings = settings_for(rule, ref, self.settings)
+        settings = self._settings(ref, rule)
         source = self._source(ref, rule)
         if source is not None:
             return self._tuf(source, settings).inspect(ref, name_as_typed, tag)
@@ -348,7 +350,7 @@ class TrustService:
         assert ref.tag is not None
         if rule.refuse:
             Refuse().verify(Context(ref, rule, self.now(), None, None))
-        settings = settings_for(rule, ref, self.settings)
+        settings = self._settings(ref, rule)
         source = self._source(ref, rule)
         if source is not None:
             return self._one_tuf(ref, rule, settings, source)
@@ -367,23 +369,27 @@ class TrustService:
         assert ref.digest is not None
         digest = ref.digest
         repo = ref.trimmed()
-        tags = self._candidate_tags(repo, repo_rule)
+        tags = self._candidate_tags(repo, repo_rule, digest)
         refusals: list[tuple[str, TrustpullError]] = []
         for tag in tags:
             tagged = repo.with_tag(tag).with_digest(digest)
             rule = self.rule_for(tagged)
             try:
-                found = self._under_policy(tagged, rule, self._one)
-            except NoSuchTagError:
-                continue  # that tag is signed for another digest
+                # Not `_under_policy`: under a policy that would make "this tag is signed for
+                # another digest" a refusal by the tag's rule, naming every tag of the repository.
+                found = self._one(tagged, rule)
             except UnsignedAccepted as accepted:
                 # The tag's own rule (another trust server) accepts it unsigned: that pins
                 # nothing, so it cannot vouch for this digest (the repository rule found data).
                 refusals.append((tag, _unpinnable(tagged, accepted)))
                 continue
+            except NoSuchTagError:
+                continue  # that tag is signed for another digest
             except TrustpullError as error:
                 if not isinstance(error, NotSignedError | PolicyError):
                     raise  # a verification, network or auth failure is never skipped
+                if isinstance(error, NotSignedError) and self.policy is not None:
+                    error = self._as_policy(tagged, rule, error)
                 refusals.append((tag, error))
                 continue
             return dataclasses.replace(
@@ -455,15 +461,16 @@ class TrustService:
             raise next(e for e in errors if e.exit_code == worst)
         return results
 
-    def _candidate_tags(self, repo: Reference, rule: Rule) -> list[str]:
-        """Every tag signed for the repository in its trust source, natural order.
+    def _candidate_tags(self, repo: Reference, rule: Rule, digest: str | None = None) -> list[str]:
+        """Every tag signed for the repository in its trust source, natural order; with
+        `digest`, only those some such role signs for it (the others cannot vouch for it).
 
-        Notary: tags in docker's lookup roles and in the roles of the signers that any rule
-        matching the repository names. TUF: every tag the Updater's search accepts.
+        Notary: tags in docker's lookup roles, and a named signer's tags whose own rule names
+        that signer. TUF: every tag the Updater's search accepts.
         """
         if rule.refuse:
             Refuse().verify(Context(repo, rule, self.now(), None, None))
-        settings = settings_for(rule, repo, self.settings)
+        settings = self._settings(repo, rule)
         source = self._source(repo, rule)
         if source is not None:
             found = self._tuf_targets(repo, source, settings)
@@ -474,7 +481,7 @@ class TrustService:
                 if self.policy is None:
                     raise error
                 raise self._as_policy(repo, rule, error) from error
-            return list(found)
+            return [tag for tag, target in found.items() if digest in (None, target.digest)]
         try:
             data = self._trust_data(repo, rule, settings)
         except UnsignedAccepted:
@@ -483,15 +490,25 @@ class TrustService:
             if self.policy is None:
                 raise
             raise self._as_policy(repo, rule, error) from error
-        roles: set[str] = set(LOOKUP_ROLES)
+        signers: set[str] = set()
         for candidate in self.policy.rules if self.policy is not None else ():
             if dataclasses.replace(candidate.scope, tag=None).matches(repo):
-                roles |= candidate.required_roles
+                signers |= candidate.required_roles
         tags: set[str] = set()
-        for role in roles:
+        signed_for: set[str] = set()
+        for role in (*LOOKUP_ROLES, *sorted(signers - set(LOOKUP_ROLES))):
             loaded = data.roles.get(role)
-            if loaded is not None:
-                tags.update(t for t in loaded.targets.targets if loaded.allows(t))
+            if loaded is None:
+                continue
+            for tag, meta in loaded.targets.targets.items():
+                # A signer's tag only where the rule deciding that tag names the signer: the
+                # others' rules read docker's lookup roles, which never list it.
+                if loaded.allows(tag) and (
+                    role in LOOKUP_ROLES or role in self.rule_for(repo.with_tag(tag)).required_roles
+                ):
+                    tags.add(tag)
+                    if digest == "sha256:" + meta.hashes.get("sha256", b"").hex():
+                        signed_for.add(tag)
         if not tags:
             try:
                 list_signed_tags(data)  # raises "no trusted tags"
@@ -499,11 +516,22 @@ class TrustService:
                 if self.policy is None:
                     raise
                 raise self._as_policy(repo, rule, error) from error
-        return sorted(tags, key=natural_key)
+        return sorted(tags if digest is None else signed_for, key=natural_key)
 
     # -------------------------------------------------------------- sources
 
+    def _repository_rule(self, ref: Reference, rule: Rule) -> Rule:
+        """The rule that says how `ref`'s repository is verified (`trust.route.repository_rule`):
+        `rule` itself unless it is tag-scoped, whose tags keep the repository rule's trust
+        source, server, pins and TOFU (they were dropped: a pinned repository's tag was trusted
+        on first use from the file's server)."""
+        return rule if rule.scope.tag is None else repository_rule(self.policy, ref)
+
+    def _settings(self, ref: Reference, rule: Rule) -> Settings:
+        return settings_for(self._repository_rule(ref, rule), ref, self.settings)
+
     def _source(self, ref: Reference, rule: Rule) -> TrustSourceConfig | None:
+        rule = self._repository_rule(ref, rule)
         if rule.trust_source == "notary":
             return None
         if rule.trust_source is not None:
@@ -525,9 +553,10 @@ class TrustService:
     ) -> Resolution:
         """`NAME:TAG[@sha256:X]` from a TUF repository's verified view (python-tuf's search)."""
         assert ref.tag is not None
-        if rule.root_keys or rule.root_ca:
+        pins = self._repository_rule(ref, rule)
+        if pins.root_keys or pins.root_ca:
             raise PolicyError(
-                f"rule {rule.label}: root pins apply to Notary; {ref.name} is verified by the "
+                f"rule {pins.label}: root pins apply to Notary; {ref.name} is verified by the "
                 f"TUF repository {source.metadata_url}, whose trusted root is {source.root}"
             )
         with self._tuf(source, settings).view(ref.name) as view:
@@ -626,6 +655,18 @@ class TrustService:
             # Notary answered that the repository has no trust data at all: the one case a
             # rule may accept unsigned, and only when nothing was ever cached for it.
             if rule.allow_unsigned and not has_cached_trust(settings.trust_dir, ref.name):
+                pinned = settings.trust_pinning.applying(ref.name)
+                if pinned is not None:
+                    # A pin says the repository is signed, by that root, as a cached root does:
+                    # "no trust data" then is what an attacker on the trust server would say.
+                    table, key = pinned
+                    raise NoTrustDataError(
+                        f"{ref.name} has no trust data on its trust server, but its root is "
+                        f"pinned ([trust_pinning.{table}] {key!r}, or a rule's root_keys/"
+                        f"root_ca): rule {rule.label} ({rule.origin}) does not accept a pinned "
+                        "repository unsigned",
+                        hint="a pinned repository must be signed; remove the pin if it is not",
+                    ) from error
                 raise UnsignedAccepted(
                     f"UNSIGNED, accepted by rule {rule.label} ({rule.origin}): {ref.name} has no "
                     "trust data on its trust server; the image is NOT verified",
@@ -633,9 +674,10 @@ class TrustService:
                 ) from error
             raise
         except TrustPinError as error:
-            if rule.tofu is False and error.message == PIN_NO_TOFU:
+            pins = self._repository_rule(ref, rule)
+            if pins.tofu is False and error.message == PIN_NO_TOFU:
                 raise PolicyError(
-                    f"rule {rule.label} ({rule.origin}) does not allow trust on first use and "
+                    f"rule {pins.label} ({pins.origin}) does not allow trust on first use and "
                     f"nothing is cached or pinned for {ref.name}",
                     hint="pin its root key with root_keys (or [trust_pinning]) to trust it",
                 ) from error

@@ -98,6 +98,20 @@ class TrustPinning:
     #: Refuse trust on first use when no pin applies.
     disable_tofu: bool = False
 
+    def applying(self, gun: str) -> tuple[str, str] | None:
+        """Which pin notary's trustPinChecker uses for `gun` (the order of
+        trust.notary.x509root): ("certs", the exact GUN or the longest `*` wildcard), else
+        ("ca", the longest CA prefix), else None."""
+        if gun in self.certs:
+            return ("certs", gun)
+        wildcards = [p for p in self.certs if p.endswith("*") and gun.startswith(p[:-1])]
+        if wildcards:
+            return ("certs", max(wildcards, key=len))
+        prefixes = [p for p in self.ca if gun.startswith(p)]
+        if prefixes:
+            return ("ca", max(prefixes, key=len))
+        return None
+
 
 @dataclass(frozen=True)
 class TrustSourceConfig:

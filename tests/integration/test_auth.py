@@ -127,6 +127,8 @@ class World:
                 "DOCKER_CONTENT_TRUST_ROOT_PASSPHRASE": ROOT_PASSPHRASE,
                 "DOCKER_CONTENT_TRUST_REPOSITORY_PASSPHRASE": REPOSITORY_PASSPHRASE,
                 "DOCKER_CLI_HINTS": "false",
+                # this checkout's trustpull, not the installed one (the runs' cwd is a tmp dir)
+                "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
                 "XDG_CONFIG_HOME": str(self.tmp / "xdg"),
             }
         )

@@ -641,3 +641,46 @@ def test_check_sarif(world: World) -> None:
         "deploy.yaml"
     )
     assert {r["ruleId"] for r in results.values()} == {"TP004-not-signed"}
+
+
+def test_D07_a_tag_rule_keeps_the_repository_rules_pin_on_the_real_stack(world: World) -> None:
+    """A repository rule pins a root the trust server does not have; a tag rule decides `all`:
+    the tag, its tag@digest and its digest are refused by the pin (exit 5; the tag rule's tags
+    were verified unpinned, trusted on first use, and passed), and with the right root they
+    pass under the tag rule's own signers. A pinned repository without trust data is never
+    accepted unsigned (G02): the plain push is refused although its rule allows unsigned."""
+    s, u = world.signed, world.unsigned
+    registry, path = s.split("/", 1)
+    consumer = world.peers.config("tagpin")
+    ok = world.tp("resolve", "-o", "json", f"{s}:all", config=consumer)
+    assert ok.returncode == 0, _why(ok)
+    root_id = json.loads(ok.stdout)[0]["root_key_id"]
+    tag_rule = (
+        f'[[rules]]\nname = "all-tag"\nregistry = "{registry}"\nrepository = "{path}"\n'
+        'tag = "all"\nsigners = ["alice", "bob"]\n'
+    )
+    digest = world.digests["all"]
+    refs = (f"{s}:all", f"{s}:all@{digest}", f"{s}@{digest}")
+    bad = world.policy(
+        "tagpin-bad", _repo_rule(world, "pin", f'root_keys = ["{"0" * 64}"]') + tag_rule
+    )
+    proc, items = world.check(bad, *refs, config=world.peers.config("tagpin-cold"))
+    assert proc.returncode == 5, _why(proc)
+    assert {r: items[r].get("error", {}).get("kind") for r in refs} == dict.fromkeys(
+        refs, "TrustPin"
+    ), items
+    good = world.policy(
+        "tagpin-good", _repo_rule(world, "pin", f'root_keys = ["{root_id}"]') + tag_rule
+    )
+    proc, items = world.check(good, *refs, config=world.peers.config("tagpin-cold2"))
+    assert proc.returncode == 0, _why(proc)
+    assert {r: (items[r]["rule"], items[r]["digest"]) for r in refs} == dict.fromkeys(
+        refs, ("all-tag", digest)
+    )
+    pinned_unsigned = world.policy(
+        "pinned-unsigned",
+        _repo_rule(world, "legacy", f'allow_unsigned = true\nroot_keys = ["{root_id}"]', u),
+    )
+    proc, items = world.check(pinned_unsigned, f"{u}:1.0", config=world.peers.config("pu"))
+    assert proc.returncode == 9 and items[f"{u}:1.0"]["verdict"] == "fail", _why(proc)
+    assert "pinned" in items[f"{u}:1.0"]["reason"], _why(proc)

@@ -488,3 +488,66 @@ def test_docker_pull_all_tags_of_an_unsigned_accepted_repository(
         assert plain_tags() == wanted, proc
     finally:
         world.rmi(*wanted)
+
+
+def test_docker_pull_all_tags_and_by_digest_under_a_tag_rule(world: World, tmp_path: Path) -> None:
+    """The docker CLI 28 through the proxy and `trustpull pull` under one policy with a rule
+    for tag 2.0: refusing 2.0, `docker pull -a` and `docker pull NAME@<2.0's digest>` are
+    refused with nothing pulled (a digest never escapes its tag's rule) while 1.0 and its
+    digest pull; the repository rule's wrong root pin refuses 2.0 too although the tag rule
+    decides it (trustpull pull: exit 5)."""
+    import sys
+
+    host, path = world.repo.split("/", 1)
+    scope = f'registry = "{host}"\nrepository = "{path}"\n'
+    refuse = tmp_path / "refuse-2.toml"
+    refuse.write_text(f'[[rules]]\nname = "no-2"\n{scope}tag = "2.0"\nrefuse = true\n')
+    pinned = tmp_path / "pinned.toml"
+    pinned.write_text(
+        f'[[rules]]\nname = "repo"\n{scope}root_keys = ["{"0" * 64}"]\n\n'
+        f'[[rules]]\nname = "two"\n{scope}tag = "2.0"\n'
+    )
+    for policy in (refuse, pinned):
+        os.chmod(policy, 0o600)
+    root = Path(__file__).resolve().parents[2]
+
+    def trustpull(policy: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "cli.main", "pull", "--policy", str(policy), *args],
+            env=world.env(world.proxy_config),
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+
+    one, two = f"{world.repo}:1.0", f"{world.repo}:2.0"
+    proxy = world.start_proxy(policy=refuse)
+    try:
+        world.rmi(one, two)
+        before = world.snapshot()
+        for args in (("-a", world.repo), (f"{world.repo}@{world.signed2_digest}",), (two,)):
+            proc = world.client("pull", *args, proxy=proxy)
+            assert proc.returncode == 1 and "no-2" in proc.stderr, _why(proc, world)
+            assert world.snapshot() == before, args
+            cli = trustpull(refuse, *args)
+            assert cli.returncode == 9 and world.snapshot() == before, cli
+        proc = world.client("pull", f"{world.repo}@{world.signed_digest}", proxy=proxy)
+        assert proc.returncode == 0, _why(proc, world)
+        proc = world.client("pull", one, proxy=proxy)
+        assert proc.returncode == 0 and world.image(one) is not None, _why(proc, world)
+    finally:
+        proxy.stop()
+        world.rmi(one, two)
+    proxy = world.start_proxy(policy=pinned)
+    try:
+        before = world.snapshot()
+        proc = world.client("pull", two, proxy=proxy)
+        assert proc.returncode == 1 and "TrustPin" in proc.stderr, _why(proc, world)
+        assert world.snapshot() == before
+        cli = trustpull(pinned, two)
+        assert cli.returncode == 5 and world.snapshot() == before, cli
+    finally:
+        proxy.stop()
+        world.rmi(two)

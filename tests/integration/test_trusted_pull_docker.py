@@ -98,6 +98,9 @@ class Peers:
             **os.environ,
             **self.stack.docker_env(config),
             "DOCKER_CONTENT_TRUST": "1" if trust else "0",
+            # `python -m cli.main` runs in the test's directory: without this it imported the
+            # installed trustpull (another checkout's, e.g. the main one from a worktree).
+            "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
         }
 
     def metadata_dir(self, config: Path) -> Path:

@@ -510,3 +510,41 @@ def test_dockerfile_reader_only_refuses(text: str, args: dict[str, str]) -> None
             row = text.split("\n")[site.edit.line - 1]
             row = row[1:] if site.edit.line == 1 and row.startswith("\ufeff") else row
             assert site.edit.old in row
+
+
+def test_check_never_says_pinned_of_an_image_accepted_unsigned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`resolve --check` (the CI gate) passes an image a rule accepts UNSIGNED (exit 0, as the
+    rule says) but said "every image pinned to verified digests" of a file that has one; the
+    line now counts it, and `--write` says it left it."""
+    accepted = "UNSIGNED, accepted by rule legacy (p:1): r.io/legacy has no trust data"
+
+    def verify(texts: Sequence[str], service: Any, **kw: Any) -> CheckReport:
+        report = fake_verify([t for t in texts if "legacy" not in t], service, **kw)
+        for text in texts:
+            if "legacy" in text:
+                report.outcomes.append(Verification(text, parse(text), unsigned=accepted))
+        return report
+
+    monkeypatch.setattr(pinning, "verify", verify)
+    compose = tmp_path / "compose.yaml"
+    compose.write_text(
+        f"services:\n  a:\n    image: r.io/app:1@{D1}\n  b:\n    image: r.io/legacy:1\n"
+    )
+    checked = pin(compose, check_only=True)
+    assert checked.exit_code == 0, checked.errors
+    assert checked.lines == [
+        f"{compose}: every image pinned to verified digests or accepted UNSIGNED by a rule "
+        "(1 UNSIGNED)"
+    ]
+    compose.write_text("services:\n  a:\n    image: r.io/app:1\n  b:\n    image: r.io/legacy:1\n")
+    changed = pin(compose)
+    assert changed.exit_code == 0 and changed.lines == [
+        f"{compose}: 1 image(s) pinned to verified digests, 1 left UNSIGNED (accepted by a rule)"
+    ]
+    written = pin(compose)
+    assert written.exit_code == 0
+    assert written.lines == [
+        f"{compose}: every image already pinned or accepted UNSIGNED by a rule (1 UNSIGNED)"
+    ]

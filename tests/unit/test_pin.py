@@ -227,3 +227,25 @@ def test_a_rule_that_would_replace_another_rules_requirements_is_refused(
         pin_repository(parse(REF), config=config, write=True, environ=_environ(env), rule="app")
     assert caught.value.hint is not None and "root_keys = [" in caught.value.hint
     assert config.read_text() == text
+
+
+def test_a_rule_pin_beside_a_tag_rule_pins_the_repository(
+    make_env: MakeEnv, tmp_path: Path
+) -> None:
+    """`pin --rule` for `NAME:TAG` whose tag a tag-scoped rule decides: the new rule pins the
+    repository, whose root a tag rule cannot set (it was refused as replacing the tag rule's
+    requirements, and as "does not apply": the tag rule was taken for the repository's)."""
+    env = make_env()
+    config = tmp_path / "config.toml"
+    text = (
+        '[[rules]]\nname = "one"\nregistry = "127.0.0.1:5000"\nrepository = "ns/app"\n'
+        'tag = "1.0"\nsigners = ["releases"]\n'
+    )
+    config.write_text(text)
+    result = pin_repository(
+        parse(REF), config=config, write=True, environ=_environ(env), rule="app"
+    )
+    assert result.written and [r.tag for r in result.verified.resolutions] == ["1.0"]
+    rules = tomllib.loads(config.read_text())["rules"]
+    assert [r["name"] for r in rules] == ["one", "app"]
+    assert rules[1]["root_keys"] == list(result.pin.key_ids)

@@ -341,3 +341,21 @@ def test_no_early_connection_when_a_proxy_is_configured(monkeypatch: pytest.Monk
         monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:1")
         start_connection(f"https://127.0.0.1:{port}")
         assert preconnect.adopt("127.0.0.1", port, 1.0) is None
+
+
+def test_a_tag_rules_tag_is_fetched_early_from_its_repository_rules_server(
+    tmp_path: Path,
+) -> None:
+    """The early request for a tag a tag-scoped rule decides goes where the service sends it:
+    the repository rule's trust server (it went to the file's, which the policy names nowhere)."""
+    base = Settings(docker_config=tmp_path, trust_server_override="https://127.0.0.1:8")
+    scope = Scope(registry="127.0.0.1:5000", repository="a")
+    repo = Rule("repo", 0, scope, origin="t.toml:repo", trust_server="https://127.0.0.1:9")
+    two = Rule("two", 1, dataclasses.replace(scope, tag="2"), origin="t.toml:two")
+    prefetch = Prefetch(base, Policy((repo, two), "t.toml"))
+    assert prefetch.start(["127.0.0.1:5000/a:2"], wait=False) == 1
+    ref = parse("127.0.0.1:5000/a:2")
+    assert prefetch.take("https://127.0.0.1:8", ref.name, base) is None
+    early = prefetch.take("https://127.0.0.1:9", ref.name, settings_for(repo, ref, base))
+    assert early is not None
+    early.close()

@@ -5,6 +5,7 @@ to fall between two copies of the decision (issue 11: #2 digest vs tag rules, #9
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,7 +13,8 @@ import pytest
 
 from tests.unit._trust_env import D1, D2, GUN, NOW, Env, baseline_builder, env_factory
 from trust.errors import NetworkError, NoSuchTagError, PolicyError, TrustpullError, UsageError
-from trust.policy import Policy, Rule, Scope
+from trust.notary.client import NotaryClient
+from trust.policy import Policy, Rule, Scope, UnsignedAccepted
 from trust.service import TrustService
 from trust.settings import Settings
 
@@ -235,3 +237,223 @@ def test_a_refused_first_contact_writes_nothing_and_an_accepted_one_persists(
     assert accepted.check(f"{GUN}:1.0").verdict == "pass"
     assert "tuf/127.0.0.1:5000/ns/app/metadata/root.json" in _cached_files(env)
     assert sum("trust on first use" in n for n in notices) == 1
+
+
+# ------------------------------------------------------------ a tag rule under a repository rule
+
+
+@pytest.mark.parametrize(
+    ("setting", "kind", "code"),
+    [
+        ({"root_keys": ("a" * 64,)}, "TrustPinError", 5),
+        ({"tofu": False}, "PolicyError", 9),
+        ({"trust_server": "https://127.0.0.1:1"}, "NetworkError", 6),
+    ],
+)
+def test_D07_a_tag_rule_is_verified_with_its_repository_rules_pins_and_server(
+    make_env: MakeEnv, setting: dict[str, object], kind: str, code: int
+) -> None:
+    """A tag rule cannot set how the repository is verified, so its tags are verified as the
+    repository's rule says: its root pin, `tofu = false` and trust server. They were dropped for
+    every tag a tag-scoped rule decides (`ns/app:2.0` was accepted, trusted on first use from
+    the file's server, while the repository rule pinned another root)."""
+    env = make_env()
+    scope = Scope(registry="127.0.0.1:5000", repository="ns/app")
+    repo = Rule("repo", 0, scope, origin="p:1", **setting)  # type: ignore[arg-type]
+    release = Rule("rel", 1, dataclasses.replace(scope, tag="2.0"), signers=("releases",))
+    service = TrustService(env.settings, _policy(repo, release))
+    for text in (f"{GUN}:2.0", f"{GUN}:2.0@sha256:{D2}", f"{GUN}@sha256:{D2}", f"{GUN}:1.0"):
+        outcome = service.check(text)
+        assert outcome.error is not None, f"{text} accepted under {setting}"
+        assert (type(outcome.error).__name__, outcome.exit_code) == (kind, code), text
+    with pytest.raises(TrustpullError) as caught:
+        service.verify(GUN, all_tags=True)
+    assert (type(caught.value).__name__, caught.value.exit_code) == (kind, code)
+    assert _cached_files(env) == []
+
+
+def test_a_tag_rule_under_a_matching_root_pin_keeps_its_own_requirements(
+    make_env: MakeEnv,
+) -> None:
+    """The repository rule's pin applies to the tag rule's tags and the tag rule still decides
+    what they need (the pin matches here: `2.0` passes, signed by releases; alice refuses)."""
+    env = make_env()
+    canonical = env.builder.keys("root")[0].canonical_id
+    scope = Scope(registry="127.0.0.1:5000", repository="ns/app")
+    repo = Rule("repo", 0, scope, root_keys=(canonical,), tofu=False)
+    release = Rule("rel", 1, dataclasses.replace(scope, tag="2.0"), signers=("releases",))
+    alice = Rule("alice", 2, dataclasses.replace(scope, tag="1.0"), signers=("alice",))
+    service = TrustService(env.settings, _policy(repo, release, alice))
+    (ok,) = service.verify(f"{GUN}:2.0").resolutions
+    assert ok.digest == "sha256:" + D2
+    refused = service.check(f"{GUN}:1.0")
+    assert refused.exit_code == 9 and "alice" in refused.reason
+
+
+def test_I04_an_unknown_digest_under_a_policy_is_not_signed_for_any_tag(
+    make_env: MakeEnv,
+) -> None:
+    """Under a policy, a digest that no tag is signed for was refused as "refused by the rules
+    of the tags it is signed for", listing every tag of the repository with "not signed as
+    required": each tag's digest mismatch became a policy refusal instead of "another digest".
+    A tag signed for it whose rule refuses is still named."""
+    env = make_env()
+    digest = "sha256:" + "99" * 32
+    service = TrustService(env.settings, _policy(Rule("default", 0, Scope())))
+    with pytest.raises(PolicyError) as caught:
+        service.verify(f"{GUN}@{digest}")
+    assert caught.value.exit_code == 9
+    assert f"digest {digest} is not signed for any tag" in caught.value.message
+    assert "tag 1.0" not in caught.value.message
+    refusing = _policy(_tag_rule("no-2.0", "2.0", refuse=True), Rule("default", 1, Scope()))
+    with pytest.raises(PolicyError) as named:
+        TrustService(env.settings, refusing).verify(f"{GUN}@sha256:{D2}")
+    assert "tag 2.0" in named.value.message and "tag 1.0" not in named.value.message
+
+
+@pytest.mark.parametrize(
+    "pin",
+    [
+        {"rule": {"root_keys": ("a" * 64,)}},
+        {"certs": {f"{GUN}-unsigned": ("a" * 64,)}},
+        {"certs": {"127.0.0.1:5000/ns/*": ("a" * 64,)}},
+        {"ca": {"127.0.0.1:5000/ns/": b"-----BEGIN CERTIFICATE-----"}},
+    ],
+    ids=["rule-root_keys", "certs", "certs-wildcard", "ca"],
+)
+def test_G02_a_pinned_repository_is_never_accepted_unsigned(
+    make_env: MakeEnv, pin: dict[str, dict[str, object]]
+) -> None:
+    """A root pin says the repository is signed, by that root: its trust server answering "no
+    trust data" is a refusal even under `allow_unsigned`, as a cached root already makes it (an
+    attacker who controls the trust server deleted the data, and a fresh CI runner, which
+    caches nothing, pulled UNSIGNED what its configuration pins)."""
+    from trust.settings import TrustPinning
+
+    env = make_env()
+    other = f"{GUN}-unsigned"  # the trust server has nothing for this repository
+    scope = Scope(registry="127.0.0.1:5000", repository="ns/app-unsigned")
+    rule = Rule("legacy", 0, scope, allow_unsigned=True, origin="p:1", **pin.get("rule", {}))  # type: ignore[arg-type]
+    pinning = TrustPinning(certs=pin.get("certs", {}), ca=pin.get("ca", {}))  # type: ignore[arg-type]
+    settings = dataclasses.replace(env.settings, trust_pinning=pinning)
+    service = TrustService(settings, _policy(rule))
+    for text, all_tags in ((f"{other}:1.0", False), (f"{other}@sha256:{D1}", False), (other, True)):
+        with pytest.raises(PolicyError) as caught:
+            service.verify(text, all_tags=all_tags)
+        assert caught.value.exit_code == 9, text
+        assert "pinned" in caught.value.message and "UNSIGNED" not in caught.value.message
+    # the same rule without a pin accepts it unsigned
+    assert (
+        TrustService(env.settings, _policy(dataclasses.replace(rule, root_keys=())))
+        .verify(f"{other}:1.0")
+        .unsigned
+    )
+
+
+def test_all_tags_lists_a_signers_tags_only_for_the_rules_that_name_it(make_env: MakeEnv) -> None:
+    """A tag rule naming signer alice for tag `x` put every tag alice signed into `-a`, and
+    `alice-only` (whose rule is docker's lookup, which never reads alice) refused the whole run
+    (exit 9). A signer's tag is listed when the rule deciding that tag names the signer: `x` is
+    pulled as alice signed it, and alice's other tags are left out as docker's `-a` leaves them."""
+    builder = baseline_builder()
+    builder.add_target("x", D2, 531, role="targets/alice")
+    env = make_env(builder)
+    scope = Scope(registry="127.0.0.1:5000", repository="ns/app", tag="x")
+    service = TrustService(env.settings, _policy(Rule("x", 0, scope, signers=("alice",))))
+    every = service.verify(GUN, all_tags=True).resolutions
+    assert [(r.tag, r.digest) for r in every] == [
+        ("1.0", "sha256:" + D1),
+        ("2.0", "sha256:" + D2),
+        ("only-targets", "sha256:" + "bb" * 32),
+        ("x", "sha256:" + D2),
+    ]
+    # a digest only alice signed, for a tag whose rule does not name her: signed for no tag
+    with pytest.raises(PolicyError, match="is not signed for any tag"):
+        service.verify(f"{GUN}@sha256:{'a1' * 32}")
+
+
+def test_I04_a_digest_is_judged_only_by_the_tags_signed_for_it(make_env: MakeEnv) -> None:
+    """Under a signer rule, `NAME@<digest of ci-only>` (signed only by releases/ci) was refused
+    "by the rules of the tags it is signed for", naming `only-targets`, which releases never
+    signed for anything: every tag whose rule refused it for any reason was listed. Only tags
+    some role signs for the digest judge it."""
+    env = make_env()
+    scope = Scope(registry="127.0.0.1:5000", repository="ns/app")
+    service = TrustService(env.settings, _policy(Rule("rel", 0, scope, signers=("releases",))))
+    with pytest.raises(PolicyError) as caught:
+        service.verify(f"{GUN}@sha256:{'c1' * 32}")
+    assert caught.value.exit_code == 9
+    assert "only-targets" not in caught.value.message, caught.value.message
+    # releases/ci signs it, but no rule reads releases/ci: signed for no tag the policy reads
+    assert "is not signed for any tag" in caught.value.message
+    # a tag that is signed for the digest still names its rule's reason
+    two = _policy(_tag_rule("alice-2.0", "2.0", signers=("alice",)), Rule("d", 1, Scope()))
+    with pytest.raises(PolicyError) as named:
+        TrustService(env.settings, two).verify(f"{GUN}@sha256:{D2}")
+    assert "tag 2.0" in named.value.message and "alice" in named.value.message
+    assert "tag 1.0" not in named.value.message and "only-targets" not in named.value.message
+
+
+def test_G02_a_repository_seen_signed_is_not_accepted_unsigned_when_its_data_goes(
+    make_env: MakeEnv,
+) -> None:
+    """`allow_unsigned` covers the repository, it was verified (and cached) once, then its
+    trust server answers 404 for everything (an attacker deleted the trust data): never
+    UNSIGNED, by tag, digest or -a; the cached data still answers, with a warning, while it is
+    valid, and once it has expired the pull is refused."""
+    env = make_env()
+    lenient = _policy(Rule("legacy", 0, Scope(), allow_unsigned=True, origin="p:1"))
+    (first,) = TrustService(env.settings, lenient).verify(f"{GUN}:1.0").resolutions
+    assert first.digest == "sha256:" + D1 and _cached_files(env)
+    env.server.unpublish(GUN)
+    for text, all_tags in ((f"{GUN}:1.0", False), (f"{GUN}@sha256:{D1}", False), (GUN, True)):
+        try:
+            outcome = TrustService(env.settings, lenient).verify(text, all_tags=all_tags)
+        except TrustpullError as error:
+            assert error.exit_code in (5, 6, 9), (text, error)
+            continue
+        assert outcome.unsigned is None and outcome.resolutions, text
+        assert all(r.digest.startswith("sha256:") for r in outcome.resolutions)
+    later = NOW + dt.timedelta(days=3650)
+
+    def expired(settings: Settings, roles: frozenset[str]) -> NotaryClient:
+        return NotaryClient(settings, now=later, required_roles=roles, warn=env.warnings.append)
+
+    for text, all_tags in ((f"{GUN}:1.0", False), (f"{GUN}@sha256:{D1}", False), (GUN, True)):
+        service = TrustService(env.settings, lenient, now=later, client_factory=expired)
+        with pytest.raises(TrustpullError) as caught:
+            service.verify(text, all_tags=all_tags)
+        assert not isinstance(caught.value, UnsignedAccepted), text
+        assert caught.value.exit_code in (5, 6, 9), (text, caught.value)
+    # only the root gone from the cache: the client asks for a first root again and the server
+    # says "no trust data"; what is left of the cache still says the repository was signed
+    (env.metadata_dir / "root.json").unlink()
+    for text, all_tags in ((f"{GUN}:1.0", False), (f"{GUN}@sha256:{D1}", False), (GUN, True)):
+        with pytest.raises(TrustpullError) as caught:
+            TrustService(env.settings, lenient).verify(text, all_tags=all_tags)
+        assert caught.value.exit_code == 9 and "UNSIGNED" not in caught.value.message, text
+
+
+def test_E04_a_nested_signer_signs_only_within_the_paths_its_parents_allow(
+    make_env: MakeEnv,
+) -> None:
+    """A rule naming `releases/ci` accepts what that role signs inside the paths `releases`
+    gave it (tag, digest, -a under the rule), never a tag outside them; a rule naming
+    `releases` is not met by its child's signature."""
+    builder = baseline_builder(others=False)
+    builder.add_delegation("targets/releases/ci", paths=["ci-"])
+    ci, outside = "c1" * 32, "c2" * 32
+    builder.add_target("ci-1", ci, 540, role="targets/releases/ci")
+    builder.add_target("nightly", outside, 541, role="targets/releases/ci")
+    env = make_env(builder)
+    scope = Scope(registry="127.0.0.1:5000", repository="ns/app")
+    service = TrustService(env.settings, _policy(Rule("ci", 0, scope, signers=("releases/ci",))))
+    (tagged,) = service.verify(f"{GUN}:ci-1").resolutions
+    assert (tagged.digest, tagged.role) == ("sha256:" + ci, "targets/releases/ci")
+    (by_digest,) = service.verify(f"{GUN}@sha256:{ci}").resolutions
+    assert by_digest.tag == "ci-1"
+    for text in (f"{GUN}:nightly", f"{GUN}@sha256:{outside}", f"{GUN}:nightly@sha256:{outside}"):
+        outcome = service.check(text)
+        assert outcome.exit_code == 9 and outcome.verdict == "fail", (text, outcome.reason)
+    parent = TrustService(env.settings, _policy(Rule("rel", 0, scope, signers=("releases",))))
+    assert parent.check(f"{GUN}:ci-1").exit_code == 9

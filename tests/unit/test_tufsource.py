@@ -612,3 +612,94 @@ def test_a_planted_tuf_cache_lock_is_refused(env: Env, tmp_path: Path) -> None:
     assert error.kind == "Cache" and error.exit_code == 5
     assert str(cache_dir / ".trustpull.lock") in error.message
     assert target.read_text() == "untouched"
+
+
+def test_a_tag_rule_is_verified_by_its_repository_rules_trust_source(env: Env) -> None:
+    """A tag rule cannot name a trust source, so its tags use the repository rule's: with
+    `trust_source = "notary"` over this TUF scope, `2.0` under its tag rule went to the TUF
+    repository anyway (accepted); with the TUF scope named by a rule while `[[trust_sources]]`
+    covers only another scope, it went to Notary."""
+    from trust.policy import Policy, Rule, Scope
+    from trust.service import TrustService
+
+    env.repo.add_tag(GUN, "2.0", D2)
+    env.repo.publish()
+    scope = Scope(registry="127.0.0.1:5999", repository="it/app")
+    tag = Rule("two", 1, dataclasses.replace(scope, tag="2.0"))
+    notary = Rule("notary", 0, scope, trust_source="notary")
+    service = TrustService(env.settings, Policy((notary, tag), "p"))
+    for text in (f"{GUN}:2.0", f"{GUN}:2.0@{D2}", f"{GUN}@{D2}", f"{GUN}:1.0"):
+        outcome = service.check(text)
+        assert isinstance(outcome.error, NetworkError), text  # Notary: 127.0.0.1:1
+    elsewhere = dataclasses.replace(env.source, scope="127.0.0.1:5999/other")
+    settings = dataclasses.replace(env.settings, trust_sources=(elsewhere,))
+    named = Rule("tuf", 0, scope, trust_source="127.0.0.1:5999/other")
+    service = TrustService(settings, Policy((named, tag), "p"))
+    for text in (f"{GUN}:2.0", f"{GUN}:2.0@{D2}", f"{GUN}@{D2}"):
+        (found,) = service.verify(text).resolutions
+        assert (found.digest, found.source) == (D2, "tuf"), text
+
+
+@pytest.mark.parametrize(
+    "requirement",
+    [
+        {"signers": ("team",)},
+        {"tofu": False},
+        {"min_validity": 60.0},
+        {"root_keys": ("a" * 64,)},
+    ],
+    ids=["signers", "tofu", "min_validity", "root_keys"],
+)
+def test_a_notary_requirement_on_a_tuf_source_is_refused_not_ignored(
+    env: Env, requirement: dict[str, object]
+) -> None:
+    """Signers, TOFU, validity and root pins are Notary's notions: a rule asking for them on a
+    repository that a TUF source verifies refuses every shape (tag, tag@digest, digest, -a)
+    with exit 9; skipped, the rule would pass on the Updater's answer alone."""
+    from trust.policy import Policy, Rule, Scope
+    from trust.service import TrustService
+
+    env.repo.delegate("targets", "team", paths=["127.0.0.1:5999/it/*"])
+    env.repo.add_tag(GUN, "2.0", D2, role="team")
+    env.repo.publish()
+    scope = Scope(registry="127.0.0.1:5999", repository="it/app")
+    rule = Rule("strict", 0, scope, origin="p:1", **requirement)  # type: ignore[arg-type]
+    service = TrustService(env.settings, Policy((rule,), "p"))
+    for text, all_tags in (
+        (f"{GUN}:2.0", False),
+        (f"{GUN}:2.0@{D2}", False),
+        (f"{GUN}@{D2}", False),
+        (GUN, True),
+    ):
+        with pytest.raises(TrustpullError) as caught:
+            service.verify(text, all_tags=all_tags)
+        assert caught.value.exit_code == 9, (text, caught.value)
+    # the same repository without the requirement passes
+    (ok,) = (
+        TrustService(env.settings, Policy((Rule("plain", 0, scope),), "p"))
+        .verify(f"{GUN}:2.0")
+        .resolutions
+    )
+    assert (ok.digest, ok.source) == (D2, "tuf")
+
+
+def test_allow_unsigned_never_accepts_a_tuf_verified_repository_unsigned(env: Env) -> None:
+    """A TUF source has no "no trust data" answer to accept: an unknown tag, a digest no tag
+    is signed for, and a repository of the scope without any target are refused (exit 9)
+    under `allow_unsigned`, never pulled unverified."""
+    from trust.policy import Policy, Rule, Scope
+    from trust.service import TrustService
+
+    lenient = Policy((Rule("legacy", 0, Scope(), allow_unsigned=True, origin="p:1"),), "p")
+    service = TrustService(env.settings, lenient)
+    other = "127.0.0.1:5999/it/other"  # in the TUF scope, no target at all
+    for text, all_tags in (
+        (f"{GUN}:9.9", False),
+        (f"{GUN}@{D3}", False),
+        (f"{other}:1.0", False),
+        (f"{other}@{D1}", False),
+        (other, True),
+    ):
+        with pytest.raises(TrustpullError) as caught:
+            service.verify(text, all_tags=all_tags)
+        assert caught.value.exit_code == 9, (text, caught.value)
