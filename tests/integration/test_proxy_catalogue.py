@@ -1075,9 +1075,15 @@ def test_X55_connection_limit(world: World) -> None:
     proxy = world.start_proxy("[proxy]\nmax_connections = 5\n")
     held = [socket.socket(socket.AF_UNIX) for _ in range(5)]
     try:
-        for sock in held:
+        for sock in held:  # each one answered, so surely accepted and counted (kept alive)
             sock.connect(proxy.socket)
-        time.sleep(0.3)
+            sock.settimeout(10)
+            sock.sendall(b"GET /_ping HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b""
+            while not answer.endswith(b"OK"):
+                data = sock.recv(65536)
+                assert data, answer
+                answer += data
         extra = raw_request(proxy.socket, b"GET /_ping HTTP/1.1\r\nHost: x\r\n\r\n", read_timeout=5)
         assert status_of(extra) == 503, extra
     finally:

@@ -14,6 +14,9 @@ copies it three times, which cost a quarter of `docker save`/`docker load` throu
 proxy (benchmarks/README.md, bench_proxy). The reader is as strict as the head check: exact
 Content-Length, chunk sizes of 1–16 hex digits, CRLF only, trailers parsed and dropped; it
 hands out slices of one reused buffer, so a body of any size costs one buffer of memory.
+
+Longer than 500 lines because the request heads, the engine's answer heads and the bodies are
+read with one set of patterns and limits: split apart, the three readers could drift.
 """
 
 from __future__ import annotations
