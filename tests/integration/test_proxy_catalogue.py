@@ -444,6 +444,38 @@ def test_X22b_a_volume_mount_binding_the_engine_socket(world: World) -> None:
     unchanged(world, before)
 
 
+def test_X22c_top_level_host_config_fields(world: World) -> None:
+    """The 20.10 create body embeds a second, deprecated HostConfig at the top level
+    (runconfig `ContainerConfigWrapper`): with no `HostConfig` key, top-level `Binds` and
+    `Mounts` are the container's (measured here: the container lists the engine socket's
+    directory). Through the proxy they are checked like `HostConfig`'s, or refused."""
+    signed = f"{world.repo}:1.0"
+    if world.image(signed) is None:
+        world.client("pull", signed)
+    directory = os.path.dirname(world.engine_socket)
+    body = create_body(signed, Cmd=["ls", "/e"], Binds=[f"{directory}:/e"])
+    status, created, _ = api(world.engine_socket, "POST", f"{V}/containers/create", body, JSON)
+    assert status == 201, created
+    cid = json.loads(created)["Id"]
+    try:
+        world.engine("start", "-a", cid)
+        listed = world.engine("logs", cid).stdout
+        assert os.path.basename(world.engine_socket) in listed.split(), listed
+    finally:
+        world.engine("rm", "-f", "-v", cid)
+    before = world.snapshot()
+    bind = {"Type": "bind", "Source": directory, "Target": "/e"}
+    for body in (
+        create_body(signed, Binds=[f"{directory}:/e"]),
+        create_body(signed, binds=[f"{directory}:/e"]),
+        create_body(signed, Mounts=[bind]),
+        create_body(signed, HostConfig={}, Binds=[f"{directory}:/e"]),
+    ):
+        response = send(world, req("POST", f"{V}/containers/create", JSON, body))
+        assert status_of(response) in (400, 403), (body, response)
+    unchanged(world, before)
+
+
 # ------------------------------------------------------------------ framing and smuggling
 
 

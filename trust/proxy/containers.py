@@ -149,8 +149,11 @@ class ContainerRoutes(DeciderBase):
             )
         elif image not in (None, ""):
             raise HTTPRefusal(400, "trustpull: Image must be a string")
-        host_config = gojson.get(obj, "HostConfig")
-        self._check_mounts(ex, host_config)
+        # 20.10's create body also embeds a deprecated HostConfig at the top level (runconfig
+        # `ContainerConfigWrapper`), used whole when `HostConfig` is absent or null: top-level
+        # `Binds` and `Mounts` are checked the same way.
+        self._check_mounts(ex, gojson.get(obj, "HostConfig"))
+        self._check_mounts(ex, obj)
         forwarded = gojson.dumps(obj)
 
         def add_warnings(status: int, data: bytes) -> bytes:
