@@ -218,7 +218,9 @@ PROXY_OUTCOMES: dict[str, str] = {
     "X42": "403 with the pinning hint; `/_ping` says Builder-Version 1; with allow_buildkit the "
     "`/session` upgrade, the `version=2` build and `/_ping` get the engine's own answers, each "
     "with a `warning` decision line",
-    "X43": "403 for an unverified image by ID/prefix; a ledger build runs pinned to its ID",
+    "X43": "403 for an unverified image by ID/prefix; a ledger build runs pinned to its ID; "
+    "a hex name a rule accepts unsigned is pinned to the ID the engine resolves, 403 when "
+    "that is an unverified image with that ID prefix",
     "X44": "403 for start, restart and unpause; forwarded by the container ID checked (a "
     "rename in between by a second client is not what starts)",
     "X45": "unsigned and evil-pinned specs 403, plugin runtimes 403, signed tags pinned to "

@@ -834,6 +834,28 @@ def test_X43_create_by_id_or_prefix(world: World, evil_id: str, tmp_path: Path) 
     world.rmi(name)
 
 
+def test_X43b_an_id_prefix_under_a_rule_accepting_unsigned(
+    world: World, evil_id: str, tmp_path: Path
+) -> None:
+    """`abcdef123456` is also the name `docker.io/library/abcdef123456`: when a rule accepts
+    that repository unsigned and the name has no local tag, the engine falls back to the ID
+    prefix and creates from whatever image has that ID. Through the proxy the image the
+    engine resolves must be the accepted name's (or admitted); an unverified one is 403."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        '[[rules]]\nname = "hub-unsigned"\nregistry = "docker.io"\nallow_unsigned = true\n'
+    )
+    os.chmod(policy, 0o600)
+    proxy = world.start_proxy(policy=policy)
+    before = world.snapshot()
+    for image in (evil_id[7:19], evil_id[7:]):
+        response = send(
+            world, req("POST", f"{V}/containers/create", JSON, create_body(image)), proxy
+        )
+        assert status_of(response) in (403, 404), (image, response)
+    unchanged(world, before)
+
+
 def test_X44_start_a_container_created_behind_the_proxy(world: World, evil_id: str) -> None:
     cid = world.engine("create", "--network", "none", evil_id, "sleep", "30").stdout.strip()
     try:

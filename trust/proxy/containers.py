@@ -85,6 +85,8 @@ class ContainerRoutes(DeciderBase):
             return f"{ref.name}@{verified.pins[0].digest}", [], False
         try:
             verified = self.verify(ex, ref, what=what)
+            if verified.unsigned is not None and HEX_PREFIX.fullmatch(text):
+                return self._accepted_hex_name(ex, text, ref, what), [verified.unsigned], False
         except Refused as refusal:
             if refusal.not_signed:
                 image = self.inspect_image(ex, text)
@@ -118,6 +120,25 @@ class ContainerRoutes(DeciderBase):
             return text, [verified.unsigned], False
         pinned = f"{ref.name}@{verified.pins[0].digest}"
         return pinned, [], self.inspect_image(ex, pinned) is None
+
+    def _accepted_hex_name(self, ex: Exchange, text: str, ref: Reference, what: str) -> str:
+        """`text` is a name a rule accepts unsigned, and also an image-ID prefix: without a
+        local tag of that name the engine creates from the image with that ID prefix. Pinned
+        to the ID the engine resolves, which must be the name's own image or admitted."""
+        image = self.inspect_image(ex, text)
+        if image is None:
+            return text  # the engine answers 404 itself; the client pulls through the proxy
+        image_id = str(image.get("Id") or "")
+        tags = {str(t) for t in image.get("RepoTags") or []}
+        if tags & {str(ref), ref.familiar()} or self.admitted(ex, image):
+            return image_id
+        raise Refused(
+            403,
+            f"trustpull: {what} from {text} refused: no local tag of that name, and the "
+            f"image {image_id} with that ID prefix is not verified [NotVerified]",
+            kind="NotVerified",
+            reference=text,
+        )
 
     def on_containers_create(self, ex: Exchange) -> None:
         body = ex.conn.read_body(ex, self.config.max_json_body)
