@@ -192,7 +192,9 @@ PROXY_OUTCOMES: dict[str, str] = {
     "X38": "a second client retagging `N:T` between the digest pull and the tag step is "
     "overwritten (the tag step's source is `N@sha256:D`); pulls while `T` is re-signed D1→D2 "
     "end on D2 (an older verification never retags over a newer one); a retag between the "
-    "create check and the engine's create cannot change what runs (pinned)",
+    "create check and the engine's create cannot change what runs (pinned); a proxy build "
+    "named by a hex string (also an ID prefix) is created by its ID, so an untag in between "
+    "cannot make the engine fall back to another image with that prefix",
     "X39": "403 both; tagging a verified image as an unsigned name is allowed",
     "X40": "unsigned FROM and build-arg FROM 403, stage names and indexes left alone, signed "
     "FROM pinned to the digest, built image in the ledger; `COPY --from`/`--mount from=` an "

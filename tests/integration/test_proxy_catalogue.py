@@ -856,6 +856,50 @@ def test_X43b_an_id_prefix_under_a_rule_accepting_unsigned(
     unchanged(world, before)
 
 
+def test_X38d_a_hex_ledger_name_untagged_between_check_and_create(
+    world: World, evil_id: str, tmp_path: Path
+) -> None:
+    """A proxy build tagged `<hex>` (a prefix of an unverified image's ID) runs by its name.
+    If the create were forwarded by that name, a second client removing the tag between the
+    check and the engine's create would make the engine fall back to the ID prefix and create
+    from the unverified image; the create is pinned to the ID checked, so it cannot."""
+    prefix = evil_id[7:19]
+    short = Path(tempfile.mkdtemp(prefix="tph-", dir="/tmp"))
+    hooked = EngineProxy(world.engine_socket, short / "engine.sock").start()
+    proxy = world.start_proxy(engine=str(hooked.socket_path))
+    removed: list[subprocess.CompletedProcess[str]] = []
+    cid = ""
+    built: dict[str, object] | None = None
+    try:
+        (tmp_path / "Dockerfile").write_text(f"FROM {world.repo}:1.0\nRUN echo l > /l\n")
+        proc = world.client("build", "-t", prefix, str(tmp_path), proxy=proxy, DOCKER_BUILDKIT="0")
+        assert proc.returncode == 0, proc
+        built = world.image(prefix)
+        assert built is not None and built["Id"] != evil_id
+
+        def untag(request: EngineRequest) -> None:
+            removed.append(world.client("rmi", prefix, proxy=proxy))
+
+        hooked.before[("POST", r"/containers/create")] = untag
+        response = send(
+            world, req("POST", f"{V}/containers/create", JSON, create_body(prefix)), proxy
+        )
+        assert len(removed) == 1 and removed[0].returncode == 0, removed
+        if status_of(response) == 201:
+            cid = json.loads(body_of(response))["Id"]
+            image = json.loads(world.engine("inspect", cid).stdout)[0]["Image"]
+            assert image != evil_id and image == built["Id"], image
+        else:
+            assert status_of(response) == 404, response
+    finally:
+        if cid:
+            world.engine("rm", "-f", cid)
+        proxy.stop()
+        hooked.stop()
+        if built is not None:  # by ID: `rmi <hex>` without the tag would delete evil_id
+            world.engine("rmi", "-f", str(built["Id"]), check=False)
+
+
 def test_X44_start_a_container_created_behind_the_proxy(world: World, evil_id: str) -> None:
     cid = world.engine("create", "--network", "none", evil_id, "sleep", "30").stdout.strip()
     try:

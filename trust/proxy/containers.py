@@ -95,8 +95,10 @@ class ContainerRoutes(DeciderBase):
                 image_id = str(image.get("Id"))
                 if self.ledger.has(image_id):
                     names = self.ledger.names(image_id)
-                    if text in names or str(ref) in names:
+                    if (text in names or str(ref) in names) and not HEX_PREFIX.fullmatch(text):
                         return text, [], False
+                    # A hex name is also an ID prefix: by name, an untag between this check
+                    # and the create would make the engine create from that prefix's image.
                     return image_id, [], False
                 if self.admitted(ex, image):
                     return image_id, [], False
@@ -114,7 +116,7 @@ class ContainerRoutes(DeciderBase):
                     and self.ledger.has(str(image.get("Id")))
                     and text in self.ledger.names(str(image.get("Id")))
                 ):
-                    return text, [], False
+                    return (str(image["Id"]) if HEX_PREFIX.fullmatch(text) else text), [], False
             raise
         if verified.unsigned is not None:
             return text, [verified.unsigned], False
