@@ -195,7 +195,9 @@ PROXY_OUTCOMES: dict[str, str] = {
     "create check and the engine's create cannot change what runs (pinned); a proxy build "
     "named by a hex string (also an ID prefix) is created by its ID, so an untag in between "
     "cannot make the engine fall back to another image with that prefix",
-    "X39": "403 both; tagging a verified image as an unsigned name is allowed",
+    "X39": "403 both; tagging a verified image as an unsigned name is allowed; an allowed tag "
+    "is forwarded by the source's image ID (an untag in between cannot make the engine tag "
+    "another image by ID prefix)",
     "X40": "unsigned FROM and build-arg FROM 403, stage names and indexes left alone, signed "
     "FROM pinned to the digest, built image in the ledger; `COPY --from`/`--mount from=` an "
     "image 400 until the Dockerfile reader reports it (then verified and pinned); a base "

@@ -748,6 +748,45 @@ def test_X39_retag_an_unverified_image_onto_a_signed_name(world: World, evil_id:
     world.rmi(other)
 
 
+def test_X39a_a_hex_source_untagged_between_check_and_tag(world: World, evil_id: str) -> None:
+    """`POST /images/<hex>/tag?repo=N&tag=1.0` with `<hex>` a name of the signed image: if the
+    tag were forwarded by the source's name, a second client untagging `<hex>` in between
+    would make the engine resolve it as an ID prefix and put an unverified image under the
+    signed name. It is forwarded by the image ID checked."""
+    prefix = evil_id[7:19]
+    signed = f"{world.repo}:1.0"
+    short = Path(tempfile.mkdtemp(prefix="tph-", dir="/tmp"))
+    hooked = EngineProxy(world.engine_socket, short / "engine.sock").start()
+    proxy = world.start_proxy(engine=str(hooked.socket_path))
+    removed: list[subprocess.CompletedProcess[str]] = []
+    try:
+        assert world.client("pull", signed, proxy=proxy).returncode == 0
+        signed_image = world.image(signed)
+        assert signed_image is not None
+        assert world.client("tag", signed, prefix, proxy=proxy).returncode == 0
+
+        def untag(request: EngineRequest) -> None:
+            removed.append(world.client("rmi", prefix, proxy=proxy))
+
+        hooked.before[("POST", r"/images/.*/tag")] = untag
+        target = f"{V}/images/{prefix}/tag?repo={world.repo}&tag=1.0"
+        response = send(world, req("POST", target), proxy)
+        assert len(removed) == 1 and removed[0].returncode == 0, removed
+        after = world.image(signed)
+        assert after is not None and after["Id"] == signed_image["Id"] != evil_id, (
+            response,
+            after and after["Id"],
+        )
+    finally:
+        proxy.stop()
+        hooked.stop()
+        current = world.image(signed)
+        if current is None or current["Id"] == evil_id:
+            world.engine("rmi", signed, check=False)  # untag only; evil_id keeps its own name
+            world.client("pull", signed)
+        world.engine("rmi", f"{prefix}:latest", check=False)
+
+
 def _build(
     world: World, tmp_path: Path, dockerfile: str, *args: str
 ) -> subprocess.CompletedProcess[str]:

@@ -7,7 +7,8 @@ import json
 from typing import TYPE_CHECKING
 
 from trust.errors import InputError
-from trust.proxy.decide import DeciderBase, Refused, StreamScanner
+from trust.proxy.decide import HEX64, DeciderBase, Refused, StreamScanner
+from trust.proxy.framing import HTTPRefusal
 from trust.reference import parse
 
 if TYPE_CHECKING:
@@ -62,7 +63,12 @@ class ImageRoutes(DeciderBase):
                     reference=str(target),
                 )
         self._log(ex, verdict="allowed", reference=str(target), digest=image_id)
-        status = ex.conn.forward(ex)
+        if not HEX64.fullmatch(image_id):
+            raise HTTPRefusal(502, f"trustpull: the engine named image {source} oddly")
+        # By the ID checked: by name, an untag in between could make the engine resolve the
+        # source as an ID prefix (or a retag, as another image) and tag that instead.
+        path = f"/images/{image_id}/tag"
+        status = ex.conn.forward(ex, target=ex.target.encode(path=path))
         if status == 201 and self.ledger.has(image_id):
             self.ledger.add(image_id, "tag", [str(target), target.familiar()], ex.conn.peer.uid)
 
