@@ -2078,3 +2078,49 @@ def test_X40l_a_context_the_engine_would_decompress_again(world: World) -> None:
     response = send(world, req("POST", f"{V}/build", {"Content-Type": "application/x-tar"}, body))
     assert status_of(response) == 400 and b"[Context]" in response, response
     unchanged(world, before)
+
+
+def _pax_context(*members: tuple[str, dict[str, str], str]) -> bytes:
+    """A build context whose members carry the given pax records; `-> T` text makes a
+    symbolic link to T."""
+    import io
+    import tarfile
+
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, records, text in members:
+            info = tarfile.TarInfo(name)
+            info.mode, info.pax_headers = 0o644, dict(records)
+            if text.startswith("-> "):
+                info.type, info.linkname = tarfile.SYMTYPE, text[3:]
+                tar.addfile(info)
+                continue
+            info.size = len(text.encode())
+            tar.addfile(info, io.BytesIO(text.encode()))
+    return out.getvalue()
+
+
+def test_X40m_a_name_the_engine_cuts_at_a_nul(world: World) -> None:
+    """A pax `path` of `Dockerfile<NUL>` is another name than `Dockerfile` to Python, which
+    forwarded the member at once; re-written in the header's name field it is `Dockerfile` to
+    Go's reader (a field ends at its first NUL). With only a lowercase `dockerfile` held and
+    pinned, the engine found a `Dockerfile` and built the unpinned one."""
+    signed = f"FROM {world.repo}:1.0\nRUN true\n"
+    unsigned = f"FROM {world.unsigned_repo}:1.0\nRUN true\n"
+    before = world.snapshot()
+    for members in (
+        (("x", {"path": "Dockerfile\0"}, unsigned), ("dockerfile", {}, signed)),
+        (("x", {"path": "Dockerfile\0.txt"}, unsigned), ("dockerfile", {}, signed)),
+        (
+            ("evil", {}, unsigned),
+            ("x", {"path": "Dockerfile\0"}, "-> evil"),
+            ("dockerfile", {}, signed),
+        ),
+        (
+            ("evil", {}, unsigned),
+            ("dockerfile", {}, signed),
+            ("x", {"path": "Dockerfile\0"}, "-> evil"),
+        ),
+    ):
+        _refused_build(world, _pax_context(*members))
+        unchanged(world, before)

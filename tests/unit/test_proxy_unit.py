@@ -713,6 +713,30 @@ def test_contexts_the_engine_would_read_otherwise_are_refused_X40f() -> None:
             _stream(data)
 
 
+def test_a_name_with_a_nul_is_refused_X40m() -> None:
+    """Re-written in a header's name field, `Dockerfile<NUL>` is `Dockerfile` to Go."""
+    import io
+    import tarfile
+
+    for records, kind in (
+        ({"path": "Dockerfile\0"}, tarfile.REGTYPE),
+        ({"path": "a\0b"}, tarfile.REGTYPE),
+        ({"linkpath": "evil\0x"}, tarfile.SYMTYPE),
+    ):
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            info = tarfile.TarInfo("x")
+            info.type, info.pax_headers = kind, records
+            data = b"FROM evil\n" if kind == tarfile.REGTYPE else b""
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+            info = tarfile.TarInfo("dockerfile")
+            info.size = 12
+            tar.addfile(info, io.BytesIO(b"FROM signed\n"))
+        with pytest.raises(HTTPRefusal, match="NUL"):
+            _stream(out.getvalue())
+
+
 def test_the_dockerfile_as_the_classic_builder_reads_it_X40h() -> None:
     """trust.proxy.classic splits lines and builder flags as the engine's v0.8 parser does
     (each case below was seen on dockerd 20.10 through the proxy, see test_X40h/test_X40i)."""

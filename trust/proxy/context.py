@@ -213,6 +213,10 @@ class ContextStream:
         return out.tobuf(tarfile.PAX_FORMAT, self._encoding, self._errors)
 
     def _check(self, member: tarfile.TarInfo) -> str:
+        if "\0" in member.name or "\0" in member.linkname:
+            # Written in the header's name or link field (an ASCII name of up to 100 bytes), a
+            # NUL ends the name for Go's reader: `Dockerfile<NUL>x` is `Dockerfile` to the engine.
+            raise _context_error(f"build context member {member.name!r} has a NUL in its name")
         path = norm_path(member.name)
         if path is None:
             raise _context_error(f"build context member {member.name!r} escapes the context")
