@@ -213,7 +213,9 @@ PROXY_OUTCOMES: dict[str, str] = {
     "only), must name only the pinned references, scratch or earlier stages, else 400 "
     "[Context]; a FROM whose variables resolve to scratch or a stage is written out; a base's "
     'ONBUILD trigger is read as the engine parses it (`--fr"om"=` is `--from=`) [OnBuild]; '
-    "a context whose first name starts with `BZh` (bzip2 to the engine) 400 [Context]",
+    "a context whose first name holds `BZh` once NULs and non-ASCII characters are dropped "
+    "(bzip2 to the engine, directly or after its tarsum re-writes a long or non-ASCII name as "
+    "a pax header `DIR/PaxHeaders.0/FILE`) 400 [Context]",
     "X41": "403 with the 'build from a local directory' hint",
     "X42": "403 with the pinning hint; `/_ping` says Builder-Version 1; with allow_buildkit the "
     "`/session` upgrade, the `version=2` build and `/_ping` get the engine's own answers, each "

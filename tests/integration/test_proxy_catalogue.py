@@ -2124,3 +2124,25 @@ def test_X40m_a_name_the_engine_cuts_at_a_nul(world: World) -> None:
     ):
         _refused_build(world, _pax_context(*members))
         unchanged(world, before)
+
+
+def test_X40n_a_first_name_the_engine_rewrites_as_a_bzip2_magic(world: World) -> None:
+    """The engine re-writes the forwarded tar (tarsum, Go's writer) before its untar sniffs it
+    for compression again: a first member `BZh…/<long or non-ASCII name>` is a pax header
+    named `BZh…/PaxHeaders.0/…` there, a bzip2 stream to it, while the proxy's own first
+    header (`././@PaxHeader`) passed the X40l check (an engine 500 after the proxy said yes)."""
+    before = world.snapshot()
+    signed = f"FROM {world.repo}:1.0\nRUN true\n"
+    for first in (
+        "BZh91AY&SY/" + "x" * 120,
+        "BZh91AY&SY/\u00e9",
+        "BZh/a/\u00e9",
+        "./q/../BZh91AY&SY/\u00e9",
+        "B\u00e9Zh91AY&SY/\u00e9",
+    ):
+        body = _context_tar((first, "x"), ("Dockerfile", signed))
+        response = send(
+            world, req("POST", f"{V}/build", {"Content-Type": "application/x-tar"}, body)
+        )
+        assert status_of(response) == 400 and b"[Context]" in response, (first, response)
+        unchanged(world, before)

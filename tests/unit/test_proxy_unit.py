@@ -705,6 +705,10 @@ def test_contexts_the_engine_would_read_otherwise_are_refused_X40f() -> None:
         # bzip2's magic first: the engine would decompress the forwarded tar (X40l)
         ("Dockerfile", (("BZh91AY&SY", b"x"), ("Dockerfile", signed))),
         ("BZhfile", (("BZhfile", signed),)),
+        # ... or its name once the engine's tarsum re-writes it as a pax header (X40n)
+        ("Dockerfile", (("BZh91AY&SY/" + "x" * 120, b"x"), ("Dockerfile", signed))),
+        ("Dockerfile", (("./q/../B\u00e9Zh91/\u00e9", b"x"), ("Dockerfile", signed))),
+        ("BZh/\u00e9", (("BZh/\u00e9", signed),)),
     ):
         with pytest.raises(HTTPRefusal):
             _stream(_tar(*members), dockerfile)

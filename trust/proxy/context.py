@@ -165,7 +165,7 @@ class ContextStream:
                 size += len(batch[-1])
                 if first:
                     first, self._emitted = False, True
-                    _refuse_bzip2_look(batch[0])
+                    _refuse_bzip2_look(batch[0], member.name)
                 if member.isreg() and member.size:
                     handle = tar.extractfile(member)
                     assert handle is not None
@@ -290,6 +290,7 @@ class ContextStream:
         assert self._chosen is not None, "members() first"
         out: list[bytes] = []
         held = sorted(self._held.items(), key=lambda item: item[0] == self._chosen)
+        first_name = ""
         for path, (member, data) in held:  # the Dockerfile last
             if path == self._chosen:
                 pinned = tarfile.TarInfo(path)
@@ -298,16 +299,24 @@ class ContextStream:
                 pinned.uid, pinned.gid = member.uid, member.gid
                 pinned.uname, pinned.gname = member.uname, member.gname
                 member, data = pinned, text
+            first_name = first_name or member.name
             out.append(self._header(member))
             out.append(data + b"\0" * (-len(data) % tarfile.BLOCKSIZE))
         out.append(_END)
         if not self._emitted:
-            _refuse_bzip2_look(out[0])
+            _refuse_bzip2_look(out[0], first_name)
         yield b"".join(out)
 
 
-def _refuse_bzip2_look(first_header: bytes) -> None:
-    if first_header.startswith(_BZIP2_MAGIC):
+def _refuse_bzip2_look(first_header: bytes, first_name: str) -> None:
+    """The proxy's first header, and the first header the engine's own re-writing makes of it
+    before its untar sniffs again (moby/moby@5d6db842238e: builder/remotecontext/archive.go
+    `FromArchive` passes the context through pkg/tarsum, which writes it out with Go's tar
+    writer): for a long or non-ASCII name that is a pax header named `DIR/PaxHeaders.0/FILE`,
+    cleaned (`./a/../BZh/…` begins `BZh`), its non-ASCII characters and NULs dropped (`B\u00e9Zh`
+    is `BZh`). Any first name holding `BZh` once those are dropped is refused."""
+    go_name = "".join(c for c in first_name if "\x00" < c < "\x80")
+    if first_header.startswith(_BZIP2_MAGIC) or _BZIP2_MAGIC.decode() in go_name:
         raise _context_error(
             "a build context whose first member's name starts with BZh is refused: the "
             "engine would take the context for a bzip2 stream"
