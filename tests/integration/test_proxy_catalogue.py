@@ -2146,3 +2146,39 @@ def test_X40n_a_first_name_the_engine_rewrites_as_a_bzip2_magic(world: World) ->
         )
         assert status_of(response) == 400 and b"[Context]" in response, (first, response)
         unchanged(world, before)
+
+
+def test_X40o_a_context_the_proxy_cannot_read_or_write_again(world: World) -> None:
+    """A device member whose major or minor number does not fit a ustar field (GNU base-256 in
+    the client's header) made Python's writer raise part-way, and an archive (plain, gzip or
+    xz) that ends inside a member's data made the data read raise: the client got its
+    connection closed without an answer. The proxy must answer 400 and keep serving, with
+    nothing built."""
+    import gzip
+    import io
+    import lzma
+    import tarfile
+
+    before = world.snapshot()
+    text = f"FROM {world.repo}:1.0\nRUN true\n".encode()
+    bodies = []
+    for field, value in (("devmajor", 8**8), ("devminor", -5)):
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar:
+            dev = tarfile.TarInfo("dev")
+            dev.type = tarfile.CHRTYPE
+            setattr(dev, field, value)
+            tar.addfile(dev)
+            info = tarfile.TarInfo("Dockerfile")
+            info.size = len(text)
+            tar.addfile(info, io.BytesIO(text))
+        bodies.append(out.getvalue())
+    whole = _context_tar(("a.bin", os.urandom(300_000).hex()), ("Dockerfile", text.decode()))
+    bodies += [whole[:400_000], gzip.compress(whole)[:200_000], lzma.compress(whole)[:200_000]]
+    for body in bodies:
+        response = send(
+            world, req("POST", f"{V}/build", {"Content-Type": "application/x-tar"}, body)
+        )
+        assert status_of(response) == 400 and b"[Context]" in response, (body[:600], response)
+        assert status_of(send(world, req("GET", f"{V}/_ping"))) == 200
+        unchanged(world, before)

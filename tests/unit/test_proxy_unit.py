@@ -712,7 +712,8 @@ def test_contexts_the_engine_would_read_otherwise_are_refused_X40f() -> None:
     ):
         with pytest.raises(HTTPRefusal):
             _stream(_tar(*members), dockerfile)
-    for data in (b"not a tar at all" * 100, _tar(("Dockerfile", signed))[:700]):
+    truncated = _tar(("a.bin", b"x" * 3000), ("Dockerfile", signed))[:2000]  # X40o
+    for data in (b"not a tar at all" * 100, _tar(("Dockerfile", signed))[:700], truncated):
         with pytest.raises(HTTPRefusal):
             _stream(data)
 

@@ -210,7 +210,12 @@ class ContextStream:
             for key, value in member.pax_headers.items()
             if key not in ("path", "linkpath", "size") and not key.startswith("GNU.")
         }
-        return out.tobuf(tarfile.PAX_FORMAT, self._encoding, self._errors)
+        try:
+            return out.tobuf(tarfile.PAX_FORMAT, self._encoding, self._errors)
+        except ValueError as exc:  # a number Python's writer cannot put in its field
+            raise _context_error(
+                f"build context member {member.name!r} cannot be written out again ({exc})"
+            ) from None
 
     def _check(self, member: tarfile.TarInfo) -> str:
         if "\0" in member.name or "\0" in member.linkname:
@@ -324,7 +329,10 @@ def _refuse_bzip2_look(first_header: bytes, first_name: str) -> None:
 
 
 def _read_member(handle: IO[bytes], count: int) -> bytes:
-    data = handle.read(count)
+    try:
+        data = handle.read(count)
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise _context_error(f"build context is truncated or unreadable ({exc})") from None
     if len(data) != count:
         raise _context_error("build context is truncated")
     return data
