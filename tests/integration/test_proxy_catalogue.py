@@ -2182,3 +2182,40 @@ def test_X40o_a_context_the_proxy_cannot_read_or_write_again(world: World) -> No
         assert status_of(response) == 400 and b"[Context]" in response, (body[:600], response)
         assert status_of(send(world, req("GET", f"{V}/_ping"))) == 200
         unchanged(world, before)
+
+
+def test_X53d_proxy_killed_while_a_build_context_streams(world: World) -> None:
+    """Members are on their way to the engine (it is extracting them) when the proxy is
+    killed: the engine is left a truncated request, which builds nothing and leaves no
+    context behind. (hooked_engine's EngineProxy reads whole bodies before relaying them,
+    so this runs against the engine itself.)"""
+    name = f"killedstream{time.monotonic_ns()}:1"
+    root = world.engine("info", "--format", "{{.DockerRootDir}}").stdout.strip()
+    tmp = Path(root, "tmp")
+    present = set(tmp.glob("docker-builder*"))
+    before = world.snapshot()
+    proxy = world.start_proxy()
+    body = _context_tar(
+        ("a.bin", "x" * 3_000_000),
+        ("b.bin", "y" * 3_000_000),
+        ("Dockerfile", f"FROM {world.repo}:1.0\nRUN true\n"),
+    )
+    head = req("POST", f"{V}/build?t={name}", {"Content-Type": "application/x-tar"}, body)
+    head, body = head[: -len(body)], body
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(proxy.socket)
+        sock.sendall(head + body[:4_000_000])
+        deadline = time.monotonic() + 10
+        while not set(tmp.glob("docker-builder*")) - present and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert set(tmp.glob("docker-builder*")) - present, "the engine got no streamed context"
+        proxy.kill()
+        with contextlib.suppress(OSError):
+            sock.sendall(body[4_000_000:])
+    deadline = time.monotonic() + 10
+    while set(tmp.glob("docker-builder*")) - present and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not set(tmp.glob("docker-builder*")) - present
+    assert world.image(name) is None
+    unchanged(world, before)
