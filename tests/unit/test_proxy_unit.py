@@ -800,3 +800,47 @@ def test_the_dockerfile_as_the_classic_builder_reads_it_X40h() -> None:
     ):
         with pytest.raises(InputError):
             check_forwarded(text, allowed, "D")
+
+
+def test_a_context_of_tiny_members_keeps_the_proxy_small_X56(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Stream mode kept every TarInfo read and the checks every path as a string: a context
+    of empty members cost the proxy about 1.5 times its size (a 10 GiB build_spool_max of
+    them: 15 GiB). Now members are not kept, paths are 64-bit digests, and the count is
+    bounded."""
+    import tarfile
+    import tracemalloc
+
+    from trust.proxy import context as context_module
+    from trust.proxy.context import ContextStream
+
+    def pieces(count: int, deep: bool) -> Iterator[bytes]:
+        batch = []
+        for i in range(count):
+            name = f"{i:060d}/{i:028d}" if deep else f"d/{i:088d}"
+            batch.append(tarfile.TarInfo(name).tobuf(tarfile.USTAR_FORMAT))
+            if len(batch) == 1000:
+                yield b"".join(batch)
+                batch = []
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = 7
+        yield b"".join(batch) + info.tobuf(tarfile.USTAR_FORMAT) + b"FROM a\n".ljust(1536, b"\0")
+
+    for deep in (False, True):
+        tracemalloc.start()
+        try:
+            context = ContextStream(pieces(20_000, deep), "Dockerfile", 4096, 1 << 40)
+            for _ in context.members():
+                pass
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert context.dockerfile == b"FROM a\n"
+        assert peak < 10 * 1024 * 1024, (deep, peak)  # 10 MiB of context; was 18 MiB flat
+    monkeypatch.setattr(context_module, "_MAX_MEMBERS", 100)
+    context = ContextStream(pieces(100, False), "Dockerfile", 4096, 1 << 40)
+    with pytest.raises(HTTPRefusal, match="members") as refused:
+        for _ in context.members():
+            pass
+    assert refused.value.status == 413

@@ -19,7 +19,9 @@ not descend into symlinks.
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
+import os
 import posixpath
 import tarfile
 from collections.abc import Iterator
@@ -32,6 +34,9 @@ __all__ = ["ContextStream", "norm_path"]
 
 _READ = 1024 * 1024  # one read of a member's data
 _BATCH = 256 * 1024  # headers and small members are sent in batches of about this much
+#: The most members a context may have (the docker CLI sends one per file and directory):
+#: the proxy remembers each path's digest for the checks, so this bounds its memory.
+_MAX_MEMBERS = 1_000_000
 _END = b"\0" * (2 * tarfile.BLOCKSIZE)
 #: The engine looks for compression in the plain context the proxy forwards
 #: (moby/moby@5d6db842238e: builder/remotecontext/archive.go `FromArchive` and pkg/archive
@@ -67,6 +72,28 @@ def norm_path(name: str) -> str | None:
 
 def _context_error(message: str) -> Refused:
     return Refused(400, f"trustpull: {message} [Context]", kind="Context")
+
+
+class _PathSet:
+    """A set of paths held as keyed 64-bit digests (about 70 bytes a path, whatever its
+    length): a collision can only make the proxy refuse a context, never pass one."""
+
+    def __init__(self) -> None:
+        self._key = os.urandom(16)
+        self._digests: set[int] = set()
+
+    def _digest(self, path: str) -> int:
+        data = path.encode("utf-8", "surrogateescape")
+        return int.from_bytes(hashlib.blake2b(data, digest_size=8, key=self._key).digest())
+
+    def add(self, path: str) -> None:
+        self._digests.add(self._digest(path))
+
+    def update(self, paths: list[str]) -> None:
+        self._digests.update(self._digest(path) for path in paths)
+
+    def __contains__(self, path: str) -> bool:
+        return self._digest(path) in self._digests
 
 
 class _BodyFile(io.RawIOBase):
@@ -129,8 +156,9 @@ class ContextStream:
         self._body = _BodyFile(pieces, max_context)
         self._held: dict[str, tuple[tarfile.TarInfo, bytes]] = {}
         self._seen_as_other: set[str] = set()  # a Dockerfile name seen and not held
-        self._not_dirs: set[str] = set()
-        self._parents: set[str] = set()  # every proper ancestor of a member's path
+        self._not_dirs = _PathSet()
+        self._parents = _PathSet()  # every proper ancestor of a member's path
+        self._count = 0
         self._encoding = "utf-8"
         self._errors = "surrogateescape"
         self._chosen: str | None = None
@@ -158,6 +186,14 @@ class ContextStream:
                     ) from None
                 if member is None:
                     break
+                # stream mode keeps every member read: a context of tiny members would cost
+                # the proxy more memory than its size (X56)
+                tar.members.clear()  # type: ignore[attr-defined]  # (not in typeshed)
+                self._count += 1
+                if self._count > _MAX_MEMBERS:
+                    raise HTTPRefusal(
+                        413, f"trustpull: build context over {_MAX_MEMBERS} members", close=True
+                    )
                 path = self._check(member)
                 if self._hold(tar, member, path):
                     continue
