@@ -2219,3 +2219,30 @@ def test_X53d_proxy_killed_while_a_build_context_streams(world: World) -> None:
     assert not set(tmp.glob("docker-builder*")) - present
     assert world.image(name) is None
     unchanged(world, before)
+
+
+def test_X40p_pax_records_python_reads_and_go_refuses(world: World) -> None:
+    """Python reads a pax `uid=abc` or `mtime=1e5` (as 0, or as a float); re-sent as they came,
+    Go's reader refused the member part-way through the streamed context, after the proxy had
+    said yes (the client got a 5xx). The proxy writes those fields from what it read."""
+    name = f"paxnum{time.monotonic_ns()}:1"
+    signed = f"FROM {world.repo}:1.0\nCOPY a /a\n"
+    for records in (
+        {"uid": "abc"},
+        {"gid": "-1x"},
+        {"mtime": "1e5"},
+        {"atime": "x"},
+        {"ctime": "1.2.3"},
+        {"uname": "a\0b", "gname": "\u00e9\0"},
+        {"SCHILY.xattr.user.a\0b": "x"},
+    ):
+        body = _pax_context(("a", records, "x"), ("Dockerfile", {}, signed))
+        response = send(
+            world,
+            req("POST", f"{V}/build?t={name}", {"Content-Type": "application/x-tar"}, body),
+        )
+        assert status_of(response) == 200 and b"Successfully built" in response, (
+            records,
+            response[-400:],
+        )
+        world.rmi(name)

@@ -844,3 +844,36 @@ def test_a_context_of_tiny_members_keeps_the_proxy_small_X56(
         for _ in context.members():
             pass
     assert refused.value.status == 413
+
+
+def test_only_extended_attribute_records_are_re_sent_X40p() -> None:
+    """Go refuses a pax `uid=abc` (Python reads 0) or a NUL in a name record part-way through
+    the streamed context: numbers and names are written from what Python read."""
+    import io
+    import tarfile
+
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("a")
+        info.size = 1
+        info.pax_headers = {
+            "uid": "abc",
+            "mtime": "1e5",
+            "atime": "x",
+            "uname": "a\0b",
+            "SCHILY.xattr.security.capability": "cap",
+            "SCHILY.xattr.user.a\0b": "x",
+            "comment": "c",
+        }
+        tar.addfile(info, io.BytesIO(b"x"))
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = 7
+        tar.addfile(info, io.BytesIO(b"FROM a\n"))
+    _, forwarded = _stream(out.getvalue())
+    with tarfile.open(fileobj=io.BytesIO(forwarded), mode="r:") as tar:
+        member = tar.getmember("a")
+        assert member.pax_headers == {
+            "SCHILY.xattr.security.capability": "cap",
+            "mtime": "100000.0",  # Python writes a float mtime so, and Go reads it
+        }
+        assert member.uid == 0 and member.uname == "ab" and member.mtime == 100000

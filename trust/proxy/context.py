@@ -239,13 +239,18 @@ class ContextStream:
         they came from: Python's writer gives a record priority over the field, and Python and
         Go do not read every record alike (Python takes `GNU.sparse.name` for the name of any
         member, Go only of a sparse one), so a re-sent record could make the engine extract
-        the member elsewhere."""
+        the member elsewhere. The only records re-sent are extended attributes (the docker
+        CLI sends `security.capability`): the numeric and name records are written from what
+        Python read (it takes `uid=abc` as 0, Go refuses it part-way), and Go ignores the rest.
+        """
         out = copy.copy(member)
         out.pax_headers = {
             key: value
             for key, value in member.pax_headers.items()
-            if key not in ("path", "linkpath", "size") and not key.startswith("GNU.")
+            if key.startswith("SCHILY.xattr.") and "\0" not in key
         }
+        # the engine's untar owns files by number: a NUL in a name record is refused by Go
+        out.uname, out.gname = member.uname.replace("\0", ""), member.gname.replace("\0", "")
         try:
             return out.tobuf(tarfile.PAX_FORMAT, self._encoding, self._errors)
         except ValueError as exc:  # a number Python's writer cannot put in its field
