@@ -260,7 +260,8 @@ PROXY_OUTCOMES: dict[str, str] = {
     "not run this round; a build context of empty members no longer costs the proxy 1.5 times "
     "its size (stream mode's member list cleared, paths kept as 64-bit digests): at most "
     "1,000,000 members, 413 beyond (peak RSS growth measured 84 MiB flat, 161 MiB with a "
-    "directory per member, at 990,000)",
+    "directory per member, at 990,000); a GNU long-name or pax header over 1 MiB (Go's limit) "
+    "400 unread (a 48 MiB long name grew the proxy to 638 MiB)",
     "X57": "400 and close, nothing forwarded",
     "X58": "no effect: refused as any unsigned pull",
     "X59": "400 for an upper-case host (never verified under another scope) and path",

@@ -2246,3 +2246,35 @@ def test_X40p_pax_records_python_reads_and_go_refuses(world: World) -> None:
             response[-400:],
         )
         world.rmi(name)
+
+
+def test_X56b_a_long_name_or_pax_header_keeps_the_proxy_small(world: World) -> None:
+    """Python's tarfile reads a GNU long-name or pax header's whole data into memory (and
+    copies it several times): a 48 MiB long name, well under build_spool_max, grew the proxy
+    by some 600 MiB. Go's reader refuses such headers over 1 MiB; so does the proxy now."""
+    import tarfile
+
+    proxy = world.start_proxy()
+    before = world.snapshot()
+    size = 48 * 1024 * 1024
+    signed = f"FROM {world.repo}:1.0\nRUN true\n"
+    for kind in (tarfile.GNUTYPE_LONGNAME, tarfile.XHDTYPE):
+        special = tarfile.TarInfo("././@LongLink")
+        special.type, special.size = kind, size
+        data = b"a" * size
+        if kind == tarfile.XHDTYPE:  # one record, `LENGTH comment=aaa…\n`
+            record = b" comment=" + b"a" * (size - 18) + b"\n"
+            data = b"%d" % (len(record) + 8) + record
+            assert int(data.split(b" ")[0]) == len(data)
+            special.size = len(data)
+        body = special.tobuf(tarfile.USTAR_FORMAT) + data + b"\0" * (-len(data) % 512)
+        body += _context_tar(("x", "y"), ("Dockerfile", signed))
+        response = send(
+            world, req("POST", f"{V}/build", {"Content-Type": "application/x-tar"}, body), proxy
+        )
+        assert status_of(response) == 400 and b"[Context]" in response, response[-300:]
+        unchanged(world, before)
+    assert proxy.proc is not None
+    status = Path(f"/proc/{proxy.proc.pid}/status").read_text().splitlines()
+    rss_kib = int(next(line for line in status if line.startswith("VmHWM:")).split()[1])
+    assert rss_kib < 100 * 1024, f"proxy peak RSS {rss_kib} KiB"

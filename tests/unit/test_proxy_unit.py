@@ -877,3 +877,25 @@ def test_only_extended_attribute_records_are_re_sent_X40p() -> None:
             "mtime": "100000.0",  # Python writes a float mtime so, and Go reads it
         }
         assert member.uid == 0 and member.uname == "ab" and member.mtime == 100000
+
+
+def test_long_name_and_pax_headers_are_bounded_X56() -> None:
+    """Python reads a long-name or pax header's whole data into memory (a 300 MiB long name
+    grew the process by 3.6 GiB); over Go's 1 MiB limit the context is refused unread."""
+    import tarfile
+
+    for kind in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE):
+        special = tarfile.TarInfo("././@LongLink")
+        special.type, special.size = kind, 2 * 1024 * 1024
+        head = special.tobuf(tarfile.USTAR_FORMAT)
+
+        def pieces(head: bytes = head) -> Iterator[bytes]:
+            yield head
+            yield b"a" * (2 * 1024 * 1024)  # drained, never parsed
+
+        from trust.proxy.context import ContextStream
+
+        context = ContextStream(pieces(), "Dockerfile", 4096, 1 << 40)
+        with pytest.raises(HTTPRefusal, match="header of"):
+            for _ in context.members():
+                pass

@@ -37,6 +37,18 @@ _BATCH = 256 * 1024  # headers and small members are sent in batches of about th
 #: The most members a context may have (the docker CLI sends one per file and directory):
 #: the proxy remembers each path's digest for the checks, so this bounds its memory.
 _MAX_MEMBERS = 1_000_000
+#: Go's reader refuses a pax or GNU long-name header with more data than this
+#: (archive/tar `maxSpecialFileSize`); Python would read any size into memory.
+_MAX_SPECIAL = 1024 * 1024
+_SPECIAL_TYPES = frozenset(
+    (
+        tarfile.XHDTYPE,
+        tarfile.XGLTYPE,
+        tarfile.SOLARIS_XHDTYPE,
+        tarfile.GNUTYPE_LONGNAME,
+        tarfile.GNUTYPE_LONGLINK,
+    )
+)
 _END = b"\0" * (2 * tarfile.BLOCKSIZE)
 #: The engine looks for compression in the plain context the proxy forwards
 #: (moby/moby@5d6db842238e: builder/remotecontext/archive.go `FromArchive` and pkg/archive
@@ -72,6 +84,22 @@ def norm_path(name: str) -> str | None:
 
 def _context_error(message: str) -> Refused:
     return Refused(400, f"trustpull: {message} [Context]", kind="Context")
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """A member header whose pax or long-name data Python reads only up to Go's limit, and
+    an old-GNU sparse member refused before Python reads its extension blocks."""
+
+    def _proc_member(self, archive: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type in _SPECIAL_TYPES and self.size > _MAX_SPECIAL:
+            raise _context_error(
+                f"build context has a {self.type!r} header of {self.size} bytes "
+                f"(the engine reads at most {_MAX_SPECIAL})"
+            )
+        if self.type == tarfile.GNUTYPE_SPARSE:
+            raise _context_error(f"build context member {self.name!r} is sparse")
+        member: tarfile.TarInfo = super()._proc_member(archive)  # type: ignore[misc]
+        return member
 
 
 class _PathSet:
@@ -169,9 +197,15 @@ class ContextStream:
 
     def members(self) -> Iterator[bytes]:
         try:
-            tar = tarfile.open(fileobj=self._body, mode="r|*", bufsize=_READ)
+            tar = tarfile.open(
+                fileobj=self._body, mode="r|*", bufsize=_READ, tarinfo=_BoundedTarInfo
+            )
         except (tarfile.TarError, EOFError, OSError) as exc:
+            self._body.drain()
             raise _context_error(f"build context is not a readable tar archive ({exc})") from None
+        except HTTPRefusal:  # the first member's header refused (it is read by open)
+            self._body.drain()
+            raise
         self._encoding, self._errors = tar.encoding, tar.errors or "surrogateescape"
         batch: list[bytes] = []
         size = 0
