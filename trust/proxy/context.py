@@ -398,7 +398,7 @@ def _refuse_bzip2_look(first_header: bytes, first_name: str) -> None:
     go_name = "".join(c for c in first_name if "\x00" < c < "\x80")
     if first_header.startswith(_BZIP2_MAGIC) or _BZIP2_MAGIC.decode() in go_name:
         raise _context_error(
-            "a build context whose first member's name starts with BZh is refused: the "
+            "a build context whose first member's name holds BZh is refused: the "
             "engine would take the context for a bzip2 stream"
         )
 
