@@ -2215,3 +2215,203 @@ def test_X40l_a_context_the_engine_would_decompress_again(world: World) -> None:
     response = send(world, req("POST", f"{V}/build", {"Content-Type": "application/x-tar"}, body))
     assert status_of(response) == 400 and b"[Context]" in response, response
     unchanged(world, before)
+
+
+def _pax_context(*members: tuple[str, dict[str, str], str]) -> bytes:
+    """A build context whose members carry the given pax records; `-> T` text makes a
+    symbolic link to T."""
+    import io
+    import tarfile
+
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, records, text in members:
+            info = tarfile.TarInfo(name)
+            info.mode, info.pax_headers = 0o644, dict(records)
+            if text.startswith("-> "):
+                info.type, info.linkname = tarfile.SYMTYPE, text[3:]
+                tar.addfile(info)
+                continue
+            info.size = len(text.encode())
+            tar.addfile(info, io.BytesIO(text.encode()))
+    return out.getvalue()
+
+
+def test_X40m_a_name_the_engine_cuts_at_a_nul(world: World) -> None:
+    """A pax `path` of `Dockerfile<NUL>` is another name than `Dockerfile` to Python, which
+    forwarded the member at once; re-written in the header's name field it is `Dockerfile` to
+    Go's reader (a field ends at its first NUL). With only a lowercase `dockerfile` held and
+    pinned, the engine found a `Dockerfile` and built the unpinned one."""
+    signed = f"FROM {world.repo}:1.0\nRUN true\n"
+    unsigned = f"FROM {world.unsigned_repo}:1.0\nRUN true\n"
+    before = world.snapshot()
+    for members in (
+        (("x", {"path": "Dockerfile\0"}, unsigned), ("dockerfile", {}, signed)),
+        (("x", {"path": "Dockerfile\0.txt"}, unsigned), ("dockerfile", {}, signed)),
+        (
+            ("evil", {}, unsigned),
+            ("x", {"path": "Dockerfile\0"}, "-> evil"),
+            ("dockerfile", {}, signed),
+        ),
+        (
+            ("evil", {}, unsigned),
+            ("dockerfile", {}, signed),
+            ("x", {"path": "Dockerfile\0"}, "-> evil"),
+        ),
+    ):
+        _refused_build(world, _pax_context(*members))
+        unchanged(world, before)
+
+
+def test_X40n_a_first_name_the_engine_rewrites_as_a_bzip2_magic(world: World) -> None:
+    """The engine re-writes the forwarded tar (tarsum, Go's writer) before its untar sniffs it
+    for compression again: a first member `BZh…/<long or non-ASCII name>` is a pax header
+    named `BZh…/PaxHeaders.0/…` there, a bzip2 stream to it, while the proxy's own first
+    header (`././@PaxHeader`) passed the X40l check (an engine 500 after the proxy said yes)."""
+    before = world.snapshot()
+    signed = f"FROM {world.repo}:1.0\nRUN true\n"
+    for first in (
+        "BZh91AY&SY/" + "x" * 120,
+        "BZh91AY&SY/\u00e9",
+        "BZh/a/\u00e9",
+        "./q/../BZh91AY&SY/\u00e9",
+        "B\u00e9Zh91AY&SY/\u00e9",
+    ):
+        body = _context_tar((first, "x"), ("Dockerfile", signed))
+        response = send(
+            world, req("POST", f"{V}/build", {"Content-Type": "application/x-tar"}, body)
+        )
+        assert status_of(response) == 400 and b"[Context]" in response, (first, response)
+        unchanged(world, before)
+
+
+def test_X40o_a_context_the_proxy_cannot_read_or_write_again(world: World) -> None:
+    """A device member whose major or minor number does not fit a ustar field (GNU base-256 in
+    the client's header) made Python's writer raise part-way, and an archive (plain, gzip or
+    xz) that ends inside a member's data made the data read raise: the client got its
+    connection closed without an answer. The proxy must answer 400 and keep serving, with
+    nothing built."""
+    import gzip
+    import io
+    import lzma
+    import tarfile
+
+    before = world.snapshot()
+    text = f"FROM {world.repo}:1.0\nRUN true\n".encode()
+    bodies = []
+    for field, value in (("devmajor", 8**8), ("devminor", -5)):
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar:
+            dev = tarfile.TarInfo("dev")
+            dev.type = tarfile.CHRTYPE
+            setattr(dev, field, value)
+            tar.addfile(dev)
+            info = tarfile.TarInfo("Dockerfile")
+            info.size = len(text)
+            tar.addfile(info, io.BytesIO(text))
+        bodies.append(out.getvalue())
+    whole = _context_tar(("a.bin", os.urandom(300_000).hex()), ("Dockerfile", text.decode()))
+    bodies += [whole[:400_000], gzip.compress(whole)[:200_000], lzma.compress(whole)[:200_000]]
+    for body in bodies:
+        response = send(
+            world, req("POST", f"{V}/build", {"Content-Type": "application/x-tar"}, body)
+        )
+        assert status_of(response) == 400 and b"[Context]" in response, (body[:600], response)
+        assert status_of(send(world, req("GET", f"{V}/_ping"))) == 200
+        unchanged(world, before)
+
+
+def test_X53d_proxy_killed_while_a_build_context_streams(world: World) -> None:
+    """Members are on their way to the engine (it is extracting them) when the proxy is
+    killed: the engine is left a truncated request, which builds nothing and leaves no
+    context behind. (hooked_engine's EngineProxy reads whole bodies before relaying them,
+    so this runs against the engine itself.)"""
+    name = f"killedstream{time.monotonic_ns()}:1"
+    root = world.engine("info", "--format", "{{.DockerRootDir}}").stdout.strip()
+    tmp = Path(root, "tmp")
+    present = set(tmp.glob("docker-builder*"))
+    before = world.snapshot()
+    proxy = world.start_proxy()
+    body = _context_tar(
+        ("a.bin", "x" * 3_000_000),
+        ("b.bin", "y" * 3_000_000),
+        ("Dockerfile", f"FROM {world.repo}:1.0\nRUN true\n"),
+    )
+    head = req("POST", f"{V}/build?t={name}", {"Content-Type": "application/x-tar"}, body)
+    head, body = head[: -len(body)], body
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(proxy.socket)
+        sock.sendall(head + body[:4_000_000])
+        deadline = time.monotonic() + 10
+        while not set(tmp.glob("docker-builder*")) - present and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert set(tmp.glob("docker-builder*")) - present, "the engine got no streamed context"
+        proxy.kill()
+        with contextlib.suppress(OSError):
+            sock.sendall(body[4_000_000:])
+    deadline = time.monotonic() + 10
+    while set(tmp.glob("docker-builder*")) - present and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not set(tmp.glob("docker-builder*")) - present
+    assert world.image(name) is None
+    unchanged(world, before)
+
+
+def test_X40p_pax_records_python_reads_and_go_refuses(world: World) -> None:
+    """Python reads a pax `uid=abc` or `mtime=1e5` (as 0, or as a float); re-sent as they came,
+    Go's reader refused the member part-way through the streamed context, after the proxy had
+    said yes (the client got a 5xx). The proxy writes those fields from what it read."""
+    name = f"paxnum{time.monotonic_ns()}:1"
+    signed = f"FROM {world.repo}:1.0\nCOPY a /a\n"
+    for records in (
+        {"uid": "abc"},
+        {"gid": "-1x"},
+        {"mtime": "1e5"},
+        {"atime": "x"},
+        {"ctime": "1.2.3"},
+        {"uname": "a\0b", "gname": "\u00e9\0"},
+        {"SCHILY.xattr.user.a\0b": "x"},
+    ):
+        body = _pax_context(("a", records, "x"), ("Dockerfile", {}, signed))
+        response = send(
+            world,
+            req("POST", f"{V}/build?t={name}", {"Content-Type": "application/x-tar"}, body),
+        )
+        assert status_of(response) == 200 and b"Successfully built" in response, (
+            records,
+            response[-400:],
+        )
+        world.rmi(name)
+
+
+def test_X56b_a_long_name_or_pax_header_keeps_the_proxy_small(world: World) -> None:
+    """Python's tarfile reads a GNU long-name or pax header's whole data into memory (and
+    copies it several times): a 48 MiB long name, well under build_spool_max, grew the proxy
+    by some 600 MiB. Go's reader refuses such headers over 1 MiB; so does the proxy now."""
+    import tarfile
+
+    proxy = world.start_proxy()
+    before = world.snapshot()
+    size = 48 * 1024 * 1024
+    signed = f"FROM {world.repo}:1.0\nRUN true\n"
+    for kind in (tarfile.GNUTYPE_LONGNAME, tarfile.XHDTYPE):
+        special = tarfile.TarInfo("././@LongLink")
+        special.type, special.size = kind, size
+        data = b"a" * size
+        if kind == tarfile.XHDTYPE:  # one record, `LENGTH comment=aaa…\n`
+            record = b" comment=" + b"a" * (size - 18) + b"\n"
+            data = b"%d" % (len(record) + 8) + record
+            assert int(data.split(b" ")[0]) == len(data)
+            special.size = len(data)
+        body = special.tobuf(tarfile.USTAR_FORMAT) + data + b"\0" * (-len(data) % 512)
+        body += _context_tar(("x", "y"), ("Dockerfile", signed))
+        response = send(
+            world, req("POST", f"{V}/build", {"Content-Type": "application/x-tar"}, body), proxy
+        )
+        assert status_of(response) == 400 and b"[Context]" in response, response[-300:]
+        unchanged(world, before)
+    assert proxy.proc is not None
+    status = Path(f"/proc/{proxy.proc.pid}/status").read_text().splitlines()
+    rss_kib = int(next(line for line in status if line.startswith("VmHWM:")).split()[1])
+    assert rss_kib < 100 * 1024, f"proxy peak RSS {rss_kib} KiB"

@@ -705,12 +705,41 @@ def test_contexts_the_engine_would_read_otherwise_are_refused_X40f() -> None:
         # bzip2's magic first: the engine would decompress the forwarded tar (X40l)
         ("Dockerfile", (("BZh91AY&SY", b"x"), ("Dockerfile", signed))),
         ("BZhfile", (("BZhfile", signed),)),
+        # ... or its name once the engine's tarsum re-writes it as a pax header (X40n)
+        ("Dockerfile", (("BZh91AY&SY/" + "x" * 120, b"x"), ("Dockerfile", signed))),
+        ("Dockerfile", (("./q/../B\u00e9Zh91/\u00e9", b"x"), ("Dockerfile", signed))),
+        ("BZh/\u00e9", (("BZh/\u00e9", signed),)),
     ):
         with pytest.raises(HTTPRefusal):
             _stream(_tar(*members), dockerfile)
-    for data in (b"not a tar at all" * 100, _tar(("Dockerfile", signed))[:700]):
+    truncated = _tar(("a.bin", b"x" * 3000), ("Dockerfile", signed))[:2000]  # X40o
+    for data in (b"not a tar at all" * 100, _tar(("Dockerfile", signed))[:700], truncated):
         with pytest.raises(HTTPRefusal):
             _stream(data)
+
+
+def test_a_name_with_a_nul_is_refused_X40m() -> None:
+    """Re-written in a header's name field, `Dockerfile<NUL>` is `Dockerfile` to Go."""
+    import io
+    import tarfile
+
+    for records, kind in (
+        ({"path": "Dockerfile\0"}, tarfile.REGTYPE),
+        ({"path": "a\0b"}, tarfile.REGTYPE),
+        ({"linkpath": "evil\0x"}, tarfile.SYMTYPE),
+    ):
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            info = tarfile.TarInfo("x")
+            info.type, info.pax_headers = kind, records
+            data = b"FROM evil\n" if kind == tarfile.REGTYPE else b""
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+            info = tarfile.TarInfo("dockerfile")
+            info.size = 12
+            tar.addfile(info, io.BytesIO(b"FROM signed\n"))
+        with pytest.raises(HTTPRefusal, match="NUL"):
+            _stream(out.getvalue())
 
 
 def test_the_dockerfile_as_the_classic_builder_reads_it_X40h() -> None:
@@ -771,3 +800,102 @@ def test_the_dockerfile_as_the_classic_builder_reads_it_X40h() -> None:
     ):
         with pytest.raises(InputError):
             check_forwarded(text, allowed, "D")
+
+
+def test_a_context_of_tiny_members_keeps_the_proxy_small_X56(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Stream mode kept every TarInfo read and the checks every path as a string: a context
+    of empty members cost the proxy about 1.5 times its size (a 10 GiB build_spool_max of
+    them: 15 GiB). Now members are not kept, paths are 64-bit digests, and the count is
+    bounded."""
+    import tarfile
+    import tracemalloc
+
+    from trust.proxy import context as context_module
+    from trust.proxy.context import ContextStream
+
+    def pieces(count: int, deep: bool) -> Iterator[bytes]:
+        batch = []
+        for i in range(count):
+            name = f"{i:060d}/{i:028d}" if deep else f"d/{i:088d}"
+            batch.append(tarfile.TarInfo(name).tobuf(tarfile.USTAR_FORMAT))
+            if len(batch) == 1000:
+                yield b"".join(batch)
+                batch = []
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = 7
+        yield b"".join(batch) + info.tobuf(tarfile.USTAR_FORMAT) + b"FROM a\n".ljust(1536, b"\0")
+
+    for deep in (False, True):
+        tracemalloc.start()
+        try:
+            context = ContextStream(pieces(20_000, deep), "Dockerfile", 4096, 1 << 40)
+            for _ in context.members():
+                pass
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert context.dockerfile == b"FROM a\n"
+        assert peak < 10 * 1024 * 1024, (deep, peak)  # 10 MiB of context; was 18 MiB flat
+    monkeypatch.setattr(context_module, "_MAX_MEMBERS", 100)
+    context = ContextStream(pieces(100, False), "Dockerfile", 4096, 1 << 40)
+    with pytest.raises(HTTPRefusal, match="members") as refused:
+        for _ in context.members():
+            pass
+    assert refused.value.status == 413
+
+
+def test_only_extended_attribute_records_are_re_sent_X40p() -> None:
+    """Go refuses a pax `uid=abc` (Python reads 0) or a NUL in a name record part-way through
+    the streamed context: numbers and names are written from what Python read."""
+    import io
+    import tarfile
+
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("a")
+        info.size = 1
+        info.pax_headers = {
+            "uid": "abc",
+            "mtime": "1e5",
+            "atime": "x",
+            "uname": "a\0b",
+            "SCHILY.xattr.security.capability": "cap",
+            "SCHILY.xattr.user.a\0b": "x",
+            "comment": "c",
+        }
+        tar.addfile(info, io.BytesIO(b"x"))
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = 7
+        tar.addfile(info, io.BytesIO(b"FROM a\n"))
+    _, forwarded = _stream(out.getvalue())
+    with tarfile.open(fileobj=io.BytesIO(forwarded), mode="r:") as tar:
+        member = tar.getmember("a")
+        assert member.pax_headers == {
+            "SCHILY.xattr.security.capability": "cap",
+            "mtime": "100000.0",  # Python writes a float mtime so, and Go reads it
+        }
+        assert member.uid == 0 and member.uname == "ab" and member.mtime == 100000
+
+
+def test_long_name_and_pax_headers_are_bounded_X56() -> None:
+    """Python reads a long-name or pax header's whole data into memory (a 300 MiB long name
+    grew the process by 3.6 GiB); over Go's 1 MiB limit the context is refused unread."""
+    import tarfile
+
+    for kind in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE):
+        special = tarfile.TarInfo("././@LongLink")
+        special.type, special.size = kind, 2 * 1024 * 1024
+        head = special.tobuf(tarfile.USTAR_FORMAT)
+
+        def pieces(head: bytes = head) -> Iterator[bytes]:
+            yield head
+            yield b"a" * (2 * 1024 * 1024)  # drained, never parsed
+
+        from trust.proxy.context import ContextStream
+
+        context = ContextStream(pieces(), "Dockerfile", 4096, 1 << 40)
+        with pytest.raises(HTTPRefusal, match="header of"):
+            for _ in context.members():
+                pass

@@ -19,7 +19,9 @@ not descend into symlinks.
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
+import os
 import posixpath
 import tarfile
 from collections.abc import Iterator
@@ -32,6 +34,21 @@ __all__ = ["ContextStream", "norm_path"]
 
 _READ = 1024 * 1024  # one read of a member's data
 _BATCH = 256 * 1024  # headers and small members are sent in batches of about this much
+#: The most members a context may have (the docker CLI sends one per file and directory):
+#: the proxy remembers each path's digest for the checks, so this bounds its memory.
+_MAX_MEMBERS = 1_000_000
+#: Go's reader refuses a pax or GNU long-name header with more data than this
+#: (archive/tar `maxSpecialFileSize`); Python would read any size into memory.
+_MAX_SPECIAL = 1024 * 1024
+_SPECIAL_TYPES = frozenset(
+    (
+        tarfile.XHDTYPE,
+        tarfile.XGLTYPE,
+        tarfile.SOLARIS_XHDTYPE,
+        tarfile.GNUTYPE_LONGNAME,
+        tarfile.GNUTYPE_LONGLINK,
+    )
+)
 _END = b"\0" * (2 * tarfile.BLOCKSIZE)
 #: The engine looks for compression in the plain context the proxy forwards
 #: (moby/moby@5d6db842238e: builder/remotecontext/archive.go `FromArchive` and pkg/archive
@@ -67,6 +84,44 @@ def norm_path(name: str) -> str | None:
 
 def _context_error(message: str) -> Refused:
     return Refused(400, f"trustpull: {message} [Context]", kind="Context")
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """A member header whose pax or long-name data Python reads only up to Go's limit, and
+    an old-GNU sparse member refused before Python reads its extension blocks."""
+
+    def _proc_member(self, archive: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type in _SPECIAL_TYPES and self.size > _MAX_SPECIAL:
+            raise _context_error(
+                f"build context has a {self.type!r} header of {self.size} bytes "
+                f"(the engine reads at most {_MAX_SPECIAL})"
+            )
+        if self.type == tarfile.GNUTYPE_SPARSE:
+            raise _context_error(f"build context member {self.name!r} is sparse")
+        member: tarfile.TarInfo = super()._proc_member(archive)  # type: ignore[misc]
+        return member
+
+
+class _PathSet:
+    """A set of paths held as keyed 64-bit digests (about 70 bytes a path, whatever its
+    length): a collision can only make the proxy refuse a context, never pass one."""
+
+    def __init__(self) -> None:
+        self._key = os.urandom(16)
+        self._digests: set[int] = set()
+
+    def _digest(self, path: str) -> int:
+        data = path.encode("utf-8", "surrogateescape")
+        return int.from_bytes(hashlib.blake2b(data, digest_size=8, key=self._key).digest())
+
+    def add(self, path: str) -> None:
+        self._digests.add(self._digest(path))
+
+    def update(self, paths: list[str]) -> None:
+        self._digests.update(self._digest(path) for path in paths)
+
+    def __contains__(self, path: str) -> bool:
+        return self._digest(path) in self._digests
 
 
 class _BodyFile(io.RawIOBase):
@@ -129,8 +184,9 @@ class ContextStream:
         self._body = _BodyFile(pieces, max_context)
         self._held: dict[str, tuple[tarfile.TarInfo, bytes]] = {}
         self._seen_as_other: set[str] = set()  # a Dockerfile name seen and not held
-        self._not_dirs: set[str] = set()
-        self._parents: set[str] = set()  # every proper ancestor of a member's path
+        self._not_dirs = _PathSet()
+        self._parents = _PathSet()  # every proper ancestor of a member's path
+        self._count = 0
         self._encoding = "utf-8"
         self._errors = "surrogateescape"
         self._chosen: str | None = None
@@ -141,9 +197,15 @@ class ContextStream:
 
     def members(self) -> Iterator[bytes]:
         try:
-            tar = tarfile.open(fileobj=self._body, mode="r|*", bufsize=_READ)
+            tar = tarfile.open(
+                fileobj=self._body, mode="r|*", bufsize=_READ, tarinfo=_BoundedTarInfo
+            )
         except (tarfile.TarError, EOFError, OSError) as exc:
+            self._body.drain()
             raise _context_error(f"build context is not a readable tar archive ({exc})") from None
+        except HTTPRefusal:  # the first member's header refused (it is read by open)
+            self._body.drain()
+            raise
         self._encoding, self._errors = tar.encoding, tar.errors or "surrogateescape"
         batch: list[bytes] = []
         size = 0
@@ -158,6 +220,14 @@ class ContextStream:
                     ) from None
                 if member is None:
                     break
+                # stream mode keeps every member read: a context of tiny members would cost
+                # the proxy more memory than its size (X56)
+                tar.members.clear()  # type: ignore[attr-defined]  # (not in typeshed)
+                self._count += 1
+                if self._count > _MAX_MEMBERS:
+                    raise HTTPRefusal(
+                        413, f"trustpull: build context over {_MAX_MEMBERS} members", close=True
+                    )
                 path = self._check(member)
                 if self._hold(tar, member, path):
                     continue
@@ -165,7 +235,7 @@ class ContextStream:
                 size += len(batch[-1])
                 if first:
                     first, self._emitted = False, True
-                    _refuse_bzip2_look(batch[0])
+                    _refuse_bzip2_look(batch[0], member.name)
                 if member.isreg() and member.size:
                     handle = tar.extractfile(member)
                     assert handle is not None
@@ -203,16 +273,30 @@ class ContextStream:
         they came from: Python's writer gives a record priority over the field, and Python and
         Go do not read every record alike (Python takes `GNU.sparse.name` for the name of any
         member, Go only of a sparse one), so a re-sent record could make the engine extract
-        the member elsewhere."""
+        the member elsewhere. The only records re-sent are extended attributes (the docker
+        CLI sends `security.capability`): the numeric and name records are written from what
+        Python read (it takes `uid=abc` as 0, Go refuses it part-way), and Go ignores the rest.
+        """
         out = copy.copy(member)
         out.pax_headers = {
             key: value
             for key, value in member.pax_headers.items()
-            if key not in ("path", "linkpath", "size") and not key.startswith("GNU.")
+            if key.startswith("SCHILY.xattr.") and "\0" not in key
         }
-        return out.tobuf(tarfile.PAX_FORMAT, self._encoding, self._errors)
+        # the engine's untar owns files by number: a NUL in a name record is refused by Go
+        out.uname, out.gname = member.uname.replace("\0", ""), member.gname.replace("\0", "")
+        try:
+            return out.tobuf(tarfile.PAX_FORMAT, self._encoding, self._errors)
+        except ValueError as exc:  # a number Python's writer cannot put in its field
+            raise _context_error(
+                f"build context member {member.name!r} cannot be written out again ({exc})"
+            ) from None
 
     def _check(self, member: tarfile.TarInfo) -> str:
+        if "\0" in member.name or "\0" in member.linkname:
+            # Written in the header's name or link field (an ASCII name of up to 100 bytes), a
+            # NUL ends the name for Go's reader: `Dockerfile<NUL>x` is `Dockerfile` to the engine.
+            raise _context_error(f"build context member {member.name!r} has a NUL in its name")
         path = norm_path(member.name)
         if path is None:
             raise _context_error(f"build context member {member.name!r} escapes the context")
@@ -286,6 +370,7 @@ class ContextStream:
         assert self._chosen is not None, "members() first"
         out: list[bytes] = []
         held = sorted(self._held.items(), key=lambda item: item[0] == self._chosen)
+        first_name = ""
         for path, (member, data) in held:  # the Dockerfile last
             if path == self._chosen:
                 pinned = tarfile.TarInfo(path)
@@ -294,24 +379,35 @@ class ContextStream:
                 pinned.uid, pinned.gid = member.uid, member.gid
                 pinned.uname, pinned.gname = member.uname, member.gname
                 member, data = pinned, text
+            first_name = first_name or member.name
             out.append(self._header(member))
             out.append(data + b"\0" * (-len(data) % tarfile.BLOCKSIZE))
         out.append(_END)
         if not self._emitted:
-            _refuse_bzip2_look(out[0])
+            _refuse_bzip2_look(out[0], first_name)
         yield b"".join(out)
 
 
-def _refuse_bzip2_look(first_header: bytes) -> None:
-    if first_header.startswith(_BZIP2_MAGIC):
+def _refuse_bzip2_look(first_header: bytes, first_name: str) -> None:
+    """The proxy's first header, and the first header the engine's own re-writing makes of it
+    before its untar sniffs again (moby/moby@5d6db842238e: builder/remotecontext/archive.go
+    `FromArchive` passes the context through pkg/tarsum, which writes it out with Go's tar
+    writer): for a long or non-ASCII name that is a pax header named `DIR/PaxHeaders.0/FILE`,
+    cleaned (`./a/../BZh/…` begins `BZh`), its non-ASCII characters and NULs dropped (`B\u00e9Zh`
+    is `BZh`). Any first name holding `BZh` once those are dropped is refused."""
+    go_name = "".join(c for c in first_name if "\x00" < c < "\x80")
+    if first_header.startswith(_BZIP2_MAGIC) or _BZIP2_MAGIC.decode() in go_name:
         raise _context_error(
-            "a build context whose first member's name starts with BZh is refused: the "
+            "a build context whose first member's name holds BZh is refused: the "
             "engine would take the context for a bzip2 stream"
         )
 
 
 def _read_member(handle: IO[bytes], count: int) -> bytes:
-    data = handle.read(count)
+    try:
+        data = handle.read(count)
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise _context_error(f"build context is truncated or unreadable ({exc})") from None
     if len(data) != count:
         raise _context_error("build context is truncated")
     return data
