@@ -296,41 +296,28 @@ def parse_response_head(raw: bytes) -> ResponseHead:
     block = raw[len(lines[0]) :]
     if _HEADER_BLOCK_RE.fullmatch(block) is not None:  # every line well-formed: one C pass
         headers = [(name, value.strip(b" \t")) for name, value in _HEADER_RE.findall(block)]
-        for name, value in headers:
-            if len(name) in _FRAMING_LENGTHS:
-                key = name.lower()
-                if key == b"content-length":
-                    if length is not None or _DIGITS_RE.fullmatch(value) is None:
-                        raise HeadError("Content-Length")
-                    length = int(value)
-                elif key == b"transfer-encoding":
-                    if value.lower() != b"chunked" or chunked:
-                        raise HeadError("Transfer-Encoding")
-                    chunked = True
-                elif key == b"connection" and b"close" in value.lower():
-                    close = True
-        if chunked and length is not None:
-            raise HeadError("both Content-Length and chunked")
-        return ResponseHead(status, match.group(3) or b"", tuple(headers), length, chunked, close)
-    for line in lines[1:]:  # which line is wrong, for the message
-        name, colon, raw_value = line.partition(b":")
-        value = raw_value.strip(b" \t")
-        if not colon or TOKEN_RE.fullmatch(name) is None or b"\n" in line or b"\r" in line:
-            raise HeadError(f"header line {line[:80]!r}")
-        if BAD_VALUE_RE.search(value) is not None:
-            raise HeadError("control byte in a header")
-        key = name.lower()
-        if key == b"content-length":
-            if length is not None or _DIGITS_RE.fullmatch(value) is None:
-                raise HeadError("Content-Length")
-            length = int(value)
-        elif key == b"transfer-encoding":
-            if value.lower() != b"chunked" or chunked:
-                raise HeadError("Transfer-Encoding")
-            chunked = True
-        elif key == b"connection" and b"close" in value.lower():
-            close = True
-        headers.append((name, value))
+    else:
+        for line in lines[1:]:  # which line is wrong, for the message
+            name, colon, raw_value = line.partition(b":")
+            value = raw_value.strip(b" \t")
+            if not colon or TOKEN_RE.fullmatch(name) is None or b"\n" in line or b"\r" in line:
+                raise HeadError(f"header line {line[:80]!r}")
+            if BAD_VALUE_RE.search(value) is not None:
+                raise HeadError("control byte in a header")
+            headers.append((name, value))
+    for name, value in headers:
+        if len(name) in _FRAMING_LENGTHS:
+            key = name.lower()
+            if key == b"content-length":
+                if length is not None or _DIGITS_RE.fullmatch(value) is None:
+                    raise HeadError("Content-Length")
+                length = int(value)
+            elif key == b"transfer-encoding":
+                if value.lower() != b"chunked" or chunked:
+                    raise HeadError("Transfer-Encoding")
+                chunked = True
+            elif key == b"connection" and b"close" in value.lower():
+                close = True
     if chunked and length is not None:
         raise HeadError("both Content-Length and chunked")
     return ResponseHead(status, match.group(3) or b"", tuple(headers), length, chunked, close)
