@@ -398,6 +398,20 @@ def test_X21_body_the_length_says_is_not_there(world: World) -> None:
     unchanged(world, before)
 
 
+def _engine_lists_its_socket(world: World, body: bytes) -> None:
+    """Sent straight to the engine, `body` makes a container that sees the engine's socket
+    (the case is real on this engine), which is then removed."""
+    status, created, _ = api(world.engine_socket, "POST", f"{V}/containers/create", body, JSON)
+    assert status == 201, created
+    cid = json.loads(created)["Id"]
+    try:
+        world.engine("start", "-a", cid)
+        listed = world.engine("logs", cid).stdout
+        assert os.path.basename(world.engine_socket) in listed.split(), listed
+    finally:
+        world.engine("rm", "-f", "-v", cid)
+
+
 def test_X22_image_mount(world: World) -> None:
     signed = f"{world.repo}:1.0"
     if world.image(signed) is None:
@@ -429,15 +443,7 @@ def test_X22b_a_volume_mount_binding_the_engine_socket(world: World) -> None:
         "VolumeOptions": {"DriverConfig": {"Options": options}},
     }
     body = create_body(signed, Cmd=["ls", "/e"], HostConfig={"Mounts": [mount]})
-    status, created, _ = api(world.engine_socket, "POST", f"{V}/containers/create", body, JSON)
-    assert status == 201, created
-    cid = json.loads(created)["Id"]
-    try:
-        world.engine("start", "-a", cid)
-        listed = world.engine("logs", cid).stdout
-        assert os.path.basename(world.engine_socket) in listed.split(), listed
-    finally:
-        world.engine("rm", "-f", "-v", cid)
+    _engine_lists_its_socket(world, body)
     before = world.snapshot()
     response = send(world, req("POST", f"{V}/containers/create", JSON, body))
     assert status_of(response) == 403 and b"EngineSocket" in response, response
@@ -454,15 +460,7 @@ def test_X22c_top_level_host_config_fields(world: World) -> None:
         world.client("pull", signed)
     directory = os.path.dirname(world.engine_socket)
     body = create_body(signed, Cmd=["ls", "/e"], Binds=[f"{directory}:/e"])
-    status, created, _ = api(world.engine_socket, "POST", f"{V}/containers/create", body, JSON)
-    assert status == 201, created
-    cid = json.loads(created)["Id"]
-    try:
-        world.engine("start", "-a", cid)
-        listed = world.engine("logs", cid).stdout
-        assert os.path.basename(world.engine_socket) in listed.split(), listed
-    finally:
-        world.engine("rm", "-f", "-v", cid)
+    _engine_lists_its_socket(world, body)
     before = world.snapshot()
     bind = {"Type": "bind", "Source": directory, "Target": "/e"}
     for body in (
