@@ -416,6 +416,21 @@ def test_policy_refused_and_policy_accepted_unsigned(world: World, tmp_path: Pat
         world.rmi(f"{world.unsigned_repo}:1.0")
 
 
+def _trustpull_pull(world: World, policy: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`trustpull pull --policy POLICY ARGS…` of this checkout, against the world's stack."""
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", "pull", "--policy", str(policy), *args],
+        env=world.env(world.proxy_config),
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
 def test_docker_pull_all_tags_pulls_every_signed_tag(world: World) -> None:
     world.rmi(f"{world.repo}:1.0", f"{world.repo}:2.0")
     proc = world.client("pull", "-a", world.repo)
@@ -442,7 +457,6 @@ def test_docker_pull_all_tags_of_an_unsigned_accepted_repository(
     the all-tags pull (what the engine does with it), and `trustpull pull -a` under the same
     policy asks the engine for the same: both end with every tag, from the service's one
     answer (`unsigned`), with the rule's warning."""
-    import sys
 
     plain = world.unsigned_repo
     world.push(f"{plain}:2.0", "unsigned two", sign=False)
@@ -473,16 +487,7 @@ def test_docker_pull_all_tags_of_an_unsigned_accepted_repository(
     finally:
         proxy.stop()
         world.rmi(*wanted)
-    root = Path(__file__).resolve().parents[2]
-    proc = subprocess.run(
-        [sys.executable, "-m", "cli.main", "pull", "-a", "--policy", str(policy), plain],
-        env=world.env(world.proxy_config),
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    proc = _trustpull_pull(world, policy, "-a", plain)
     try:
         assert proc.returncode == 0, proc
         assert plain_tags() == wanted, proc
@@ -496,7 +501,6 @@ def test_docker_pull_all_tags_and_by_digest_under_a_tag_rule(world: World, tmp_p
     refused with nothing pulled (a digest never escapes its tag's rule) while 1.0 and its
     digest pull; the repository rule's wrong root pin refuses 2.0 too although the tag rule
     decides it (trustpull pull: exit 5)."""
-    import sys
 
     host, path = world.repo.split("/", 1)
     scope = f'registry = "{host}"\nrepository = "{path}"\n'
@@ -509,18 +513,9 @@ def test_docker_pull_all_tags_and_by_digest_under_a_tag_rule(world: World, tmp_p
     )
     for policy in (refuse, pinned):
         os.chmod(policy, 0o600)
-    root = Path(__file__).resolve().parents[2]
 
     def trustpull(policy: Path, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "cli.main", "pull", "--policy", str(policy), *args],
-            env=world.env(world.proxy_config),
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=False,
-        )
+        return _trustpull_pull(world, policy, *args)
 
     one, two = f"{world.repo}:1.0", f"{world.repo}:2.0"
     proxy = world.start_proxy(policy=refuse)

@@ -209,7 +209,6 @@ class ContextStream:
         self._encoding, self._errors = tar.encoding, tar.errors or "surrogateescape"
         batch: list[bytes] = []
         size = 0
-        first = True
         try:
             while True:
                 try:
@@ -233,8 +232,8 @@ class ContextStream:
                     continue
                 batch.append(self._header(member))
                 size += len(batch[-1])
-                if first:
-                    first, self._emitted = False, True
+                if not self._emitted:  # the first member forwarded
+                    self._emitted = True
                     _refuse_bzip2_look(batch[0], member.name)
                 if member.isreg() and member.size:
                     handle = tar.extractfile(member)
