@@ -267,3 +267,30 @@ def test_a_client_gone_from_a_silent_stream_frees_its_engine_connection(
     finally:
         proxy.stop()
         listener.close()
+
+
+@pytest.mark.parametrize("framed", [True, False])
+def test_the_ping_says_builder_1_whatever_the_engine_says(
+    proxy_to: Callable[..., tuple[str, ScriptedEngine]], framed: bool
+) -> None:
+    """Relayed as received (one Content-Length) or re-written (chunked), the ping's answer
+    carries exactly one `Builder-Version: 1`: every line of the engine's own is dropped, in
+    any case, and headers whose names merely contain it stay."""
+    framing = (
+        b"Content-Length: 2\r\n\r\nOK"
+        if framed
+        else b"Transfer-Encoding: chunked\r\n\r\n2\r\nOK\r\n0\r\n\r\n"
+    )
+    ping = (
+        b"HTTP/1.1 200 OK\r\nApi-Version: 1.41\r\nBuilder-Version: 2\r\nbuilder-VERSION: 2\r\n"
+        b"Builder-Version-X: kept\r\nX-Builder-Version: kept\r\n" + framing
+    )
+    path, _ = proxy_to(lambda head: ping)
+    out = _exchange(path, b"GET /_ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    head, _, body = out.partition(b"\r\n\r\n")
+    lines = [line.lower() for line in head.split(b"\r\n")[1:]]
+    assert [line for line in lines if line.startswith(b"builder-version:")] == [
+        b"builder-version: 1"
+    ], out
+    assert b"builder-version-x: kept" in lines and b"x-builder-version: kept" in lines
+    assert b"OK" in body

@@ -7,6 +7,7 @@ only where the engine's behaviour is not the point: what the proxy FORWARDS is.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -559,6 +560,48 @@ def test_header_timeout_408(proxy: str) -> None:
         started = time.monotonic()
         assert sock.recv(100).startswith(b"HTTP/1.1 408")
         assert time.monotonic() - started < 4
+
+
+def test_a_head_dripped_byte_by_byte_still_ends_at_the_header_deadline(proxy: str) -> None:
+    """The header deadline counts from the first byte: each byte received does not restart
+    it (the kernel timeout is re-armed with what is left of it)."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(proxy)
+        sock.settimeout(0.05)
+        started = time.monotonic()
+        got = b""
+        for byte in b"GET /_ping HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"y" * 100:
+            try:
+                sock.sendall(bytes([byte]))
+                got += sock.recv(100)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            if got:
+                break
+            time.sleep(0.05)
+        sock.settimeout(5)
+        with contextlib.suppress(OSError):
+            got += sock.recv(100)
+        assert got.startswith(b"HTTP/1.1 408"), got
+        assert 1.8 < time.monotonic() - started < 4  # header_timeout is 2 s
+
+
+def test_an_idle_kept_connection_is_closed_after_the_idle_timeout(proxy: str) -> None:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(proxy)
+        sock.sendall(b"GET /_ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.settimeout(0.5)
+        got = b""
+        with contextlib.suppress(TimeoutError):
+            while more := sock.recv(65536):
+                got += more
+        assert got.startswith(b"HTTP/1.1 200"), got
+        sock.settimeout(10)
+        started = time.monotonic() - 0.5
+        assert sock.recv(100) == b""  # closed quietly, no answer
+        assert 4.5 < time.monotonic() - started < 8  # idle_timeout is 5 s
 
 
 def test_socket_never_wider_than_the_engines_X50(tmp_path: Path, fake: Any) -> None:

@@ -279,3 +279,67 @@ def test_route_buckets_answer_as_the_whole_table() -> None:
                 assert got is None
             checked += 1
     assert checked > 20000
+
+
+@pytest.mark.parametrize(
+    ("method", "version", "keep_alive", "status"),
+    list(itertools.product(("GET", "HEAD"), ((1, 1), (1, 0)), (True, False), (200, 404, 500))),
+)
+def test_an_engine_block_relayed_as_received_reads_back_as_rewritten(
+    method: str, version: tuple[int, int], keep_alive: bool, status: int
+) -> None:
+    """The engine's checked header block relayed unchanged says what the writer would have
+    written from its headers: same status, headers, body and keep-alive, read by h11."""
+    body = b'{"message":"x"}'
+    raw = (
+        b"HTTP/1.1 %d Status\r\nApi-Version: 1.41\r\nContent-Type: application/json\r\n"
+        b"Server: Docker/20.10.24+dfsg1 (linux)\r\nContent-Length: %d" % (status, len(body))
+    )
+    engine = parse_response_head(raw)
+    assert not engine.hop and engine.length == len(body)
+    wires = []
+    answers = []
+    for as_received in (True, False):
+        answer = Answer(method, version, keep_alive)
+        head = (
+            answer.head_as_received(status, engine.reason, engine.block, len(body))
+            if as_received
+            else answer.head(status, list(engine.headers), engine.reason)
+        )
+        wire = head + b"".join(bytes(p) for p in answer.body([body])) + answer.end()
+        wires.append(wire)
+        answers.append(answer)
+    assert wires[0] == wires[1]  # the engine's spacing is the writer's: byte for byte here
+    response, got, h11_keeps = _read_back(method, version, keep_alive, wires[0])
+    assert response.status_code == status
+    assert got == (b"" if method == "HEAD" else body)
+    assert answers[0].keep == answers[1].keep == (keep_alive and version == (1, 1))
+    assert h11_keeps == answers[0].keep
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0",
+        b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nContent-Length: 0",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked",
+        b"HTTP/1.1 200 OK\r\nconnection: close\r\nContent-Length: 0",
+    ],
+)
+def test_an_engine_block_with_the_writers_own_headers_is_never_relayed_as_is(raw: bytes) -> None:
+    assert parse_response_head(raw).hop
+
+
+def test_an_as_received_head_is_written_once_and_only_for_an_answer_with_a_body() -> None:
+    answer = Answer("GET", (1, 1), True)
+    with pytest.raises(WriteError):
+        answer.head_as_received(204, b"No Content", b"\r\nContent-Length: 0", 0)
+    with pytest.raises(WriteError):
+        answer.head_as_received(200, b"OK\r\nX: y", b"\r\nContent-Length: 0", 0)
+    with pytest.raises(WriteError):
+        answer.head_as_received(200, b"OK", b"Content-Length: 0", 0)
+    answer.head_as_received(200, b"OK", b"\r\nContent-Length: 2", 2)
+    with pytest.raises(WriteError):
+        answer.head_as_received(200, b"OK", b"\r\nContent-Length: 2", 2)
+    with pytest.raises(WriteError):
+        answer.body([b"abc"])  # its Content-Length is enforced as the writer's own

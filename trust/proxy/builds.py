@@ -35,15 +35,12 @@ class BuildRoutes(DeciderBase):
     """`POST /build` read, pinned and pre-pulled; BuildKit refused unless allowed."""
 
     def on_ping(self, ex: Exchange) -> None:
-        def builder_v1(
-            status: int, headers: list[tuple[bytes, bytes]]
-        ) -> list[tuple[bytes, bytes]]:
-            if self.config.allow_buildkit:
-                return headers
-            kept = [(k, v) for k, v in headers if bytes(k).lower() != b"builder-version"]
-            return [*kept, (b"builder-version", b"1")]
-
-        ex.conn.forward(ex, response_filter=builder_v1)
+        """Unless BuildKit is allowed, the ping says `Builder-Version: 1`, so that clients
+        that follow it (docker CLI, compose) use the classic builder the proxy reads."""
+        if self.config.allow_buildkit:
+            ex.conn.forward(ex)
+        else:
+            ex.conn.forward(ex, answer_headers=((b"builder-version", b"1"),))
 
     def on_session(self, ex: Exchange) -> None:
         self._buildkit(ex)

@@ -260,6 +260,11 @@ class ResponseHead:
     chunked: bool
     #: HTTP/1.0 or `Connection: close`: the engine ends the connection after this answer.
     close: bool
+    #: The header block as received (each line after its CRLF), every line checked above.
+    block: bytes = b""
+    #: A `Connection`, `Keep-Alive` or `Transfer-Encoding` header is present (the writer
+    #: replaces those; without them the block may be relayed as it came).
+    hop: bool = False
 
     def get(self, name: bytes) -> bytes | None:
         """The first value of header `name` (lower case)."""
@@ -293,6 +298,7 @@ def parse_response_head(raw: bytes) -> ResponseHead:
     length: int | None = None
     chunked = False
     close = minor == b"0"
+    hop = False
     block = raw[len(lines[0]) :]
     if _HEADER_BLOCK_RE.fullmatch(block) is not None:  # every line well-formed: one C pass
         headers = [(name, value.strip(b" \t")) for name, value in _HEADER_RE.findall(block)]
@@ -315,12 +321,18 @@ def parse_response_head(raw: bytes) -> ResponseHead:
             elif key == b"transfer-encoding":
                 if value.lower() != b"chunked" or chunked:
                     raise HeadError("Transfer-Encoding")
-                chunked = True
-            elif key == b"connection" and b"close" in value.lower():
-                close = True
+                chunked = hop = True
+            elif key == b"connection":
+                hop = True
+                if b"close" in value.lower():
+                    close = True
+            elif key == b"keep-alive":
+                hop = True
     if chunked and length is not None:
         raise HeadError("both Content-Length and chunked")
-    return ResponseHead(status, match.group(3) or b"", tuple(headers), length, chunked, close)
+    return ResponseHead(
+        status, match.group(3) or b"", tuple(headers), length, chunked, close, block, hop
+    )
 
 
 # ------------------------------------------------------------------------------------ bodies

@@ -20,6 +20,7 @@ import contextlib
 import grp
 import json
 import os
+import re
 import select
 import socket
 import stat
@@ -36,6 +37,7 @@ from trust.policy import Policy
 from trust.proxy.framing import (
     HEAD_END,
     HOP_BY_HOP,
+    TOKEN_RE,
     BodyError,
     BodyReader,
     HeadError,
@@ -393,15 +395,30 @@ class ClientConnection:
         #: Its last answer was read to its framed end, nothing sent since.
         self._upstream_clean = False
         self.tunnelled = False
+        #: The client socket's kernel receive and send timeout (`_kernel_timeout`).
+        self._timeout: float | None = None
 
     # -- reading the head
 
-    def _recv(self, timeout: float | None) -> bool:
-        self.sock.settimeout(timeout)
+    def _kernel_timeout(self, seconds: float | None) -> None:
+        """Receive and send timeouts on the client socket set in the kernel (SO_RCVTIMEO,
+        SO_SNDTIMEO), the socket left blocking: a Python-level timeout switches it to
+        non-blocking and polls before every receive and send, three more system calls per
+        request on a kept connection. None: no timeout (bodies and tunnels, as before)."""
+        if seconds == self._timeout:
+            return
+        whole = 0 if seconds is None else max(1e-6, seconds)  # a zero timeval: no timeout
+        value = struct.pack("@ll", int(whole), round((whole - int(whole)) * 1e6))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+        self._timeout = seconds
+
+    def _recv(self, timeout: float) -> bool:
+        self._kernel_timeout(timeout)
         try:
             data = self.sock.recv(_HEAD_RECV)
-        except TimeoutError:
-            raise
+        except BlockingIOError:  # the kernel timeout on a blocking socket
+            raise TimeoutError from None
         except OSError:
             data = b""
         if not data:
@@ -436,9 +453,11 @@ class ClientConnection:
             else:
                 if deadline is None:
                     deadline = time.monotonic() + config.header_timeout
-                timeout = max(0.0, deadline - time.monotonic())
+                timeout = deadline - time.monotonic()
             try:
-                if not self._recv(timeout or None):
+                if timeout <= 0:
+                    raise TimeoutError  # never a wait without end at the deadline itself
+                if not self._recv(timeout):
                     continue
             except TimeoutError:
                 if not self.buffer:
@@ -553,7 +572,7 @@ class ClientConnection:
                 max_trailer=self.proxy.config.max_header_bytes,
             )
             self.buffer = bytearray()
-        self.sock.settimeout(None)
+        self._kernel_timeout(None)
         try:
             yield from ex.reader.batches()
         except BodyError as exc:
@@ -690,8 +709,7 @@ class ClientConnection:
         extra_headers: list[tuple[bytes, bytes]] | None = None,
         drop_headers: set[bytes] | None = None,
         upgrade: bytes | None = None,
-        response_filter: Callable[[int, list[tuple[bytes, bytes]]], list[tuple[bytes, bytes]]]
-        | None = None,
+        answer_headers: tuple[tuple[bytes, bytes], ...] = (),
         buffer_response: Callable[[int, bytes], bytes] | None = None,
         tee: Callable[[bytes], None] | None = None,
         status_from_body: bytes | None = None,
@@ -752,7 +770,7 @@ class ClientConnection:
                     return self._relay(
                         ex,
                         up,
-                        response_filter,
+                        answer_headers,
                         buffer_response,
                         tee,
                         status_from_body,
@@ -787,7 +805,7 @@ class ClientConnection:
             self._drop_upstream()
             raise
         return self._relay(
-            ex, up, response_filter, buffer_response, tee, status_from_body, upgrade is not None
+            ex, up, answer_headers, buffer_response, tee, status_from_body, upgrade is not None
         )
 
     def _answer_head(self, up: socket.socket) -> tuple[ResponseHead, bytes, bytes]:
@@ -832,7 +850,7 @@ class ClientConnection:
         self,
         ex: Exchange,
         up: socket.socket,
-        response_filter: Any,
+        answer_headers: tuple[tuple[bytes, bytes], ...],
         buffer_response: Any,
         tee: Any,
         status_from_body: bytes | None = None,
@@ -845,29 +863,40 @@ class ClientConnection:
             # byte from the client to the engine unparsed (§1.6).
             self._drop_upstream()
             raise EngineDown("invalid answer from the engine: 101 without an Upgrade asked")
-        ctype = answer.get(b"content-type") or b""
         is_raw = (
             ex.route in _HIJACK_ROUTES
             and status == 200
-            and ctype.split(b";")[0].strip() in _RAW_STREAM_TYPES
             and answer.length is None
             and not answer.chunked
+            and (answer.get(b"content-type") or b"").split(b";")[0].strip() in _RAW_STREAM_TYPES
         )
         if status == 101 or is_raw:
             self._tunnel(raw, rest, up)
             return status
-        resp_headers = list(answer.headers)
-        if response_filter is not None:
-            resp_headers = response_filter(status, resp_headers)
-        out_headers = [
-            (k, v)
-            for k, v in resp_headers
-            if k.lower() not in (b"connection", b"keep-alive", b"transfer-encoding")
-        ]
         length, chunked = answer.body_framing(ex.head.method)
+        # The common answer, framed by one Content-Length and free of the headers the writer
+        # owns, keeps its own header block; the others are re-serialised from their headers.
+        as_received = (
+            buffer_response is None
+            and not answer.hop
+            and answer.length is not None
+            and status not in (204, 304)
+            and status >= 200
+        )
+        out_headers: list[tuple[bytes, bytes]] = []
+        block = answer.block
+        if as_received:
+            for name, value in answer_headers:
+                block = _without_header(block, name) + b"\r\n" + name + b": " + value
+        else:
+            dropped = {b"connection", b"keep-alive", b"transfer-encoding"}
+            dropped.update(name for name, _ in answer_headers)
+            out_headers = [(k, v) for k, v in answer.headers if k.lower() not in dropped]
+            out_headers += answer_headers
         # A stream may stay silent for hours (`logs -f`, `events`, `wait`): every few seconds
         # of silence the client is looked at, so that one gone frees its engine connection.
-        up.settimeout(_SILENT_CHECK)
+        if length is None or len(rest) < length:  # else the answer is whole: nothing to wait for
+            up.settimeout(_SILENT_CHECK)
         reader = BodyReader(up, rest, length=length, chunked=chunked, idle=self._client_gone)
         try:
             if buffer_response is not None:
@@ -876,7 +905,12 @@ class ClientConnection:
                 )
             else:
                 to_client = ex.answer
-                out: list[Any] = [to_client.head(status, out_headers, answer.reason)]
+                if as_received:
+                    assert answer.length is not None
+                    first = to_client.head_as_received(status, answer.reason, block, answer.length)
+                else:
+                    first = to_client.head(status, out_headers, answer.reason)
+                out: list[Any] = [first]
                 if length is None or len(rest) < length:
                     # The rest may come late (`wait`, `events`, a pull's progress): the head
                     # goes out now, as the engine sent it; a whole small answer goes at once.
@@ -903,7 +937,8 @@ class ClientConnection:
             and not reader.rest()
         )
         if reusable:
-            up.settimeout(None)  # the next request's answer head may be long in coming
+            if up.gettimeout() is not None:
+                up.settimeout(None)  # the next request's answer head may be long in coming
             self._upstream_clean = True
         else:
             self._drop_upstream()
@@ -954,6 +989,7 @@ class ClientConnection:
         client_rest = bytes(self.buffer)  # after an attach without Upgrade: the stdin (X32)
         self.buffer.clear()
         try:
+            self._kernel_timeout(None)
             self.sock.sendall(raw + HEAD_END + up_rest)
             if client_rest:
                 up.sendall(client_rest)
@@ -965,8 +1001,9 @@ class ClientConnection:
 
 def tunnel(a: socket.socket, b: socket.socket) -> None:
     """Copy bytes both ways; half-close each direction separately; close when both ended."""
-    a.settimeout(None)
-    b.settimeout(None)
+    for sock in (a, b):
+        if sock.gettimeout() is not None:
+            sock.settimeout(None)
 
     def pump(src: socket.socket, dst: socket.socket) -> None:
         buffer = memoryview(bytearray(_RECV))
@@ -1026,6 +1063,13 @@ def _linger(sock: socket.socket, seconds: float = 5.0, limit: int = 256 * 1024 *
             if not data:
                 return
             seen += len(data)
+
+
+def _without_header(block: bytes, name: bytes) -> bytes:
+    """`block` (checked lines, each after its CRLF) without the lines of header `name`."""
+    if TOKEN_RE.fullmatch(name) is None or name != name.lower():
+        raise WriteError(f"invalid header name {name[:40]!r}")
+    return re.sub(rb"\r\n" + re.escape(name) + rb":[^\r]*", b"", block, flags=re.IGNORECASE)
 
 
 def _wants_close(head: RequestHead) -> bool:

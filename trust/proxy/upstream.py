@@ -241,10 +241,10 @@ def quiet(sock: socket.socket) -> bool:
     empty read is the engine's close.
     """
     try:
-        sock.settimeout(0.0)  # a timeout would make recv wait for readability first
-        sock.recv(1, socket.MSG_PEEK)
+        if sock.gettimeout() is not None:
+            sock.settimeout(None)  # a timeout would make recv wait for readability first
+        sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)  # no mode switch: one system call
     except BlockingIOError:
-        sock.settimeout(None)
         return True
     except OSError:
         pass
