@@ -1877,6 +1877,92 @@ def test_X45e_rollback_previous_on_a_real_swarm(world: World) -> None:
         world.engine("swarm", "leave", "--force", check=False)
 
 
+def test_X45f_a_service_image_given_as_an_image_id(
+    world: World, evil_id: str, tmp_path: Path
+) -> None:
+    """`sha256:<hex>` is also the name `docker.io/library/sha256` with that tag. A worker
+    runs such a service image as a local image ID (the full form skips the pull; a short one
+    falls back to the ID prefix once the pull of the name fails), so a rule accepting that
+    name unsigned must not admit it: the image the engine resolves must be admitted, and the
+    spec is pinned to its full ID. The same holds for a `PreviousSpec` rolled back to."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        '[[rules]]\nname = "hub-unsigned"\nregistry = "docker.io"\nallow_unsigned = true\n'
+    )
+    os.chmod(policy, 0o600)
+    proxy = world.start_proxy(policy=policy)
+    name = f"id{time.monotonic_ns()}"
+    signed1 = f"{world.repo}:1.0@{world.signed_digest}"
+
+    def create(service: str, image: str, replicas: int = 1) -> tuple[int, bytes]:
+        spec = {
+            "Name": service,
+            "Mode": {"Replicated": {"Replicas": replicas}},
+            "TaskTemplate": {"ContainerSpec": {"Image": image, "Command": ["sleep", "30"]}},
+        }
+        status, body, _ = api(
+            proxy.socket, "POST", f"{V}/services/create", json.dumps(spec).encode(), JSON
+        )
+        return status, body
+
+    def image_of(service: str, spec: str = "Spec") -> str:
+        proc = world.engine("service", "inspect", service)
+        return str(json.loads(proc.stdout)[0][spec]["TaskTemplate"]["ContainerSpec"]["Image"])
+
+    def listed(service: str) -> str:
+        return world.engine("service", "ls", "-q", "--filter", f"name={service}").stdout.strip()
+
+    world.engine("swarm", "init", "--advertise-addr", "127.0.0.1")
+    try:
+        before_containers = world.container_ids()
+        hexid = evil_id.removeprefix("sha256:")
+        for image in (evil_id, f"sha256:{hexid[:12]}", f"docker.io/library/sha256:{hexid[:12]}"):
+            status, body = create(f"{name}evil", image)
+            assert status == 403 and b"NotVerified" in body, (image, body)
+            assert listed(f"{name}evil") == "", image
+        status, body = create(f"{name}gone", "sha256:" + "0" * 64)
+        assert status == 404, body
+        assert listed(f"{name}gone") == ""
+        assert world.container_ids() == before_containers
+        # an admitted image (pulled signed through the proxy) by ID prefix: pinned to its ID
+        proc = world.client("pull", f"{world.repo}:1.0", proxy=proxy)
+        assert proc.returncode == 0, proc
+        good = world.image(f"{world.repo}:1.0")
+        assert good is not None
+        status, body = create(f"{name}good", str(good["Id"])[:19], replicas=0)
+        assert status == 201, body
+        assert image_of(f"{name}good") == good["Id"]
+        # a previous spec naming an unverified image by ID (set behind the proxy's back)
+        world.engine(
+            "service",
+            "create",
+            "-d",
+            "--name",
+            name,
+            "--replicas",
+            "0",
+            "--no-resolve-image",
+            evil_id,
+        )
+        world.engine("service", "update", "-d", "--no-resolve-image", "--image", signed1, name)
+        assert image_of(name, "PreviousSpec") == evil_id
+        proc = world.client("service", "rollback", "-d", name, proxy=proxy)
+        assert proc.returncode != 0 and "NotVerified" in proc.stderr, proc
+        assert image_of(name) == signed1
+        # an admitted image's ID prefix is resolved again for each task: not pinned
+        world.engine("service", "update", "-d", "--image", str(good["Id"])[:19], name)
+        world.engine("service", "update", "-d", "--no-resolve-image", "--image", signed1, name)
+        proc = world.client("service", "rollback", "-d", name, proxy=proxy)
+        assert proc.returncode != 0 and "ID prefix" in proc.stderr, proc
+        assert image_of(name) == signed1
+    finally:
+        for service in (name, f"{name}good", f"{name}evil", f"{name}gone"):
+            world.engine("service", "rm", service, check=False)
+        world.engine("swarm", "leave", "--force", check=False)
+        world.rmi(f"{world.repo}:1.0")
+        proxy.stop()
+
+
 # --------------------------------------------------------------------- trust server, crashes
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING
 
 from trust.errors import InputError
@@ -11,12 +12,28 @@ from trust.proxy.containers import check_mount_host_path
 from trust.proxy.decide import DeciderBase, Refused, sanitize
 from trust.proxy.framing import HTTPRefusal
 from trust.proxy.upstream import vpath
-from trust.reference import parse
+from trust.reference import Reference, parse
 
 if TYPE_CHECKING:
     from trust.proxy.server import Exchange
 
-__all__ = ["SwarmRoutes"]
+__all__ = ["SwarmRoutes", "task_image_id"]
+
+_IMAGE_ID = re.compile(r"sha256:[0-9a-f]{1,64}")
+
+
+def task_image_id(ref: Reference) -> str | None:
+    """The image ID (or ID prefix) a worker runs for a service image parsed as `ref`, or None.
+
+    A worker creates the task's container from `FamiliarString(TagNameOnly(Image))` (moby's
+    executor, `containerConfig.image`): for `docker.io/library/sha256` with a hex tag that is
+    `sha256:<hex>`, which the engine resolves as an image ID (the full form skips the pull; a
+    short one is an ID prefix once the pull of the name fails). So such a spec never names
+    the repository its policy rule is about, and must be judged as the local image it is."""
+    if ref.digest is not None:
+        return None
+    familiar = ref.familiar()
+    return familiar if _IMAGE_ID.fullmatch(familiar) else None
 
 
 class SwarmRoutes(DeciderBase):
@@ -57,19 +74,56 @@ class SwarmRoutes(DeciderBase):
                     f"trustpull: service image {image} refused: {error.message} [Input]",
                     kind="Input",
                 ) from None
-            verified = self.verify(ex, ref, what="service")
-            if verified.pins:
-                tag = ref.tag or verified.pins[0].tag
-                pinned = (
-                    f"{ref.name}:{tag}@{verified.pins[0].digest}"
-                    if tag
-                    else f"{ref.name}@{verified.pins[0].digest}"
-                )
-                gojson.set_field(spec, "Image", pinned)
-                self._log(ex, verdict="pinned", reference=image, digest=verified.pins[0].digest)
+            image_id = task_image_id(ref)
+            if image_id is not None:
+                pinned_id = self._admitted_id(ex, image_id, what=f"service image {image}")
+                gojson.set_field(spec, "Image", pinned_id)
+                self._log(ex, verdict="pinned", reference=image, digest=pinned_id)
+            else:
+                self._pin_service_image(ex, spec, image, ref)
         if ex.target.query.get("rollback") == "previous":
             self._check_previous_spec(ex)
         ex.conn.forward(ex, body=gojson.dumps(obj))
+
+    def _pin_service_image(
+        self, ex: Exchange, spec: gojson.Obj, image: str, ref: Reference
+    ) -> None:
+        """A named service image: pinned to `N:T@D` (DCT's form) when signed; a name a rule
+        accepts unsigned is left as it is."""
+        verified = self.verify(ex, ref, what="service")
+        if verified.pins:
+            tag = ref.tag or verified.pins[0].tag
+            pinned = (
+                f"{ref.name}:{tag}@{verified.pins[0].digest}"
+                if tag
+                else f"{ref.name}@{verified.pins[0].digest}"
+            )
+            gojson.set_field(spec, "Image", pinned)
+            self._log(ex, verdict="pinned", reference=image, digest=verified.pins[0].digest)
+
+    def _admitted_id(self, ex: Exchange, image_id: str, *, what: str) -> str:
+        """The full ID of the local image `image_id` (an ID or ID prefix, see `task_image_id`)
+        resolves to, which must be admitted (§2.5 step 4, as for a container create). A
+        missing image is refused too: a task retries, and would run whatever image with that
+        ID arrived later, by whatever way."""
+        found = self.inspect_image(ex, image_id)
+        if found is None:
+            raise Refused(
+                404,
+                f"trustpull: {what} refused: no local image has the ID {image_id} [NotPresent]",
+                kind="NotPresent",
+                reference=image_id,
+            )
+        if not self.admitted(ex, found):
+            raise Refused(
+                403,
+                f"trustpull: {what} refused: it is the local image {found.get('Id')}, which is "
+                "not verified (no signed digest reference, not built through the proxy) "
+                "[NotVerified]",
+                kind="NotVerified",
+                reference=image_id,
+            )
+        return str(found["Id"])
 
     def _check_previous_spec(self, ex: Exchange) -> None:
         """`rollback=previous` makes the engine run the service's `PreviousSpec`, not the
@@ -116,6 +170,19 @@ class SwarmRoutes(DeciderBase):
             raise Refused(
                 400, f"trustpull: {what} refused: {error.message} [Input]", kind="Input"
             ) from None
+        image_id = task_image_id(ref)
+        if image_id is not None:
+            if len(image_id) != len("sha256:") + 64:
+                raise Refused(
+                    403,
+                    f"trustpull: {what} refused: an image ID prefix is resolved again for each "
+                    "task, so it is not pinned to the image checked now [Service]",
+                    kind="Service",
+                    reference=image,
+                )
+            self._admitted_id(ex, image_id, what=what)
+            self._log(ex, verdict="verified", reference=image, reason="rollback=previous")
+            return
         verified = self.verify(ex, ref, what="rollback=previous")
         if verified.unsigned is None and ref.digest is None:
             raise Refused(
