@@ -21,6 +21,7 @@ import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -1961,6 +1962,75 @@ def test_X45f_a_service_image_given_as_an_image_id(
         world.engine("swarm", "leave", "--force", check=False)
         world.rmi(f"{world.repo}:1.0")
         proxy.stop()
+
+
+def test_X45g_an_update_that_rolls_back_by_itself(world: World, evil_id: str) -> None:
+    """`UpdateConfig.FailureAction: rollback` makes swarm put back the spec the update
+    replaces when the update fails, with no second request: that spec (set behind the
+    proxy's back here, its one task run and completed) is what a failing update through the
+    proxy would start again, so it must be admitted like a `PreviousSpec` for
+    `rollback=previous`. The update is refused and no task of the unverified image starts."""
+    name = f"ar{time.monotonic_ns()}"
+    signed1 = f"{world.repo}:1.0@{world.signed_digest}"
+
+    def inspect() -> dict[str, Any]:
+        value: dict[str, Any] = json.loads(world.engine("service", "inspect", name).stdout)[0]
+        return value
+
+    def evil_containers() -> list[str]:
+        out = world.engine("ps", "-a", "-q", "--no-trunc", "--filter", f"ancestor={evil_id}")
+        return out.stdout.split()
+
+    world.engine("swarm", "init", "--advertise-addr", "127.0.0.1")
+    try:
+        world.engine(
+            "service",
+            "create",
+            "-d",
+            "--name",
+            name,
+            "--restart-condition",
+            "none",
+            "--no-resolve-image",
+            evil_id,
+            "true",
+        )
+        deadline = time.monotonic() + 60
+        while (
+            len(evil_containers()) != 1
+            or not world.engine(
+                "service", "ps", "-q", "--filter", "desired-state=shutdown", name
+            ).stdout.strip()
+        ):
+            assert time.monotonic() < deadline, world.engine("service", "ps", name).stdout
+            time.sleep(0.5)
+        world.pull_direct(signed1)
+        service = inspect()
+        spec = service["Spec"]
+        spec["TaskTemplate"]["ContainerSpec"].update(Image=signed1, Command=["false"])
+        spec["TaskTemplate"]["ForceUpdate"] = 1
+        spec["UpdateConfig"] = {"FailureAction": "rollback", "Monitor": 5_000_000_000}
+        target = f"{V}/services/{service['ID']}/update?version={service['Version']['Index']}"
+        status, body, _ = api(world.proxy.socket, "POST", target, json.dumps(spec).encode(), JSON)
+        assert status == 403 and b"FailureAction" in body, body
+        time.sleep(5)  # a failing update would have rolled back by now
+        assert inspect()["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"] == evil_id
+        assert len(evil_containers()) == 1, world.engine("service", "ps", name).stdout
+        # once the spec replaced is admitted, such an update passes (and is pinned)
+        world.engine("service", "update", "-d", "--no-resolve-image", "--image", signed1, name)
+        service = inspect()
+        spec = service["Spec"]
+        spec["TaskTemplate"]["ContainerSpec"]["Image"] = f"{world.repo}:2.0"
+        spec["UpdateConfig"] = {"FailureAction": "rollback"}
+        target = f"{V}/services/{service['ID']}/update?version={service['Version']['Index']}"
+        status, body, _ = api(world.proxy.socket, "POST", target, json.dumps(spec).encode(), JSON)
+        assert status == 200, body
+        image = inspect()["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+        assert image == f"{world.repo}:2.0@{world.signed2_digest}"
+    finally:
+        world.engine("service", "rm", name, check=False)
+        world.engine("swarm", "leave", "--force", check=False)
+        world.rmi(signed1)
 
 
 # --------------------------------------------------------------------- trust server, crashes

@@ -36,6 +36,13 @@ def task_image_id(ref: Reference) -> str | None:
     return familiar if _IMAGE_ID.fullmatch(familiar) else None
 
 
+def _rolls_back_on_failure(obj: object) -> bool:
+    """The spec's effective `UpdateConfig.FailureAction` is `rollback` (moby matches the value
+    exactly; the keys by Go's rules)."""
+    action = gojson.get(gojson.get(obj, "UpdateConfig"), "FailureAction")
+    return isinstance(action, str) and action == "rollback"
+
+
 class SwarmRoutes(DeciderBase):
     """Service specs pinned to signed digests; rollbacks to admitted images only."""
 
@@ -55,7 +62,7 @@ class SwarmRoutes(DeciderBase):
             )
         ex.conn.forward(ex)
 
-    def _service(self, ex: Exchange) -> None:
+    def _service(self, ex: Exchange, *, update: bool) -> None:
         body = ex.conn.read_body(ex, self.config.max_json_body)
         obj = gojson.loads(body) if body.strip() else gojson.Obj()
         template = gojson.get(obj, "TaskTemplate")
@@ -82,7 +89,9 @@ class SwarmRoutes(DeciderBase):
             else:
                 self._pin_service_image(ex, spec, image, ref)
         if ex.target.query.get("rollback") == "previous":
-            self._check_previous_spec(ex)
+            self._check_rolled_back_to(ex, "PreviousSpec", "rollback=previous")
+        elif update and _rolls_back_on_failure(obj):
+            self._check_rolled_back_to(ex, "Spec", "UpdateConfig.FailureAction=rollback")
         ex.conn.forward(ex, body=gojson.dumps(obj))
 
     def _pin_service_image(
@@ -125,12 +134,16 @@ class SwarmRoutes(DeciderBase):
             )
         return str(found["Id"])
 
-    def _check_previous_spec(self, ex: Exchange) -> None:
-        """`rollback=previous` makes the engine run the service's `PreviousSpec`, not the
-        body (§2.9): its image must be admitted, which for a spec means pinned to a digest that
-        verifies (`N:T@D` with T signed for D, or a signed `N@D`; a tag alone would be pulled
-        by tag on the workers). The spec is read at the version the update names: swarm refuses
-        an update out of sequence, so the spec checked is the spec the engine rolls back to."""
+    def _check_rolled_back_to(self, ex: Exchange, key: str, why: str) -> None:
+        """The service spec `key` of `GET /services/{id}` that this update makes the engine
+        run without the body's image (§2.9): `PreviousSpec` for `rollback=previous`; the
+        current `Spec` when the body's `UpdateConfig.FailureAction` is `rollback`, which swarm
+        puts back by itself once the update fails (whose tasks may have stopped long ago, or
+        never run). Its image must be admitted, which for a spec means pinned to a digest
+        that verifies (`N:T@D` with T signed for D, or a signed `N@D`; a tag alone would be
+        pulled by tag on the workers), or a name a rule accepts unsigned, or an admitted
+        image by its full ID. The spec is read at the version the update names: swarm
+        refuses an update out of sequence, so the spec checked is the spec rolled back to."""
         assert ex.match is not None
         service_id = ex.match.params.get("id", "")
         answer = self.proxy.upstream.call(
@@ -144,26 +157,26 @@ class SwarmRoutes(DeciderBase):
         if str(version) != ex.target.query.get("version"):
             raise Refused(
                 403,
-                f"trustpull: rollback=previous of service {service_id} refused: the update "
+                f"trustpull: {why} of service {service_id} refused: the update "
                 f"names version {ex.target.query.get('version') or '(none)'} but the service "
-                f"is at {version}; the previous spec checked must be the one rolled back to "
+                f"is at {version}; the spec checked must be the one rolled back to "
                 "[Service]",
                 kind="Service",
             )
-        previous = info.get("PreviousSpec")
+        previous = info.get(key)
         if not isinstance(previous, dict):
             return  # the engine refuses a rollback without a previous spec itself
         template = previous.get("TaskTemplate") or {}
         if template.get("PluginSpec") is not None:
             raise Refused(
                 403,
-                "trustpull: rollback=previous refused: the previous spec runs a plugin [Plugin]",
+                f"trustpull: {why} refused: the spec rolled back to runs a plugin [Plugin]",
                 kind="Plugin",
             )
         image = (template.get("ContainerSpec") or {}).get("Image")
         if not isinstance(image, str) or not image:
             return
-        what = f"rollback=previous of service {service_id} to {image}"
+        what = f"{why} of service {service_id} (to {image})"
         try:
             ref = parse(image)
         except InputError as error:
@@ -181,24 +194,24 @@ class SwarmRoutes(DeciderBase):
                     reference=image,
                 )
             self._admitted_id(ex, image_id, what=what)
-            self._log(ex, verdict="verified", reference=image, reason="rollback=previous")
+            self._log(ex, verdict="verified", reference=image, reason=why)
             return
-        verified = self.verify(ex, ref, what="rollback=previous")
+        verified = self.verify(ex, ref, what=why)
         if verified.unsigned is None and ref.digest is None:
             raise Refused(
                 403,
-                f"trustpull: {what} refused: the previous image is not pinned to a digest, so "
+                f"trustpull: {what} refused: that image is not pinned to a digest, so "
                 "the workers would pull the tag unverified [Service]",
                 kind="Service",
                 reference=image,
             )
-        self._log(ex, verdict="verified", reference=image, reason="rollback=previous")
+        self._log(ex, verdict="verified", reference=image, reason=why)
 
     def on_services_create(self, ex: Exchange) -> None:
-        self._service(ex)
+        self._service(ex, update=False)
 
     def on_services_update(self, ex: Exchange) -> None:
-        self._service(ex)
+        self._service(ex, update=True)
 
     def on_distribution_inspect(self, ex: Exchange) -> None:
         """Read-only, but a descriptor whose digest is not the signed one is refused (the CLI's
