@@ -2033,6 +2033,55 @@ def test_X45g_an_update_that_rolls_back_by_itself(world: World, evil_id: str) ->
         world.rmi(signed1)
 
 
+def test_X45h_a_rollback_to_a_spec_that_mounts_the_engine_socket(world: World) -> None:
+    """A spec rolled back to (the `PreviousSpec` of `rollback=previous`, set behind the
+    proxy's back here) is refused when it binds the engine socket, as a create or an update
+    naming that mount is: its task would reach the engine without the proxy."""
+    name = f"rm{time.monotonic_ns()}"
+    signed1 = f"{world.repo}:1.0@{world.signed_digest}"
+
+    def socket_containers() -> list[str]:
+        found = []
+        for cid in world.container_ids():
+            info = json.loads(world.engine("inspect", cid).stdout)[0]
+            sources = {m.get("Source") for m in info.get("Mounts") or []}
+            if world.engine_socket in sources:
+                found.append(cid)
+        return found
+
+    def wait_for(what: Any) -> None:
+        deadline = time.monotonic() + 60
+        while not what():
+            assert time.monotonic() < deadline, world.engine("service", "ps", name).stdout
+            time.sleep(0.5)
+
+    world.engine("swarm", "init", "--advertise-addr", "127.0.0.1")
+    try:
+        world.engine(
+            "service",
+            "create",
+            "-d",
+            "--name",
+            name,
+            "--restart-condition",
+            "none",
+            "--no-resolve-image",
+            "--mount",
+            f"type=bind,source={world.engine_socket},target=/s",
+            signed1,
+            "true",
+        )
+        wait_for(lambda: len(socket_containers()) == 1)
+        world.engine("service", "update", "-d", "--mount-rm", "/s", name)
+        proc = world.client("service", "rollback", "-d", name)
+        assert proc.returncode != 0 and "EngineSocket" in proc.stderr, proc
+        time.sleep(3)
+        assert len(socket_containers()) == 1
+    finally:
+        world.engine("service", "rm", name, check=False)
+        world.engine("swarm", "leave", "--force", check=False)
+
+
 # --------------------------------------------------------------------- trust server, crashes
 
 

@@ -139,11 +139,12 @@ class SwarmRoutes(DeciderBase):
         run without the body's image (§2.9): `PreviousSpec` for `rollback=previous`; the
         current `Spec` when the body's `UpdateConfig.FailureAction` is `rollback`, which swarm
         puts back by itself once the update fails (whose tasks may have stopped long ago, or
-        never run). Its image must be admitted, which for a spec means pinned to a digest
-        that verifies (`N:T@D` with T signed for D, or a signed `N@D`; a tag alone would be
-        pulled by tag on the workers), or a name a rule accepts unsigned, or an admitted
-        image by its full ID. The spec is read at the version the update names: swarm
-        refuses an update out of sequence, so the spec checked is the spec rolled back to."""
+        never run). It must not bind the engine socket, and its image must be admitted, which
+        for a spec means pinned to a digest that verifies (`N:T@D` with T signed for D, or a
+        signed `N@D`; a tag alone would be pulled by tag on the workers), or a name a rule
+        accepts unsigned, or an admitted image by its full ID. The spec is read at the version
+        the update names: swarm refuses an update out of sequence, so the spec checked is the
+        spec rolled back to."""
         assert ex.match is not None
         service_id = ex.match.params.get("id", "")
         answer = self.proxy.upstream.call(
@@ -173,6 +174,12 @@ class SwarmRoutes(DeciderBase):
                 f"trustpull: {why} refused: the spec rolled back to runs a plugin [Plugin]",
                 kind="Plugin",
             )
+        # Its tasks run here too: the same mounts are refused as in a body (the engine's own
+        # answer, read by the Go rules only so that one check serves both).
+        rolled_back_to = gojson.get(gojson.loads(answer.body), key)
+        container = gojson.get(gojson.get(rolled_back_to, "TaskTemplate"), "ContainerSpec")
+        for mount in gojson.get(container, "Mounts") or []:
+            check_mount_host_path(mount, self.proxy.engine_path)
         image = (template.get("ContainerSpec") or {}).get("Image")
         if not isinstance(image, str) or not image:
             return
