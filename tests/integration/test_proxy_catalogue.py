@@ -2082,6 +2082,48 @@ def test_X45h_a_rollback_to_a_spec_that_mounts_the_engine_socket(world: World) -
         world.engine("swarm", "leave", "--force", check=False)
 
 
+def test_X45i_a_service_mount_source_given_as_a_swarm_template(world: World) -> None:
+    """A worker expands Go templates in a service's mount sources and volume driver options
+    before it creates the task (swarmkit's `ExpandContainerSpec`): `/{{/* */}}run/docker.sock`
+    or a volume's `device` `{{"/run"}}` is no path for the proxy's check but the engine
+    socket (or its directory) for the task. A templated host path is refused in a spec."""
+    name = f"tm{time.monotonic_ns()}"
+    templated = "/{{/* the engine socket */}}" + world.engine_socket.removeprefix("/")
+    templated_dir = '{{"' + os.path.dirname(world.engine_socket) + '"}}'
+    device = {
+        "Type": "volume",
+        "Target": "/s",
+        "Source": f"{name}vol",
+        "VolumeOptions": {
+            "DriverConfig": {"Name": "local", "Options": {"type": "none", "o": "bind"}}
+        },
+    }
+    device["VolumeOptions"]["DriverConfig"]["Options"]["device"] = templated_dir  # type: ignore[index]
+    world.engine("swarm", "init", "--advertise-addr", "127.0.0.1")
+    try:
+        before = world.container_ids()
+        for mount in ({"Type": "bind", "Source": templated, "Target": "/s"}, device):
+            spec = {
+                "Name": name,
+                "TaskTemplate": {
+                    "ContainerSpec": {
+                        "Image": f"{world.repo}:1.0",
+                        "Command": ["sleep", "30"],
+                        "Mounts": [mount],
+                    }
+                },
+            }
+            body = json.dumps(spec).encode()
+            status, answer, _ = api(world.proxy.socket, "POST", f"{V}/services/create", body, JSON)
+            assert status == 403 and b"template" in answer, (mount, answer)
+            listed = world.engine("service", "ls", "-q", "--filter", f"name={name}").stdout
+            assert listed.strip() == ""
+        assert world.container_ids() == before
+    finally:
+        world.engine("service", "rm", name, check=False)
+        world.engine("swarm", "leave", "--force", check=False)
+
+
 # --------------------------------------------------------------------- trust server, crashes
 
 

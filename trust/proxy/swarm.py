@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from trust.errors import InputError
 from trust.proxy import gojson
@@ -17,7 +17,7 @@ from trust.reference import Reference, parse
 if TYPE_CHECKING:
     from trust.proxy.server import Exchange
 
-__all__ = ["SwarmRoutes", "task_image_id"]
+__all__ = ["SwarmRoutes", "check_service_mount", "task_image_id"]
 
 _IMAGE_ID = re.compile(r"sha256:[0-9a-f]{1,64}")
 
@@ -34,6 +34,28 @@ def task_image_id(ref: Reference) -> str | None:
         return None
     familiar = ref.familiar()
     return familiar if _IMAGE_ID.fullmatch(familiar) else None
+
+
+def check_service_mount(mount: Any, engine_path: str) -> None:
+    """One `Mounts` entry of a service spec: a worker expands Go templates in a mount's
+    `Source` and in its volume driver options before it creates the task (swarmkit's
+    `ExpandContainerSpec`), so `/{{/* */}}run/docker.sock` is checked here as no path at all
+    and mounted there as the engine socket. A templated host path (a `bind` source, a local
+    volume's `device`) is refused; the rest is `check_mount_host_path`."""
+    kind = str(gojson.get(mount, "Type") or "").lower()
+    driver = gojson.get(gojson.get(mount, "VolumeOptions"), "DriverConfig")
+    host_path = {
+        "bind": gojson.get(mount, "Source"),
+        "volume": gojson.get_key(gojson.get(driver, "Options"), "device"),
+    }.get(kind)
+    if isinstance(host_path, str) and "{{" in host_path:
+        raise Refused(
+            403,
+            f"trustpull: mounting {host_path} refused: a swarm worker expands it as a "
+            "template, so the host path it mounts is not one that can be checked [EngineSocket]",
+            kind="EngineSocket",
+        )
+    check_mount_host_path(mount, engine_path)
 
 
 def _rolls_back_on_failure(obj: object) -> bool:
@@ -70,7 +92,7 @@ class SwarmRoutes(DeciderBase):
         if gojson.get(template, "PluginSpec") is not None:
             raise Refused(403, "trustpull: plugin services are refused [Plugin]", kind="Plugin")
         for mount in gojson.get(spec, "Mounts") or []:
-            check_mount_host_path(mount, self.proxy.engine_path)  # tasks run here too
+            check_service_mount(mount, self.proxy.engine_path)  # tasks run here too
         image = gojson.get(spec, "Image")
         if isinstance(image, str) and image:
             try:
@@ -179,7 +201,7 @@ class SwarmRoutes(DeciderBase):
         rolled_back_to = gojson.get(gojson.loads(answer.body), key)
         container = gojson.get(gojson.get(rolled_back_to, "TaskTemplate"), "ContainerSpec")
         for mount in gojson.get(container, "Mounts") or []:
-            check_mount_host_path(mount, self.proxy.engine_path)
+            check_service_mount(mount, self.proxy.engine_path)
         image = (template.get("ContainerSpec") or {}).get("Image")
         if not isinstance(image, str) or not image:
             return
