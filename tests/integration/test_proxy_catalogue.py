@@ -2124,6 +2124,37 @@ def test_X45i_a_service_mount_source_given_as_a_swarm_template(world: World) -> 
         world.engine("swarm", "leave", "--force", check=False)
 
 
+def test_X45j_a_service_mount_whose_type_swarm_reads_as_bind(world: World) -> None:
+    """moby converts a service mount's `Type` with `strings.ToUpper` and keeps the enum's zero,
+    BIND, for an empty or missing one: `bınd` (dotless i) and no `Type` at all are bind
+    mounts of `Source` on the worker, and a bind of the engine socket is refused."""
+    name = f"mt{time.monotonic_ns()}"
+    world.engine("swarm", "init", "--advertise-addr", "127.0.0.1")
+    try:
+        before = world.container_ids()
+        for extra in ({}, {"Type": ""}, {"Type": "b\u0131nd"}):
+            mount = {"Source": world.engine_socket, "Target": "/s", **extra}
+            spec = {
+                "Name": name,
+                "TaskTemplate": {
+                    "ContainerSpec": {
+                        "Image": f"{world.repo}:1.0",
+                        "Command": ["sleep", "30"],
+                        "Mounts": [mount],
+                    }
+                },
+            }
+            body = json.dumps(spec).encode()
+            status, answer, _ = api(world.proxy.socket, "POST", f"{V}/services/create", body, JSON)
+            assert status == 403 and b"EngineSocket" in answer, (mount, answer)
+            listed = world.engine("service", "ls", "-q", "--filter", f"name={name}").stdout
+            assert listed.strip() == ""
+        assert world.container_ids() == before
+    finally:
+        world.engine("service", "rm", name, check=False)
+        world.engine("swarm", "leave", "--force", check=False)
+
+
 # --------------------------------------------------------------------- trust server, crashes
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from trust.errors import InputError
 from trust.proxy import gojson
-from trust.proxy.containers import check_mount_host_path
+from trust.proxy.containers import check_host_path
 from trust.proxy.decide import DeciderBase, Refused, sanitize
 from trust.proxy.framing import HTTPRefusal
 from trust.proxy.upstream import vpath
@@ -36,26 +36,40 @@ def task_image_id(ref: Reference) -> str | None:
     return familiar if _IMAGE_ID.fullmatch(familiar) else None
 
 
+def _swarm_mount_type(value: Any) -> str:
+    """A service mount's type as moby converts it (`ServiceSpecToGRPC`): `strings.ToUpper`,
+    rune by rune with the simple mapping (`b\u0131nd`, with a dotless i, is `BIND`), and an
+    empty or missing `Type` left at the enum's zero, which is `BIND`."""
+    text = value if isinstance(value, str) else ""
+    return "".join(c.upper() if len(c.upper()) == 1 else c for c in text) or "BIND"
+
+
 def check_service_mount(mount: Any, engine_path: str) -> None:
-    """One `Mounts` entry of a service spec: a worker expands Go templates in a mount's
-    `Source` and in its volume driver options before it creates the task (swarmkit's
-    `ExpandContainerSpec`), so `/{{/* */}}run/docker.sock` is checked here as no path at all
-    and mounted there as the engine socket. A templated host path (a `bind` source, a local
-    volume's `device`) is refused; the rest is `check_mount_host_path`."""
-    kind = str(gojson.get(mount, "Type") or "").lower()
-    driver = gojson.get(gojson.get(mount, "VolumeOptions"), "DriverConfig")
-    host_path = {
-        "bind": gojson.get(mount, "Source"),
-        "volume": gojson.get_key(gojson.get(driver, "Options"), "device"),
-    }.get(kind)
-    if isinstance(host_path, str) and "{{" in host_path:
+    """One `Mounts` entry of a service spec, read as swarm reads it (not as a container
+    create's, `check_mount_host_path`): the type by `_swarm_mount_type`, so a mount with no
+    `Type` binds its `Source`; and a worker expands Go templates in `Source` and in volume
+    driver options before it creates the task (swarmkit's `ExpandContainerSpec`), so
+    `/{{/* */}}run/docker.sock` would be checked here as no path at all and mounted there as
+    the engine socket: a templated host path (a bind source, a local volume's `device`) is
+    refused."""
+    kind = _swarm_mount_type(gojson.get(mount, "Type"))
+    if kind == "BIND":
+        host_path = gojson.get(mount, "Source")
+    elif kind == "VOLUME":
+        driver = gojson.get(gojson.get(mount, "VolumeOptions"), "DriverConfig")
+        host_path = gojson.get_key(gojson.get(driver, "Options"), "device")
+    else:
+        return
+    if not isinstance(host_path, str):
+        return
+    if "{{" in host_path:
         raise Refused(
             403,
             f"trustpull: mounting {host_path} refused: a swarm worker expands it as a "
             "template, so the host path it mounts is not one that can be checked [EngineSocket]",
             kind="EngineSocket",
         )
-    check_mount_host_path(mount, engine_path)
+    check_host_path(host_path, engine_path)
 
 
 def _rolls_back_on_failure(obj: object) -> bool:
