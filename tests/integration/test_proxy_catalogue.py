@@ -2075,6 +2075,9 @@ def test_X45h_a_rollback_to_a_spec_that_mounts_the_engine_socket(world: World) -
         world.engine("service", "update", "-d", "--mount-rm", "/s", name)
         proc = world.client("service", "rollback", "-d", name)
         assert proc.returncode != 0 and "EngineSocket" in proc.stderr, proc
+        # before API 1.28 the CLI rolls back itself: the previous spec is the update's body
+        proc = world.client("service", "update", "--rollback", name, DOCKER_API_VERSION="1.27")
+        assert proc.returncode != 0 and "EngineSocket" in proc.stderr, proc
         time.sleep(3)
         assert len(socket_containers()) == 1
     finally:
