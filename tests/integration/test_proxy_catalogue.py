@@ -21,6 +21,7 @@ import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -1873,6 +1874,286 @@ def test_X45e_rollback_previous_on_a_real_swarm(world: World) -> None:
         assert world.container_ids() == before_containers
     finally:
         world.engine("service", "rm", f"{name}raw", check=False)
+        world.engine("service", "rm", name, check=False)
+        world.engine("swarm", "leave", "--force", check=False)
+
+
+def test_X45f_a_service_image_given_as_an_image_id(
+    world: World, evil_id: str, tmp_path: Path
+) -> None:
+    """`sha256:<hex>` is also the name `docker.io/library/sha256` with that tag. A worker
+    runs such a service image as a local image ID (the full form skips the pull; a short one
+    falls back to the ID prefix once the pull of the name fails), so a rule accepting that
+    name unsigned must not admit it: the image the engine resolves must be admitted, and the
+    spec is pinned to its full ID. The same holds for a `PreviousSpec` rolled back to."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        '[[rules]]\nname = "hub-unsigned"\nregistry = "docker.io"\nallow_unsigned = true\n'
+    )
+    os.chmod(policy, 0o600)
+    proxy = world.start_proxy(policy=policy)
+    name = f"id{time.monotonic_ns()}"
+    signed1 = f"{world.repo}:1.0@{world.signed_digest}"
+
+    def create(service: str, image: str, replicas: int = 1) -> tuple[int, bytes]:
+        spec = {
+            "Name": service,
+            "Mode": {"Replicated": {"Replicas": replicas}},
+            "TaskTemplate": {"ContainerSpec": {"Image": image, "Command": ["sleep", "30"]}},
+        }
+        status, body, _ = api(
+            proxy.socket, "POST", f"{V}/services/create", json.dumps(spec).encode(), JSON
+        )
+        return status, body
+
+    def image_of(service: str, spec: str = "Spec") -> str:
+        proc = world.engine("service", "inspect", service)
+        return str(json.loads(proc.stdout)[0][spec]["TaskTemplate"]["ContainerSpec"]["Image"])
+
+    def listed(service: str) -> str:
+        return world.engine("service", "ls", "-q", "--filter", f"name={service}").stdout.strip()
+
+    world.engine("swarm", "init", "--advertise-addr", "127.0.0.1")
+    try:
+        before_containers = world.container_ids()
+        hexid = evil_id.removeprefix("sha256:")
+        for image in (evil_id, f"sha256:{hexid[:12]}", f"docker.io/library/sha256:{hexid[:12]}"):
+            status, body = create(f"{name}evil", image)
+            assert status == 403 and b"NotVerified" in body, (image, body)
+            assert listed(f"{name}evil") == "", image
+        status, body = create(f"{name}gone", "sha256:" + "0" * 64)
+        assert status == 404, body
+        assert listed(f"{name}gone") == ""
+        assert world.container_ids() == before_containers
+        # an admitted image (pulled signed through the proxy) by ID prefix: pinned to its ID
+        proc = world.client("pull", f"{world.repo}:1.0", proxy=proxy)
+        assert proc.returncode == 0, proc
+        good = world.image(f"{world.repo}:1.0")
+        assert good is not None
+        status, body = create(f"{name}good", str(good["Id"])[:19], replicas=0)
+        assert status == 201, body
+        assert image_of(f"{name}good") == good["Id"]
+        # a previous spec naming an unverified image by ID (set behind the proxy's back)
+        world.engine(
+            "service",
+            "create",
+            "-d",
+            "--name",
+            name,
+            "--replicas",
+            "0",
+            "--no-resolve-image",
+            evil_id,
+        )
+        world.engine("service", "update", "-d", "--no-resolve-image", "--image", signed1, name)
+        assert image_of(name, "PreviousSpec") == evil_id
+        proc = world.client("service", "rollback", "-d", name, proxy=proxy)
+        assert proc.returncode != 0 and "NotVerified" in proc.stderr, proc
+        assert image_of(name) == signed1
+        # an admitted image's ID prefix is resolved again for each task: not pinned
+        world.engine("service", "update", "-d", "--image", str(good["Id"])[:19], name)
+        world.engine("service", "update", "-d", "--no-resolve-image", "--image", signed1, name)
+        proc = world.client("service", "rollback", "-d", name, proxy=proxy)
+        assert proc.returncode != 0 and "ID prefix" in proc.stderr, proc
+        assert image_of(name) == signed1
+    finally:
+        for service in (name, f"{name}good", f"{name}evil", f"{name}gone"):
+            world.engine("service", "rm", service, check=False)
+        world.engine("swarm", "leave", "--force", check=False)
+        world.rmi(f"{world.repo}:1.0")
+        proxy.stop()
+
+
+def test_X45g_an_update_that_rolls_back_by_itself(world: World, evil_id: str) -> None:
+    """`UpdateConfig.FailureAction: rollback` makes swarm put back the spec the update
+    replaces when the update fails, with no second request: that spec (set behind the
+    proxy's back here, its one task run and completed) is what a failing update through the
+    proxy would start again, so it must be admitted like a `PreviousSpec` for
+    `rollback=previous`. The update is refused and no task of the unverified image starts."""
+    name = f"ar{time.monotonic_ns()}"
+    signed1 = f"{world.repo}:1.0@{world.signed_digest}"
+
+    def inspect() -> dict[str, Any]:
+        value: dict[str, Any] = json.loads(world.engine("service", "inspect", name).stdout)[0]
+        return value
+
+    def evil_containers() -> list[str]:
+        out = world.engine("ps", "-a", "-q", "--no-trunc", "--filter", f"ancestor={evil_id}")
+        return out.stdout.split()
+
+    world.engine("swarm", "init", "--advertise-addr", "127.0.0.1")
+    try:
+        world.engine(
+            "service",
+            "create",
+            "-d",
+            "--name",
+            name,
+            "--restart-condition",
+            "none",
+            "--no-resolve-image",
+            evil_id,
+            "true",
+        )
+        deadline = time.monotonic() + 60
+        while (
+            len(evil_containers()) != 1
+            or not world.engine(
+                "service", "ps", "-q", "--filter", "desired-state=shutdown", name
+            ).stdout.strip()
+        ):
+            assert time.monotonic() < deadline, world.engine("service", "ps", name).stdout
+            time.sleep(0.5)
+        world.pull_direct(signed1)
+        service = inspect()
+        spec = service["Spec"]
+        spec["TaskTemplate"]["ContainerSpec"].update(Image=signed1, Command=["false"])
+        spec["TaskTemplate"]["ForceUpdate"] = 1
+        spec["UpdateConfig"] = {"FailureAction": "rollback", "Monitor": 5_000_000_000}
+        target = f"{V}/services/{service['ID']}/update?version={service['Version']['Index']}"
+        status, body, _ = api(world.proxy.socket, "POST", target, json.dumps(spec).encode(), JSON)
+        assert status == 403 and b"FailureAction" in body, body
+        time.sleep(5)  # a failing update would have rolled back by now
+        assert inspect()["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"] == evil_id
+        assert len(evil_containers()) == 1, world.engine("service", "ps", name).stdout
+        # once the spec replaced is admitted, such an update passes (and is pinned)
+        world.engine("service", "update", "-d", "--no-resolve-image", "--image", signed1, name)
+        service = inspect()
+        spec = service["Spec"]
+        spec["TaskTemplate"]["ContainerSpec"]["Image"] = f"{world.repo}:2.0"
+        spec["UpdateConfig"] = {"FailureAction": "rollback"}
+        target = f"{V}/services/{service['ID']}/update?version={service['Version']['Index']}"
+        status, body, _ = api(world.proxy.socket, "POST", target, json.dumps(spec).encode(), JSON)
+        assert status == 200, body
+        image = inspect()["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+        assert image == f"{world.repo}:2.0@{world.signed2_digest}"
+    finally:
+        world.engine("service", "rm", name, check=False)
+        world.engine("swarm", "leave", "--force", check=False)
+        world.rmi(signed1)
+
+
+def test_X45h_a_rollback_to_a_spec_that_mounts_the_engine_socket(world: World) -> None:
+    """A spec rolled back to (the `PreviousSpec` of `rollback=previous`, set behind the
+    proxy's back here) is refused when it binds the engine socket, as a create or an update
+    naming that mount is: its task would reach the engine without the proxy."""
+    name = f"rm{time.monotonic_ns()}"
+    signed1 = f"{world.repo}:1.0@{world.signed_digest}"
+
+    def socket_containers() -> list[str]:
+        found = []
+        for cid in world.container_ids():
+            info = json.loads(world.engine("inspect", cid).stdout)[0]
+            sources = {m.get("Source") for m in info.get("Mounts") or []}
+            if world.engine_socket in sources:
+                found.append(cid)
+        return found
+
+    def wait_for(what: Any) -> None:
+        deadline = time.monotonic() + 60
+        while not what():
+            assert time.monotonic() < deadline, world.engine("service", "ps", name).stdout
+            time.sleep(0.5)
+
+    world.engine("swarm", "init", "--advertise-addr", "127.0.0.1")
+    try:
+        world.engine(
+            "service",
+            "create",
+            "-d",
+            "--name",
+            name,
+            "--restart-condition",
+            "none",
+            "--no-resolve-image",
+            "--mount",
+            f"type=bind,source={world.engine_socket},target=/s",
+            signed1,
+            "true",
+        )
+        wait_for(lambda: len(socket_containers()) == 1)
+        world.engine("service", "update", "-d", "--mount-rm", "/s", name)
+        proc = world.client("service", "rollback", "-d", name)
+        assert proc.returncode != 0 and "EngineSocket" in proc.stderr, proc
+        # before API 1.28 the CLI rolls back itself: the previous spec is the update's body
+        proc = world.client("service", "update", "--rollback", name, DOCKER_API_VERSION="1.27")
+        assert proc.returncode != 0 and "EngineSocket" in proc.stderr, proc
+        time.sleep(3)
+        assert len(socket_containers()) == 1
+    finally:
+        world.engine("service", "rm", name, check=False)
+        world.engine("swarm", "leave", "--force", check=False)
+
+
+def test_X45i_a_service_mount_source_given_as_a_swarm_template(world: World) -> None:
+    """A worker expands Go templates in a service's mount sources and volume driver options
+    before it creates the task (swarmkit's `ExpandContainerSpec`): `/{{/* */}}run/docker.sock`
+    or a volume's `device` `{{"/run"}}` is no path for the proxy's check but the engine
+    socket (or its directory) for the task. A templated host path is refused in a spec."""
+    name = f"tm{time.monotonic_ns()}"
+    templated = "/{{/* the engine socket */}}" + world.engine_socket.removeprefix("/")
+    templated_dir = '{{"' + os.path.dirname(world.engine_socket) + '"}}'
+    device = {
+        "Type": "volume",
+        "Target": "/s",
+        "Source": f"{name}vol",
+        "VolumeOptions": {
+            "DriverConfig": {"Name": "local", "Options": {"type": "none", "o": "bind"}}
+        },
+    }
+    device["VolumeOptions"]["DriverConfig"]["Options"]["device"] = templated_dir  # type: ignore[index]
+    world.engine("swarm", "init", "--advertise-addr", "127.0.0.1")
+    try:
+        before = world.container_ids()
+        for mount in ({"Type": "bind", "Source": templated, "Target": "/s"}, device):
+            spec = {
+                "Name": name,
+                "TaskTemplate": {
+                    "ContainerSpec": {
+                        "Image": f"{world.repo}:1.0",
+                        "Command": ["sleep", "30"],
+                        "Mounts": [mount],
+                    }
+                },
+            }
+            body = json.dumps(spec).encode()
+            status, answer, _ = api(world.proxy.socket, "POST", f"{V}/services/create", body, JSON)
+            assert status == 403 and b"template" in answer, (mount, answer)
+            listed = world.engine("service", "ls", "-q", "--filter", f"name={name}").stdout
+            assert listed.strip() == ""
+        assert world.container_ids() == before
+    finally:
+        world.engine("service", "rm", name, check=False)
+        world.engine("swarm", "leave", "--force", check=False)
+
+
+def test_X45j_a_service_mount_whose_type_swarm_reads_as_bind(world: World) -> None:
+    """moby converts a service mount's `Type` with `strings.ToUpper` and keeps the enum's zero,
+    BIND, for an empty or missing one: `bınd` (dotless i) and no `Type` at all are bind
+    mounts of `Source` on the worker, and a bind of the engine socket is refused."""
+    name = f"mt{time.monotonic_ns()}"
+    world.engine("swarm", "init", "--advertise-addr", "127.0.0.1")
+    try:
+        before = world.container_ids()
+        for extra in ({}, {"Type": ""}, {"Type": "b\u0131nd"}):
+            mount = {"Source": world.engine_socket, "Target": "/s", **extra}
+            spec = {
+                "Name": name,
+                "TaskTemplate": {
+                    "ContainerSpec": {
+                        "Image": f"{world.repo}:1.0",
+                        "Command": ["sleep", "30"],
+                        "Mounts": [mount],
+                    }
+                },
+            }
+            body = json.dumps(spec).encode()
+            status, answer, _ = api(world.proxy.socket, "POST", f"{V}/services/create", body, JSON)
+            assert status == 403 and b"EngineSocket" in answer, (mount, answer)
+            listed = world.engine("service", "ls", "-q", "--filter", f"name={name}").stdout
+            assert listed.strip() == ""
+        assert world.container_ids() == before
+    finally:
         world.engine("service", "rm", name, check=False)
         world.engine("swarm", "leave", "--force", check=False)
 
