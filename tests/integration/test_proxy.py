@@ -227,6 +227,33 @@ def test_docker_build_classic_pins_from(world: World, tmp_path: Path) -> None:
     world.rmi(name)
 
 
+def test_docker_build_the_engine_refuses_early_says_the_engines_error(
+    world: World, tmp_path: Path
+) -> None:
+    """dockerd refuses `--isolation=hyperv` before it reads the context and closes: the
+    client reads the engine's own message through the proxy (not a broken pipe), and exits as
+    it does against the engine."""
+    ref = _signed_present(world)
+    (tmp_path / "Dockerfile").write_text(f"FROM {ref}\n")
+    (tmp_path / "big.bin").write_bytes(os.urandom(8 * 1024 * 1024))  # more than the buffers
+    direct = subprocess.run(
+        [DOCKER_CLI, "build", "--isolation", "hyperv", str(tmp_path)],
+        env=world.env(
+            world.client_config, DOCKER_BUILDKIT="0", DOCKER_HOST=f"unix://{world.engine_socket}"
+        ),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    before = world.snapshot()
+    proc = world.client("build", "--isolation", "hyperv", str(tmp_path), DOCKER_BUILDKIT="0")
+    assert "Unsupported isolation" in direct.stderr, _why(direct, world)
+    assert proc.returncode == direct.returncode, _why(proc, world)
+    assert "Unsupported isolation" in proc.stderr and "Broken pipe" not in proc.stderr
+    assert world.snapshot() == before
+
+
 def test_docker_build_unsigned_base_refused_X40(world: World, tmp_path: Path) -> None:
     (tmp_path / "Dockerfile").write_text(f"FROM {world.unsigned_repo}:1.0\nRUN true\n")
     before = world.snapshot()

@@ -797,7 +797,10 @@ class ClientConnection:
                 out.append(b"0\r\n\r\n")
             send_all(up, out)
         except OSError as exc:
+            early = self._early_refusal(up)
             self._drop_upstream()
+            if early is not None:
+                raise early from None
             raise EngineDown(str(exc)) from None
         except BaseException:
             # A malformed client body, a refusal or a failure while a handler produced the body
@@ -807,6 +810,34 @@ class ClientConnection:
         return self._relay(
             ex, up, answer_headers, buffer_response, tee, status_from_body, upgrade is not None
         )
+
+    def _early_refusal(self, up: socket.socket) -> HTTPRefusal | None:
+        """The engine's error when it answered before the body's end and closed (Go's server
+        does that for a request it refuses before reading its body: `docker build
+        --isolation=hyperv`), so that the client reads the engine's message, not a broken
+        pipe. Only an error is believed of a request half sent, and only a small one framed
+        by its Content-Length; the client connection closes after it."""
+        try:
+            up.settimeout(1.0)
+            answer, _, rest = self._answer_head(up)
+        except (EngineDown, _Stale, OSError):
+            return None
+        if answer.status < 400 or answer.length is None or answer.length > 64 * 1024:
+            return None
+        body = bytearray(rest)
+        with contextlib.suppress(OSError):
+            while len(body) < answer.length:
+                more = up.recv(answer.length - len(body))
+                if not more:
+                    break
+                body += more
+        try:
+            message = json.loads(bytes(body[: answer.length]))["message"]
+        except (ValueError, KeyError, TypeError):
+            return None
+        if not isinstance(message, str):
+            return None
+        return HTTPRefusal(answer.status, message, close=True, kind="Engine")
 
     def _answer_head(self, up: socket.socket) -> tuple[ResponseHead, bytes, bytes]:
         """The engine's next final answer head (1xx other than 101 skipped), its raw bytes
