@@ -1934,17 +1934,7 @@ def test_X45f_a_service_image_given_as_an_image_id(
         assert status == 201, body
         assert image_of(f"{name}good") == good["Id"]
         # a previous spec naming an unverified image by ID (set behind the proxy's back)
-        world.engine(
-            "service",
-            "create",
-            "-d",
-            "--name",
-            name,
-            "--replicas",
-            "0",
-            "--no-resolve-image",
-            evil_id,
-        )
+        _service_behind_the_proxy(world, name, "--replicas", "0", evil_id)
         world.engine("service", "update", "-d", "--no-resolve-image", "--image", signed1, name)
         assert image_of(name, "PreviousSpec") == evil_id
         proc = world.client("service", "rollback", "-d", name, proxy=proxy)
@@ -1962,6 +1952,11 @@ def test_X45f_a_service_image_given_as_an_image_id(
         world.engine("swarm", "leave", "--force", check=False)
         world.rmi(f"{world.repo}:1.0")
         proxy.stop()
+
+
+def _service_behind_the_proxy(world: World, name: str, *args: str) -> None:
+    """A service created straight on the engine, its image name left as given."""
+    world.engine("service", "create", "-d", "--name", name, "--no-resolve-image", *args)
 
 
 def test_X45g_an_update_that_rolls_back_by_itself(world: World, evil_id: str) -> None:
@@ -1983,18 +1978,7 @@ def test_X45g_an_update_that_rolls_back_by_itself(world: World, evil_id: str) ->
 
     world.engine("swarm", "init", "--advertise-addr", "127.0.0.1")
     try:
-        world.engine(
-            "service",
-            "create",
-            "-d",
-            "--name",
-            name,
-            "--restart-condition",
-            "none",
-            "--no-resolve-image",
-            evil_id,
-            "true",
-        )
+        _service_behind_the_proxy(world, name, "--restart-condition", "none", evil_id, "true")
         deadline = time.monotonic() + 60
         while (
             len(evil_containers()) != 1
@@ -2057,15 +2041,11 @@ def test_X45h_a_rollback_to_a_spec_that_mounts_the_engine_socket(world: World) -
 
     world.engine("swarm", "init", "--advertise-addr", "127.0.0.1")
     try:
-        world.engine(
-            "service",
-            "create",
-            "-d",
-            "--name",
+        _service_behind_the_proxy(
+            world,
             name,
             "--restart-condition",
             "none",
-            "--no-resolve-image",
             "--mount",
             f"type=bind,source={world.engine_socket},target=/s",
             signed1,
@@ -2102,29 +2082,9 @@ def test_X45i_a_service_mount_source_given_as_a_swarm_template(world: World) -> 
         },
     }
     device["VolumeOptions"]["DriverConfig"]["Options"]["device"] = templated_dir  # type: ignore[index]
-    world.engine("swarm", "init", "--advertise-addr", "127.0.0.1")
-    try:
-        before = world.container_ids()
-        for mount in ({"Type": "bind", "Source": templated, "Target": "/s"}, device):
-            spec = {
-                "Name": name,
-                "TaskTemplate": {
-                    "ContainerSpec": {
-                        "Image": f"{world.repo}:1.0",
-                        "Command": ["sleep", "30"],
-                        "Mounts": [mount],
-                    }
-                },
-            }
-            body = json.dumps(spec).encode()
-            status, answer, _ = api(world.proxy.socket, "POST", f"{V}/services/create", body, JSON)
-            assert status == 403 and b"template" in answer, (mount, answer)
-            listed = world.engine("service", "ls", "-q", "--filter", f"name={name}").stdout
-            assert listed.strip() == ""
-        assert world.container_ids() == before
-    finally:
-        world.engine("service", "rm", name, check=False)
-        world.engine("swarm", "leave", "--force", check=False)
+    _service_mounts_refused(
+        world, name, [{"Type": "bind", "Source": templated, "Target": "/s"}, device], b"template"
+    )
 
 
 def test_X45j_a_service_mount_whose_type_swarm_reads_as_bind(world: World) -> None:
@@ -2132,11 +2092,22 @@ def test_X45j_a_service_mount_whose_type_swarm_reads_as_bind(world: World) -> No
     BIND, for an empty or missing one: `bınd` (dotless i) and no `Type` at all are bind
     mounts of `Source` on the worker, and a bind of the engine socket is refused."""
     name = f"mt{time.monotonic_ns()}"
+    mounts = [
+        {"Source": world.engine_socket, "Target": "/s", **extra}
+        for extra in ({}, {"Type": ""}, {"Type": "b\u0131nd"})
+    ]
+    _service_mounts_refused(world, name, mounts, b"EngineSocket")
+
+
+def _service_mounts_refused(
+    world: World, name: str, mounts: list[dict[str, Any]], reason: bytes
+) -> None:
+    """Each mount in a service create through the proxy is refused (403, `reason`): no
+    service, no task container."""
     world.engine("swarm", "init", "--advertise-addr", "127.0.0.1")
     try:
         before = world.container_ids()
-        for extra in ({}, {"Type": ""}, {"Type": "b\u0131nd"}):
-            mount = {"Source": world.engine_socket, "Target": "/s", **extra}
+        for mount in mounts:
             spec = {
                 "Name": name,
                 "TaskTemplate": {
@@ -2149,7 +2120,7 @@ def test_X45j_a_service_mount_whose_type_swarm_reads_as_bind(world: World) -> No
             }
             body = json.dumps(spec).encode()
             status, answer, _ = api(world.proxy.socket, "POST", f"{V}/services/create", body, JSON)
-            assert status == 403 and b"EngineSocket" in answer, (mount, answer)
+            assert status == 403 and reason in answer, (mount, answer)
             listed = world.engine("service", "ls", "-q", "--filter", f"name={name}").stdout
             assert listed.strip() == ""
         assert world.container_ids() == before
