@@ -65,6 +65,10 @@ _MAX_INFORMATIONAL = 16
 _SILENT_CHECK = 5.0
 #: Threads kept waiting in accept(), and at most this many idle after a burst.
 _SPARE = 4
+#: Threads are added only when fewer than this wait: one docker command after another finds
+#: the thread that served the last back in accept() (a thread started beside each new
+#: connection competed with it for the interpreter lock).
+_LOW_WATER = 2
 _MAX_IDLE = 32
 _HIJACK_ROUTES = {"containers.attach", "exec.start"}
 _RAW_STREAM_TYPES = (
@@ -242,8 +246,8 @@ class Proxy:
 
         A new connection so never waits for a thread to be created or woken for it (that was
         half of what a new connection cost through the proxy); the threads are topped up here,
-        off its path, and a thread that served goes back to accepting while fewer than
-        `_MAX_IDLE` wait.
+        off its path, once fewer than `_LOW_WATER` wait, and a thread that served goes back to
+        accepting while fewer than `_MAX_IDLE` wait.
         """
         self.listener = listener
         while True:
@@ -268,7 +272,7 @@ class Proxy:
                 continue
             with self._pool:
                 self._idle -= 1
-                if self._idle < _SPARE:
+                if self._idle < _LOW_WATER:
                     self._pool.notify()  # top up; else no thread need wake for this one
             peer = peer_of(client)
             if self._admit(peer):
