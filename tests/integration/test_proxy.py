@@ -579,3 +579,34 @@ def test_docker_build_quiet_runs_by_its_name_X40q(world: World, tmp_path: Path) 
     finally:
         world.rmi(f"{world.unsigned_repo}:1.0")
         world.engine("image", "prune", "-f", check=False)
+
+
+def test_docker_build_with_a_dockerfile_outside_the_context_X40r(
+    world: World, tmp_path: Path
+) -> None:
+    """`docker build -f ../other.Dockerfile ctx` and `docker build -f- ctx < Dockerfile`: the
+    CLI adds the Dockerfile to the context as `.dockerfile.<random>` with moby's
+    ReplaceFileTarWrapper, which closes the pipe before the tar writer, so the archive ends
+    right after that member's data (no padding, no end blocks). Go's reader takes that for
+    the end and the engine builds; the proxy refused it 400 [Context]."""
+    ref = _signed_present(world)
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "kept.txt").write_text("kept\n")
+    outside = tmp_path / "other.Dockerfile"
+    outside.write_text(f"FROM {ref}\nCOPY kept.txt /kept\n")
+    names = [f"outsidebuild{time.monotonic_ns()}:{n}" for n in (1, 2)]
+    try:
+        for name, args, stdin in (
+            (names[0], ("-f", str(outside)), None),
+            (names[1], ("-f-",), outside.read_text()),
+        ):
+            proc = world.client(
+                "build", "-t", name, *args, str(context), DOCKER_BUILDKIT="0", input=stdin
+            )
+            assert proc.returncode == 0, _why(proc, world)
+            assert f"{world.repo}@{world.signed_digest}" in proc.stdout  # pinned as ever
+            proc = world.client("run", "--rm", "--network", "none", name, "cat", "/kept")
+            assert proc.returncode == 0 and proc.stdout == "kept\n", _why(proc, world)
+    finally:
+        world.rmi(*names)
