@@ -573,3 +573,67 @@ def test_docker_pull_all_tags_and_by_digest_under_a_tag_rule(world: World, tmp_p
     finally:
         proxy.stop()
         world.rmi(two)
+
+
+def test_docker_build_quiet_runs_by_its_name_X40q(world: World, tmp_path: Path) -> None:
+    """`docker build -q` (q=1): the engine's only message is `{"stream":"sha256:<ID>\\n"}`,
+    no aux ID and no `Successfully built`; the build must still be in the ledger, so it runs
+    by its name through the proxy as it does against the engine. A RUN step of a build that
+    is not quiet printing an unverified image's ID must not put that image in the ledger."""
+    ref = _signed_present(world)
+    (tmp_path / "Dockerfile").write_text(f"FROM {ref}\nRUN echo quiet > /built\n")
+    name = f"quietbuild{time.monotonic_ns()}:1"
+    try:
+        proc = world.client("build", "-q", "-t", name, str(tmp_path), DOCKER_BUILDKIT="0")
+        assert proc.returncode == 0, _why(proc, world)
+        image = world.image(name)
+        assert image is not None and proc.stdout.strip() == image["Id"], proc.stdout
+        proc = world.client("run", "--rm", "--network", "none", name, "cat", "/built")
+        assert proc.returncode == 0 and proc.stdout == "quiet\n", _why(proc, world)
+    finally:
+        world.rmi(name)
+    world.pull_direct(f"{world.unsigned_repo}:1.0")  # behind the proxy's back
+    try:
+        evil = world.image(f"{world.unsigned_repo}:1.0")
+        assert evil is not None
+        (tmp_path / "Dockerfile").write_text(f"FROM {ref}\nRUN echo {evil['Id']}\n")
+        proc = world.client("build", str(tmp_path), DOCKER_BUILDKIT="0")
+        assert proc.returncode == 0 and f"\n{evil['Id']}\n" in proc.stdout, _why(proc, world)
+        before = world.snapshot()
+        proc = world.client("run", "--rm", "--network", "none", evil["Id"], "true")
+        assert proc.returncode == 125 and "trustpull" in proc.stderr, _why(proc, world)
+        assert world.snapshot() == before
+    finally:
+        world.rmi(f"{world.unsigned_repo}:1.0")
+        world.engine("image", "prune", "-f", check=False)
+
+
+def test_docker_build_with_a_dockerfile_outside_the_context_X40r(
+    world: World, tmp_path: Path
+) -> None:
+    """`docker build -f ../other.Dockerfile ctx` and `docker build -f- ctx < Dockerfile`: the
+    CLI adds the Dockerfile to the context as `.dockerfile.<random>` with moby's
+    ReplaceFileTarWrapper, which closes the pipe before the tar writer, so the archive ends
+    right after that member's data (no padding, no end blocks). Go's reader takes that for
+    the end and the engine builds; the proxy refused it 400 [Context]."""
+    ref = _signed_present(world)
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "kept.txt").write_text("kept\n")
+    outside = tmp_path / "other.Dockerfile"
+    outside.write_text(f"FROM {ref}\nCOPY kept.txt /kept\n")
+    names = [f"outsidebuild{time.monotonic_ns()}:{n}" for n in (1, 2)]
+    try:
+        for name, args, stdin in (
+            (names[0], ("-f", str(outside)), None),
+            (names[1], ("-f-",), outside.read_text()),
+        ):
+            proc = world.client(
+                "build", "-t", name, *args, str(context), DOCKER_BUILDKIT="0", input=stdin
+            )
+            assert proc.returncode == 0, _why(proc, world)
+            assert f"{world.repo}@{world.signed_digest}" in proc.stdout  # pinned as ever
+            proc = world.client("run", "--rm", "--network", "none", name, "cat", "/kept")
+            assert proc.returncode == 0 and proc.stdout == "kept\n", _why(proc, world)
+    finally:
+        world.rmi(*names)

@@ -756,9 +756,34 @@ def test_contexts_the_engine_would_read_otherwise_are_refused_X40f() -> None:
         with pytest.raises(HTTPRefusal):
             _stream(_tar(*members), dockerfile)
     truncated = _tar(("a.bin", b"x" * 3000), ("Dockerfile", signed))[:2000]  # X40o
-    for data in (b"not a tar at all" * 100, _tar(("Dockerfile", signed))[:700], truncated):
+    for data in (b"not a tar at all" * 100, _tar(("Dockerfile", signed))[:520], truncated):
         with pytest.raises(HTTPRefusal):
             _stream(data)
+
+
+def test_an_archive_ending_in_the_last_members_padding_is_its_end_X40r() -> None:
+    """The docker CLI's context for `-f` outside the context (or `-f-`) ends right after its
+    last member's data, without padding or end blocks (moby's ReplaceFileTarWrapper); Go
+    reads the end there, and so must the proxy. Cut inside the data it is still refused."""
+    import gzip
+    import io
+    import tarfile
+
+    signed = b"FROM signed\n"  # 12 bytes: the data ends 500 bytes before its block does
+    whole = _tar(("a.txt", b"x" * 600), (".dockerfile.1234", signed))
+    data_end = 512 * 4 + len(signed)  # header, a.txt (two blocks), header, the data
+    assert whole[data_end : data_end + 500] == b"\0" * 500
+    for data in (whole[:data_end], whole[: data_end + 100], whole[: data_end + 499]):
+        for body in (data, gzip.compress(data)):
+            read, out = _stream(body, ".dockerfile.1234")
+            assert read == signed
+            with tarfile.open(fileobj=io.BytesIO(out), mode="r:") as tar:
+                assert [m.name for m in tar.getmembers()] == ["a.txt", ".dockerfile.1234"]
+            assert out.endswith(b"\0" * 1024) and len(out) % 512 == 0
+    for cut in (data_end - 1, 812):  # inside the Dockerfile's or a.txt's data
+        for body in (whole[:cut], gzip.compress(whole[:cut])):
+            with pytest.raises(HTTPRefusal):
+                _stream(body, ".dockerfile.1234")
 
 
 def test_a_name_with_a_nul_is_refused_X40m() -> None:

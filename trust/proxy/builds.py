@@ -20,7 +20,7 @@ from trust.proxy.decide import (
     registry_config,
 )
 from trust.proxy.framing import HTTPRefusal
-from trust.proxy.routes import Query
+from trust.proxy.routes import Query, booleanish
 from trust.proxy.upstream import vpath
 from trust.proxy.verify import Pin
 from trust.reference import Reference, parse
@@ -138,7 +138,7 @@ class BuildRoutes(DeciderBase):
             ex, target=ex.target.encode(query=query), body=body(), tee=scanner.feed
         )
         if status == 200 and scanner.error is None:
-            for image_id in scanner.aux_ids[-1:] or scanner.built_ids[-1:]:
+            for image_id in scanner.aux_ids[-1:] or scanner.built_ids[-1:] or _quiet_id(q, scanner):
                 full = image_id if image_id.startswith("sha256:") else self._full_id(ex, image_id)
                 if full:
                     self.ledger.add(full, "build", names_for(names), ex.conn.peer.uid)
@@ -318,6 +318,16 @@ class BuildRoutes(DeciderBase):
                 kind="Engine",
                 reference=str(ref),
             )
+
+
+def _quiet_id(q: Query, scanner: StreamScanner) -> list[str]:
+    """A quiet build's image ID (`q=1`: dockerd 20.10 sends no aux message then, and holds
+    back every step's output, sent only with an error): the ID the engine's last message
+    is, only when the build was quiet (else a RUN step's output could be that message)."""
+    last = (scanner.last_stream or "").strip()
+    if booleanish(q.first("q")) and HEX64.fullmatch(last):
+        return [last]
+    return []
 
 
 def _refuse_onbuild_from(ref: Reference, image: dict[str, Any]) -> None:

@@ -209,11 +209,14 @@ class ContextStream:
         self._encoding, self._errors = tar.encoding, tar.errors or "surrogateescape"
         batch: list[bytes] = []
         size = 0
+        member: tarfile.TarInfo | None = None
         try:
             while True:
                 try:
                     member = tar.next()
                 except (tarfile.TarError, EOFError, OSError) as exc:
+                    if _ends_in_padding(tar, member):
+                        break
                     raise _context_error(
                         f"build context is not a readable tar archive ({exc})"
                     ) from None
@@ -400,6 +403,19 @@ def _refuse_bzip2_look(first_header: bytes, first_name: str) -> None:
             "a build context whose first member's name holds BZh is refused: the "
             "engine would take the context for a bzip2 stream"
         )
+
+
+def _ends_in_padding(tar: tarfile.TarFile, last: tarfile.TarInfo | None) -> bool:
+    """Whether the archive ended after all of the last member's data, inside the padding
+    that rounds it up to a block (Python's stream reader then raises, Go's `tryReadFull` reads
+    the end of the archive). The docker CLI sends such a context for `-f` outside the
+    context or `-f-`: moby's ReplaceFileTarWrapper, which adds the Dockerfile as its last
+    member, closes its pipe before its tar writer, so the padding and end blocks are lost.
+    Only the end is taken from this: what the engine gets is the proxy's own archive."""
+    if last is None or not last.isreg() or not last.size or tar.fileobj is None:
+        return False
+    data_end: int = last.offset_data + last.size
+    return data_end <= tar.fileobj.tell() < tar.offset <= data_end + tarfile.BLOCKSIZE
 
 
 def _read_member(handle: IO[bytes], count: int) -> bytes:

@@ -443,6 +443,9 @@ class StreamScanner:
         self.loaded_ids: list[str] = []
         self.loaded_names: list[str] = []
         self.status_ids: list[str] = []
+        #: The `stream` text of the last message, None when the last message had none: a
+        #: quiet build's (`q=1`) only message is its image ID there, with no aux message.
+        self.last_stream: str | None = None
         self.decoder = json.JSONDecoder()
 
     def feed(self, data: bytes) -> None:
@@ -458,6 +461,7 @@ class StreamScanner:
                     self.buffer = ""
                 return
             self.buffer = self.buffer[end:]
+            self.last_stream = None
             if not isinstance(value, dict):
                 continue
             if value.get("error") or value.get("errorDetail"):
@@ -472,6 +476,8 @@ class StreamScanner:
             if isinstance(aux, dict) and isinstance(aux.get("ID"), str):
                 self.aux_ids.append(aux["ID"])
             stream = value.get("stream")
+            if isinstance(stream, str):
+                self.last_stream = stream
             if isinstance(stream, str) and stream.startswith("Successfully built "):
                 self.built_ids.append(stream.split()[-1])
             if isinstance(stream, str) and stream.startswith("Loaded image ID: "):
