@@ -991,6 +991,51 @@ def test_X46_plugins(world: World, tmp_path: Path) -> None:
     assert world.engine("plugin", "ls", "-q").stdout.strip() == ""
 
 
+def _plugin_dir(tmp_path: Path, marker: str) -> Path:
+    """A plugin directory for `docker plugin create`: a busybox rootfs, a volume driver
+    config (it never listens on its socket, so an enable that reaches the engine fails late)."""
+    import io
+    import tarfile
+
+    directory = tmp_path / f"plugin-{marker}"
+    (directory / "rootfs").mkdir(parents=True)
+    with tarfile.open(fileobj=io.BytesIO(busybox_tar(marker))) as tar:
+        tar.extractall(directory / "rootfs", filter="tar")
+    config = {
+        "Description": "evil",
+        "Documentation": "",
+        "Entrypoint": ["/bin/sh", "-c", "sleep 60"],
+        "Interface": {"Types": ["docker.volumedriver/1.0"], "Socket": "evil.sock"},
+        "Network": {"Type": "host"},
+    }
+    (directory / "config.json").write_text(json.dumps(config))
+    return directory
+
+
+def test_X46b_enable_a_plugin_installed_behind_the_proxy(world: World, tmp_path: Path) -> None:
+    # Created directly on the engine: its PluginReference is its local name, no signed digest.
+    name = f"evilplugin{time.monotonic_ns()}"
+    world.engine("plugin", "create", name, str(_plugin_dir(tmp_path, name)))
+    try:
+        # (an engine that tries it answers 500 after some 12 s of dialling the socket)
+        request = req("POST", f"{V}/plugins/{name}:latest/enable?timeout=0")
+        response = raw_request(world.proxy.socket, request, read_timeout=40)
+        assert status_of(response) == 403 and b"not verified" in response, response
+        proc = world.client("plugin", "enable", name)
+        assert proc.returncode == 1 and "not verified" in proc.stderr, proc
+        info = json.loads(world.engine("plugin", "inspect", name).stdout)[0]
+        assert info["Enabled"] is False
+        # allow_plugin_create admits local plugin code: the enable reaches the engine, by ID
+        local = world.start_proxy("[proxy]\nallow_plugin_create = true\n")
+        try:
+            response = raw_request(local.socket, request, read_timeout=40)
+        finally:
+            local.stop()
+        assert status_of(response) == 500 and b"evil.sock" in response, response
+    finally:
+        world.engine("plugin", "rm", "-f", name, check=False)
+
+
 def test_X47_swarm_membership(world: World) -> None:
     proc = world.client("swarm", "init")
     assert proc.returncode == 1 and "allow_swarm" in proc.stderr, proc

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from trust.errors import InputError
 from trust.proxy.decide import HEX64, DeciderBase, Refused, StreamScanner
 from trust.proxy.framing import HTTPRefusal
+from trust.proxy.upstream import vpath
 from trust.reference import parse
 
 if TYPE_CHECKING:
@@ -146,3 +147,57 @@ class ImageRoutes(DeciderBase):
 
     def on_plugins_upgrade(self, ex: Exchange) -> None:
         self._plugin_remote(ex)
+
+    def on_plugins_enable(self, ex: Exchange) -> None:
+        """§2.9: an enable runs the plugin's code as root with its privileges, so a plugin
+        installed behind the proxy's back (directly on the engine) is the analogue of §2.6's
+        start: its `PluginReference` must be a digest reference that verifies (what the proxy's
+        own installs record), or a name a rule accepts unsigned; a tag alone of a signed name
+        says nothing of the content installed. With `allow_plugin_create` local plugin code is
+        admitted anyway, so the enable passes, logged. Forwarded by the plugin's ID: by name, a
+        remove and re-install in between would enable another plugin."""
+        assert ex.match is not None
+        name = ex.match.params["name"]
+        answer = self.proxy.upstream.call("GET", vpath(ex.target.version, f"/plugins/{name}/json"))
+        if answer.status != 200:  # answered, not forwarded: by then the name may be another's
+            raise HTTPRefusal(answer.status if answer.status >= 400 else 502, answer.message)
+        info = answer.json()
+        info = info if isinstance(info, dict) else {}
+        plugin_id = str(info.get("Id") or "")
+        if not HEX64.fullmatch(plugin_id):
+            raise HTTPRefusal(502, f"trustpull: the engine named plugin {name} oddly")
+        reference = str(info.get("PluginReference") or "")
+        if self.config.allow_plugin_create:
+            self._log(
+                ex,
+                verdict="allowed-unverified",
+                level="warning",
+                reference=reference,
+                reason="allow_plugin_create: plugin enables are not judged",
+            )
+        else:
+            self._check_plugin_reference(ex, name, reference)
+        path = f"/plugins/{plugin_id}/enable"
+        ex.conn.forward(ex, target=ex.target.encode(path=path))
+
+    def _check_plugin_reference(self, ex: Exchange, name: str, reference: str) -> None:
+        refusal = Refused(
+            403,
+            f"trustpull: enable of plugin {name} refused: it was installed from {reference}, "
+            "which is not verified (no signed digest) [NotVerified]",
+            kind="NotVerified",
+            reference=reference,
+        )
+        try:
+            ref = parse(reference)
+        except InputError:
+            raise refusal from None
+        try:
+            verified = self.verify(ex, ref, what="plugin enable")
+        except Refused as error:
+            if error.status == 503:
+                raise
+            raise refusal from None
+        if verified.unsigned is None and ref.digest is None:
+            raise refusal
+        self._log(ex, verdict="allowed", reference=reference)
