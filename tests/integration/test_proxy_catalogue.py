@@ -746,6 +746,34 @@ def test_X39_retag_an_unverified_image_onto_a_signed_name(world: World, evil_id:
     world.rmi(other)
 
 
+def test_X39b_tag_with_a_digest_in_repo(world: World) -> None:
+    """`repo=N@sha256:X&tag=1.0`: dockerd 20.10 trims the repository's digest before it adds
+    the tag (`TagImage`: `WithTag(TrimNamed(repo), tag)`), so the target is `N:1.0`, whatever
+    `X` is. A verified image that is not 1.0's signed one is not tagged so."""
+    signed = f"{world.repo}:1.0"
+    other = f"{world.repo}:2.0"
+    assert world.client("pull", signed).returncode == 0
+    assert world.client("pull", other).returncode == 0
+    signed_id = (world.image(signed) or {}).get("Id")
+    try:
+        before = world.snapshot()
+        for digest in (world.evil_digest, world.signed2_digest, world.signed_digest):
+            repo = urllib.parse.quote(f"{world.repo}@{digest}", safe="")
+            response = send(world, req("POST", f"{V}/images/{other}/tag?repo={repo}&tag=1.0"))
+            assert status_of(response) == 403 and b"trustpull" in response, (digest, response)
+            assert (world.image(signed) or {}).get("Id") == signed_id
+        # without `tag` the digest would be the tag's: the engine refuses that, so does the proxy
+        repo = urllib.parse.quote(f"{world.repo}:1.0@{world.signed_digest}", safe="")
+        response = send(world, req("POST", f"{V}/images/{other}/tag?repo={repo}"))
+        assert status_of(response) == 400, response
+        unchanged(world, before)
+    finally:
+        world.rmi(other)
+        if (world.image(signed) or {}).get("Id") != signed_id:
+            world.engine("rmi", signed, check=False)
+            world.client("pull", signed)
+
+
 def test_X39a_a_hex_source_untagged_between_check_and_tag(world: World, evil_id: str) -> None:
     """`POST /images/<hex>/tag?repo=N&tag=1.0` with `<hex>` a name of the signed image: if the
     tag were forwarded by the source's name, a second client untagging `<hex>` in between

@@ -28,7 +28,11 @@ class ImageRoutes(DeciderBase):
         try:
             target = parse(q.get("repo"), default_tag=False)
             if q.get("tag"):
-                target = target.with_tag(q.get("tag"))
+                # dockerd 20.10's TagImage: `WithTag(TrimNamed(repo), tag)`, so a digest in
+                # `repo` is dropped, not checked: `repo=N@sha256:X&tag=T` tags `N:T` (X39b).
+                target = target.trimmed().with_tag(q.get("tag"))
+            elif target.digest is not None:
+                raise HTTPRefusal(400, "trustpull: refusing to tag with a digest reference")
             if target.tag is None:
                 target = target.with_tag("latest")
         except InputError:
