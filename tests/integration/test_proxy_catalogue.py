@@ -255,6 +255,63 @@ def test_X13_multipart_body_on_build(world: World) -> None:
     unchanged(world, before)
 
 
+def test_X13b_multipart_spelled_with_a_dotted_capital_i(world: World) -> None:
+    """Go's mime.ParseMediaType lowers the media type with Unicode rules, so
+    `multİpart/form-data` (U+0130, whose lower case is `i`) is multipart to the engine's
+    `FormValue`. On 20.10 `/build` parses the form from after the first 4096 bytes of the
+    body: a context file's data can carry a `remote` part, and the engine then builds the
+    Dockerfile a URL serves, pulling its unverified `FROM` itself."""
+    import http.server
+    import io
+    import tarfile
+
+    served = f"FROM {world.unsigned_repo}:1.0\n".encode()
+    fetched: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            fetched.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(served)))
+            self.end_headers()
+            self.wfile.write(served)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    boundary = "xyz"
+    url = f"http://127.0.0.1:{server.server_address[1]}/Dockerfile"
+    part = (
+        f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="remote"\r\n\r\n'
+        f"{url}\r\n--{boundary}--\r\n"
+    ).encode()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in (("pad", b"p" * 5000), ("form", part), ("Dockerfile", b"FROM scratch\n")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    before = world.snapshot()
+    try:
+        for kind in ("mult\u0130part/form-data", "MULT\u0130PART/FORM-DATA"):
+            data = req("POST", f"{V}/build?t=x13b{time.monotonic_ns()}", {}, buf.getvalue())
+            head, sep, body = data.partition(b"\r\n\r\n")
+            header = f"\r\nContent-Type: {kind}; boundary={boundary}".encode()
+            response = raw_request(world.proxy.socket, head + header + sep + body, read_timeout=60)
+            assert status_of(response) == 400 and b"trustpull" in response, (kind, response)
+        assert fetched == []
+        assert world.image(f"{world.unsigned_repo}:1.0") is None
+        unchanged(world, before)
+    finally:
+        server.shutdown()
+        server.server_close()
+        world.rmi(f"{world.unsigned_repo}:1.0")
+
+
 def test_X14_semicolons_and_bad_escapes(world: World) -> None:
     before = world.snapshot()
     for target in (
