@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -1117,6 +1118,45 @@ def test_X46b_enable_a_plugin_installed_behind_the_proxy(world: World, tmp_path:
         finally:
             local.stop()
         assert status_of(response) == 500 and b"evil.sock" in response, response
+    finally:
+        world.engine("plugin", "rm", "-f", name, check=False)
+
+
+def test_X46c_a_signed_plugin_on_an_engine_that_crashes_on_digest_pulls(
+    world: World, tmp_path: Path
+) -> None:
+    """dockerd 20.10 dies (a goroutine panic, moby/moby#47299) when it pulls a plugin by digest,
+    and the proxy installs signed plugins only by digest: refused 501, the engine still up."""
+    remote = f"{world.registry}/proxy/plugin{time.monotonic_ns()}:1.0"
+    world.engine("plugin", "create", remote, str(_plugin_dir(tmp_path, remote)))
+    try:
+        pushed = world.engine("plugin", "push", remote, trust=True)
+    finally:
+        world.engine("plugin", "rm", "-f", remote, check=False)
+    assert "Signing and pushing trust metadata" in pushed.stdout, pushed
+    host, _, path = remote.rsplit(":", 1)[0].partition("/")
+    manifest = urllib.request.Request(
+        f"http://{host}/v2/{path}/manifests/1.0",
+        method="HEAD",
+        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+    )
+    with urllib.request.urlopen(manifest, timeout=10) as answer:
+        digest = answer.headers["Docker-Content-Digest"]
+    name = f"signedplugin{time.monotonic_ns()}:latest"
+    pinned = remote.rsplit(":", 1)[0] + "@" + digest
+    try:
+        for form in (remote, pinned, f"{remote}@{digest}"):
+            quoted = urllib.parse.quote(form, safe="")
+            target = f"{V}/plugins/pull?remote={quoted}&name={name}"
+            response = raw_request(
+                world.proxy.socket, req("POST", target, JSON, b"[]"), read_timeout=30
+            )
+            assert status_of(response) == 501 and b"EngineTooOld" in response, (form, response)
+            assert world.engine("version", check=False).returncode == 0
+        proc = world.client("plugin", "install", "--grant-all-permissions", remote)
+        assert proc.returncode != 0 and "EngineTooOld" in proc.stderr, proc
+        assert world.engine("version", check=False).returncode == 0
+        assert world.engine("plugin", "ls", "-q").stdout.strip() == ""
     finally:
         world.engine("plugin", "rm", "-f", name, check=False)
 

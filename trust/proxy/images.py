@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 from trust.errors import InputError
 from trust.proxy.decide import HEX64, DeciderBase, Refused, StreamScanner
 from trust.proxy.framing import HTTPRefusal
-from trust.proxy.upstream import vpath
-from trust.reference import parse
+from trust.proxy.upstream import EngineDown, vpath
+from trust.reference import Reference, parse
 
 if TYPE_CHECKING:
     from trust.proxy.server import Exchange
@@ -20,6 +20,8 @@ __all__ = ["ImageRoutes"]
 
 class ImageRoutes(DeciderBase):
     """Routes that put images under names, or pull plugins."""
+
+    _engine_release: str | None = None
 
     def on_images_tag(self, ex: Exchange) -> None:
         assert ex.match is not None
@@ -138,13 +140,45 @@ class ImageRoutes(DeciderBase):
             ) from None
         verified = self.verify(ex, ref, what="plugin install")
         if verified.unsigned is not None:
+            if ref.digest is not None:
+                self._engine_pulls_plugins_by_digest(ex, ref)
             ex.conn.forward(ex)
             return
+        self._engine_pulls_plugins_by_digest(ex, ref)
         pinned = f"{ref.name}@{verified.pins[0].digest}"
         name = q.first("name")
         new = q.replaced(remote=pinned, name=name if name is not None else ref.familiar())
         self._log(ex, verdict="pinned", reference=str(ref), digest=verified.pins[0].digest)
         ex.conn.forward(ex, target=ex.target.encode(query=new))
+
+    def _engine_pulls_plugins_by_digest(self, ex: Exchange, ref: Reference) -> None:
+        """dockerd before moby/moby#47299 (February 2024; in every release from 26.0, and in
+        some 23.0-25.0 patch releases) panics in a goroutine when it pulls a plugin by
+        digest (`withFetchProgress` asserts the reference is tagged), which kills the whole
+        daemon. The proxy installs plugins only by digest, so on older engines it refuses
+        (X46c), in audit mode too: forwarding would crash the engine."""
+        version = self._engine_version()
+        major = version.split(".", 1)[0]
+        if major.isdigit() and int(major) >= 26:
+            return
+        self._log(ex, verdict="refused", reference=str(ref), reason="engine too old")
+        raise HTTPRefusal(
+            501,
+            f"trustpull: plugin install of {ref} refused: the proxy installs plugins by "
+            f"verified digest, and dockerd {version} crashes when it pulls a plugin by digest "
+            "(moby/moby#47299); use an engine 26.0 or later [EngineTooOld]",
+            kind="EngineTooOld",
+        )
+
+    def _engine_version(self) -> str:
+        """The engine's `Version` (from `GET /version`, asked once)."""
+        if self._engine_release is None:
+            answer = self.proxy.upstream.call("GET", "/version")
+            info = answer.json() if answer.status == 200 else None
+            if not isinstance(info, dict):
+                raise EngineDown(f"GET /version answered {answer.status}")
+            self._engine_release = str(info.get("Version") or "")
+        return self._engine_release
 
     def on_plugins_pull(self, ex: Exchange) -> None:
         self._plugin_remote(ex)
