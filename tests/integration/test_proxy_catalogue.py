@@ -1153,6 +1153,14 @@ def test_X46c_a_signed_plugin_on_an_engine_that_crashes_on_digest_pulls(
             )
             assert status_of(response) == 501 and b"EngineTooOld" in response, (form, response)
             assert world.engine("version", check=False).returncode == 0
+            # the CLI asks for the privileges first: a read, but one that pulls the manifest
+            privileges = f"{V}/plugins/privileges?remote={quoted}"
+            response = raw_request(world.proxy.socket, req("GET", privileges), read_timeout=30)
+            if "@" in form:
+                assert status_of(response) == 501 and b"EngineTooOld" in response, response
+            else:
+                assert status_of(response) == 200 and b"network" in response, response
+            assert world.engine("version", check=False).returncode == 0
         proc = world.client("plugin", "install", "--grant-all-permissions", remote)
         assert proc.returncode != 0 and "EngineTooOld" in proc.stderr, proc
         assert world.engine("version", check=False).returncode == 0

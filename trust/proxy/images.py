@@ -180,6 +180,18 @@ class ImageRoutes(DeciderBase):
             self._engine_release = str(info.get("Version") or "")
         return self._engine_release
 
+    def on_plugins_privileges(self, ex: Exchange) -> None:
+        """`GET /plugins/privileges?remote=` fetches the plugin's manifest the way a pull does,
+        so a digest remote kills an engine before 26.0 as well (X46c): refused there."""
+        remote = ex.target.query.first("remote") or ""
+        if "@" in remote:
+            try:
+                ref = parse(remote)
+            except InputError as error:
+                raise HTTPRefusal(400, f"trustpull: plugin {remote}: {error.message}") from None
+            self._engine_pulls_plugins_by_digest(ex, ref)
+        ex.conn.forward(ex)
+
     def on_plugins_pull(self, ex: Exchange) -> None:
         self._plugin_remote(ex)
 
