@@ -532,6 +532,35 @@ def test_X22c_top_level_host_config_fields(world: World) -> None:
     unchanged(world, before)
 
 
+def test_X44c_start_with_a_host_config_body(world: World) -> None:
+    """Before API 1.24 `POST /containers/{id}/start` takes a HostConfig body and dockerd 20.10
+    still applies it (`setHostConfig`: its binds become the container's): a container created
+    through the proxy from a signed image, started through it with a bind of the engine
+    socket's directory, would list the engine socket. Refused; the container never started."""
+    signed = f"{world.repo}:1.0"
+    if world.image(signed) is None:
+        world.client("pull", signed)
+    directory = os.path.dirname(world.engine_socket)
+    proc = world.client("create", "--network", "none", signed, "ls", "/e")
+    assert proc.returncode == 0, proc
+    cid = proc.stdout.strip().splitlines()[-1]
+    try:
+        host_config = json.dumps({"Binds": [f"{directory}:/e"]}).encode()
+        for version in ("/v1.23", "/v1.12"):
+            response = send(
+                world, req("POST", f"{version}/containers/{cid}/start", JSON, host_config)
+            )
+            assert status_of(response) in (400, 403), (version, response)
+        info = json.loads(world.engine("inspect", cid).stdout)[0]
+        assert info["State"]["StartedAt"].startswith("0001-"), info["State"]
+        assert not info["HostConfig"]["Binds"] and not info["Mounts"], info
+        # an empty body (what clients send) still starts it
+        response = send(world, req("POST", f"/v1.23/containers/{cid}/start", JSON, b""))
+        assert status_of(response) == 204, response
+    finally:
+        world.engine("rm", "-f", cid, check=False)
+
+
 # ------------------------------------------------------------------ framing and smuggling
 
 
