@@ -561,6 +561,51 @@ def test_X44c_start_with_a_host_config_body(world: World) -> None:
         world.engine("rm", "-f", cid, check=False)
 
 
+def test_X22d_volumes_from_and_named_volumes_made_behind_the_proxy(world: World) -> None:
+    """A container or a local volume made directly on the engine (before the proxy, say a
+    monitoring agent binding `/run`) can carry a bind of the engine socket's directory; a
+    create through the proxy that takes it over (`VolumesFrom`, or the volume by name in
+    `Binds` or a `volume` mount) would see the engine socket. Refused like a bind of it."""
+    signed = f"{world.repo}:1.0"
+    if world.image(signed) is None:
+        world.client("pull", signed)
+    directory = os.path.dirname(world.engine_socket)
+    holder = f"holder{time.monotonic_ns()}"
+    volume = f"enginedir{time.monotonic_ns()}"
+    world.engine("create", "--name", holder, "--network", "none", "-v", f"{directory}:/e", signed)
+    options = ("-o", "type=none", "-o", "o=bind", "-o", f"device={directory}")
+    world.engine("volume", "create", "-d", "local", *options, volume)
+    try:
+        _engine_lists_its_socket(
+            world, create_body(signed, Cmd=["ls", "/e"], HostConfig={"VolumesFrom": [holder]})
+        )
+        before = world.snapshot()
+        for host_config in (
+            {"VolumesFrom": [holder]},
+            {"VolumesFrom": [f"{holder}:ro"]},
+            {"Binds": [f"{volume}:/e"]},
+            {"Mounts": [{"Type": "volume", "Source": volume, "Target": "/e"}]},
+        ):
+            body = create_body(signed, Cmd=["ls", "/e"], HostConfig=host_config)
+            response = send(world, req("POST", f"{V}/containers/create", JSON, body))
+            assert status_of(response) == 403 and b"EngineSocket" in response, (body, response)
+        unchanged(world, before)
+        # a container with no such mount still lends its volumes (forwarded by its ID)
+        world.engine("create", "--name", f"{holder}ok", "-v", "/data", signed)
+        body = create_body(signed, HostConfig={"VolumesFrom": [f"{holder}ok:ro"]})
+        response = send(world, req("POST", f"{V}/containers/create", JSON, body))
+        assert status_of(response) == 201, response
+        created = json.loads(response.split(b"\r\n\r\n", 1)[1])["Id"]
+        info = json.loads(world.engine("inspect", created).stdout)[0]
+        lender = json.loads(world.engine("inspect", f"{holder}ok").stdout)[0]["Id"]
+        assert info["HostConfig"]["VolumesFrom"] == [f"{lender}:ro"], info["HostConfig"]
+        assert [m["Destination"] for m in info["Mounts"]] == ["/data"], info["Mounts"]
+        world.engine("rm", "-f", "-v", created)
+    finally:
+        world.engine("rm", "-f", "-v", holder, f"{holder}ok", check=False)
+        world.engine("volume", "rm", "-f", volume, check=False)
+
+
 # ------------------------------------------------------------------ framing and smuggling
 
 

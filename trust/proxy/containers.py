@@ -198,13 +198,19 @@ class ContainerRoutes(DeciderBase):
             return
         for bind in gojson.get(host_config, "Binds") or []:
             if isinstance(bind, str):
-                check_host_path(bind.split(":", 1)[0], self.proxy.engine_path)
+                source = bind.split(":", 1)[0]
+                check_host_path(source, self.proxy.engine_path)
+                if source and not source.startswith("/"):
+                    self._check_volume(ex, source)
+        self._check_volumes_from(ex, host_config)
         for mount in gojson.get(host_config, "Mounts") or []:
             if not isinstance(mount, gojson.Obj):
                 continue
             check_mount_host_path(mount, self.proxy.engine_path)
             kind = str(gojson.get(mount, "Type") or "").lower()
             source = gojson.get(mount, "Source")
+            if kind == "volume" and isinstance(source, str) and source:
+                self._check_volume(ex, source)
             if kind == "image" and isinstance(source, str) and source:
                 new, _, missing = self._admit_image_text(ex, source, mount=True)
                 if missing:
@@ -216,6 +222,55 @@ class ContainerRoutes(DeciderBase):
                         reference=source,
                     )
                 gojson.set_field(mount, "Source", new)
+
+    def _check_volume(self, ex: Exchange, name: str) -> None:
+        """A volume that exists already (made directly on the engine, say) is used as it is:
+        its driver options' `device` must not expose the engine socket (X22d)."""
+        answer = self.proxy.upstream.call("GET", vpath(ex.target.version, f"/volumes/{name}"))
+        if answer.status == 404:
+            return  # created by the engine with no options (or refused by it)
+        if answer.status != 200:
+            raise HTTPRefusal(answer.status if answer.status >= 400 else 502, answer.message)
+        info = answer.json()
+        options = info.get("Options") if isinstance(info, dict) else None
+        device = options.get("device") if isinstance(options, dict) else None
+        if isinstance(device, str):
+            check_host_path(device, self.proxy.engine_path)
+
+    def _check_volumes_from(self, ex: Exchange, host_config: gojson.Obj) -> None:
+        """`VolumesFrom` copies another container's mounts, binds included: a container made
+        behind the proxy's back with a bind of the engine socket's directory would lend it
+        (X22d). Each one's mounts are checked like the create's own, and the entry is
+        forwarded by the container ID checked (by name, a rename in between would lend
+        another container's mounts)."""
+        entries = gojson.get(host_config, "VolumesFrom")
+        if not isinstance(entries, list) or not entries:
+            return
+        pinned: list[Any] = []
+        for entry in entries:
+            if not isinstance(entry, str) or entry.count(":") > 1:
+                pinned.append(entry)  # the engine refuses it itself
+                continue
+            name, sep, mode = entry.partition(":")
+            answer = self.proxy.upstream.call(
+                "GET", vpath(ex.target.version, f"/containers/{name}/json")
+            )
+            if answer.status != 200:  # answered, not forwarded: by then it may be another's
+                raise HTTPRefusal(answer.status if answer.status >= 400 else 502, answer.message)
+            info = answer.json()
+            info = info if isinstance(info, dict) else {}
+            container_id = str(info.get("Id") or "")
+            if not HEX64.fullmatch(container_id):
+                raise HTTPRefusal(502, f"trustpull: the engine named container {name} oddly")
+            for mount in info.get("Mounts") or []:
+                if not isinstance(mount, dict):
+                    continue
+                if isinstance(mount.get("Source"), str):
+                    check_host_path(mount["Source"], self.proxy.engine_path)
+                if mount.get("Type") == "volume" and isinstance(mount.get("Name"), str):
+                    self._check_volume(ex, mount["Name"])
+            pinned.append(container_id + sep + mode)
+        gojson.set_field(host_config, "VolumesFrom", pinned)
 
     def _container_check(self, ex: Exchange, what: str, body: bytes | None = None) -> None:
         assert ex.match is not None
