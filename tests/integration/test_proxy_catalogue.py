@@ -606,6 +606,41 @@ def test_X22d_volumes_from_and_named_volumes_made_behind_the_proxy(world: World)
         world.engine("volume", "rm", "-f", volume, check=False)
 
 
+def test_X22e_pid_mode_of_a_container_made_behind_the_proxy(world: World) -> None:
+    """`PidMode: container:X` shares X's processes and, through `/proc/1/root`, X's mounts:
+    with X made directly on the engine binding the engine socket's directory, a container
+    created through the proxy lists the engine socket (measured here). Refused; a container
+    with no such mount still shares its PID namespace, forwarded by its ID."""
+    signed = f"{world.repo}:1.0"
+    if world.image(signed) is None:
+        world.client("pull", signed)
+    directory = os.path.dirname(world.engine_socket)
+    holder = f"pidholder{time.monotonic_ns()}"
+    run = ("run", "-d", "--network", "none", "--name")
+    world.engine(*run, holder, "-v", f"{directory}:/e", signed, "sleep", "120")
+    world.engine(*run, f"{holder}ok", signed, "sleep", "120")
+    try:
+        sharing = {"PidMode": f"container:{holder}"}
+        _engine_lists_its_socket(
+            world, create_body(signed, Cmd=["ls", "/proc/1/root/e"], HostConfig=sharing)
+        )
+        before = world.snapshot()
+        body = create_body(signed, Cmd=["ls", "/proc/1/root/e"], HostConfig=sharing)
+        response = send(world, req("POST", f"{V}/containers/create", JSON, body))
+        assert status_of(response) == 403 and b"EngineSocket" in response, response
+        unchanged(world, before)
+        body = create_body(signed, HostConfig={"PidMode": f"container:{holder}ok"})
+        response = send(world, req("POST", f"{V}/containers/create", JSON, body))
+        assert status_of(response) == 201, response
+        created = json.loads(response.split(b"\r\n\r\n", 1)[1])["Id"]
+        lender = json.loads(world.engine("inspect", f"{holder}ok").stdout)[0]["Id"]
+        info = json.loads(world.engine("inspect", created).stdout)[0]
+        assert info["HostConfig"]["PidMode"] == f"container:{lender}", info["HostConfig"]
+        world.engine("rm", "-f", created)
+    finally:
+        world.engine("rm", "-f", holder, f"{holder}ok", check=False)
+
+
 # ------------------------------------------------------------------ framing and smuggling
 
 

@@ -203,6 +203,7 @@ class ContainerRoutes(DeciderBase):
                 if source and not source.startswith("/"):
                     self._check_volume(ex, source)
         self._check_volumes_from(ex, host_config)
+        self._check_pid_mode(ex, host_config)
         for mount in gojson.get(host_config, "Mounts") or []:
             if not isinstance(mount, gojson.Obj):
                 continue
@@ -252,25 +253,40 @@ class ContainerRoutes(DeciderBase):
                 pinned.append(entry)  # the engine refuses it itself
                 continue
             name, sep, mode = entry.partition(":")
-            answer = self.proxy.upstream.call(
-                "GET", vpath(ex.target.version, f"/containers/{name}/json")
-            )
-            if answer.status != 200:  # answered, not forwarded: by then it may be another's
-                raise HTTPRefusal(answer.status if answer.status >= 400 else 502, answer.message)
-            info = answer.json()
-            info = info if isinstance(info, dict) else {}
-            container_id = str(info.get("Id") or "")
-            if not HEX64.fullmatch(container_id):
-                raise HTTPRefusal(502, f"trustpull: the engine named container {name} oddly")
-            for mount in info.get("Mounts") or []:
-                if not isinstance(mount, dict):
-                    continue
-                if isinstance(mount.get("Source"), str):
-                    check_host_path(mount["Source"], self.proxy.engine_path)
-                if mount.get("Type") == "volume" and isinstance(mount.get("Name"), str):
-                    self._check_volume(ex, mount["Name"])
+            container_id = self._lender(ex, name)
             pinned.append(container_id + sep + mode)
         gojson.set_field(host_config, "VolumesFrom", pinned)
+
+    def _check_pid_mode(self, ex: Exchange, host_config: gojson.Obj) -> None:
+        """`PidMode: container:X` shares X's processes, and through `/proc/<pid>/root` their
+        filesystem, X's binds included (measured: `ls /proc/1/root/e` listed the engine
+        socket): X's mounts are checked as for `VolumesFrom`, and X forwarded by its ID."""
+        mode = gojson.get(host_config, "PidMode")
+        if isinstance(mode, str) and mode.startswith("container:"):
+            container_id = self._lender(ex, mode[len("container:") :])
+            gojson.set_field(host_config, "PidMode", "container:" + container_id)
+
+    def _lender(self, ex: Exchange, name: str) -> str:
+        """The ID of container `name`, whose mounts another container is about to share:
+        refused when one exposes the engine socket."""
+        answer = self.proxy.upstream.call(
+            "GET", vpath(ex.target.version, f"/containers/{name}/json")
+        )
+        if answer.status != 200:  # answered, not forwarded: by then it may be another's
+            raise HTTPRefusal(answer.status if answer.status >= 400 else 502, answer.message)
+        info = answer.json()
+        info = info if isinstance(info, dict) else {}
+        container_id = str(info.get("Id") or "")
+        if not HEX64.fullmatch(container_id):
+            raise HTTPRefusal(502, f"trustpull: the engine named container {name} oddly")
+        for mount in info.get("Mounts") or []:
+            if not isinstance(mount, dict):
+                continue
+            if isinstance(mount.get("Source"), str):
+                check_host_path(mount["Source"], self.proxy.engine_path)
+            if mount.get("Type") == "volume" and isinstance(mount.get("Name"), str):
+                self._check_volume(ex, mount["Name"])
+        return container_id
 
     def _container_check(self, ex: Exchange, what: str, body: bytes | None = None) -> None:
         assert ex.match is not None
