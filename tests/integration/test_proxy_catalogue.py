@@ -641,6 +641,56 @@ def test_X22e_pid_mode_of_a_container_made_behind_the_proxy(world: World) -> Non
         world.engine("rm", "-f", holder, f"{holder}ok", check=False)
 
 
+def test_X22f_an_overlay_volume_over_the_engine_socket_directory(world: World) -> None:
+    """A local volume `type=overlay,device=overlay,o=lowerdir=DIR,upperdir=…,workdir=…`
+    shows DIR's files, the engine socket among them (measured here: the container lists
+    it). Its `device` is no path, so only `device` being checked let it through the proxy:
+    `volumes/create`, a `volume` mount creating it, and the volume made on the engine and
+    used by name are refused."""
+    signed = f"{world.repo}:1.0"
+    if world.image(signed) is None:
+        world.client("pull", signed)
+    directory = os.path.dirname(world.engine_socket)
+    work = Path(tempfile.mkdtemp(prefix="tpo-", dir="/tmp"))
+    (work / "u").mkdir()
+    (work / "w").mkdir()
+    o = f"lowerdir={directory},upperdir={work}/u,workdir={work}/w"
+    options = {"type": "overlay", "device": "overlay", "o": o}
+    name = f"overlay{time.monotonic_ns()}"
+    try:
+        before = world.snapshot()
+        for spec in (
+            {"Name": name, "Driver": "local", "DriverOpts": options},
+            {"Name": name, "DriverOpts": {**options, "o": o.replace("lowerdir=", "lowerdir=r")}},
+            {"Name": name, "DriverOpts": {**options, "o": o.replace("/", "\\/", 1)}},
+        ):
+            body = json.dumps(spec).encode()
+            response = send(world, req("POST", f"{V}/volumes/create", JSON, body))
+            assert status_of(response) == 403 and b"EngineSocket" in response, (spec, response)
+        assert name not in world.engine("volume", "ls", "-q").stdout.split()
+        mount = {
+            "Type": "volume",
+            "Source": name,
+            "Target": "/e",
+            "VolumeOptions": {"DriverConfig": {"Name": "local", "Options": options}},
+        }
+        body = create_body(signed, Cmd=["ls", "/e"], HostConfig={"Mounts": [mount]})
+        response = send(world, req("POST", f"{V}/containers/create", JSON, body))
+        assert status_of(response) == 403 and b"EngineSocket" in response, response
+        unchanged(world, before)
+        flags = [arg for key, value in options.items() for arg in ("-o", f"{key}={value}")]
+        world.engine("volume", "create", "-d", "local", *flags, name)
+        _engine_lists_its_socket(world, create_body(signed, Cmd=["ls", "/e"], Binds=[f"{name}:/e"]))
+        before = world.snapshot()
+        body = create_body(signed, Cmd=["ls", "/e"], HostConfig={"Binds": [f"{name}:/e"]})
+        response = send(world, req("POST", f"{V}/containers/create", JSON, body))
+        assert status_of(response) == 403 and b"EngineSocket" in response, response
+        unchanged(world, before)
+    finally:
+        world.engine("volume", "rm", "-f", name, check=False)
+        shutil.rmtree(work, ignore_errors=True)
+
+
 # ------------------------------------------------------------------ framing and smuggling
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import TYPE_CHECKING, Any
 
 from trust.errors import InputError
@@ -16,7 +17,7 @@ from trust.reference import Reference, parse
 if TYPE_CHECKING:
     from trust.proxy.server import Exchange
 
-__all__ = ["ContainerRoutes", "check_host_path", "check_mount_host_path"]
+__all__ = ["ContainerRoutes", "check_host_path", "check_mount_host_path", "check_volume_options"]
 
 
 def check_host_path(path: str, engine_path: str) -> None:
@@ -33,6 +34,34 @@ def check_host_path(path: str, engine_path: str) -> None:
         )
 
 
+_OVERLAY_DIRS = ("lowerdir", "lowerdir+", "upperdir", "workdir", "datadir+")
+
+
+def check_volume_options(device: Any, options: Any, engine_path: str) -> None:
+    """A local volume's driver options: its `device` (an `o=bind` source), and the
+    directories an overlay mount names in `o` (`type=overlay,o=lowerdir=DIR,…` shows DIR's
+    files, the engine socket among them: X22f). The kernel unescapes `\\x` in those values
+    and a relative one resolves against dockerd's working directory, so a relative directory
+    is refused and backslashes are dropped before the check."""
+    if isinstance(device, str):
+        check_host_path(device, engine_path)
+    if not isinstance(options, str):
+        return
+    for option in options.split(","):
+        key, _, value = option.partition("=")
+        if key.strip() not in _OVERLAY_DIRS:
+            continue
+        for directory in re.sub(r"\\(.)", r"\1", value).split(":"):
+            if not directory.startswith("/"):
+                raise Refused(
+                    403,
+                    f"trustpull: volume option {key}={value} refused: an overlay directory "
+                    "must be absolute [EngineSocket]",
+                    kind="EngineSocket",
+                )
+            check_host_path(directory, engine_path)
+
+
 def check_mount_host_path(mount: Any, engine_path: str) -> None:
     """One `Mounts` entry (a container's or a service's): a `bind` source, or the `device` of
     a local volume it creates with `o=bind` (a driver-options map: exact key)."""
@@ -42,9 +71,10 @@ def check_mount_host_path(mount: Any, engine_path: str) -> None:
         check_host_path(source, engine_path)
     if kind == "volume":
         driver = gojson.get(gojson.get(mount, "VolumeOptions"), "DriverConfig")
-        device = gojson.get_key(gojson.get(driver, "Options"), "device")
-        if isinstance(device, str):
-            check_host_path(device, engine_path)
+        options = gojson.get(driver, "Options")
+        check_volume_options(
+            gojson.get_key(options, "device"), gojson.get_key(options, "o"), engine_path
+        )
 
 
 class ContainerRoutes(DeciderBase):
@@ -234,9 +264,8 @@ class ContainerRoutes(DeciderBase):
             raise HTTPRefusal(answer.status if answer.status >= 400 else 502, answer.message)
         info = answer.json()
         options = info.get("Options") if isinstance(info, dict) else None
-        device = options.get("device") if isinstance(options, dict) else None
-        if isinstance(device, str):
-            check_host_path(device, self.proxy.engine_path)
+        if isinstance(options, dict):
+            check_volume_options(options.get("device"), options.get("o"), self.proxy.engine_path)
 
     def _check_volumes_from(self, ex: Exchange, host_config: gojson.Obj) -> None:
         """`VolumesFrom` copies another container's mounts, binds included: a container made
@@ -340,7 +369,7 @@ class ContainerRoutes(DeciderBase):
         obj = gojson.loads(body) if body.strip() else gojson.Obj()
         opts = gojson.get(obj, "DriverOpts")
         if isinstance(opts, gojson.Obj):
-            device = gojson.get_key(opts, "device")  # a map: exact key
-            if isinstance(device, str):
-                check_host_path(device, self.proxy.engine_path)
+            check_volume_options(  # a map: exact keys
+                gojson.get_key(opts, "device"), gojson.get_key(opts, "o"), self.proxy.engine_path
+            )
         ex.conn.forward(ex, body=body)
