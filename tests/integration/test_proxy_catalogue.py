@@ -691,6 +691,33 @@ def test_X22f_an_overlay_volume_over_the_engine_socket_directory(world: World) -
         shutil.rmtree(work, ignore_errors=True)
 
 
+def test_X22g_a_relative_bind_device(world: World) -> None:
+    """A local volume's bind `device` is handed to mount(2) as written, so a relative one
+    resolves against dockerd's working directory (here the engine socket's directory: the
+    container lists the socket, measured). Refused through the proxy."""
+    signed = f"{world.repo}:1.0"
+    if world.image(signed) is None:
+        world.client("pull", signed)
+    assert os.path.samefile(world.stack.dockerd.dir, os.path.dirname(world.engine_socket))
+    options = {"type": "none", "o": "bind", "device": "."}
+    name = f"relative{time.monotonic_ns()}"
+    try:
+        flags = [arg for key, value in options.items() for arg in ("-o", f"{key}={value}")]
+        world.engine("volume", "create", "-d", "local", *flags, name)
+        _engine_lists_its_socket(world, create_body(signed, Cmd=["ls", "/e"], Binds=[f"{name}:/e"]))
+        world.engine("volume", "rm", name)
+        before = world.snapshot()
+        for device in (".", "./", "d", "run/x"):
+            spec = {"Name": name, "DriverOpts": {**options, "device": device}}
+            body = json.dumps(spec).encode()
+            response = send(world, req("POST", f"{V}/volumes/create", JSON, body))
+            assert status_of(response) == 403 and b"EngineSocket" in response, (spec, response)
+        assert name not in world.engine("volume", "ls", "-q").stdout.split()
+        unchanged(world, before)
+    finally:
+        world.engine("volume", "rm", "-f", name, check=False)
+
+
 # ------------------------------------------------------------------ framing and smuggling
 
 

@@ -38,12 +38,23 @@ _OVERLAY_DIRS = ("lowerdir", "lowerdir+", "upperdir", "workdir", "datadir+")
 
 
 def check_volume_options(device: Any, options: Any, engine_path: str) -> None:
-    """A local volume's driver options: its `device` (an `o=bind` source), and the
+    """A local volume's driver options: its `device` (an `o=bind` source, which must be
+    absolute), and the
     directories an overlay mount names in `o` (`type=overlay,o=lowerdir=DIR,…` shows DIR's
     files, the engine socket among them: X22f). The kernel unescapes `\\x` in those values
     and a relative one resolves against dockerd's working directory, so a relative directory
     is refused and backslashes are dropped before the check."""
+    flags = options.split(",") if isinstance(options, str) else []
     if isinstance(device, str):
+        # mount(2) resolves a relative bind source against dockerd's working directory
+        # (X22g: `device=.` was the engine socket's directory on the test engine)
+        if not device.startswith("/") and {"bind", "rbind"} & {f.strip() for f in flags}:
+            raise Refused(
+                403,
+                f"trustpull: volume device {device} refused: a bind device must be absolute "
+                "[EngineSocket]",
+                kind="EngineSocket",
+            )
         check_host_path(device, engine_path)
     if not isinstance(options, str):
         return
