@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -256,6 +257,63 @@ def test_X13_multipart_body_on_build(world: World) -> None:
     unchanged(world, before)
 
 
+def test_X13b_multipart_spelled_with_a_dotted_capital_i(world: World) -> None:
+    """Go's mime.ParseMediaType lowers the media type with Unicode rules, so
+    `multİpart/form-data` (U+0130, whose lower case is `i`) is multipart to the engine's
+    `FormValue`. On 20.10 `/build` parses the form from after the first 4096 bytes of the
+    body: a context file's data can carry a `remote` part, and the engine then builds the
+    Dockerfile a URL serves, pulling its unverified `FROM` itself."""
+    import http.server
+    import io
+    import tarfile
+
+    served = f"FROM {world.unsigned_repo}:1.0\n".encode()
+    fetched: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            fetched.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(served)))
+            self.end_headers()
+            self.wfile.write(served)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    boundary = "xyz"
+    url = f"http://127.0.0.1:{server.server_address[1]}/Dockerfile"
+    part = (
+        f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="remote"\r\n\r\n'
+        f"{url}\r\n--{boundary}--\r\n"
+    ).encode()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in (("pad", b"p" * 5000), ("form", part), ("Dockerfile", b"FROM scratch\n")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    before = world.snapshot()
+    try:
+        for kind in ("mult\u0130part/form-data", "MULT\u0130PART/FORM-DATA"):
+            data = req("POST", f"{V}/build?t=x13b{time.monotonic_ns()}", {}, buf.getvalue())
+            head, sep, body = data.partition(b"\r\n\r\n")
+            header = f"\r\nContent-Type: {kind}; boundary={boundary}".encode()
+            response = raw_request(world.proxy.socket, head + header + sep + body, read_timeout=60)
+            assert status_of(response) == 400 and b"trustpull" in response, (kind, response)
+        assert fetched == []
+        assert world.image(f"{world.unsigned_repo}:1.0") is None
+        unchanged(world, before)
+    finally:
+        server.shutdown()
+        server.server_close()
+        world.rmi(f"{world.unsigned_repo}:1.0")
+
+
 def test_X14_semicolons_and_bad_escapes(world: World) -> None:
     before = world.snapshot()
     for target in (
@@ -473,6 +531,192 @@ def test_X22c_top_level_host_config_fields(world: World) -> None:
         response = send(world, req("POST", f"{V}/containers/create", JSON, body))
         assert status_of(response) in (400, 403), (body, response)
     unchanged(world, before)
+
+
+def test_X44c_start_with_a_host_config_body(world: World) -> None:
+    """Before API 1.24 `POST /containers/{id}/start` takes a HostConfig body and dockerd 20.10
+    still applies it (`setHostConfig`: its binds become the container's): a container created
+    through the proxy from a signed image, started through it with a bind of the engine
+    socket's directory, would list the engine socket. Refused; the container never started."""
+    signed = f"{world.repo}:1.0"
+    if world.image(signed) is None:
+        world.client("pull", signed)
+    directory = os.path.dirname(world.engine_socket)
+    proc = world.client("create", "--network", "none", signed, "ls", "/e")
+    assert proc.returncode == 0, proc
+    cid = proc.stdout.strip().splitlines()[-1]
+    try:
+        host_config = json.dumps({"Binds": [f"{directory}:/e"]}).encode()
+        for version in ("/v1.23", "/v1.12"):
+            response = send(
+                world, req("POST", f"{version}/containers/{cid}/start", JSON, host_config)
+            )
+            assert status_of(response) in (400, 403), (version, response)
+        info = json.loads(world.engine("inspect", cid).stdout)[0]
+        assert info["State"]["StartedAt"].startswith("0001-"), info["State"]
+        assert not info["HostConfig"]["Binds"] and not info["Mounts"], info
+        # an empty body (what clients send) still starts it
+        response = send(world, req("POST", f"/v1.23/containers/{cid}/start", JSON, b""))
+        assert status_of(response) == 204, response
+    finally:
+        world.engine("rm", "-f", cid, check=False)
+
+
+def test_X22d_volumes_from_and_named_volumes_made_behind_the_proxy(world: World) -> None:
+    """A container or a local volume made directly on the engine (before the proxy, say a
+    monitoring agent binding `/run`) can carry a bind of the engine socket's directory; a
+    create through the proxy that takes it over (`VolumesFrom`, or the volume by name in
+    `Binds` or a `volume` mount) would see the engine socket. Refused like a bind of it."""
+    signed = f"{world.repo}:1.0"
+    if world.image(signed) is None:
+        world.client("pull", signed)
+    directory = os.path.dirname(world.engine_socket)
+    holder = f"holder{time.monotonic_ns()}"
+    volume = f"enginedir{time.monotonic_ns()}"
+    world.engine("create", "--name", holder, "--network", "none", "-v", f"{directory}:/e", signed)
+    options = ("-o", "type=none", "-o", "o=bind", "-o", f"device={directory}")
+    world.engine("volume", "create", "-d", "local", *options, volume)
+    try:
+        _engine_lists_its_socket(
+            world, create_body(signed, Cmd=["ls", "/e"], HostConfig={"VolumesFrom": [holder]})
+        )
+        before = world.snapshot()
+        for host_config in (
+            {"VolumesFrom": [holder]},
+            {"VolumesFrom": [f"{holder}:ro"]},
+            {"Binds": [f"{volume}:/e"]},
+            {"Mounts": [{"Type": "volume", "Source": volume, "Target": "/e"}]},
+        ):
+            body = create_body(signed, Cmd=["ls", "/e"], HostConfig=host_config)
+            response = send(world, req("POST", f"{V}/containers/create", JSON, body))
+            assert status_of(response) == 403 and b"EngineSocket" in response, (body, response)
+        unchanged(world, before)
+        # a container with no such mount still lends its volumes (forwarded by its ID)
+        world.engine("create", "--name", f"{holder}ok", "-v", "/data", signed)
+        body = create_body(signed, HostConfig={"VolumesFrom": [f"{holder}ok:ro"]})
+        response = send(world, req("POST", f"{V}/containers/create", JSON, body))
+        assert status_of(response) == 201, response
+        created = json.loads(response.split(b"\r\n\r\n", 1)[1])["Id"]
+        info = json.loads(world.engine("inspect", created).stdout)[0]
+        lender = json.loads(world.engine("inspect", f"{holder}ok").stdout)[0]["Id"]
+        assert info["HostConfig"]["VolumesFrom"] == [f"{lender}:ro"], info["HostConfig"]
+        assert [m["Destination"] for m in info["Mounts"]] == ["/data"], info["Mounts"]
+        world.engine("rm", "-f", "-v", created)
+    finally:
+        world.engine("rm", "-f", "-v", holder, f"{holder}ok", check=False)
+        world.engine("volume", "rm", "-f", volume, check=False)
+
+
+def test_X22e_pid_mode_of_a_container_made_behind_the_proxy(world: World) -> None:
+    """`PidMode: container:X` shares X's processes and, through `/proc/1/root`, X's mounts:
+    with X made directly on the engine binding the engine socket's directory, a container
+    created through the proxy lists the engine socket (measured here). Refused; a container
+    with no such mount still shares its PID namespace, forwarded by its ID."""
+    signed = f"{world.repo}:1.0"
+    if world.image(signed) is None:
+        world.client("pull", signed)
+    directory = os.path.dirname(world.engine_socket)
+    holder = f"pidholder{time.monotonic_ns()}"
+    run = ("run", "-d", "--network", "none", "--name")
+    world.engine(*run, holder, "-v", f"{directory}:/e", signed, "sleep", "120")
+    world.engine(*run, f"{holder}ok", signed, "sleep", "120")
+    try:
+        sharing = {"PidMode": f"container:{holder}"}
+        _engine_lists_its_socket(
+            world, create_body(signed, Cmd=["ls", "/proc/1/root/e"], HostConfig=sharing)
+        )
+        before = world.snapshot()
+        body = create_body(signed, Cmd=["ls", "/proc/1/root/e"], HostConfig=sharing)
+        response = send(world, req("POST", f"{V}/containers/create", JSON, body))
+        assert status_of(response) == 403 and b"EngineSocket" in response, response
+        unchanged(world, before)
+        body = create_body(signed, HostConfig={"PidMode": f"container:{holder}ok"})
+        response = send(world, req("POST", f"{V}/containers/create", JSON, body))
+        assert status_of(response) == 201, response
+        created = json.loads(response.split(b"\r\n\r\n", 1)[1])["Id"]
+        lender = json.loads(world.engine("inspect", f"{holder}ok").stdout)[0]["Id"]
+        info = json.loads(world.engine("inspect", created).stdout)[0]
+        assert info["HostConfig"]["PidMode"] == f"container:{lender}", info["HostConfig"]
+        world.engine("rm", "-f", created)
+    finally:
+        world.engine("rm", "-f", holder, f"{holder}ok", check=False)
+
+
+def test_X22f_an_overlay_volume_over_the_engine_socket_directory(world: World) -> None:
+    """A local volume `type=overlay,device=overlay,o=lowerdir=DIR,upperdir=…,workdir=…`
+    shows DIR's files, the engine socket among them (measured here: the container lists
+    it). Its `device` is no path, so only `device` being checked let it through the proxy:
+    `volumes/create`, a `volume` mount creating it, and the volume made on the engine and
+    used by name are refused."""
+    signed = f"{world.repo}:1.0"
+    if world.image(signed) is None:
+        world.client("pull", signed)
+    directory = os.path.dirname(world.engine_socket)
+    work = Path(tempfile.mkdtemp(prefix="tpo-", dir="/tmp"))
+    (work / "u").mkdir()
+    (work / "w").mkdir()
+    o = f"lowerdir={directory},upperdir={work}/u,workdir={work}/w"
+    options = {"type": "overlay", "device": "overlay", "o": o}
+    name = f"overlay{time.monotonic_ns()}"
+    try:
+        before = world.snapshot()
+        for spec in (
+            {"Name": name, "Driver": "local", "DriverOpts": options},
+            {"Name": name, "DriverOpts": {**options, "o": o.replace("lowerdir=", "lowerdir=r")}},
+            {"Name": name, "DriverOpts": {**options, "o": o.replace("/", "\\/", 1)}},
+        ):
+            body = json.dumps(spec).encode()
+            response = send(world, req("POST", f"{V}/volumes/create", JSON, body))
+            assert status_of(response) == 403 and b"EngineSocket" in response, (spec, response)
+        assert name not in world.engine("volume", "ls", "-q").stdout.split()
+        mount = {
+            "Type": "volume",
+            "Source": name,
+            "Target": "/e",
+            "VolumeOptions": {"DriverConfig": {"Name": "local", "Options": options}},
+        }
+        body = create_body(signed, Cmd=["ls", "/e"], HostConfig={"Mounts": [mount]})
+        response = send(world, req("POST", f"{V}/containers/create", JSON, body))
+        assert status_of(response) == 403 and b"EngineSocket" in response, response
+        unchanged(world, before)
+        flags = [arg for key, value in options.items() for arg in ("-o", f"{key}={value}")]
+        world.engine("volume", "create", "-d", "local", *flags, name)
+        _engine_lists_its_socket(world, create_body(signed, Cmd=["ls", "/e"], Binds=[f"{name}:/e"]))
+        before = world.snapshot()
+        body = create_body(signed, Cmd=["ls", "/e"], HostConfig={"Binds": [f"{name}:/e"]})
+        response = send(world, req("POST", f"{V}/containers/create", JSON, body))
+        assert status_of(response) == 403 and b"EngineSocket" in response, response
+        unchanged(world, before)
+    finally:
+        world.engine("volume", "rm", "-f", name, check=False)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_X22g_a_relative_bind_device(world: World) -> None:
+    """A local volume's bind `device` is handed to mount(2) as written, so a relative one
+    resolves against dockerd's working directory (here the engine socket's directory: the
+    container lists the socket, measured). Refused through the proxy."""
+    signed = f"{world.repo}:1.0"
+    if world.image(signed) is None:
+        world.client("pull", signed)
+    assert os.path.samefile(world.stack.dockerd.dir, os.path.dirname(world.engine_socket))
+    options = {"type": "none", "o": "bind", "device": "."}
+    name = f"relative{time.monotonic_ns()}"
+    try:
+        flags = [arg for key, value in options.items() for arg in ("-o", f"{key}={value}")]
+        world.engine("volume", "create", "-d", "local", *flags, name)
+        _engine_lists_its_socket(world, create_body(signed, Cmd=["ls", "/e"], Binds=[f"{name}:/e"]))
+        world.engine("volume", "rm", name)
+        before = world.snapshot()
+        for device in (".", "./", "d", "run/x"):
+            spec = {"Name": name, "DriverOpts": {**options, "device": device}}
+            body = json.dumps(spec).encode()
+            response = send(world, req("POST", f"{V}/volumes/create", JSON, body))
+            assert status_of(response) == 403 and b"EngineSocket" in response, (spec, response)
+        assert name not in world.engine("volume", "ls", "-q").stdout.split()
+        unchanged(world, before)
+    finally:
+        world.engine("volume", "rm", "-f", name, check=False)
 
 
 # ------------------------------------------------------------------ framing and smuggling
@@ -747,6 +991,34 @@ def test_X39_retag_an_unverified_image_onto_a_signed_name(world: World, evil_id:
     world.rmi(other)
 
 
+def test_X39b_tag_with_a_digest_in_repo(world: World) -> None:
+    """`repo=N@sha256:X&tag=1.0`: dockerd 20.10 trims the repository's digest before it adds
+    the tag (`TagImage`: `WithTag(TrimNamed(repo), tag)`), so the target is `N:1.0`, whatever
+    `X` is. A verified image that is not 1.0's signed one is not tagged so."""
+    signed = f"{world.repo}:1.0"
+    other = f"{world.repo}:2.0"
+    assert world.client("pull", signed).returncode == 0
+    assert world.client("pull", other).returncode == 0
+    signed_id = (world.image(signed) or {}).get("Id")
+    try:
+        before = world.snapshot()
+        for digest in (world.evil_digest, world.signed2_digest, world.signed_digest):
+            repo = urllib.parse.quote(f"{world.repo}@{digest}", safe="")
+            response = send(world, req("POST", f"{V}/images/{other}/tag?repo={repo}&tag=1.0"))
+            assert status_of(response) == 403 and b"trustpull" in response, (digest, response)
+            assert (world.image(signed) or {}).get("Id") == signed_id
+        # without `tag` the digest would be the tag's: the engine refuses that, so does the proxy
+        repo = urllib.parse.quote(f"{world.repo}:1.0@{world.signed_digest}", safe="")
+        response = send(world, req("POST", f"{V}/images/{other}/tag?repo={repo}"))
+        assert status_of(response) == 400, response
+        unchanged(world, before)
+    finally:
+        world.rmi(other)
+        if (world.image(signed) or {}).get("Id") != signed_id:
+            world.engine("rmi", signed, check=False)
+            world.client("pull", signed)
+
+
 def test_X39a_a_hex_source_untagged_between_check_and_tag(world: World, evil_id: str) -> None:
     """`POST /images/<hex>/tag?repo=N&tag=1.0` with `<hex>` a name of the signed image: if the
     tag were forwarded by the source's name, a second client untagging `<hex>` in between
@@ -990,6 +1262,98 @@ def test_X46_plugins(world: World, tmp_path: Path) -> None:
     proc = world.client("plugin", "create", "evilplugin", str(tmp_path))
     assert proc.returncode != 0 and "allow_plugin_create" in proc.stderr, proc
     assert world.engine("plugin", "ls", "-q").stdout.strip() == ""
+
+
+def _plugin_dir(tmp_path: Path, marker: str) -> Path:
+    """A plugin directory for `docker plugin create`: a busybox rootfs, a volume driver
+    config (it never listens on its socket, so an enable that reaches the engine fails late)."""
+    import io
+    import tarfile
+
+    directory = tmp_path / f"plugin-{marker}"
+    (directory / "rootfs").mkdir(parents=True)
+    with tarfile.open(fileobj=io.BytesIO(busybox_tar(marker))) as tar:
+        tar.extractall(directory / "rootfs", filter="tar")
+    config = {
+        "Description": "evil",
+        "Documentation": "",
+        "Entrypoint": ["/bin/sh", "-c", "sleep 60"],
+        "Interface": {"Types": ["docker.volumedriver/1.0"], "Socket": "evil.sock"},
+        "Network": {"Type": "host"},
+    }
+    (directory / "config.json").write_text(json.dumps(config))
+    return directory
+
+
+def test_X46b_enable_a_plugin_installed_behind_the_proxy(world: World, tmp_path: Path) -> None:
+    # Created directly on the engine: its PluginReference is its local name, no signed digest.
+    name = f"evilplugin{time.monotonic_ns()}"
+    world.engine("plugin", "create", name, str(_plugin_dir(tmp_path, name)))
+    try:
+        # (an engine that tries it answers 500 after some 12 s of dialling the socket)
+        request = req("POST", f"{V}/plugins/{name}:latest/enable?timeout=0")
+        response = raw_request(world.proxy.socket, request, read_timeout=40)
+        assert status_of(response) == 403 and b"not verified" in response, response
+        proc = world.client("plugin", "enable", name)
+        assert proc.returncode == 1 and "not verified" in proc.stderr, proc
+        info = json.loads(world.engine("plugin", "inspect", name).stdout)[0]
+        assert info["Enabled"] is False
+        # allow_plugin_create admits local plugin code: the enable reaches the engine, by ID
+        local = world.start_proxy("[proxy]\nallow_plugin_create = true\n")
+        try:
+            response = raw_request(local.socket, request, read_timeout=40)
+        finally:
+            local.stop()
+        assert status_of(response) == 500 and b"evil.sock" in response, response
+    finally:
+        world.engine("plugin", "rm", "-f", name, check=False)
+
+
+def test_X46c_a_signed_plugin_on_an_engine_that_crashes_on_digest_pulls(
+    world: World, tmp_path: Path
+) -> None:
+    """dockerd 20.10 dies (a goroutine panic, moby/moby#47299) when it pulls a plugin by digest,
+    and the proxy installs signed plugins only by digest: refused 501, the engine still up."""
+    remote = f"{world.registry}/proxy/plugin{time.monotonic_ns()}:1.0"
+    world.engine("plugin", "create", remote, str(_plugin_dir(tmp_path, remote)))
+    try:
+        pushed = world.engine("plugin", "push", remote, trust=True)
+    finally:
+        world.engine("plugin", "rm", "-f", remote, check=False)
+    assert "Signing and pushing trust metadata" in pushed.stdout, pushed
+    host, _, path = remote.rsplit(":", 1)[0].partition("/")
+    manifest = urllib.request.Request(
+        f"http://{host}/v2/{path}/manifests/1.0",
+        method="HEAD",
+        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+    )
+    with urllib.request.urlopen(manifest, timeout=10) as answer:
+        digest = answer.headers["Docker-Content-Digest"]
+    name = f"signedplugin{time.monotonic_ns()}:latest"
+    pinned = remote.rsplit(":", 1)[0] + "@" + digest
+    try:
+        for form in (remote, pinned, f"{remote}@{digest}"):
+            quoted = urllib.parse.quote(form, safe="")
+            target = f"{V}/plugins/pull?remote={quoted}&name={name}"
+            response = raw_request(
+                world.proxy.socket, req("POST", target, JSON, b"[]"), read_timeout=30
+            )
+            assert status_of(response) == 501 and b"EngineTooOld" in response, (form, response)
+            assert world.engine("version", check=False).returncode == 0
+            # the CLI asks for the privileges first: a read, but one that pulls the manifest
+            privileges = f"{V}/plugins/privileges?remote={quoted}"
+            response = raw_request(world.proxy.socket, req("GET", privileges), read_timeout=30)
+            if "@" in form:
+                assert status_of(response) == 501 and b"EngineTooOld" in response, response
+            else:
+                assert status_of(response) == 200 and b"network" in response, response
+            assert world.engine("version", check=False).returncode == 0
+        proc = world.client("plugin", "install", "--grant-all-permissions", remote)
+        assert proc.returncode != 0 and "EngineTooOld" in proc.stderr, proc
+        assert world.engine("version", check=False).returncode == 0
+        assert world.engine("plugin", "ls", "-q").stdout.strip() == ""
+    finally:
+        world.engine("plugin", "rm", "-f", name, check=False)
 
 
 def test_X47_swarm_membership(world: World) -> None:

@@ -52,6 +52,9 @@ from trust.settings import ProxyConfig, Settings
         b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x00b",
         b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded",
         b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=x",
+        # X13b: Go lowers media types with Unicode rules (U+0130 -> i, U+212A -> k)
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: mult\u0130part/form-data; b=x".encode(),
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain; x=\u212a".encode(),
         b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: a\r\nContent-Type: b",
         b"GET / HTTP/1.1\r\nHost: x\r\nExpect: foo",
         b"GET / HTTP/3.0\r\nHost: x",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import TYPE_CHECKING, Any
 
 from trust.errors import InputError
@@ -16,7 +17,7 @@ from trust.reference import Reference, parse
 if TYPE_CHECKING:
     from trust.proxy.server import Exchange
 
-__all__ = ["ContainerRoutes", "check_host_path", "check_mount_host_path"]
+__all__ = ["ContainerRoutes", "check_host_path", "check_mount_host_path", "check_volume_options"]
 
 
 def check_host_path(path: str, engine_path: str) -> None:
@@ -33,6 +34,45 @@ def check_host_path(path: str, engine_path: str) -> None:
         )
 
 
+_OVERLAY_DIRS = ("lowerdir", "lowerdir+", "upperdir", "workdir", "datadir+")
+
+
+def check_volume_options(device: Any, options: Any, engine_path: str) -> None:
+    """A local volume's driver options: its `device` (an `o=bind` source, which must be
+    absolute), and the
+    directories an overlay mount names in `o` (`type=overlay,o=lowerdir=DIR,…` shows DIR's
+    files, the engine socket among them: X22f). The kernel unescapes `\\x` in those values
+    and a relative one resolves against dockerd's working directory, so a relative directory
+    is refused and backslashes are dropped before the check."""
+    flags = options.split(",") if isinstance(options, str) else []
+    if isinstance(device, str):
+        # mount(2) resolves a relative bind source against dockerd's working directory
+        # (X22g: `device=.` was the engine socket's directory on the test engine)
+        if not device.startswith("/") and {"bind", "rbind"} & {f.strip() for f in flags}:
+            raise Refused(
+                403,
+                f"trustpull: volume device {device} refused: a bind device must be absolute "
+                "[EngineSocket]",
+                kind="EngineSocket",
+            )
+        check_host_path(device, engine_path)
+    if not isinstance(options, str):
+        return
+    for option in options.split(","):
+        key, _, value = option.partition("=")
+        if key.strip() not in _OVERLAY_DIRS:
+            continue
+        for directory in re.sub(r"\\(.)", r"\1", value).split(":"):
+            if not directory.startswith("/"):
+                raise Refused(
+                    403,
+                    f"trustpull: volume option {key}={value} refused: an overlay directory "
+                    "must be absolute [EngineSocket]",
+                    kind="EngineSocket",
+                )
+            check_host_path(directory, engine_path)
+
+
 def check_mount_host_path(mount: Any, engine_path: str) -> None:
     """One `Mounts` entry (a container's or a service's): a `bind` source, or the `device` of
     a local volume it creates with `o=bind` (a driver-options map: exact key)."""
@@ -42,9 +82,10 @@ def check_mount_host_path(mount: Any, engine_path: str) -> None:
         check_host_path(source, engine_path)
     if kind == "volume":
         driver = gojson.get(gojson.get(mount, "VolumeOptions"), "DriverConfig")
-        device = gojson.get_key(gojson.get(driver, "Options"), "device")
-        if isinstance(device, str):
-            check_host_path(device, engine_path)
+        options = gojson.get(driver, "Options")
+        check_volume_options(
+            gojson.get_key(options, "device"), gojson.get_key(options, "o"), engine_path
+        )
 
 
 class ContainerRoutes(DeciderBase):
@@ -198,13 +239,20 @@ class ContainerRoutes(DeciderBase):
             return
         for bind in gojson.get(host_config, "Binds") or []:
             if isinstance(bind, str):
-                check_host_path(bind.split(":", 1)[0], self.proxy.engine_path)
+                source = bind.split(":", 1)[0]
+                check_host_path(source, self.proxy.engine_path)
+                if source and not source.startswith("/"):
+                    self._check_volume(ex, source)
+        self._check_volumes_from(ex, host_config)
+        self._check_pid_mode(ex, host_config)
         for mount in gojson.get(host_config, "Mounts") or []:
             if not isinstance(mount, gojson.Obj):
                 continue
             check_mount_host_path(mount, self.proxy.engine_path)
             kind = str(gojson.get(mount, "Type") or "").lower()
             source = gojson.get(mount, "Source")
+            if kind == "volume" and isinstance(source, str) and source:
+                self._check_volume(ex, source)
             if kind == "image" and isinstance(source, str) and source:
                 new, _, missing = self._admit_image_text(ex, source, mount=True)
                 if missing:
@@ -217,7 +265,70 @@ class ContainerRoutes(DeciderBase):
                     )
                 gojson.set_field(mount, "Source", new)
 
-    def _container_check(self, ex: Exchange, what: str) -> None:
+    def _check_volume(self, ex: Exchange, name: str) -> None:
+        """A volume that exists already (made directly on the engine, say) is used as it is:
+        its driver options' `device` must not expose the engine socket (X22d)."""
+        answer = self.proxy.upstream.call("GET", vpath(ex.target.version, f"/volumes/{name}"))
+        if answer.status == 404:
+            return  # created by the engine with no options (or refused by it)
+        if answer.status != 200:
+            raise HTTPRefusal(answer.status if answer.status >= 400 else 502, answer.message)
+        info = answer.json()
+        options = info.get("Options") if isinstance(info, dict) else None
+        if isinstance(options, dict):
+            check_volume_options(options.get("device"), options.get("o"), self.proxy.engine_path)
+
+    def _check_volumes_from(self, ex: Exchange, host_config: gojson.Obj) -> None:
+        """`VolumesFrom` copies another container's mounts, binds included: a container made
+        behind the proxy's back with a bind of the engine socket's directory would lend it
+        (X22d). Each one's mounts are checked like the create's own, and the entry is
+        forwarded by the container ID checked (by name, a rename in between would lend
+        another container's mounts)."""
+        entries = gojson.get(host_config, "VolumesFrom")
+        if not isinstance(entries, list) or not entries:
+            return
+        pinned: list[Any] = []
+        for entry in entries:
+            if not isinstance(entry, str) or entry.count(":") > 1:
+                pinned.append(entry)  # the engine refuses it itself
+                continue
+            name, sep, mode = entry.partition(":")
+            container_id = self._lender(ex, name)
+            pinned.append(container_id + sep + mode)
+        gojson.set_field(host_config, "VolumesFrom", pinned)
+
+    def _check_pid_mode(self, ex: Exchange, host_config: gojson.Obj) -> None:
+        """`PidMode: container:X` shares X's processes, and through `/proc/<pid>/root` their
+        filesystem, X's binds included (measured: `ls /proc/1/root/e` listed the engine
+        socket): X's mounts are checked as for `VolumesFrom`, and X forwarded by its ID."""
+        mode = gojson.get(host_config, "PidMode")
+        if isinstance(mode, str) and mode.startswith("container:"):
+            container_id = self._lender(ex, mode[len("container:") :])
+            gojson.set_field(host_config, "PidMode", "container:" + container_id)
+
+    def _lender(self, ex: Exchange, name: str) -> str:
+        """The ID of container `name`, whose mounts another container is about to share:
+        refused when one exposes the engine socket."""
+        answer = self.proxy.upstream.call(
+            "GET", vpath(ex.target.version, f"/containers/{name}/json")
+        )
+        if answer.status != 200:  # answered, not forwarded: by then it may be another's
+            raise HTTPRefusal(answer.status if answer.status >= 400 else 502, answer.message)
+        info = answer.json()
+        info = info if isinstance(info, dict) else {}
+        container_id = str(info.get("Id") or "")
+        if not HEX64.fullmatch(container_id):
+            raise HTTPRefusal(502, f"trustpull: the engine named container {name} oddly")
+        for mount in info.get("Mounts") or []:
+            if not isinstance(mount, dict):
+                continue
+            if isinstance(mount.get("Source"), str):
+                check_host_path(mount["Source"], self.proxy.engine_path)
+            if mount.get("Type") == "volume" and isinstance(mount.get("Name"), str):
+                self._check_volume(ex, mount["Name"])
+        return container_id
+
+    def _container_check(self, ex: Exchange, what: str, body: bytes | None = None) -> None:
         assert ex.match is not None
         name = ex.match.params["name"]
         answer = self.proxy.upstream.call(
@@ -241,10 +352,22 @@ class ContainerRoutes(DeciderBase):
             raise HTTPRefusal(502, f"trustpull: the engine named container {name} oddly")
         # By the ID checked: by name, a rename in between would start another container.
         path = f"/containers/{container_id}/{ex.target.path.rsplit('/', 1)[1]}"
-        ex.conn.forward(ex, target=ex.target.encode(path=path))
+        ex.conn.forward(ex, target=ex.target.encode(path=path), body=body)
 
     def on_containers_start(self, ex: Exchange) -> None:
-        self._container_check(ex, "start")
+        """Before API 1.24 a start takes a HostConfig body, and dockerd 20.10 still applies it
+        (daemon/start.go, `setHostConfig`: its binds and mounts become the container's) when
+        the body is longer than 7 bytes or chunked, so a bind of the engine socket checked at
+        create could be added at start (X44c). No client since 1.12 sends one: a body over 7
+        bytes is refused, a shorter one is forwarded with its length (the engine ignores it)."""
+        body = ex.conn.read_body(ex, self.config.max_json_body)
+        if len(body) > 7:
+            raise HTTPRefusal(
+                400,
+                "trustpull: starting a container with a host configuration body is refused "
+                "(removed in API 1.24; binds and mounts are checked at create)",
+            )
+        self._container_check(ex, "start", body)
 
     def on_containers_restart(self, ex: Exchange) -> None:
         self._container_check(ex, "restart")
@@ -257,7 +380,7 @@ class ContainerRoutes(DeciderBase):
         obj = gojson.loads(body) if body.strip() else gojson.Obj()
         opts = gojson.get(obj, "DriverOpts")
         if isinstance(opts, gojson.Obj):
-            device = gojson.get_key(opts, "device")  # a map: exact key
-            if isinstance(device, str):
-                check_host_path(device, self.proxy.engine_path)
+            check_volume_options(  # a map: exact keys
+                gojson.get_key(opts, "device"), gojson.get_key(opts, "o"), self.proxy.engine_path
+            )
         ex.conn.forward(ex, body=body)

@@ -218,6 +218,11 @@ def _check_framing(head: RequestHead) -> None:
     if len(expect) > 1 or (expect and expect[0].lower() != b"100-continue"):
         raise HTTPRefusal(417, "trustpull: unsupported Expect", close=True)
     for content_type in seen.get(b"content-type", ()):
+        # Go's mime.ParseMediaType lowers with Unicode rules: `multİpart` (U+0130 lowers to
+        # `i`) or a Kelvin sign is multipart to the engine's FormValue but not to an ASCII
+        # `bytes.lower()`, so a Content-Type that is not ASCII is refused whole (X13b).
+        if not content_type.isascii():
+            raise _bad("a Content-Type that is not ASCII")
         lowered = content_type.lower()
         if b"form-urlencoded" in lowered or b"multipart" in lowered:
             raise _bad("form bodies are refused (the engine lets them override the query)")

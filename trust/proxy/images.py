@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 from trust.errors import InputError
 from trust.proxy.decide import HEX64, DeciderBase, Refused, StreamScanner
 from trust.proxy.framing import HTTPRefusal
-from trust.reference import parse
+from trust.proxy.upstream import EngineDown, vpath
+from trust.reference import Reference, parse
 
 if TYPE_CHECKING:
     from trust.proxy.server import Exchange
@@ -20,6 +21,8 @@ __all__ = ["ImageRoutes"]
 class ImageRoutes(DeciderBase):
     """Routes that put images under names, or pull plugins."""
 
+    _engine_release: str | None = None
+
     def on_images_tag(self, ex: Exchange) -> None:
         assert ex.match is not None
         source = ex.match.params["name"]
@@ -27,7 +30,11 @@ class ImageRoutes(DeciderBase):
         try:
             target = parse(q.get("repo"), default_tag=False)
             if q.get("tag"):
-                target = target.with_tag(q.get("tag"))
+                # dockerd 20.10's TagImage: `WithTag(TrimNamed(repo), tag)`, so a digest in
+                # `repo` is dropped, not checked: `repo=N@sha256:X&tag=T` tags `N:T` (X39b).
+                target = target.trimmed().with_tag(q.get("tag"))
+            elif target.digest is not None:
+                raise HTTPRefusal(400, "trustpull: refusing to tag with a digest reference")
             if target.tag is None:
                 target = target.with_tag("latest")
         except InputError:
@@ -133,16 +140,114 @@ class ImageRoutes(DeciderBase):
             ) from None
         verified = self.verify(ex, ref, what="plugin install")
         if verified.unsigned is not None:
+            if ref.digest is not None:
+                self._engine_pulls_plugins_by_digest(ex, ref)
             ex.conn.forward(ex)
             return
+        self._engine_pulls_plugins_by_digest(ex, ref)
         pinned = f"{ref.name}@{verified.pins[0].digest}"
         name = q.first("name")
         new = q.replaced(remote=pinned, name=name if name is not None else ref.familiar())
         self._log(ex, verdict="pinned", reference=str(ref), digest=verified.pins[0].digest)
         ex.conn.forward(ex, target=ex.target.encode(query=new))
 
+    def _engine_pulls_plugins_by_digest(self, ex: Exchange, ref: Reference) -> None:
+        """dockerd before moby/moby#47299 (February 2024; in every release from 26.0, and in
+        some 23.0-25.0 patch releases) panics in a goroutine when it pulls a plugin by
+        digest (`withFetchProgress` asserts the reference is tagged), which kills the whole
+        daemon. The proxy installs plugins only by digest, so on older engines it refuses
+        (X46c), in audit mode too: forwarding would crash the engine."""
+        version = self._engine_version()
+        major = version.split(".", 1)[0]
+        if major.isdigit() and int(major) >= 26:
+            return
+        self._log(ex, verdict="refused", reference=str(ref), reason="engine too old")
+        raise HTTPRefusal(
+            501,
+            f"trustpull: plugin install of {ref} refused: the proxy installs plugins by "
+            f"verified digest, and dockerd {version} crashes when it pulls a plugin by digest "
+            "(moby/moby#47299); use an engine 26.0 or later [EngineTooOld]",
+            kind="EngineTooOld",
+        )
+
+    def _engine_version(self) -> str:
+        """The engine's `Version` (from `GET /version`, asked once)."""
+        if self._engine_release is None:
+            answer = self.proxy.upstream.call("GET", "/version")
+            info = answer.json() if answer.status == 200 else None
+            if not isinstance(info, dict):
+                raise EngineDown(f"GET /version answered {answer.status}")
+            self._engine_release = str(info.get("Version") or "")
+        return self._engine_release
+
+    def on_plugins_privileges(self, ex: Exchange) -> None:
+        """`GET /plugins/privileges?remote=` fetches the plugin's manifest the way a pull does,
+        so a digest remote kills an engine before 26.0 as well (X46c): refused there."""
+        remote = ex.target.query.first("remote") or ""
+        if "@" in remote:
+            try:
+                ref = parse(remote)
+            except InputError as error:
+                raise HTTPRefusal(400, f"trustpull: plugin {remote}: {error.message}") from None
+            self._engine_pulls_plugins_by_digest(ex, ref)
+        ex.conn.forward(ex)
+
     def on_plugins_pull(self, ex: Exchange) -> None:
         self._plugin_remote(ex)
 
     def on_plugins_upgrade(self, ex: Exchange) -> None:
         self._plugin_remote(ex)
+
+    def on_plugins_enable(self, ex: Exchange) -> None:
+        """§2.9: an enable runs the plugin's code as root with its privileges, so a plugin
+        installed behind the proxy's back (directly on the engine) is the analogue of §2.6's
+        start: its `PluginReference` must be a digest reference that verifies (what the proxy's
+        own installs record), or a name a rule accepts unsigned; a tag alone of a signed name
+        says nothing of the content installed. With `allow_plugin_create` local plugin code is
+        admitted anyway, so the enable passes, logged. Forwarded by the plugin's ID: by name, a
+        remove and re-install in between would enable another plugin."""
+        assert ex.match is not None
+        name = ex.match.params["name"]
+        answer = self.proxy.upstream.call("GET", vpath(ex.target.version, f"/plugins/{name}/json"))
+        if answer.status != 200:  # answered, not forwarded: by then the name may be another's
+            raise HTTPRefusal(answer.status if answer.status >= 400 else 502, answer.message)
+        info = answer.json()
+        info = info if isinstance(info, dict) else {}
+        plugin_id = str(info.get("Id") or "")
+        if not HEX64.fullmatch(plugin_id):
+            raise HTTPRefusal(502, f"trustpull: the engine named plugin {name} oddly")
+        reference = str(info.get("PluginReference") or "")
+        if self.config.allow_plugin_create:
+            self._log(
+                ex,
+                verdict="allowed-unverified",
+                level="warning",
+                reference=reference,
+                reason="allow_plugin_create: plugin enables are not judged",
+            )
+        else:
+            self._check_plugin_reference(ex, name, reference)
+        path = f"/plugins/{plugin_id}/enable"
+        ex.conn.forward(ex, target=ex.target.encode(path=path))
+
+    def _check_plugin_reference(self, ex: Exchange, name: str, reference: str) -> None:
+        refusal = Refused(
+            403,
+            f"trustpull: enable of plugin {name} refused: it was installed from {reference}, "
+            "which is not verified (no signed digest) [NotVerified]",
+            kind="NotVerified",
+            reference=reference,
+        )
+        try:
+            ref = parse(reference)
+        except InputError:
+            raise refusal from None
+        try:
+            verified = self.verify(ex, ref, what="plugin enable")
+        except Refused as error:
+            if error.status == 503:
+                raise
+            raise refusal from None
+        if verified.unsigned is None and ref.digest is None:
+            raise refusal
+        self._log(ex, verdict="allowed", reference=reference)

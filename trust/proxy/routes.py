@@ -286,7 +286,7 @@ POST    /configs/{id}/update                        configs.update
 # plugins
 GET     /plugins                                    plugins.list
 GET     /plugins/{name:.*}/json                     plugins.inspect
-GET     /plugins/privileges                         plugins.privileges
+GET     /plugins/privileges                         plugins.privileges      interpreted
 DELETE  /plugins/{name:.*}                          plugins.delete
 POST    /plugins/{name:.*}/enable                   plugins.enable
 POST    /plugins/{name:.*}/disable                  plugins.disable
