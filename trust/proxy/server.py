@@ -411,8 +411,10 @@ class ClientConnection:
         request on a kept connection. None: no timeout (bodies and tunnels, as before)."""
         if seconds == self._timeout:
             return
-        whole = 0 if seconds is None else max(1e-6, seconds)  # a zero timeval: no timeout
-        value = struct.pack("@ll", int(whole), round((whole - int(whole)) * 1e6))
+        # A zero timeval: no timeout. Rounded as a whole count of microseconds, so that a
+        # fraction just under a second (2.9999998) is not a tv_usec of 1000000 (EDOM).
+        micros = 0 if seconds is None else max(1, round(seconds * 1e6))
+        value = struct.pack("@ll", *divmod(micros, 1_000_000))
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
         self._timeout = seconds
