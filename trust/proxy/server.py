@@ -839,7 +839,7 @@ class ClientConnection:
                 body += more
         try:
             message = json.loads(bytes(body[: answer.length]))["message"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):  # too deep: not an API error
             return None
         if not isinstance(message, str):
             return None
