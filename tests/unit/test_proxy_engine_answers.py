@@ -356,3 +356,33 @@ def test_an_early_engine_error_is_relayed_only_when_small_framed_and_an_error(
     else:
         assert out.startswith(b"HTTP/1.1 503 ") and b"Unsupported" not in out, out
     assert out.endswith(b"}\n") and b"Connection: close\r\n" in out, out
+
+
+def test_a_head_finished_near_its_deadline_does_not_shorten_the_answers_send_timeout(
+    proxy_to: Callable[..., tuple[str, ScriptedEngine]],
+) -> None:
+    """The client socket's timeout while the answer is written is the idle timeout, not what
+    was left of the header deadline when the head's last piece was awaited (a tenth of a
+    second here): a client that pauses reading `docker save` for half a second still gets
+    all of it."""
+    import time
+
+    size = 16 * 1024 * 1024
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"x" * size
+    path, _ = proxy_to(lambda head: answer)
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(path)
+        sock.sendall(b"GET /images/x/get HTTP/1.1\r\n")
+        time.sleep(1.85)  # header_timeout is 2 s
+        sock.sendall(b"Host: x\r\n")
+        time.sleep(0.05)
+        sock.sendall(b"\r\n")
+        time.sleep(0.5)
+        sock.settimeout(5)
+        got = 0
+        with contextlib.suppress(TimeoutError):
+            while more := sock.recv(1 << 20):
+                got += len(more)
+                if got >= len(answer):
+                    break
+    assert got == len(answer), got

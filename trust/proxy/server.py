@@ -446,8 +446,11 @@ class ClientConnection:
             if end >= 0:
                 if end > config.max_header_bytes:
                     raise HTTPRefusal(431, "trustpull: request header block too large", close=True)
-                raw = bytes(self.buffer[:end])
-                return raw
+                # The answer is written under the idle timeout (a client that does not read
+                # it for that long is gone), never under what was left of the head's deadline
+                # when its last piece was awaited; set already when the head came in one read.
+                self._kernel_timeout(config.idle_timeout)
+                return bytes(self.buffer[:end])
             if len(self.buffer) > config.max_header_bytes:
                 raise HTTPRefusal(431, "trustpull: request header block too large", close=True)
             if self.eof:
