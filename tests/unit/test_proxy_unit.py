@@ -627,6 +627,27 @@ def test_a_timeout_just_under_a_whole_second_still_serves(
         handle.close()
 
 
+@pytest.mark.parametrize("key", ["header_timeout", "idle_timeout"])
+@pytest.mark.parametrize("value", ["0", "0.0"])
+def test_a_zero_head_or_idle_timeout_is_refused_at_startup(
+    tmp_path: Path, key: str, value: str
+) -> None:
+    """A zero timeout once meant none (a Python socket timeout of 0 was passed as None); read
+    as a deadline already reached, `idle_timeout = 0` closed every connection before its first
+    request and `header_timeout = 0` answered 408 to any head that took two reads. Neither is
+    a limit: refused when the configuration is read, naming the key."""
+    from trust.config import load_config
+    from trust.errors import ConfigError
+
+    path = tmp_path / "config.toml"
+    path.write_text(f"[proxy]\n{key} = {value}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config({}, config_file=path)
+    assert key in info.value.message and f"{path}:2" in info.value.message
+    path.write_text(f"[proxy]\n{key} = 0.5\n")
+    assert getattr(load_config({}, config_file=path).settings.proxy, key) == 0.5
+
+
 def test_socket_never_wider_than_the_engines_X50(tmp_path: Path, fake: Any) -> None:
     from trust.errors import ConfigError
 
