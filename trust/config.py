@@ -470,6 +470,9 @@ def _parse_proxy(reader: _FileReader, table: Mapping[str, Any]) -> ProxyConfig:
         elif isinstance(default, float):
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise reader.fail("proxy", key, "must be a non-negative number")
+            if key in ("header_timeout", "idle_timeout") and value == 0:
+                # no "none" either: the proxy would take a deadline already reached
+                raise reader.fail("proxy", key, "must be a positive number of seconds")
             value = float(value)
         elif not isinstance(value, str) or not value:
             raise reader.fail("proxy", key, "must be a non-empty string")

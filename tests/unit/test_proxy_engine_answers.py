@@ -7,6 +7,7 @@ the proxy did not ask for nor in a silently dropped connection.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -294,3 +295,94 @@ def test_the_ping_says_builder_1_whatever_the_engine_says(
     ], out
     assert b"builder-version-x: kept" in lines and b"x-builder-version: kept" in lines
     assert b"OK" in body
+
+
+def _put_big_body(path: str) -> bytes:
+    """A `docker cp` upload (forwarded as the client streams it) larger than the socket
+    buffers; what the proxy answered, up to its close."""
+    import threading
+
+    body = b"x" * (8 * 1024 * 1024)
+    head = (
+        b"PUT /containers/c/archive?path=/ HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/x-tar\r\nContent-Length: %d\r\n\r\n" % len(body)
+    )
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(path)
+        sock.settimeout(15)
+
+        def send() -> None:
+            with contextlib.suppress(OSError):
+                sock.sendall(head + body)
+
+        threading.Thread(target=send, daemon=True).start()
+        out = b""
+        with contextlib.suppress(OSError):
+            while more := sock.recv(65536):
+                out += more
+        return out
+
+
+def _framed(status_line: bytes, body: bytes) -> bytes:
+    return status_line + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+
+
+@pytest.mark.parametrize(
+    ("answer", "relayed"),
+    [
+        (_framed(b"HTTP/1.1 400 Bad Request", b'{"message":"Unsupported isolation"}'), True),
+        (_framed(b"HTTP/1.1 200 OK", b'{"message":"Unsupported isolation"}'), False),
+        (_framed(b"HTTP/1.1 400 Bad Request", b"[" * 60000), False),
+        (_framed(b"HTTP/1.1 400 Bad Request", b'{"message": 5}'), False),
+        (_framed(b"HTTP/1.1 400 Bad", b'{"message":"Unsupported' + b"a" * 70000 + b'"}'), False),
+        (
+            b"HTTP/1.1 400 Bad\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b'23\r\n{"message":"Unsupported isolation"}\r\n0\r\n\r\n',
+            False,
+        ),
+    ],
+)
+def test_an_early_engine_error_is_relayed_only_when_small_framed_and_an_error(
+    proxy_to: Callable[..., tuple[str, ScriptedEngine]], answer: bytes, relayed: bool
+) -> None:
+    """The engine answered before the request's body was all sent, and closed: its message
+    is the client's answer only for a small error framed by its Content-Length whose body is
+    an Engine API error; anything else (a success, a body too deep for the JSON parser, too
+    large, chunked) is the proxy's own 503, never a connection dropped unanswered."""
+    path, _ = proxy_to(lambda head: answer, close_after=True)
+    out = _put_big_body(path)
+    if relayed:
+        assert out.startswith(b"HTTP/1.1 400 ") and b"Unsupported isolation" in out, out
+    else:
+        assert out.startswith(b"HTTP/1.1 503 ") and b"Unsupported" not in out, out
+    assert out.endswith(b"}\n") and b"Connection: close\r\n" in out, out
+
+
+def test_a_head_finished_near_its_deadline_does_not_shorten_the_answers_send_timeout(
+    proxy_to: Callable[..., tuple[str, ScriptedEngine]],
+) -> None:
+    """The client socket's timeout while the answer is written is the idle timeout, not what
+    was left of the header deadline when the head's last piece was awaited (a tenth of a
+    second here): a client that pauses reading `docker save` for half a second still gets
+    all of it."""
+    import time
+
+    size = 16 * 1024 * 1024
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"x" * size
+    path, _ = proxy_to(lambda head: answer)
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(path)
+        sock.sendall(b"GET /images/x/get HTTP/1.1\r\n")
+        time.sleep(1.85)  # header_timeout is 2 s
+        sock.sendall(b"Host: x\r\n")
+        time.sleep(0.05)
+        sock.sendall(b"\r\n")
+        time.sleep(0.5)
+        sock.settimeout(5)
+        got = 0
+        with contextlib.suppress(TimeoutError):
+            while more := sock.recv(1 << 20):
+                got += len(more)
+                if got >= len(answer):
+                    break
+    assert got == len(answer), got

@@ -607,6 +607,50 @@ def test_an_idle_kept_connection_is_closed_after_the_idle_timeout(proxy: str) ->
         assert 4.5 < time.monotonic() - started < 8  # idle_timeout is 5 s
 
 
+@pytest.mark.parametrize("seconds", [4.9999999, 0.9999996, 2.0])
+def test_a_timeout_just_under_a_whole_second_still_serves(
+    tmp_path: Path, fake: tuple[str, list[dict[str, Any]]], seconds: float
+) -> None:
+    """The kernel timeout is a timeval: a fraction that rounds up to a million microseconds
+    (what is left of a header deadline can be 2.9999998 s) is a whole second more, never an
+    invalid timeval that setsockopt refuses (EDOM) and that dropped the connection unanswered."""
+    engine, _ = fake
+    config = ProxyConfig(header_timeout=seconds, idle_timeout=seconds)
+    listen = str(tmp_path / "p.sock")
+    listener = bind_listener(listen, engine, config)
+    handle = open(tmp_path / "log", "w")
+    server = build_proxy(Settings(), engine, config, DecisionLog(handle))
+    threading.Thread(target=server.serve, args=(listener,), daemon=True).start()
+    try:
+        out = _exchange(listen, b"GET /_ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert out.startswith(b"HTTP/1.1 200 "), out
+        assert "connection-error" not in (tmp_path / "log").read_text()
+    finally:
+        server.stop()
+        handle.close()
+
+
+@pytest.mark.parametrize("key", ["header_timeout", "idle_timeout"])
+@pytest.mark.parametrize("value", ["0", "0.0"])
+def test_a_zero_head_or_idle_timeout_is_refused_at_startup(
+    tmp_path: Path, key: str, value: str
+) -> None:
+    """A zero timeout once meant none (a Python socket timeout of 0 was passed as None); read
+    as a deadline already reached, `idle_timeout = 0` closed every connection before its first
+    request and `header_timeout = 0` answered 408 to any head that took two reads. Neither is
+    a limit: refused when the configuration is read, naming the key."""
+    from trust.config import load_config
+    from trust.errors import ConfigError
+
+    path = tmp_path / "config.toml"
+    path.write_text(f"[proxy]\n{key} = {value}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config({}, config_file=path)
+    assert key in info.value.message and f"{path}:2" in info.value.message
+    path.write_text(f"[proxy]\n{key} = 0.5\n")
+    assert getattr(load_config({}, config_file=path).settings.proxy, key) == 0.5
+
+
 def test_socket_never_wider_than_the_engines_X50(tmp_path: Path, fake: Any) -> None:
     from trust.errors import ConfigError
 

@@ -411,8 +411,10 @@ class ClientConnection:
         request on a kept connection. None: no timeout (bodies and tunnels, as before)."""
         if seconds == self._timeout:
             return
-        whole = 0 if seconds is None else max(1e-6, seconds)  # a zero timeval: no timeout
-        value = struct.pack("@ll", int(whole), round((whole - int(whole)) * 1e6))
+        # A zero timeval: no timeout. Rounded as a whole count of microseconds, so that a
+        # fraction just under a second (2.9999998) is not a tv_usec of 1000000 (EDOM).
+        micros = 0 if seconds is None else max(1, round(seconds * 1e6))
+        value = struct.pack("@ll", *divmod(micros, 1_000_000))
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
         self._timeout = seconds
@@ -444,8 +446,11 @@ class ClientConnection:
             if end >= 0:
                 if end > config.max_header_bytes:
                     raise HTTPRefusal(431, "trustpull: request header block too large", close=True)
-                raw = bytes(self.buffer[:end])
-                return raw
+                # The answer is written under the idle timeout (a client that does not read
+                # it for that long is gone), never under what was left of the head's deadline
+                # when its last piece was awaited; set already when the head came in one read.
+                self._kernel_timeout(config.idle_timeout)
+                return bytes(self.buffer[:end])
             if len(self.buffer) > config.max_header_bytes:
                 raise HTTPRefusal(431, "trustpull: request header block too large", close=True)
             if self.eof:
@@ -837,7 +842,7 @@ class ClientConnection:
                 body += more
         try:
             message = json.loads(bytes(body[: answer.length]))["message"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):  # too deep: not an API error
             return None
         if not isinstance(message, str):
             return None
