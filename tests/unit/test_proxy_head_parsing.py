@@ -92,10 +92,13 @@ def test_request_heads_match_the_line_reader(seed: int) -> None:
 
 
 def _framing_refused(headers: list[tuple[bytes, bytes]]) -> bool:
-    """Well-formed lines that the framing rules refuse (a repeated Host or Content-Type…)."""
+    """Well-formed lines that the framing rules refuse (a repeated Host or Content-Type, a
+    Content-Type that is not ASCII (X13b)…)."""
     names = [n.lower() for n, _ in headers]
-    return any(names.count(n) > 1 for n in (b"host", b"content-type")) or any(
-        n == b"connection" or n == b"expect" for n in names
+    return (
+        any(names.count(n) > 1 for n in (b"host", b"content-type"))
+        or any(n == b"connection" or n == b"expect" for n in names)
+        or any(n.lower() == b"content-type" and not v.isascii() for n, v in headers)
     )
 
 

@@ -309,16 +309,7 @@ class ContainerRoutes(DeciderBase):
     def _lender(self, ex: Exchange, name: str) -> str:
         """The ID of container `name`, whose mounts another container is about to share:
         refused when one exposes the engine socket."""
-        answer = self.proxy.upstream.call(
-            "GET", vpath(ex.target.version, f"/containers/{name}/json")
-        )
-        if answer.status != 200:  # answered, not forwarded: by then it may be another's
-            raise HTTPRefusal(answer.status if answer.status >= 400 else 502, answer.message)
-        info = answer.json()
-        info = info if isinstance(info, dict) else {}
-        container_id = str(info.get("Id") or "")
-        if not HEX64.fullmatch(container_id):
-            raise HTTPRefusal(502, f"trustpull: the engine named container {name} oddly")
+        container_id, info = self.inspect_object(ex, "containers", name)
         for mount in info.get("Mounts") or []:
             if not isinstance(mount, dict):
                 continue
@@ -331,12 +322,7 @@ class ContainerRoutes(DeciderBase):
     def _container_check(self, ex: Exchange, what: str, body: bytes | None = None) -> None:
         assert ex.match is not None
         name = ex.match.params["name"]
-        answer = self.proxy.upstream.call(
-            "GET", vpath(ex.target.version, f"/containers/{name}/json")
-        )
-        if answer.status != 200:  # answered, not forwarded: by then the name may be another's
-            raise HTTPRefusal(answer.status if answer.status >= 400 else 502, answer.message)
-        info = answer.json() or {}
+        container_id, info = self.inspect_object(ex, "containers", name)
         image_id = str(info.get("Image") or "")
         image = self.inspect_image(ex, image_id) if image_id else None
         if image is None or not self.admitted(ex, image):
@@ -347,9 +333,6 @@ class ContainerRoutes(DeciderBase):
                 kind="NotVerified",
                 reference=image_id,
             )
-        container_id = str(info.get("Id") or "")
-        if not HEX64.fullmatch(container_id):
-            raise HTTPRefusal(502, f"trustpull: the engine named container {name} oddly")
         # By the ID checked: by name, a rename in between would start another container.
         path = f"/containers/{container_id}/{ex.target.path.rsplit('/', 1)[1]}"
         ex.conn.forward(ex, target=ex.target.encode(path=path), body=body)

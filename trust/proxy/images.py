@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from trust.errors import InputError
 from trust.proxy.decide import HEX64, DeciderBase, Refused, StreamScanner
 from trust.proxy.framing import HTTPRefusal
-from trust.proxy.upstream import EngineDown, vpath
+from trust.proxy.upstream import EngineDown
 from trust.reference import Reference, parse
 
 if TYPE_CHECKING:
@@ -208,14 +208,7 @@ class ImageRoutes(DeciderBase):
         remove and re-install in between would enable another plugin."""
         assert ex.match is not None
         name = ex.match.params["name"]
-        answer = self.proxy.upstream.call("GET", vpath(ex.target.version, f"/plugins/{name}/json"))
-        if answer.status != 200:  # answered, not forwarded: by then the name may be another's
-            raise HTTPRefusal(answer.status if answer.status >= 400 else 502, answer.message)
-        info = answer.json()
-        info = info if isinstance(info, dict) else {}
-        plugin_id = str(info.get("Id") or "")
-        if not HEX64.fullmatch(plugin_id):
-            raise HTTPRefusal(502, f"trustpull: the engine named plugin {name} oddly")
+        plugin_id, info = self.inspect_object(ex, "plugins", name)
         reference = str(info.get("PluginReference") or "")
         if self.config.allow_plugin_create:
             self._log(
