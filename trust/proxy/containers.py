@@ -309,7 +309,9 @@ class ContainerRoutes(DeciderBase):
     def _lender(self, ex: Exchange, name: str) -> str:
         """The ID of container `name`, whose mounts another container is about to share:
         refused when one exposes the engine socket."""
-        container_id, info = self.inspect_object(ex, "containers", name)
+        container_id, info = self.proxy.upstream.inspect_by_id(
+            ex.target.version, "containers", name
+        )
         for mount in info.get("Mounts") or []:
             if not isinstance(mount, dict):
                 continue
@@ -322,7 +324,9 @@ class ContainerRoutes(DeciderBase):
     def _container_check(self, ex: Exchange, what: str, body: bytes | None = None) -> None:
         assert ex.match is not None
         name = ex.match.params["name"]
-        container_id, info = self.inspect_object(ex, "containers", name)
+        container_id, info = self.proxy.upstream.inspect_by_id(
+            ex.target.version, "containers", name
+        )
         image_id = str(info.get("Image") or "")
         image = self.inspect_image(ex, image_id) if image_id else None
         if image is None or not self.admitted(ex, image):

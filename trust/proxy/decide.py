@@ -30,7 +30,7 @@ from trust.errors import (
 )
 from trust.proxy.framing import HTTPRefusal
 from trust.proxy.routes import Query, check_single_keys
-from trust.proxy.upstream import Answer, EngineDown, image_path, vpath
+from trust.proxy.upstream import Answer, EngineDown, image_path
 from trust.proxy.verify import (
     Kept,
     Pin,
@@ -321,21 +321,6 @@ class DeciderBase:
     def _lock_for(self, key: str) -> threading.Lock:
         with self._locks_lock:
             return self._tag_locks.setdefault(key, threading.Lock())
-
-    def inspect_object(self, ex: Exchange, kind: str, name: str) -> tuple[str, dict[str, Any]]:
-        """(ID, inspect answer) of container or plugin `name` (`kind`: "containers" or
-        "plugins"), for a request the proxy then forwards by that ID: by name, a rename or
-        re-create in between would act on another object. Anything but 200 is answered as
-        the engine's own error (never forwarded: by then the name may be another's)."""
-        answer = self.proxy.upstream.call("GET", vpath(ex.target.version, f"/{kind}/{name}/json"))
-        if answer.status != 200:
-            raise HTTPRefusal(answer.status if answer.status >= 400 else 502, answer.message)
-        info = answer.json()
-        info = info if isinstance(info, dict) else {}
-        object_id = str(info.get("Id") or "")
-        if not HEX64.fullmatch(object_id):
-            raise HTTPRefusal(502, f"trustpull: the engine named {kind[:-1]} {name} oddly")
-        return object_id, info
 
     def inspect_image(self, ex: Exchange, name: str) -> dict[str, Any] | None:
         answer = self.proxy.upstream.call("GET", image_path(ex.target.version, name, "/json"))

@@ -208,7 +208,7 @@ class ImageRoutes(DeciderBase):
         remove and re-install in between would enable another plugin."""
         assert ex.match is not None
         name = ex.match.params["name"]
-        plugin_id, info = self.inspect_object(ex, "plugins", name)
+        plugin_id, info = self.proxy.upstream.inspect_by_id(ex.target.version, "plugins", name)
         reference = str(info.get("PluginReference") or "")
         if self.config.allow_plugin_create:
             self._log(

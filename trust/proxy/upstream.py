@@ -15,6 +15,7 @@ call's answer can never be read as another's.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -22,8 +23,18 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from trust.proxy.framing import HEAD_END, BodyError, BodyReader, HeadError, parse_response_head
+from trust.proxy.framing import (
+    HEAD_END,
+    BodyError,
+    BodyReader,
+    HeadError,
+    HTTPRefusal,
+    parse_response_head,
+)
 from trust.proxy.writer import WriteError, request_head
+
+#: A container's or plugin's ID as the engine names it.
+_ENGINE_ID = re.compile(r"[0-9a-f]{64}")
 
 __all__ = ["EngineDown", "Upstream", "quiet"]
 
@@ -208,6 +219,23 @@ class Upstream:
             raise
         self._finish(sock, head)
         return Answer(head.status, head.headers, bytes(data))
+
+    def inspect_by_id(
+        self, version: str | None, kind: str, name: str
+    ) -> tuple[str, dict[str, Any]]:
+        """(ID, inspect answer) of container or plugin `name` (`kind`: "containers" or
+        "plugins"), for a request the proxy then forwards by that ID: by name, a rename or
+        re-create in between would act on another object. Anything but 200 is answered as
+        the engine's own error (never forwarded: by then the name may be another's)."""
+        answer = self.call("GET", vpath(version, f"/{kind}/{name}/json"))
+        if answer.status != 200:
+            raise HTTPRefusal(answer.status if answer.status >= 400 else 502, answer.message)
+        info = answer.json()
+        info = info if isinstance(info, dict) else {}
+        object_id = str(info.get("Id") or "")
+        if _ENGINE_ID.fullmatch(object_id) is None:
+            raise HTTPRefusal(502, f"trustpull: the engine named {kind[:-1]} {name} oddly")
+        return object_id, info
 
     def stream(
         self,
