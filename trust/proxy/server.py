@@ -35,6 +35,7 @@ from typing import Any, Protocol, TextIO
 from trust.errors import ConfigError
 from trust.policy import Policy
 from trust.proxy.framing import (
+    BAD_VALUE_RE,
     HEAD_END,
     HOP_BY_HOP,
     TOKEN_RE,
@@ -927,7 +928,7 @@ class ClientConnection:
         block = answer.block
         if as_received:
             for name, value in answer_headers:
-                block = _without_header(block, name) + b"\r\n" + name + b": " + value
+                block = _replace_header(block, name, value)
         else:
             dropped = {b"connection", b"keep-alive", b"transfer-encoding"}
             dropped.update(name for name, _ in answer_headers)
@@ -1105,11 +1106,15 @@ def _linger(sock: socket.socket, seconds: float = 5.0, limit: int = 256 * 1024 *
             seen += len(data)
 
 
-def _without_header(block: bytes, name: bytes) -> bytes:
-    """`block` (checked lines, each after its CRLF) without the lines of header `name`."""
+def _replace_header(block: bytes, name: bytes, value: bytes) -> bytes:
+    """`block` (checked lines, each after its CRLF) with every line of header `name` (lower
+    case) replaced by one `name: value` at its end, checked as the writer checks a header."""
     if TOKEN_RE.fullmatch(name) is None or name != name.lower():
         raise WriteError(f"invalid header name {name[:40]!r}")
-    return re.sub(rb"\r\n" + re.escape(name) + rb":[^\r]*", b"", block, flags=re.IGNORECASE)
+    if BAD_VALUE_RE.search(value) is not None:
+        raise WriteError(f"invalid header {name.decode()}")
+    kept = re.sub(rb"\r\n" + re.escape(name) + rb":[^\r]*", b"", block, flags=re.IGNORECASE)
+    return kept + b"\r\n" + name + b": " + value
 
 
 def _wants_close(head: RequestHead) -> bool:
