@@ -185,7 +185,7 @@ class DeciderBase:
         self._verifying = threading.BoundedSemaphore(16)
         #: Trust server connections, tokens and verified results kept between requests.
         self._kept = Kept(proxy.settings.limits)
-        self._api_range: tuple[str, str] | None = None
+        self._engine_info: dict[str, Any] | None = None
 
     def handle(self, ex: Exchange) -> None:
         match = ex.match
@@ -237,13 +237,8 @@ class DeciderBase:
     def _check_version(self, version: str) -> None:
         """The engine's version gate, answered as the engine would (§1.1): the proxy must not
         act on a request the engine then refuses, nor forward one it cannot judge."""
-        if self._api_range is None:
-            answer = self.proxy.upstream.call("GET", "/version")
-            info = answer.json() if answer.status == 200 else None
-            if not isinstance(info, dict):
-                raise EngineDown(f"GET /version answered {answer.status}")
-            self._api_range = (str(info.get("MinAPIVersion") or "1.12"), str(info["ApiVersion"]))
-        low, high = self._api_range
+        info = self.engine_version_info()
+        low, high = str(info.get("MinAPIVersion") or "1.12"), str(info.get("ApiVersion") or "")
         if compare_versions(version, high) > 0:
             raise HTTPRefusal(
                 400,
@@ -321,6 +316,17 @@ class DeciderBase:
     def _lock_for(self, key: str) -> threading.Lock:
         with self._locks_lock:
             return self._tag_locks.setdefault(key, threading.Lock())
+
+    def engine_version_info(self) -> dict[str, Any]:
+        """The engine's `GET /version` answer, asked once: its API range gates every versioned
+        request (§1.1), its release the engine-specific refusals (X46c)."""
+        if self._engine_info is None:
+            answer = self.proxy.upstream.call("GET", "/version")
+            info = answer.json() if answer.status == 200 else None
+            if not isinstance(info, dict) or not isinstance(info.get("ApiVersion"), str):
+                raise EngineDown(f"GET /version answered {answer.status}")
+            self._engine_info = info
+        return self._engine_info
 
     def inspect_image(self, ex: Exchange, name: str) -> dict[str, Any] | None:
         answer = self.proxy.upstream.call("GET", image_path(ex.target.version, name, "/json"))

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 from trust.errors import InputError
 from trust.proxy.decide import HEX64, DeciderBase, Refused, StreamScanner
 from trust.proxy.framing import HTTPRefusal
-from trust.proxy.upstream import EngineDown
 from trust.reference import Reference, parse
 
 if TYPE_CHECKING:
@@ -20,8 +19,6 @@ __all__ = ["ImageRoutes"]
 
 class ImageRoutes(DeciderBase):
     """Routes that put images under names, or pull plugins."""
-
-    _engine_release: str | None = None
 
     def on_images_tag(self, ex: Exchange) -> None:
         assert ex.match is not None
@@ -157,7 +154,7 @@ class ImageRoutes(DeciderBase):
         digest (`withFetchProgress` asserts the reference is tagged), which kills the whole
         daemon. The proxy installs plugins only by digest, so on older engines it refuses
         (X46c), in audit mode too: forwarding would crash the engine."""
-        version = self._engine_version()
+        version = str(self.engine_version_info().get("Version") or "")
         major = version.split(".", 1)[0]
         if major.isdigit() and int(major) >= 26:
             return
@@ -169,16 +166,6 @@ class ImageRoutes(DeciderBase):
             "(moby/moby#47299); use an engine 26.0 or later [EngineTooOld]",
             kind="EngineTooOld",
         )
-
-    def _engine_version(self) -> str:
-        """The engine's `Version` (from `GET /version`, asked once)."""
-        if self._engine_release is None:
-            answer = self.proxy.upstream.call("GET", "/version")
-            info = answer.json() if answer.status == 200 else None
-            if not isinstance(info, dict):
-                raise EngineDown(f"GET /version answered {answer.status}")
-            self._engine_release = str(info.get("Version") or "")
-        return self._engine_release
 
     def on_plugins_privileges(self, ex: Exchange) -> None:
         """`GET /plugins/privileges?remote=` fetches the plugin's manifest the way a pull does,
@@ -241,6 +228,6 @@ class ImageRoutes(DeciderBase):
             if error.status == 503:
                 raise
             raise refusal from None
-        if verified.unsigned is None and ref.digest is None:
+        if not verified.fixes_content(ref):
             raise refusal
         self._log(ex, verdict="allowed", reference=reference)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import TYPE_CHECKING, Any
 
 from trust.errors import InputError
 from trust.proxy import gojson
 from trust.proxy.containers import check_host_path
-from trust.proxy.decide import DeciderBase, Refused, sanitize
+from trust.proxy.decide import HEX_PREFIX, DeciderBase, Refused, sanitize
 from trust.proxy.framing import HTTPRefusal
 from trust.proxy.upstream import vpath
 from trust.reference import Reference, parse
@@ -18,8 +17,6 @@ if TYPE_CHECKING:
     from trust.proxy.server import Exchange
 
 __all__ = ["SwarmRoutes", "check_service_mount", "task_image_id"]
-
-_IMAGE_ID = re.compile(r"sha256:[0-9a-f]{1,64}")
 
 
 def task_image_id(ref: Reference) -> str | None:
@@ -33,7 +30,7 @@ def task_image_id(ref: Reference) -> str | None:
     if ref.digest is not None:
         return None
     familiar = ref.familiar()
-    return familiar if _IMAGE_ID.fullmatch(familiar) else None
+    return familiar if familiar.startswith("sha256:") and HEX_PREFIX.fullmatch(familiar) else None
 
 
 def _swarm_mount_type(value: Any) -> str:
@@ -240,7 +237,7 @@ class SwarmRoutes(DeciderBase):
             self._log(ex, verdict="verified", reference=image, reason=why)
             return
         verified = self.verify(ex, ref, what=why)
-        if verified.unsigned is None and ref.digest is None:
+        if not verified.fixes_content(ref):
             raise Refused(
                 403,
                 f"trustpull: {what} refused: that image is not pinned to a digest, so "

@@ -57,6 +57,12 @@ class Verified:
     rule: str = "default"
     notices: tuple[str, ...] = ()
 
+    def fixes_content(self, ref: Reference) -> bool:
+        """Whether `ref`, as it verified, names fixed content the engine may act on later by
+        itself (a swarm worker, a plugin enable): a digest reference (verified as signed), or a
+        name a rule accepts unsigned. A tag alone says nothing of what the engine will find."""
+        return self.unsigned is not None or ref.digest is not None
+
 
 def request_credentials(ref: Reference, header: Callable[[str], str | None]) -> CredentialSource:
     """The credentials a client's request carries, per registry, for verifying `ref`.
