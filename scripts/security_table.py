@@ -171,7 +171,9 @@ PROXY_OUTCOMES: dict[str, str] = {
     "X21": "(a) 400; (b) inspected: 403; (c) 403 remote; (d) 403 BuildKit",
     "X22": "403 for an unverified image-mount source (a signed one is rewritten to its digest); "
     "a volume mount whose local driver options bind the engine socket's directory 403; "
-    "top-level `Binds`/`Mounts` (20.10's deprecated embedded HostConfig) checked the same way",
+    "top-level `Binds`/`Mounts` (20.10's deprecated embedded HostConfig) checked the same way; "
+    "a container's binds and volumes checked again at start and restart (a source made a "
+    "link to the engine socket's directory after create is 403)",
     "X23": "400 and close; nothing reaches the engine",
     "X24": "400",
     "X25": "400 for all four (stricter than Go, which merges equal values)",

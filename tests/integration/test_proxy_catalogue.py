@@ -719,6 +719,53 @@ def test_X22g_a_relative_bind_device(world: World) -> None:
         world.engine("volume", "rm", "-f", name, check=False)
 
 
+def test_X22h_a_bind_source_made_a_link_to_the_engine_socket_after_create(world: World) -> None:
+    """A bind source is mounted at start, following symlinks then: a container created
+    through the proxy with `-v DIR/link:/e` (no such path yet, or a plain directory, also a
+    local volume's bind `device`) and DIR/link made a symlink to the engine socket's
+    directory afterwards (by a local user, or by a container binding DIR) listed the engine
+    socket when started through the proxy (measured here, 204). The start and restart
+    check the container's mounts again as the create did."""
+    signed = f"{world.repo}:1.0"
+    if world.image(signed) is None:
+        world.client("pull", signed)
+    directory = os.path.dirname(world.engine_socket)
+    work = Path(tempfile.mkdtemp(prefix="tpl-", dir="/tmp"))
+    (work / "dir").mkdir()
+    volume = f"linked{time.monotonic_ns()}"
+    created: list[str] = []
+    try:
+        options = {"type": "none", "o": "bind", "device": f"{work}/dir"}
+        spec = {"Name": volume, "DriverOpts": options}
+        response = send(world, req("POST", f"{V}/volumes/create", JSON, json.dumps(spec).encode()))
+        assert status_of(response) == 201, response
+        for binds in ([f"{work}/link:/e"], [f"{volume}:/e"]):
+            body = create_body(signed, Cmd=["ls", "/e"], HostConfig={"Binds": binds})
+            response = send(world, req("POST", f"{V}/containers/create", JSON, body))
+            assert status_of(response) == 201, response
+            created.append(json.loads(body_of(response))["Id"])
+        (work / "link").symlink_to(directory)
+        (work / "dir").rmdir()
+        (work / "dir").symlink_to(directory)
+        _engine_lists_its_socket(
+            world, create_body(signed, Cmd=["ls", "/e"], HostConfig={"Binds": [f"{work}/link:/e"]})
+        )
+        for cid in created:
+            for action in ("start", "restart"):
+                response = send(world, req("POST", f"{V}/containers/{cid}/{action}"))
+                assert status_of(response) == 403 and b"EngineSocket" in response, response
+            info = json.loads(world.engine("inspect", cid).stdout)[0]
+            assert info["State"]["StartedAt"].startswith("0001-"), info["State"]
+        # once the link is gone the same container starts (the check is of the path now)
+        (work / "link").unlink()
+        response = send(world, req("POST", f"{V}/containers/{created[0]}/start"))
+        assert status_of(response) == 204, response
+    finally:
+        world.engine("rm", "-f", *created, check=False)
+        world.engine("volume", "rm", "-f", volume, check=False)
+        shutil.rmtree(work, ignore_errors=True)
+
+
 # ------------------------------------------------------------------ framing and smuggling
 
 

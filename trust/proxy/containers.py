@@ -312,6 +312,12 @@ class ContainerRoutes(DeciderBase):
         container_id, info = self.proxy.upstream.inspect_by_id(
             ex.target.version, "containers", name
         )
+        self._check_container_mounts(ex, info)
+        return container_id
+
+    def _check_container_mounts(self, ex: Exchange, info: dict[str, Any]) -> None:
+        """A container's mounts (its inspect answer's `Mounts`: bind sources, volumes by name)
+        must not expose the engine socket, as resolved on the host now."""
         for mount in info.get("Mounts") or []:
             if not isinstance(mount, dict):
                 continue
@@ -319,14 +325,26 @@ class ContainerRoutes(DeciderBase):
                 check_host_path(mount["Source"], self.proxy.engine_path)
             if mount.get("Type") == "volume" and isinstance(mount.get("Name"), str):
                 self._check_volume(ex, mount["Name"])
-        return container_id
 
-    def _container_check(self, ex: Exchange, what: str, body: bytes | None = None) -> None:
+    def _container_check(
+        self, ex: Exchange, what: str, body: bytes | None = None, *, mounts: bool = False
+    ) -> None:
+        """`mounts`: the request mounts the container's binds and volumes again (start,
+        restart), and mount(2) follows symlinks then, so a bind source (or a volume's bind
+        device) checked at create and made a link to the engine socket's directory since
+        would hand it over (X22h): they are checked again, and a `PidMode: container:X`
+        lender's mounts with them."""
         assert ex.match is not None
         name = ex.match.params["name"]
         container_id, info = self.proxy.upstream.inspect_by_id(
             ex.target.version, "containers", name
         )
+        if mounts:
+            self._check_container_mounts(ex, info)
+            host_config = info.get("HostConfig")
+            mode = host_config.get("PidMode") if isinstance(host_config, dict) else None
+            if isinstance(mode, str) and mode.startswith("container:"):
+                self._lender(ex, mode[len("container:") :])
         image_id = str(info.get("Image") or "")
         image = self.inspect_image(ex, image_id) if image_id else None
         if image is None or not self.admitted(ex, image):
@@ -354,10 +372,10 @@ class ContainerRoutes(DeciderBase):
                 "trustpull: starting a container with a host configuration body is refused "
                 "(removed in API 1.24; binds and mounts are checked at create)",
             )
-        self._container_check(ex, "start", body)
+        self._container_check(ex, "start", body, mounts=True)
 
     def on_containers_restart(self, ex: Exchange) -> None:
-        self._container_check(ex, "restart")
+        self._container_check(ex, "restart", mounts=True)
 
     def on_containers_unpause(self, ex: Exchange) -> None:
         self._container_check(ex, "unpause")
