@@ -173,7 +173,8 @@ PROXY_OUTCOMES: dict[str, str] = {
     "a volume mount whose local driver options bind the engine socket's directory 403; "
     "top-level `Binds`/`Mounts` (20.10's deprecated embedded HostConfig) checked the same way; "
     "a container's binds and volumes checked again at start and restart (a source made a "
-    "link to the engine socket's directory after create is 403)",
+    "link to the engine socket's directory after create is 403), also under API < 1.20 "
+    "(the proxy's container inspects ask the engine's own version, whose answer has `Mounts`)",
     "X23": "400 and close; nothing reaches the engine",
     "X24": "400",
     "X25": "400 for all four (stricter than Go, which merges equal values)",

@@ -766,6 +766,65 @@ def test_X22h_a_bind_source_made_a_link_to_the_engine_socket_after_create(world:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def test_X22i_mount_checks_under_an_api_version_before_1_20(world: World) -> None:
+    """Under API < 1.20 the engine's container inspect has no `Mounts` (20.10's
+    `containerInspectPre120` answers `Volumes`/`VolumesRW` instead), and the proxy asked its
+    inspects with the client's version: `/v1.19/containers/create` with `VolumesFrom` or
+    `PidMode: container:X` of a container binding the engine socket's directory was created
+    (201; started, it listed docker.sock, measured here), and so was a `/v1.19` start after
+    a bind source became a link to it. The proxy's container inspects ask the engine's own
+    version, whose answer has `Mounts`."""
+    signed = f"{world.repo}:1.0"
+    if world.image(signed) is None:
+        world.client("pull", signed)
+    directory = os.path.dirname(world.engine_socket)
+    holder = f"oldholder{time.monotonic_ns()}"
+    world.engine(
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        holder,
+        "-v",
+        f"{directory}:/e",
+        signed,
+        "sleep",
+        "120",
+    )
+    work = Path(tempfile.mkdtemp(prefix="tpv-", dir="/tmp"))
+    created: list[str] = []
+    try:
+        info = api(world.engine_socket, "GET", f"/v1.19/containers/{holder}/json")[1]
+        assert json.loads(info).get("Mounts") is None, info  # what the proxy was reading
+        before = world.snapshot()
+        for version in ("/v1.19", "/v1.12"):
+            for host_config in (
+                {"VolumesFrom": [holder]},
+                {"PidMode": f"container:{holder}"},
+            ):
+                body = create_body(signed, Cmd=["ls", "/e"], HostConfig=host_config)
+                response = send(world, req("POST", f"{version}/containers/create", JSON, body))
+                assert status_of(response) == 403 and b"EngineSocket" in response, (
+                    version,
+                    host_config,
+                    response,
+                )
+        unchanged(world, before)
+        body = create_body(signed, Cmd=["ls", "/e"], HostConfig={"Binds": [f"{work}/link:/e"]})
+        response = send(world, req("POST", f"{V}/containers/create", JSON, body))
+        assert status_of(response) == 201, response
+        created.append(json.loads(body_of(response))["Id"])
+        (work / "link").symlink_to(directory)
+        response = send(world, req("POST", f"/v1.19/containers/{created[0]}/start"))
+        assert status_of(response) == 403 and b"EngineSocket" in response, response
+        info = json.loads(world.engine("inspect", created[0]).stdout)[0]
+        assert info["State"]["StartedAt"].startswith("0001-"), info["State"]
+    finally:
+        world.engine("rm", "-f", holder, *created, check=False)
+        shutil.rmtree(work, ignore_errors=True)
+
+
 # ------------------------------------------------------------------ framing and smuggling
 
 

@@ -309,11 +309,15 @@ class ContainerRoutes(DeciderBase):
     def _lender(self, ex: Exchange, name: str) -> str:
         """The ID of container `name`, whose mounts another container is about to share:
         refused when one exposes the engine socket."""
-        container_id, info = self.proxy.upstream.inspect_by_id(
-            ex.target.version, "containers", name
-        )
+        container_id, info = self._inspect_container(name)
         self._check_container_mounts(ex, info)
         return container_id
+
+    def _inspect_container(self, name: str) -> tuple[str, dict[str, Any]]:
+        """(ID, inspect answer) of container `name`, asked at the engine's own API version:
+        under API < 1.20 the answer has no `Mounts` (dockerd's `containerInspectPre120`), so
+        asked with such a client's version every mount check passed (X22i)."""
+        return self.proxy.upstream.inspect_by_id(None, "containers", name)
 
     def _check_container_mounts(self, ex: Exchange, info: dict[str, Any]) -> None:
         """A container's mounts (its inspect answer's `Mounts`: bind sources, volumes by name)
@@ -336,9 +340,7 @@ class ContainerRoutes(DeciderBase):
         lender's mounts with them."""
         assert ex.match is not None
         name = ex.match.params["name"]
-        container_id, info = self.proxy.upstream.inspect_by_id(
-            ex.target.version, "containers", name
-        )
+        container_id, info = self._inspect_container(name)
         if mounts:
             self._check_container_mounts(ex, info)
             host_config = info.get("HostConfig")
