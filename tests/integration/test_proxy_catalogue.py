@@ -756,6 +756,16 @@ def test_X22h_a_bind_source_made_a_link_to_the_engine_socket_after_create(world:
                 assert status_of(response) == 403 and b"EngineSocket" in response, response
             info = json.loads(world.engine("inspect", cid).stdout)[0]
             assert info["State"]["StartedAt"].startswith("0001-"), info["State"]
+        # a container made directly on the engine from the signed image with a bind of the
+        # engine socket's directory is not started through the proxy either
+        holder = world.engine(
+            "create", "--network", "none", "-v", f"{directory}:/e", signed, "ls", "/e"
+        ).stdout.strip()
+        created.append(holder)
+        response = send(world, req("POST", f"{V}/containers/{holder}/start"))
+        assert status_of(response) == 403 and b"EngineSocket" in response, response
+        info = json.loads(world.engine("inspect", holder).stdout)[0]
+        assert info["State"]["StartedAt"].startswith("0001-"), info["State"]
         # once the link is gone the same container starts (the check is of the path now)
         (work / "link").unlink()
         response = send(world, req("POST", f"{V}/containers/{created[0]}/start"))
