@@ -174,7 +174,9 @@ PROXY_OUTCOMES: dict[str, str] = {
     "top-level `Binds`/`Mounts` (20.10's deprecated embedded HostConfig) checked the same way; "
     "a container's binds and volumes checked again at start and restart (a source made a "
     "link to the engine socket's directory after create is 403), also under API < 1.20 "
-    "(the proxy's container inspects ask the engine's own version, whose answer has `Mounts`)",
+    "(the proxy's container inspects ask the engine's own version, whose answer has `Mounts`); "
+    "`docker cp` into a container checks its mounts the same way, and a bind below the engine "
+    "socket's directory or of a hard link of the socket is 403",
     "X23": "400 and close; nothing reaches the engine",
     "X24": "400",
     "X25": "400 for all four (stricter than Go, which merges equal values)",

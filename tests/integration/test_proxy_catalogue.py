@@ -835,6 +835,83 @@ def test_X22i_mount_checks_under_an_api_version_before_1_20(world: World) -> Non
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _hardlink_tar(name: str, target: str) -> bytes:
+    """A tar of one hard link `name` -> `target` and one small file."""
+    import io
+    import tarfile
+
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        link = tarfile.TarInfo(name)
+        link.type = tarfile.LNKTYPE
+        link.linkname = target
+        tar.addfile(link)
+        data = b"planted\n"
+        planted = tarfile.TarInfo(f"planted{time.monotonic_ns()}")
+        planted.size = len(data)
+        tar.addfile(planted, io.BytesIO(data))
+    return out.getvalue()
+
+
+def test_X22j_docker_cp_into_a_bind_made_a_link_and_hard_links_of_the_socket(
+    world: World,
+) -> None:
+    """`PUT /containers/{id}/archive` mounts the container's binds (as a start does) and
+    extracts there: with a bind source made a symlink to the engine socket's directory after
+    the create (X22h), `docker cp` through the proxy wrote into that directory (200), a
+    hard link of the engine socket among what it can write; a bind of such a link
+    (another name, or in a directory below the socket's) was then created and run through
+    the proxy and had the engine socket (same inode, measured here). The archive upload
+    checks the container's mounts as a start does; a bind source below the engine socket's
+    directory, or with the engine socket's inode, is refused."""
+    signed = f"{world.repo}:1.0"
+    if world.image(signed) is None:
+        world.client("pull", signed)
+    directory = os.path.dirname(world.engine_socket)
+    work = Path(tempfile.mkdtemp(prefix="tpj-", dir="/tmp"))
+    unique = time.monotonic_ns()
+    name = f"x{unique}.sock"
+    created: list[str] = []
+    made: list[Path] = []
+    try:
+        body = create_body(signed, Cmd=["true"], HostConfig={"Binds": [f"{work}/link:/e"]})
+        response = send(world, req("POST", f"{V}/containers/create", JSON, body))
+        assert status_of(response) == 201, response
+        created.append(json.loads(body_of(response))["Id"])
+        (work / "link").symlink_to(directory)
+        listing = set(os.listdir(directory))
+        tar = _hardlink_tar(name, "docker.sock")
+        headers = {"Content-Type": "application/x-tar"}
+        target = f"{V}/containers/{created[0]}/archive?path=/e"
+        response = send(world, req("PUT", target, headers, tar))
+        assert status_of(response) == 403 and b"EngineSocket" in response, response
+        assert set(os.listdir(directory)) == listing
+        # hard links of the engine socket, however made: in its directory, in a directory
+        # below it, and elsewhere on its filesystem (this engine's socket is under /tmp)
+        below = Path(directory) / f"sub{unique}"
+        below.mkdir()
+        made += [Path(directory) / name, below / "docker.sock", work / "docker.sock", below]
+        for link in made[:3]:
+            os.link(world.engine_socket, link)
+        _engine_lists_its_socket(
+            world, create_body(signed, Cmd=["ls", "/e"], Binds=[f"{below}:/e"])
+        )
+        before = world.snapshot()
+        for source in (made[0], made[1], below, made[2]):
+            body = create_body(
+                signed, Cmd=["ls", "-i", "/e"], HostConfig={"Binds": [f"{source}:/e"]}
+            )
+            response = send(world, req("POST", f"{V}/containers/create", JSON, body))
+            assert status_of(response) == 403 and b"EngineSocket" in response, (source, response)
+        unchanged(world, before)
+    finally:
+        world.engine("rm", "-f", *created, check=False)
+        for path in reversed(made):
+            with contextlib.suppress(OSError):
+                path.rmdir() if path.is_dir() else path.unlink()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 # ------------------------------------------------------------------ framing and smuggling
 
 

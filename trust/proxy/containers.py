@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from typing import TYPE_CHECKING, Any
 
 from trust.errors import InputError
@@ -20,18 +21,41 @@ if TYPE_CHECKING:
 __all__ = ["ContainerRoutes", "check_host_path", "check_mount_host_path", "check_volume_options"]
 
 
-def check_host_path(path: str, engine_path: str) -> None:
-    """A host path mounted into a container must not expose the engine socket."""
+def check_host_path(path: str, engine_path: str, *, below: bool = True) -> None:
+    """A host path mounted into a container must not expose the engine socket: not the socket,
+    nor a directory above it, nor (`below`: a path a client names) anything below the
+    socket's directory or with the socket's inode, since a hard link of the socket in that
+    directory (which a `docker cp` through a bind made a symlink there could write, X22j) is
+    the engine socket under another name. Paths the engine made itself (a volume's `_data`,
+    under a data root that may lie in that directory) are checked without `below`."""
     if not path.startswith("/"):
         return
     real = os.path.realpath(path)
     engine = os.path.realpath(engine_path)
-    if real == engine or engine.startswith(real.rstrip("/") + "/") or real == "/":
+    inside = below and real.startswith(os.path.dirname(engine).rstrip("/") + "/")
+    if (
+        real == engine
+        or engine.startswith(real.rstrip("/") + "/")
+        or real == "/"
+        or inside
+        or (below and _same_socket(real, engine))
+    ):
         raise Refused(
             403,
             f"trustpull: mounting {path} refused: it exposes the engine socket [EngineSocket]",
             kind="EngineSocket",
         )
+
+
+def _same_socket(path: str, engine: str) -> bool:
+    try:
+        mine, theirs = os.stat(path), os.stat(engine)
+    except OSError:
+        return False
+    return stat.S_ISSOCK(mine.st_mode) and (mine.st_dev, mine.st_ino) == (
+        theirs.st_dev,
+        theirs.st_ino,
+    )
 
 
 _OVERLAY_DIRS = ("lowerdir", "lowerdir+", "upperdir", "workdir", "datadir+")
@@ -326,7 +350,9 @@ class ContainerRoutes(DeciderBase):
             if not isinstance(mount, dict):
                 continue
             if isinstance(mount.get("Source"), str):
-                check_host_path(mount["Source"], self.proxy.engine_path)
+                check_host_path(
+                    mount["Source"], self.proxy.engine_path, below=mount.get("Type") == "bind"
+                )
             if mount.get("Type") == "volume" and isinstance(mount.get("Name"), str):
                 self._check_volume(ex, mount["Name"])
 
@@ -375,6 +401,18 @@ class ContainerRoutes(DeciderBase):
                 "(removed in API 1.24; binds and mounts are checked at create)",
             )
         self._container_check(ex, "start", body, mounts=True)
+
+    def on_containers_archive_put(self, ex: Exchange) -> None:
+        """`docker cp` into a container: the engine mounts the container's binds and volumes
+        to extract there, running or not, following symlinks as a start does, so a bind made
+        a link to the engine socket's directory would let the upload write there, a hard
+        link of the socket included (X22j). The mounts are checked as for a start; the
+        upload is forwarded by the container's ID."""
+        assert ex.match is not None
+        container_id, info = self._inspect_container(ex.match.params["name"])
+        self._check_container_mounts(ex, info)
+        path = f"/containers/{container_id}/archive"
+        ex.conn.forward(ex, target=ex.target.encode(path=path))
 
     def on_containers_restart(self, ex: Exchange) -> None:
         self._container_check(ex, "restart", mounts=True)
