@@ -28,10 +28,13 @@ class PullRoutes(DeciderBase):
         if not from_image:
             src = q.get("fromSrc")
             if not self.config.allow_import:
+                # A URL import needs both settings: name both, not one after the other.
+                needs = "allow_import" if src == "-" else "allow_import and allow_import_url"
                 raise Refused(
                     403,
                     f"trustpull: import into {q.get('repo') or '(no name)'} refused: "
-                    "import creates an unverified image; set allow_import [Import]",
+                    f"import creates an unverified image; set {needs} under [proxy] in "
+                    "the proxy's configuration [Import]",
                     kind="Import",
                     reference=q.get("repo") or None,
                 )
