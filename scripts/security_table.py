@@ -192,7 +192,7 @@ PROXY_OUTCOMES: dict[str, str] = {
     "docker-py, compose",
     "X34": "403 NoSuchTag, exit 1",
     "X35": "403; with allow_import the body import works and a URL still needs allow_import_url",
-    "X36": "load 403; with allow_load `save | load` works (ledger entries for loads: not yet)",
+    "X36": "load 403; with allow_load `save | load` works, loaded images are ledger entries",
     "X37": "`docker run N:T` creates from the signed digest; `docker run <evil ID>` 403",
     "X38": "a second client retagging `N:T` between the digest pull and the tag step is "
     "overwritten (the tag step's source is `N@sha256:D`); pulls while `T` is re-signed D1→D2 "
@@ -248,7 +248,7 @@ PROXY_OUTCOMES: dict[str, str] = {
     "out-of-sequence previous specs against a canned service inspect)",
     "X46": "403 unsigned remote and evil pin; plugin create 403",
     "X47": "403 (allow_swarm off)",
-    "X48": "403 (allow_commit off; ledger for allowed commits: not yet)",
+    "X48": "403 (allow_commit off); an allowed commit is a ledger entry, not onto a signed tag",
     "X49": "the trust server's token flow presents the client's own login for the image's "
     "registry (X-Registry-Auth only for the registry it names, a build's X-Registry-Config "
     "entry per registry), never the proxy's config.json, never another client's kept token; "

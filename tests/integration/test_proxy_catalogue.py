@@ -1929,8 +1929,18 @@ def test_X48_commit_allowed_is_a_ledger_entry_without_names(world: World) -> Non
     world.client("pull", signed)
     committing = world.start_proxy("[proxy]\nallow_commit = true\n")
     cid = world.engine("create", "--network", "none", signed, "true").stdout.strip()
+    before = world.engine("image", "inspect", "-f", "{{.Id}}", signed).stdout.strip()
+    elsewhere = f"{world.unsigned_repo}-commit:1"
     try:
+        # X48b (stricter than §2.8): not onto the signed tag, which would then name the commit
+        # for a `docker push` or any tool reading local tags; nor onto it by `tag` alone.
         proc = world.client("commit", cid, signed, proxy=committing)
+        assert proc.returncode == 1 and "signed for" in proc.stderr, proc
+        target = f"/v1.41/commit?container={cid}&repo={world.repo}:2.0&tag=1.0"
+        response = send(world, req("POST", target), proxy=committing)
+        assert status_of(response) == 403 and b"signed for" in response, response
+        assert world.engine("image", "inspect", "-f", "{{.Id}}", signed).stdout.strip() == before
+        proc = world.client("commit", cid, elsewhere, proxy=committing)
         assert proc.returncode == 0, proc
         committed = proc.stdout.strip()
         # the signed name still runs the signed content, not the commit
@@ -1948,6 +1958,7 @@ def test_X48_commit_allowed_is_a_ledger_entry_without_names(world: World) -> Non
         world.engine("rm", "-f", proc.stdout.strip())
     finally:
         world.engine("rm", "-f", cid, check=False)
+        world.engine("rmi", "-f", elsewhere, check=False)
         committing.stop()
         world.rmi(signed)
 

@@ -298,13 +298,13 @@ def test_the_ping_says_builder_1_whatever_the_engine_says(
 
 
 def _put_big_body(path: str) -> bytes:
-    """A `docker cp` upload (forwarded as the client streams it) larger than the socket
-    buffers; what the proxy answered, up to its close."""
+    """A passed-through request body (forwarded as the client streams it) larger than the
+    socket buffers; what the proxy answered, up to its close."""
     import threading
 
     body = b"x" * (8 * 1024 * 1024)
     head = (
-        b"PUT /containers/c/archive?path=/ HTTP/1.1\r\nHost: x\r\n"
+        b"POST /containers/c/update HTTP/1.1\r\nHost: x\r\n"
         b"Content-Type: application/x-tar\r\nContent-Length: %d\r\n\r\n" % len(body)
     )
     with socket.socket(socket.AF_UNIX) as sock:

@@ -341,7 +341,7 @@ def test_pipelined_after_a_json_body_X27(proxy: str, fake: Any) -> None:
 def test_chunked_body_is_reframed_and_trailers_dropped_X26(proxy: str, fake: Any) -> None:
     _, seen = fake
     data = (
-        b"PUT /v1.41/containers/c/archive?path=/ HTTP/1.1\r\nHost: x\r\n"
+        b"POST /v1.41/containers/c/update HTTP/1.1\r\nHost: x\r\n"
         b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
         b"5;foo=bar\r\nhello\r\n0\r\nX-Registry-Auth: evil\r\n\r\n"
     )
@@ -363,8 +363,7 @@ def test_large_bodies_stream_both_ways_and_the_connection_is_reused(proxy: str, 
     size = 5 * 1024 * 1024 + 17
     body = os.urandom(size)
     head = (
-        b"PUT /v1.41/containers/c/archive?path=/ HTTP/1.1\r\nHost: x\r\n"
-        b"Transfer-Encoding: chunked\r\n\r\n"
+        b"POST /v1.41/containers/c/update HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
     )
     with socket.socket(socket.AF_UNIX) as sock:
         sock.connect(proxy)
@@ -411,7 +410,7 @@ def test_malformed_chunked_bodies_never_complete_upstream_X26(
     hidden = b"POST /v1.41/images/create?fromImage=evil HTTP/1.1\r\nHost: x\r\n\r\n"
     out = _exchange(
         proxy,
-        b"PUT /v1.41/containers/c/archive?path=/ HTTP/1.1\r\nHost: x\r\n"
+        b"POST /v1.41/containers/c/update HTTP/1.1\r\nHost: x\r\n"
         b"Transfer-Encoding: chunked\r\n\r\n" + chunked + hidden,
     )
     assert out.startswith(b"HTTP/1.1 400"), out
@@ -424,14 +423,14 @@ def test_malformed_chunked_bodies_never_complete_upstream_X26(
 def test_pipelined_after_a_chunked_body_X27(proxy: str, fake: Any) -> None:
     _, seen = fake
     data = (
-        b"PUT /v1.41/containers/c/archive?path=/ HTTP/1.1\r\nHost: x\r\n"
+        b"POST /v1.41/containers/c/update HTTP/1.1\r\nHost: x\r\n"
         b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
         b"POST /v1.41/newthing HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
     )
     out = _exchange(proxy, data)
     assert out.startswith(b"HTTP/1.1 200") and b"HTTP/1.1 403" in out, out
     forwarded = [s for s in seen if not s["path"].endswith("/version")]
-    assert [(s["method"], s["body"]) for s in forwarded] == [("PUT", b"hello")]
+    assert [(s["method"], s["body"]) for s in forwarded] == [("POST", b"hello")]
 
 
 def test_forwarded_target_is_reencoded_X02(proxy: str, fake: Any) -> None:
@@ -542,7 +541,7 @@ def test_expect_100_continue_passes_for_allowed_bodies(proxy: str, fake: Any) ->
         sock.connect(proxy)
         sock.settimeout(3)
         sock.sendall(
-            b"PUT /v1.41/containers/c/archive?path=/ HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+            b"POST /v1.41/containers/c/update HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
             b"Expect: 100-continue\r\nConnection: close\r\n\r\n"
         )
         assert sock.recv(100).startswith(b"HTTP/1.1 100")

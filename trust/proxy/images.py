@@ -104,6 +104,7 @@ class ImageRoutes(DeciderBase):
                 "allow_commit [Commit]",
                 kind="Commit",
             )
+        self._refuse_commit_onto_signed_tag(ex)
         committed: list[str] = []
 
         def record(status: int, data: bytes) -> bytes:
@@ -115,6 +116,39 @@ class ImageRoutes(DeciderBase):
         ex.conn.forward(ex, buffer_response=record)
         for image_id in committed:
             self.ledger.add(image_id, "commit", [], ex.conn.peer.uid)
+
+    def _refuse_commit_onto_signed_tag(self, ex: Exchange) -> None:
+        """Stricter than §2.8 (X48b): a commit is new content, never the signed image, so a
+        commit whose `repo`/`tag` names a signed tag is refused, as a tag onto it is; with
+        it the local `N:T` would name the commit, which a `docker push N:T` or any tool that
+        reads local tags then takes for the signed image. dockerd 20.10's RepoTagReference:
+        `tag` replaces a tag in `repo`, a digest in `repo` is the engine's own error."""
+        q = ex.target.query
+        repo = q.get("repo")
+        if not repo:
+            return  # no name: the commit is a ledger entry reached only by its ID
+        try:
+            target = parse(repo, default_tag=False)
+            if target.digest is not None:
+                return  # "cannot create a tag for a digested reference" (the engine's)
+            target = target.trimmed().with_tag(q.get("tag") or target.tag or "latest")
+        except InputError:
+            return  # the engine refuses the name itself
+        try:
+            verified = self.verify(ex, target, what="commit")
+        except Refused as refusal:
+            if refusal.not_signed:
+                return
+            raise
+        if verified.pins:
+            raise Refused(
+                403,
+                f"trustpull: commit as {target} refused: that name is signed for "
+                f"{verified.pins[0].digest}, and a commit is other content; commit under a "
+                "name with no signed tag [NotVerified]",
+                kind="NotVerified",
+                reference=str(target),
+            )
 
     def on_plugins_create(self, ex: Exchange) -> None:
         if not self.config.allow_plugin_create:
