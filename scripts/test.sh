@@ -13,5 +13,5 @@ echo "== ruff"
 echo "== mypy (strict on trust/ and cli/)"
 .venv/bin/mypy
 echo "== pytest"
-.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+.venv/bin/python -m pytest -q -p no:cacheprovider --durations=25 "$@"
 .venv/bin/python fuzz/run.py smoke  # == fuzz smoke: every fuzz/ target for 4 s (fuzz/README.md)

@@ -225,8 +225,12 @@ class World:
             self.engine("rmi", "-f", ref, check=False)
 
 
-def raw_request(sock_path: str, data: bytes, *, read_timeout: float = 10.0) -> bytes:
-    """Send raw bytes to a unix socket and read until the peer closes or goes quiet."""
+def raw_request(
+    sock_path: str, data: bytes, *, read_timeout: float = 10.0, answers: int | None = None
+) -> bytes:
+    """Send raw bytes to a unix socket and read until the peer closes or goes quiet, or, with
+    `answers`, until that many whole Content-Length-framed answers arrived (a kept-alive
+    connection otherwise costs the whole `read_timeout` of silence)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(read_timeout)
         sock.connect(sock_path)
@@ -241,9 +245,32 @@ def raw_request(sock_path: str, data: bytes, *, read_timeout: float = 10.0) -> b
                 if not chunk:
                     break
                 out += chunk
+                if answers is not None and _whole_answers(bytes(out)) >= answers:
+                    break
         except (TimeoutError, ConnectionResetError):
             pass
         return bytes(out)
+
+
+def _whole_answers(stream: bytes) -> int:
+    """How many answers at the start of `stream` are complete (each framed by Content-Length,
+    or a 101 head, after which the connection is a tunnel; counting stops at the first that is
+    neither)."""
+    count, rest = 0, stream
+    while b"\r\n\r\n" in rest:
+        head, rest = rest.split(b"\r\n\r\n", 1)
+        if head.startswith((b"HTTP/1.1 101 ", b"HTTP/1.0 101 ")):
+            return count + 1
+        lengths = [
+            line.split(b":", 1)[1].strip()
+            for line in head.split(b"\r\n")[1:]
+            if line.lower().startswith(b"content-length:")
+        ]
+        if len(lengths) != 1 or not lengths[0].isdigit() or len(rest) < int(lengths[0]):
+            break
+        rest = rest[int(lengths[0]) :]
+        count += 1
+    return count
 
 
 def status_of(response: bytes) -> int:

@@ -1046,7 +1046,7 @@ def test_X31_h2c_and_http2_requests(world: World) -> None:
         "HTTP2-Settings": "AAMAAABkAAQAoAAAAAIAAAAA",
     }
     for path in (pull_target(world.unsigned_repo, "1.0"), f"{V}/grpc", f"{V}/session"):
-        response = send(world, req("POST", path, upgrade))
+        response = raw_request(world.proxy.socket, req("POST", path, upgrade), answers=1)
         assert status_of(response) == 403, (path, response)
         assert b"101" not in response.split(b"\r\n", 1)[0]
     unchanged(world, before)
@@ -1310,7 +1310,11 @@ def test_X42_buildkit(world: World) -> None:
     before = world.snapshot()
     response = send(world, req("POST", f"{V}/build?remote=client-session&session=x&version=2"))
     assert status_of(response) == 403 and b"DOCKER_BUILDKIT=0" in response, response
-    response = send(world, req("POST", f"{V}/grpc", {"Connection": "Upgrade", "Upgrade": "h2c"}))
+    response = raw_request(
+        world.proxy.socket,
+        req("POST", f"{V}/grpc", {"Connection": "Upgrade", "Upgrade": "h2c"}),
+        answers=1,
+    )
     assert status_of(response) == 403, response
     status, _, headers = api(world.proxy.socket, "GET", "/_ping")
     assert status == 200 and headers.get("builder-version") == "1", headers
@@ -1486,7 +1490,7 @@ def test_X46b_enable_a_plugin_installed_behind_the_proxy(world: World, tmp_path:
     try:
         # (an engine that tries it answers 500 after some 12 s of dialling the socket)
         request = req("POST", f"{V}/plugins/{name}:latest/enable?timeout=0")
-        response = raw_request(world.proxy.socket, request, read_timeout=40)
+        response = raw_request(world.proxy.socket, request, read_timeout=40, answers=1)
         assert status_of(response) == 403 and b"not verified" in response, response
         proc = world.client("plugin", "enable", name)
         assert proc.returncode == 1 and "not verified" in proc.stderr, proc
@@ -1495,7 +1499,7 @@ def test_X46b_enable_a_plugin_installed_behind_the_proxy(world: World, tmp_path:
         # allow_plugin_create admits local plugin code: the enable reaches the engine, by ID
         local = world.start_proxy("[proxy]\nallow_plugin_create = true\n")
         try:
-            response = raw_request(local.socket, request, read_timeout=40)
+            response = raw_request(local.socket, request, read_timeout=40, answers=1)
         finally:
             local.stop()
         assert status_of(response) == 500 and b"evil.sock" in response, response
@@ -2271,10 +2275,10 @@ def test_X42b_allow_buildkit_passes_session_and_build_with_a_warning(world: Worl
             "X-Docker-Expose-Session-Name": "trustpull-test",
             "X-Docker-Expose-Session-Sharedkey": "k",
         }
-        direct = raw_request(
-            world.engine_socket, req("POST", f"{V}/session", session), read_timeout=2
-        )
-        proxied = raw_request(proxy.socket, req("POST", f"{V}/session", session), read_timeout=2)
+        # one session ID each: the engine forgets a session only once it sees its socket close
+        direct = raw_request(world.engine_socket, req("POST", f"{V}/session", session), answers=1)
+        session["X-Docker-Expose-Session-Uuid"] += "p"
+        proxied = raw_request(proxy.socket, req("POST", f"{V}/session", session), answers=1)
         assert status_of(proxied) == status_of(direct) == 101, (direct, proxied)
         build = f"{V}/build?version=2&remote=client-session&session=nosuch&buildid=b1"
         direct = raw_request(world.engine_socket, req("POST", build), read_timeout=5)
