@@ -519,3 +519,27 @@ def test_a_memoised_unsigned_acceptance_is_not_used_once_the_repository_is_signe
             assert not isinstance(error, UnsignedAccepted)
             continue
         assert outcome.unsigned is None and outcome.resolutions
+
+
+def test_a_memoised_verification_serves_at_most_one_runs_length(make_env: MakeEnv) -> None:
+    """A service kept for many references sees a tag re-signed (or revoked) once a run's
+    length (`limits.total_timeout`) has passed, as a new service sees it at once; before, it
+    answered the old digest until the timestamp expired (notary's default: two weeks)."""
+    import time
+
+    env = make_env()
+    settings = dataclasses.replace(
+        env.settings, limits=dataclasses.replace(env.settings.limits, total_timeout=0.5)
+    )
+    service = TrustService(settings)
+    (first,) = service.verify(f"{GUN}:1.0").resolutions
+    assert first.digest == "sha256:" + D1
+    env.builder.add_target("1.0", D2, 530, role="targets/releases")  # re-signed
+    env.serve()
+    (fresh,) = TrustService(settings).verify(f"{GUN}:1.0").resolutions
+    assert fresh.digest == "sha256:" + D2
+    (within,) = service.verify(f"{GUN}:1.0").resolutions  # the same run: its memo
+    assert within.digest == "sha256:" + D1
+    time.sleep(0.6)
+    (later,) = service.verify(f"{GUN}:1.0").resolutions
+    assert later.digest == "sha256:" + D2
