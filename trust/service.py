@@ -636,7 +636,8 @@ class TrustService:
             self._requests += client.stats.requests
 
     def _trust_data(self, ref: Reference, rule: Rule, settings: Settings) -> TrustData:
-        """Verified Notary data for (repository, rule), fetched once per service."""
+        """Verified Notary data for (repository, rule), fetched once per service while it may
+        serve (`_Memo.stale`)."""
         # Keyed by the rule itself, not only its index: a Policy built in code may repeat an
         # index, and a rule's trust server and pins must never serve another rule's verdict.
         key = (ref.name, rule)
