@@ -9,7 +9,9 @@ pull and the output; `trust.route.mirror_origin` is the one place that mapping i
    `[[trust_sources]]` scope, else Notary) before any I/O, so a TUF-scoped reference never falls
    back to Notary; the trust source, server, pins and TOFU are always the repository rule's (the
    best rule without `tag`, `trust.route.repository_rule`), whichever rule decides the tag,
-3. gets verified data from that source (memoised per repository and rule, thread-safe),
+3. gets verified data from that source (memoised per repository and rule, thread-safe, for
+   one run's length at most and never past the data's first expiry or certificate boundary;
+   an unsigned acceptance is not memoised),
 4. chooses the signed target for tag, tag@digest, digest-only and all-tags references, each tag
    under its own rule (a digest reference is accepted only through a tag whose rule accepts it),
 5. runs the rule's requirements over the verified facts (`trust.policy.Evidence`),
@@ -28,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -55,7 +58,7 @@ from trust.lookup import (
 )
 from trust.notary.cache import has_cached_trust
 from trust.notary.client import MetadataSource, NotaryClient, trust_server_for
-from trust.notary.trusted_set import LOOKUP_ROLES, TrustData
+from trust.notary.trusted_set import LOOKUP_ROLES, TrustData, stable_until
 from trust.notary.x509root import PIN_NO_TOFU
 from trust.policy import Context, Policy, Refuse, Rule, UnsignedAccepted, precedence
 from trust.prefetch import Prefetch
@@ -189,6 +192,27 @@ class _Memo:
     #: The client that verified `data`: it writes the cache once a verdict accepts it.
     client: NotaryClient | None = None
     committed: bool = False
+    #: `trusted_set.stable_until` of `data`: from then on (an expiry, a certificate boundary)
+    #: the same bytes may verify otherwise, so a service kept for many references verifies
+    #: again instead of answering from this one.
+    until: dt.datetime | None = None
+    #: `time.monotonic()` when made, and how long it may serve: one run's length
+    #: (`limits.total_timeout`, the bound of one run's trust update). A service kept for many
+    #: references then sees a re-signed or revoked tag as a new run does.
+    made: float = field(default_factory=time.monotonic)
+    lifetime: float = float("inf")
+
+    def stale(self, now: dt.datetime) -> bool:
+        """Not to be answered from any more: `data` past `until` or older than `lifetime`, or
+        an unsigned acceptance (never answered from memory: the repository may be signed, or
+        cached as signed, by now, and then "no trust data" is not believed, G02)."""
+        if not self.done:
+            return False
+        if isinstance(self.error, UnsignedAccepted):
+            return True
+        if time.monotonic() - self.made >= self.lifetime:
+            return True
+        return self.until is not None and now >= self.until
 
 
 class TrustService:
@@ -612,17 +636,24 @@ class TrustService:
             self._requests += client.stats.requests
 
     def _trust_data(self, ref: Reference, rule: Rule, settings: Settings) -> TrustData:
-        """Verified Notary data for (repository, rule), fetched once per service."""
+        """Verified Notary data for (repository, rule), fetched once per service while it may
+        serve (`_Memo.stale`)."""
         # Keyed by the rule itself, not only its index: a Policy built in code may repeat an
         # index, and a rule's trust server and pins must never serve another rule's verdict.
         key = (ref.name, rule)
         with self._lock:
-            memo = self._memo.setdefault(key, _Memo())
+            memo = self._memo.get(key)
+            if memo is None or memo.stale(self.now()):
+                memo = self._memo[key] = _Memo(lifetime=settings.limits.total_timeout)
         with memo.lock:
             if not memo.done:
                 try:
                     fetched = self._update(ref, rule, settings)
                     memo.data, memo.client = fetched.data, fetched.client
+                    assert fetched.data is not None and fetched.client is not None
+                    memo.until = stable_until(
+                        fetched.data, settings.trust_pinning, fetched.client.now
+                    )
                 except TrustpullError as error:
                     memo.error = error
                 memo.done = True

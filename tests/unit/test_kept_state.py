@@ -283,3 +283,49 @@ def test_a_cache_file_rewritten_in_place_with_its_size_and_mtime_put_back_is_rea
     assert paths == [TS]
     assert built != []  # verified again from the cache, not the kept result
     assert _digest(data_after, "1.0") == D1
+
+
+def test_a_kept_session_is_not_used_once_its_ca_is_removed(make_env: MakeEnv) -> None:
+    """A kept session holds the TLS context it was made with: once the trust server's CA is
+    removed from `$DOCKER_CONFIG/tls/<host:port>/`, the CLI no longer trusts the server, and
+    neither may the proxy's next update (it got the new, re-signed digest over the kept
+    connection, where the CLI's TLS check fails and it falls back to the cache)."""
+    env = make_env()
+    kept = Kept(env.settings.limits)
+    _update(env, kept)
+    _update(env, kept)  # a warm update: its session is kept
+    for ca in (env.docker_config / "tls" / f"127.0.0.1:{env.server.port}").iterdir():
+        ca.unlink()
+    env.builder.add_target("1.0", D2, 530, role="targets/releases")
+    env.serve()
+    env.warnings.clear()
+    cli = NotaryClient(env.settings, warn=env.warnings.append).update(parse(REF))
+    assert _digest(cli, "1.0") == D1
+    assert any("certificate not trusted" in w for w in env.warnings), env.warnings
+    env.warnings.clear()
+    data, _ = _update(env, kept)
+    assert _digest(data, "1.0") == D1
+    assert any("certificate not trusted" in w for w in env.warnings), env.warnings
+
+
+def test_a_kept_session_is_never_leased_under_other_tls_settings(
+    make_env: MakeEnv, tmp_path: Path
+) -> None:
+    """One `Kept` for services with other settings (a library caller): a session made under one
+    docker configuration's CAs is not used by an update whose configuration does not trust
+    the server (a first contact would trust a root over a TLS connection it never accepted)."""
+    import dataclasses
+
+    from trust.errors import NetworkError
+
+    env = make_env()
+    kept = Kept(env.settings.limits)
+    _update(env, kept)
+    other = tmp_path / "other-docker-config"
+    other.mkdir()
+    settings = dataclasses.replace(env.settings, docker_config=other)
+    with pytest.raises(NetworkError, match="certificate not trusted"):
+        NotaryClient(settings, warn=env.warnings.append).update(parse(REF))
+    with pytest.raises(NetworkError, match="certificate not trusted"):
+        NotaryClient(settings, warn=env.warnings.append, kept=kept).update(parse(REF))
+    assert not list((other / "trust").rglob("*.json"))  # nothing trusted on first use

@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 
 from tests.unit._trust_env import D1, D2, GUN, NOW, Env, baseline_builder, env_factory
-from trust.errors import NetworkError, NoSuchTagError, PolicyError, TrustpullError, UsageError
+from trust.errors import (
+    ExpiredError,
+    NetworkError,
+    NoSuchTagError,
+    PolicyError,
+    TrustpullError,
+    UsageError,
+)
 from trust.notary.client import NotaryClient
 from trust.policy import Policy, Rule, Scope, UnsignedAccepted
 from trust.service import TrustService
@@ -457,3 +464,82 @@ def test_E04_a_nested_signer_signs_only_within_the_paths_its_parents_allow(
         assert outcome.exit_code == 9 and outcome.verdict == "fail", (text, outcome.reason)
     parent = TrustService(env.settings, _policy(Rule("rel", 0, scope, signers=("releases",))))
     assert parent.check(f"{GUN}:ci-1").exit_code == 9
+
+
+# ------------------------------------------------------------ a service kept for many references
+
+
+def test_a_memoised_verification_is_not_used_past_its_expiry(make_env: MakeEnv) -> None:
+    """README: one `TrustService` for a long-running process. Its memo must not outlive the
+    data it holds: once the (frozen) timestamp has expired, the same service refuses the
+    reference as a new one does, instead of answering from what it verified before."""
+    builder = baseline_builder()
+    builder.set_expiry("timestamp", NOW + dt.timedelta(hours=1))
+    env = make_env(builder)
+    clock = [NOW]
+
+    class Clocked(TrustService):
+        def now(self) -> dt.datetime:
+            return clock[0]
+
+    def client(settings: Settings, roles: frozenset[str]) -> NotaryClient:
+        return NotaryClient(settings, now=clock[0], required_roles=roles, warn=env.warnings.append)
+
+    service = Clocked(env.settings, client_factory=client)
+    (first,) = service.verify(f"{GUN}:1.0").resolutions
+    assert first.digest == "sha256:" + D1
+    clock[0] = NOW + dt.timedelta(hours=2)  # the server still answers the same timestamp
+    with pytest.raises(ExpiredError):
+        Clocked(env.settings, client_factory=client).verify(f"{GUN}:1.0")
+    with pytest.raises(ExpiredError):
+        service.verify(f"{GUN}:1.0")
+
+
+def test_a_memoised_unsigned_acceptance_is_not_used_once_the_repository_is_signed(
+    make_env: MakeEnv,
+) -> None:
+    """G02 for a service kept for many references: a repository accepted unsigned (no trust
+    data) that is signed later is verified, by the same service as by a new one, and once its
+    trust data is cached, a trust server that says "no trust data" again is not believed."""
+    env = make_env()
+    other = f"{GUN}-unsigned"
+    lenient = _policy(Rule("legacy", 0, Scope(), allow_unsigned=True, origin="p:1"))
+    service = TrustService(env.settings, lenient)
+    assert service.verify(f"{other}:1.0").unsigned is not None
+    env.server.publish(other, baseline_builder(other).publish())
+    (fresh,) = TrustService(env.settings, lenient).verify(f"{other}:1.0").resolutions
+    assert fresh.digest == "sha256:" + D1  # verified, and its trust data now cached
+    (again,) = service.verify(f"{other}:1.0").resolutions
+    assert again.digest == "sha256:" + D1
+    env.server.unpublish(other)  # the trust data goes (G02)
+    for verifier in (TrustService(env.settings, lenient), service):
+        try:
+            outcome = verifier.verify(f"{other}:1.0")
+        except TrustpullError as error:
+            assert not isinstance(error, UnsignedAccepted)
+            continue
+        assert outcome.unsigned is None and outcome.resolutions
+
+
+def test_a_memoised_verification_serves_at_most_one_runs_length(make_env: MakeEnv) -> None:
+    """A service kept for many references sees a tag re-signed (or revoked) once a run's
+    length (`limits.total_timeout`) has passed, as a new service sees it at once; before, it
+    answered the old digest until the timestamp expired (notary's default: two weeks)."""
+    import time
+
+    env = make_env()
+    settings = dataclasses.replace(
+        env.settings, limits=dataclasses.replace(env.settings.limits, total_timeout=0.5)
+    )
+    service = TrustService(settings)
+    (first,) = service.verify(f"{GUN}:1.0").resolutions
+    assert first.digest == "sha256:" + D1
+    env.builder.add_target("1.0", D2, 530, role="targets/releases")  # re-signed
+    env.serve()
+    (fresh,) = TrustService(settings).verify(f"{GUN}:1.0").resolutions
+    assert fresh.digest == "sha256:" + D2
+    (within,) = service.verify(f"{GUN}:1.0").resolutions  # the same run: its memo
+    assert within.digest == "sha256:" + D1
+    time.sleep(0.6)
+    (later,) = service.verify(f"{GUN}:1.0").resolutions
+    assert later.digest == "sha256:" + D2

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import os
 import shutil
 import ssl
 import stat
@@ -1384,6 +1385,32 @@ def _count_connections(server: LocalServer, monkeypatch: pytest.MonkeyPatch) -> 
 
     monkeypatch.setattr(server, "get_request", counting)
     return accepted
+
+
+def test_a_ca_file_rewritten_with_its_size_and_mtime_put_back_is_read_again(
+    docker_config: Path, tmp_path: Path
+) -> None:
+    """The TLS context is cached per CA files; a CA replaced by one of the same size whose
+    mtime is put back (`cp -p`, `os.utime`) is another CA: the context is built again, or a
+    long-running proxy would go on trusting the replaced one (the trust cache's identities
+    compare inode and ctime for the same reason)."""
+    from fixtures.tlsgen import make_ca
+
+    directory = docker_config / "tls" / "replaced.test"
+    directory.mkdir(parents=True)
+    old, new = (make_ca(tmp_path / n).cert_path.read_bytes() for n in ("old", "new"))
+    width = max(len(old), len(new))
+    old, new = old.ljust(width, b"\n"), new.ljust(width, b"\n")  # text after PEM is ignored
+    (directory / "ca.crt").write_bytes(old)
+    before = os.stat(directory / "ca.crt")
+    first = tls_context(docker_config, "replaced.test")
+    staged = directory / "ca.crt.new"  # not *.crt: not read while staged
+    staged.write_bytes(new)
+    os.replace(staged, directory / "ca.crt")
+    os.utime(directory / "ca.crt", ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(directory / "ca.crt")
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    assert tls_context(docker_config, "replaced.test") is not first
 
 
 def test_sessions_to_one_server_share_connections_under_one_tls_configuration(

@@ -28,7 +28,8 @@ def tls_context(docker_config: Path, netloc: str) -> ssl.SSLContext:
     """The TLS context for a trust server, built once per process for the same certificate files.
 
     Building one costs ~40 ms of CPU (the system store); `trustpull check` opens a session per
-    repository. The key includes each file's name, size and mtime, so a changed CA is reloaded.
+    repository. The key includes each file's name, inode, size, mtime and ctime, so a changed CA
+    is reloaded (also one rewritten with its size and mtime put back: its ctime moves).
     One build at a time: the sessions `check` and trust.prefetch open at once in several threads
     would otherwise all miss the cache together and each build the same context.
     """
@@ -37,7 +38,10 @@ def tls_context(docker_config: Path, netloc: str) -> ssl.SSLContext:
     directory = docker_config / "tls" / netloc
     try:
         stamp = tuple(
-            sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in directory.iterdir())
+            sorted(
+                (e.name, i.st_ino, i.st_size, i.st_mtime_ns, i.st_ctime_ns)
+                for e, i in ((e, e.stat()) for e in directory.iterdir())
+            )
         )
     except OSError:
         stamp = ()
@@ -50,7 +54,7 @@ _build_lock = threading.Lock()
 
 @functools.lru_cache(maxsize=64)
 def _cached_tls_context(
-    docker_config: str, netloc: str, stamp: tuple[tuple[str, int, int], ...]
+    docker_config: str, netloc: str, stamp: tuple[tuple[str, int, int, int, int], ...]
 ) -> ssl.SSLContext:
     return _build_tls_context(Path(docker_config), netloc)
 

@@ -29,7 +29,7 @@ import datetime as dt
 import hashlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -290,11 +290,36 @@ class NotaryClient:
             else resolve_registry_auth(domain, settings.docker_config, os.environ)
         )
         return self._kept.sessions.lease(
-            server, gun, auth, lambda: remote_for(server, gun, settings, credentials=lambda: auth)
+            server,
+            gun,
+            auth,
+            lambda: remote_for(server, gun, settings, credentials=lambda: auth),
+            _session_fit(server, settings),
         )
 
     def warn(self, text: str) -> None:
         self._warn_sink(text)
+
+
+def _session_fit(server: str, settings: Settings) -> Hashable:
+    """What a kept session was made from, beyond server, GUN and credentials: the TLS context
+    `trust.http.tls` builds for the server's CA files as they are now (another object once a
+    file changed), and the settings `remote_for` reads. A session made otherwise is not used."""
+    from urllib.parse import urlsplit
+
+    from trust.http.tls import tls_context
+
+    try:
+        context: object = tls_context(settings.docker_config, urlsplit(server).netloc)
+    except (TrustpullError, ValueError):
+        context = None  # the new session's construction raises it, as without a kept one
+    return (
+        context,
+        settings.limits,
+        settings.docker_config,
+        settings.auth_realms,
+        settings.config_file,
+    )
 
 
 def _cache_cap(role: str, limits: Limits) -> int:

@@ -16,9 +16,12 @@ the next update of the same repository (issue 12, "a warm pull: 1 request, ≤ 5
 
 A kept session is only ever reused with the same credentials: the key is (trust server, GUN,
 an identity of the credentials), the identity a keyed hash with a key of this process (never
-stored, never logged), so one client's token never serves another client's request. A session
-is used by one update at a time (leased, then returned); the idle ones are bounded
-(`Limits.idle_sessions`, least recently used closed first).
+stored, never logged), so one client's token never serves another client's request. The key
+also holds what the session was made with (`fit`: the TLS context of the trust server's CA
+files as they are now, the limits, the docker configuration, the realms), so a session is
+never used under TLS settings the update's own would not accept (a CA removed since, another
+configuration). A session is used by one update at a time (leased, then returned); the idle
+ones are bounded (`Limits.idle_sessions`, least recently used closed first).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import hmac
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -43,7 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Kept", "KeptResult", "SessionPool", "VerifiedStore"]
 
-_Key = tuple[str, str, str]
+_Key = tuple[str, str, str, Hashable]
 
 
 class _Lease:
@@ -75,7 +78,7 @@ class _Lease:
 
 
 class SessionPool:
-    """Idle trust server sessions by (server, GUN, credential identity); thread-safe."""
+    """Idle trust server sessions by (server, GUN, credential identity, fit); thread-safe."""
 
     def __init__(self, max_idle: int) -> None:
         self._max_idle = max_idle
@@ -105,9 +108,11 @@ class SessionPool:
         gun: str,
         auth: RegistryAuth | None,
         make: Callable[[], NotaryRemote],
+        fit: Hashable = (),
     ) -> _Lease:
-        """A kept session for these credentials, else a new one from `make`."""
-        key = (server, gun, self.identity(auth))
+        """A kept session for these credentials and this `fit` (what `make` builds the session
+        from, see the module docstring), else a new one from `make`."""
+        key = (server, gun, self.identity(auth), fit)
         remote: NotaryRemote | None = None
         with self._lock:
             kept = self._idle.get(key)
