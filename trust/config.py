@@ -539,15 +539,17 @@ def load_config(
         if "trust_sources" in doc:
             sources = _parse_trust_sources(reader, doc["trust_sources"])
         if "rules" in doc and policy_file is None:
-            from trust.policy_file import check_trust_sources
+            from trust.policy_file import check_mirror_scopes, check_trust_sources
 
             policy = _parse_rules(reader, doc["rules"])
             check_trust_sources(policy, sources, _rules_fail(reader))
+            check_mirror_scopes(policy, mirrors, _rules_fail(reader))
     if policy_file is not None:
-        from trust.policy_file import check_trust_sources
+        from trust.policy_file import check_mirror_scopes, check_trust_sources
 
         policy, policy_reader = load_policy_file(Path(policy_file))
         check_trust_sources(policy, sources, _rules_fail(policy_reader))
+        check_mirror_scopes(policy, mirrors, _rules_fail(policy_reader))
     override = env.get("DOCKER_CONTENT_TRUST_SERVER") or None
     if override is not None:
         override = validate_trust_server_url(override)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from trust.reference import (
     REMOTE_NAME,
     go_glob_to_regex,
 )
-from trust.settings import TrustSourceConfig, validate_trust_server_url
+from trust.settings import TrustSourceConfig, scope_matches, validate_trust_server_url
 
 __all__ = ["FailFunc", "check_trust_sources", "parse_rules"]
 
@@ -246,6 +246,29 @@ def parse_rules(
         scopes[rule.scope] = index
         rules.append(rule)
     return Policy(rules=tuple(rules), origin=source)
+
+
+def check_mirror_scopes(policy: Policy, mirrors: Mapping[str, str], fail: FailFunc) -> None:
+    """A rule may not lie wholly under a `[mirrors]` prefix: rules match on the origin's names
+    (the service maps a mirrored reference before any rule is chosen), so such a rule would
+    match nothing, and a `refuse`, pin or signer requirement written there would silently
+    not apply."""
+    for rule in policy.rules:
+        scope = rule.scope
+        if scope.registry is None:
+            continue
+        path = scope.repository or scope.namespace
+        covered = scope.registry + (f"/{path}" if path else "")
+        for mirror, origin in mirrors.items():
+            if scope_matches(mirror, covered):
+                key = "repository" if scope.repository else "namespace" if path else "registry"
+                raise fail(
+                    rule.index,
+                    key,
+                    f"{covered} lies under the mirror {mirror}, and rules match the origin's "
+                    f"names ({origin}{covered[len(mirror) :]}): this rule would match nothing; "
+                    "scope it on the origin",
+                )
 
 
 def check_trust_sources(

@@ -113,6 +113,53 @@ def test_chained_mirrors_are_refused(tmp_path: Path) -> None:
     assert "chain" in caught.value.message
 
 
+@pytest.mark.parametrize(
+    "scope",
+    [
+        'registry = "harbor.corp", namespace = "dockerhub"',
+        'registry = "harbor.corp", namespace = "dockerhub/library"',
+        'registry = "harbor.corp", repository = "dockerhub/library/alpine"',
+        'registry = "mirror.corp:5000"',
+        'registry = "mirror.corp:5000", repository = "team/app", tag = "1.*"',
+    ],
+)
+@pytest.mark.parametrize("where", ["config", "policy"])
+def test_a_rule_scoped_under_a_mirror_is_refused(tmp_path: Path, scope: str, where: str) -> None:
+    """Rules match on the origin's names, so a rule whose every name lies under a mirror
+    prefix would match nothing: a `refuse` or a pin written there would silently not apply.
+    The loader refuses it, naming the origin to scope it on."""
+    mirrors = '[mirrors]\n"harbor.corp/dockerhub" = "docker.io"\n"mirror.corp:5000" = "r.example"\n'
+    fields = scope.replace(", ", "\n")
+    rule = (
+        '[[rules]]\nname = "ok"\nregistry = "r.example"\n\n'
+        f'[[rules]]\nname = "dead"\n{fields}\nrefuse = true\n'
+    )
+    path = tmp_path / "config.toml"
+    policy_file: Path | None = None
+    if where == "config":
+        path.write_text(mirrors + rule)
+    else:
+        path.write_text(mirrors)
+        policy_file = tmp_path / "policy.toml"
+        policy_file.write_text(rule)
+    with pytest.raises(ConfigError) as caught:
+        load_config({}, config_file=path, policy_file=policy_file)
+    message = caught.value.message
+    assert "rules[1]" in message and "mirror" in message and "origin" in message, message
+
+
+def test_a_rule_beside_a_mirror_prefix_is_kept(tmp_path: Path) -> None:
+    """`harbor.corp` alone also covers names outside the mirror prefix `harbor.corp/dockerhub`."""
+    path = tmp_path / "config.toml"
+    path.write_text(
+        '[mirrors]\n"harbor.corp/dockerhub" = "docker.io"\n'
+        '[[rules]]\nname = "harbor"\nregistry = "harbor.corp"\nrefuse = true\n'
+        '[[rules]]\nname = "hubby"\nregistry = "harbor.corp"\nnamespace = "dockerhubby"\n'
+    )
+    policy = load_config({}, config_file=path).policy
+    assert policy is not None and [r.label for r in policy.rules][:2] == ["harbor", "hubby"]
+
+
 def test_mirrors_must_be_a_table(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_text('mirrors = "docker.io"\n')
