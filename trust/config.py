@@ -19,7 +19,7 @@ import dataclasses
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -209,6 +209,41 @@ def _parse_pinning(reader: _FileReader, table: Mapping[str, Any]) -> TrustPinnin
     if not isinstance(disable_tofu, bool):
         raise reader.fail("trust_pinning", "disable_tofu", "must be true or false")
     return TrustPinning(certs=certs, ca=ca, disable_tofu=disable_tofu)
+
+
+def _check_pins_apply(
+    reader: _FileReader,
+    pinning: TrustPinning,
+    sources: Sequence[TrustSourceConfig],
+    mirrors: Mapping[str, str],
+) -> None:
+    """Refuse a `[trust_pinning]` entry that could never apply, instead of ignoring the pin the
+    user wrote: every name it covers lies in a `[[trust_sources]]` scope (verified by that TUF
+    root alone; a rule's `root_keys` there is refused too) or under a `[mirrors]` prefix (pins
+    are looked up by the origin's GUN). An exact GUN covers itself; a `prefix*` key and a `ca`
+    prefix cover every name starting with the prefix, so only one ending inside such a scope
+    (`scope/…`) is wholly in it."""
+    scopes = [
+        (source.scope, "[[trust_sources]] scope", "those names are verified by its TUF root")
+        for source in sources
+    ]
+    scopes += [
+        (mirror, "[mirrors] prefix", f"pins are looked up by the origin's GUN, under {origin}")
+        for mirror, origin in mirrors.items()
+    ]
+    entries = [("trust_pinning.certs", key) for key in pinning.certs]
+    entries += [("trust_pinning.ca", key) for key in pinning.ca]
+    for section, key in entries:
+        exact = section == "trust_pinning.certs" and not key.endswith("*")
+        prefix = key.removesuffix("*")
+        for scope, what, instead in scopes:
+            if scope_matches(scope, key) if exact else prefix.startswith(scope + "/"):
+                raise reader.fail(
+                    section,
+                    key,
+                    f"every name it pins lies in the {what} {scope}, where the pin never "
+                    f"applies ({instead})",
+                )
 
 
 def _parse_engine(reader: _FileReader, table: Mapping[str, Any]) -> str | None:
@@ -538,6 +573,7 @@ def load_config(
         mirrors = _parse_mirrors(reader, reader.table(doc, "mirrors"))
         if "trust_sources" in doc:
             sources = _parse_trust_sources(reader, doc["trust_sources"])
+        _check_pins_apply(reader, pinning, sources, mirrors)
         if "rules" in doc and policy_file is None:
             from trust.policy_file import check_mirror_scopes, check_trust_sources
 

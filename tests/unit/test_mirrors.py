@@ -408,3 +408,18 @@ def test_pin_through_a_mirror_pins_the_origin(make_env: MakeEnv, tmp_path: Path)
     assert f"mirror: {MIRRORED} is verified as {GUN}: pinning {GUN}" in notices
     (key_id,) = result.pin.key_ids
     assert load_config({}, config_file=config).settings.trust_pinning.certs == {GUN: (key_id,)}
+
+
+def test_a_pin_written_for_a_mirror_name_is_refused(tmp_path: Path) -> None:
+    """Pins are looked up by the origin's GUN: one for a name under a mirror prefix would never
+    apply, so the loader refuses it (file, line, the origin)."""
+    path = tmp_path / "config.toml"
+    path.write_text(
+        '[mirrors]\n"harbor.corp/dockerhub" = "docker.io"\n'
+        f'[trust_pinning.certs]\n"harbor.corp/dockerhub/library/alpine" = ["{"b" * 64}"]\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config({}, config_file=path)
+    message = caught.value.message
+    assert message.startswith(f"{path}:4: trust_pinning.certs."), message
+    assert "[mirrors] prefix harbor.corp/dockerhub" in message and "docker.io" in message

@@ -703,3 +703,41 @@ def test_allow_unsigned_never_accepts_a_tuf_verified_repository_unsigned(env: En
         with pytest.raises(TrustpullError) as caught:
             service.verify(text, all_tags=all_tags)
         assert caught.value.exit_code == 9, (text, caught.value)
+
+
+_KEY = "a" * 64
+
+
+@pytest.mark.parametrize(
+    "pinning",
+    [
+        f'[trust_pinning.certs]\n"tuf.example.com/team/app" = ["{_KEY}"]\n',
+        f'[trust_pinning.certs]\n"tuf.example.com/team/*" = ["{_KEY}"]\n',
+        f'[trust_pinning.certs]\n"tuf.example.com" = ["{_KEY}"]\n',
+        '[trust_pinning.ca]\n"tuf.example.com/team/" = "root.json"\n',
+    ],
+)
+def test_a_notary_pin_where_a_tuf_source_verifies_is_refused(tmp_path: Path, pinning: str) -> None:
+    """A `[trust_pinning]` entry whose every name lies in a `[[trust_sources]]` scope would
+    never apply (those names are verified by the TUF root alone; a rule's `root_keys` there is
+    already refused): the loader refuses it instead of ignoring the pin the user wrote."""
+    text = (
+        '[[trust_sources]]\nscope = "tuf.example.com"\ntype = "tuf"\n'
+        'metadata_url = "https://tuf.example.com/m"\nroot = "root.json"\n\n' + pinning
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config({}, config_file=_write_config(tmp_path, text))
+    message = caught.value.message
+    assert "trust_pinning" in message and "trust_sources" in message, message
+
+
+def test_a_notary_pin_beside_a_tuf_source_is_kept(tmp_path: Path) -> None:
+    """`tuf.example.com/team*` also covers `tuf.example.com/teamx/...`, outside the scope."""
+    text = (
+        '[[trust_sources]]\nscope = "tuf.example.com/team"\ntype = "tuf"\n'
+        'metadata_url = "https://tuf.example.com/m"\nroot = "root.json"\n\n'
+        f'[trust_pinning.certs]\n"tuf.example.com/team*" = ["{_KEY}"]\n'
+        f'"tuf.example.com/other" = ["{_KEY}"]\n'
+    )
+    settings = load_config({}, config_file=_write_config(tmp_path, text)).settings
+    assert set(settings.trust_pinning.certs) == {"tuf.example.com/team*", "tuf.example.com/other"}
