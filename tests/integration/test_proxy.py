@@ -637,3 +637,49 @@ def test_docker_build_with_a_dockerfile_outside_the_context_X40r(
             assert proc.returncode == 0 and proc.stdout == "kept\n", _why(proc, world)
     finally:
         world.rmi(*names)
+
+
+def test_docker_build_takes_no_cache_from_an_engine_before_25_0_2_X40s(
+    world: World, tmp_path: Path
+) -> None:
+    """§2.4 step 6: before 25.0.2/24.0.9 (GHSA-xw73-rw38-6vjc) any local image whose parent
+    and step config match is a cache hit, so a build through the proxy must run with
+    nocache=1. A predefined build arg (`http_proxy`) is kept out of the step's cache key: an
+    image built directly on the engine with `http_proxy=EVIL` was the cached result of the
+    proxied build of the same Dockerfile, which then ran EVIL under its ledger name."""
+    version = json.loads(world.engine("version", "--format", "{{json .Server.Version}}").stdout)
+    major, minor, patch = (int(part) for part in version.split("+")[0].split(".")[:3])
+    if (major, minor) > (25, 0) or (major, minor, patch) >= (25, 0, 2):
+        pytest.skip(f"dockerd {version} takes only local builds as cache candidates")
+    ref = _signed_present(world)
+    (tmp_path / "Dockerfile").write_text(f'FROM {ref}\nRUN echo "${{http_proxy:-clean}}" > /b\n')
+    direct = subprocess.run(
+        [DOCKER_CLI, "build", "-q", "--build-arg", "http_proxy=EVIL", str(tmp_path)],
+        env=world.env(
+            world.client_config, DOCKER_BUILDKIT="0", DOCKER_HOST=f"unix://{world.engine_socket}"
+        ),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert direct.returncode == 0, direct
+    planted = direct.stdout.strip()
+    name = f"nocachebuild{time.monotonic_ns()}:1"
+    try:
+        proc = world.client(
+            "build",
+            "-t",
+            name,
+            "--build-arg",
+            "http_proxy=http://proxy.invalid:3128",
+            str(tmp_path),
+            DOCKER_BUILDKIT="0",
+        )
+        assert proc.returncode == 0, _why(proc, world)
+        assert "Using cache" not in proc.stdout, proc.stdout
+        proc = world.client("run", "--rm", "--network", "none", name, "cat", "/b")
+        assert proc.returncode == 0, _why(proc, world)
+        assert proc.stdout == "http://proxy.invalid:3128\n", proc.stdout
+    finally:
+        world.rmi(name, planted)

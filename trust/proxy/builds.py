@@ -130,7 +130,10 @@ class BuildRoutes(DeciderBase):
             yield from context.finish(text)
 
         query = Query(tuple((k, v) for k, v in q.pairs if k != "pull"))
-        if self.config.allow_load or self.config.allow_import or self.config.allow_commit:
+        local_origin = (
+            self.config.allow_load or self.config.allow_import or self.config.allow_commit
+        )
+        if local_origin or any_image_is_cache(str(self.engine_version_info().get("Version"))):
             query = query.replaced(nocache="1")
         names = q.all("t")
         scanner = StreamScanner()
@@ -318,6 +321,22 @@ class BuildRoutes(DeciderBase):
                 kind="Engine",
                 reference=str(ref),
             )
+
+
+def any_image_is_cache(version: str) -> bool:
+    """Whether the classic builder of dockerd `version` takes any local image whose parent
+    and step config match as a cached step (§2.4 step 6): before 25.0.2 and 24.0.9
+    (GHSA-xw73-rw38-6vjc, moby/moby@3e230cfdcc98) it does, so an image made on the engine
+    behind the proxy's back (with a predefined build arg such as `http_proxy`, which the
+    step's cache key leaves out) would be what a proxied build produces (X40s). A version
+    that does not parse counts as old."""
+    match = re.match(r"(\d+)\.(\d+)\.(\d+)", version)
+    if match is None:
+        return True
+    major, minor, patch = (int(part) for part in match.groups())
+    if major != 24 or minor != 0:
+        return (major, minor, patch) < (25, 0, 2)
+    return patch < 9
 
 
 def _quiet_id(q: Query, scanner: StreamScanner) -> list[str]:
