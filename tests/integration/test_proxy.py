@@ -683,3 +683,51 @@ def test_docker_build_takes_no_cache_from_an_engine_before_25_0_2_X40s(
         assert proc.stdout == "http://proxy.invalid:3128\n", proc.stdout
     finally:
         world.rmi(name, planted)
+
+
+def test_docker_build_cache_from_verified_images_only_X40t(world: World, tmp_path: Path) -> None:
+    """§2.4 step 6: each `--cache-from` image must be admitted. A CI's `docker pull N:T ||
+    true; docker build --cache-from N:T` of a signed image built through the proxy as it does
+    against the engine (it was refused, every cachefrom was); a cache source that is not
+    present is skipped, as the engine skips it; one that is present but unverified is 403."""
+    import tempfile
+
+    from fixtures.proxies import EngineProxy
+
+    ref = _signed_present(world)
+    signed = world.image(ref)
+    assert signed is not None
+    (tmp_path / "Dockerfile").write_text(f"FROM {ref}\nRUN echo cached > /c\n")
+    name = f"cachefrombuild{time.monotonic_ns()}:1"
+    short = Path(tempfile.mkdtemp(prefix="tph-", dir="/tmp"))
+    recorder = EngineProxy(world.engine_socket, short / "engine.sock").start()
+    proxy = world.start_proxy(engine=str(recorder.socket_path))
+    try:
+        for sources in ((ref,), (ref, "not-present-here:1")):
+            args = [arg for source in sources for arg in ("--cache-from", source)]
+            proc = world.client(
+                "build", "-t", name, *args, str(tmp_path), DOCKER_BUILDKIT="0", proxy=proxy
+            )
+            assert proc.returncode == 0, _why(proc, world)
+            builds = [r for r in recorder.requests if r.path == "/build"]
+            # forwarded by the ID checked: a retag before the build changes nothing
+            assert builds[-1].query["cachefrom"] == [json.dumps([signed["Id"]])], builds
+            proc = world.client("run", "--rm", "--network", "none", name, "cat", "/c", proxy=proxy)
+            assert proc.returncode == 0 and proc.stdout == "cached\n", _why(proc, world)
+    finally:
+        proxy.stop()
+        recorder.stop()
+        world.rmi(name)
+    plain = f"{world.unsigned_repo}:1.0"
+    world.pull_direct(plain)  # behind the proxy's back
+    try:
+        before = world.snapshot()
+        proc = world.client(
+            "build", "--cache-from", plain, "-t", name, str(tmp_path), DOCKER_BUILDKIT="0"
+        )
+        assert proc.returncode == 1, _why(proc, world)
+        assert f"trustpull: cache source {plain} refused" in proc.stderr, proc.stderr
+        assert "[CacheFrom]" in proc.stderr
+        assert world.snapshot() == before
+    finally:
+        world.rmi(plain)

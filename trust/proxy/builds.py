@@ -72,12 +72,7 @@ class BuildRoutes(DeciderBase):
                 "itself) [RemoteContext]",
                 kind="RemoteContext",
             )
-        if q.all("cachefrom") and q.get("cachefrom") not in ("", "[]", "null"):
-            raise Refused(
-                403,
-                "trustpull: cachefrom is refused (cache sources are not verified) [CacheFrom]",
-                kind="CacheFrom",
-            )
+        cache_from = self._cache_sources(ex, q.get("cachefrom"))
         verified_at = time.monotonic()  # before any verification of this build's bases
         for name in q.all("t"):
             self._refuse_shadowing(ex, name)
@@ -130,6 +125,8 @@ class BuildRoutes(DeciderBase):
             yield from context.finish(text)
 
         query = Query(tuple((k, v) for k, v in q.pairs if k != "pull"))
+        if cache_from is not None:
+            query = query.replaced(cachefrom=cache_from)
         local_origin = (
             self.config.allow_load or self.config.allow_import or self.config.allow_commit
         )
@@ -151,6 +148,33 @@ class BuildRoutes(DeciderBase):
             digest=",".join(p.digest for _, p in pins),
             reference=",".join(names) or None,
         )
+
+    def _cache_sources(self, ex: Exchange, raw: str) -> str | None:
+        """§2.4 step 6: the `cachefrom` to forward (None: as sent). Each image must be admitted
+        and is forwarded by its ID, so a retag before the build cannot change which image the
+        builder takes steps from; one not present is left out, as the engine skips it."""
+        if raw in ("", "null"):
+            return None
+        names = gojson.loads(raw.encode())
+        if not isinstance(names, list) or isinstance(names, gojson.Obj):
+            raise HTTPRefusal(400, "trustpull: cachefrom must be a JSON list of image names")
+        if not all(isinstance(name, str) for name in names):
+            raise HTTPRefusal(400, "trustpull: cachefrom must be a JSON list of image names")
+        ids: list[str] = []
+        for name in names:
+            image = self.inspect_image(ex, name) if name else None
+            if image is None:
+                continue
+            if not self.admitted(ex, image):
+                raise Refused(
+                    403,
+                    f"trustpull: cache source {name} refused: image {image.get('Id')} is not "
+                    "verified (no signed digest, not a build through the proxy) [CacheFrom]",
+                    kind="CacheFrom",
+                    reference=name,
+                )
+            ids.append(str(image["Id"]))
+        return gojson.dumps(ids).decode()
 
     def _refuse_shadowing(self, ex: Exchange, name: str) -> None:
         """A build must not put its result under a currently signed tag (§2.4 step 7). When
