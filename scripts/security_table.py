@@ -228,7 +228,10 @@ PROXY_OUTCOMES: dict[str, str] = {
     'ONBUILD trigger is read as the engine parses it (`--fr"om"=` is `--from=`) [OnBuild]; '
     "a context whose first name holds `BZh` once NULs and non-ASCII characters are dropped "
     "(bzip2 to the engine, directly or after its tarsum re-writes a long or non-ASCII name as "
-    "a pax header `DIR/PaxHeaders.0/FILE`) 400 [Context]",
+    "a pax header `DIR/PaxHeaders.0/FILE`) 400 [Context]; on an engine before 25.0.2/24.0.9 "
+    "(which takes any local image as a cached step) every build runs with nocache=1; a "
+    "`cachefrom` image present must be verified or a proxy build (403 [CacheFrom]) and is "
+    "forwarded by its ID",
     "X41": "403 with the 'build from a local directory' hint",
     "X42": "403 with the pinning hint; `/_ping` says Builder-Version 1; with allow_buildkit the "
     "`/session` upgrade, the `version=2` build and `/_ping` get the engine's own answers, each "

@@ -637,3 +637,97 @@ def test_docker_build_with_a_dockerfile_outside_the_context_X40r(
             assert proc.returncode == 0 and proc.stdout == "kept\n", _why(proc, world)
     finally:
         world.rmi(*names)
+
+
+def test_docker_build_takes_no_cache_from_an_engine_before_25_0_2_X40s(
+    world: World, tmp_path: Path
+) -> None:
+    """§2.4 step 6: before 25.0.2/24.0.9 (GHSA-xw73-rw38-6vjc) any local image whose parent
+    and step config match is a cache hit, so a build through the proxy must run with
+    nocache=1. A predefined build arg (`http_proxy`) is kept out of the step's cache key: an
+    image built directly on the engine with `http_proxy=EVIL` was the cached result of the
+    proxied build of the same Dockerfile, which then ran EVIL under its ledger name."""
+    version = json.loads(world.engine("version", "--format", "{{json .Server.Version}}").stdout)
+    major, minor, patch = (int(part) for part in version.split("+")[0].split(".")[:3])
+    if (major, minor) > (25, 0) or (major, minor, patch) >= (25, 0, 2):
+        pytest.skip(f"dockerd {version} takes only local builds as cache candidates")
+    ref = _signed_present(world)
+    (tmp_path / "Dockerfile").write_text(f'FROM {ref}\nRUN echo "${{http_proxy:-clean}}" > /b\n')
+    direct = subprocess.run(
+        [DOCKER_CLI, "build", "-q", "--build-arg", "http_proxy=EVIL", str(tmp_path)],
+        env=world.env(
+            world.client_config, DOCKER_BUILDKIT="0", DOCKER_HOST=f"unix://{world.engine_socket}"
+        ),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert direct.returncode == 0, direct
+    planted = direct.stdout.strip()
+    name = f"nocachebuild{time.monotonic_ns()}:1"
+    try:
+        proc = world.client(
+            "build",
+            "-t",
+            name,
+            "--build-arg",
+            "http_proxy=http://proxy.invalid:3128",
+            str(tmp_path),
+            DOCKER_BUILDKIT="0",
+        )
+        assert proc.returncode == 0, _why(proc, world)
+        assert "Using cache" not in proc.stdout, proc.stdout
+        proc = world.client("run", "--rm", "--network", "none", name, "cat", "/b")
+        assert proc.returncode == 0, _why(proc, world)
+        assert proc.stdout == "http://proxy.invalid:3128\n", proc.stdout
+    finally:
+        world.rmi(name, planted)
+
+
+def test_docker_build_cache_from_verified_images_only_X40t(world: World, tmp_path: Path) -> None:
+    """§2.4 step 6: each `--cache-from` image must be admitted. A CI's `docker pull N:T ||
+    true; docker build --cache-from N:T` of a signed image built through the proxy as it does
+    against the engine (it was refused, every cachefrom was); a cache source that is not
+    present is skipped, as the engine skips it; one that is present but unverified is 403."""
+    import tempfile
+
+    from fixtures.proxies import EngineProxy
+
+    ref = _signed_present(world)
+    signed = world.image(ref)
+    assert signed is not None
+    (tmp_path / "Dockerfile").write_text(f"FROM {ref}\nRUN echo cached > /c\n")
+    name = f"cachefrombuild{time.monotonic_ns()}:1"
+    short = Path(tempfile.mkdtemp(prefix="tph-", dir="/tmp"))
+    recorder = EngineProxy(world.engine_socket, short / "engine.sock").start()
+    proxy = world.start_proxy(engine=str(recorder.socket_path))
+    try:
+        for sources in ((ref,), (ref, "not-present-here:1")):
+            args = [arg for source in sources for arg in ("--cache-from", source)]
+            proc = world.client(
+                "build", "-t", name, *args, str(tmp_path), DOCKER_BUILDKIT="0", proxy=proxy
+            )
+            assert proc.returncode == 0, _why(proc, world)
+            builds = [r for r in recorder.requests if r.path == "/build"]
+            # forwarded by the ID checked: a retag before the build changes nothing
+            assert builds[-1].query["cachefrom"] == [json.dumps([signed["Id"]])], builds
+            proc = world.client("run", "--rm", "--network", "none", name, "cat", "/c", proxy=proxy)
+            assert proc.returncode == 0 and proc.stdout == "cached\n", _why(proc, world)
+    finally:
+        proxy.stop()
+        recorder.stop()
+        world.rmi(name)
+    plain = f"{world.unsigned_repo}:1.0"
+    world.pull_direct(plain)  # behind the proxy's back
+    try:
+        before = world.snapshot()
+        proc = world.client(
+            "build", "--cache-from", plain, "-t", name, str(tmp_path), DOCKER_BUILDKIT="0"
+        )
+        assert proc.returncode == 1, _why(proc, world)
+        assert f"trustpull: cache source {plain} refused" in proc.stderr, proc.stderr
+        assert "[CacheFrom]" in proc.stderr
+        assert world.snapshot() == before
+    finally:
+        world.rmi(plain)

@@ -1013,3 +1013,14 @@ def test_long_name_and_pax_headers_are_bounded_X56() -> None:
         with pytest.raises(HTTPRefusal, match="header of"):
             for _ in context.members():
                 pass
+
+
+def test_engines_before_the_cache_fix_build_without_cache_X40s() -> None:
+    """GHSA-xw73-rw38-6vjc was fixed in 25.0.2 and 24.0.9: older classic builders (and any
+    version the proxy cannot read) take any local image as a cached step."""
+    from trust.proxy.builds import any_image_is_cache
+
+    for old in ("20.10.24+dfsg1", "23.0.6", "24.0.8", "25.0.0", "25.0.1", "4.3.1", "", "dev"):
+        assert any_image_is_cache(old), old
+    for fixed in ("24.0.9", "25.0.2", "25.0.5", "26.1.4", "28.5.2"):
+        assert not any_image_is_cache(fixed), fixed

@@ -72,12 +72,7 @@ class BuildRoutes(DeciderBase):
                 "itself) [RemoteContext]",
                 kind="RemoteContext",
             )
-        if q.all("cachefrom") and q.get("cachefrom") not in ("", "[]", "null"):
-            raise Refused(
-                403,
-                "trustpull: cachefrom is refused (cache sources are not verified) [CacheFrom]",
-                kind="CacheFrom",
-            )
+        cache_from = self._cache_sources(ex, q.get("cachefrom"))
         verified_at = time.monotonic()  # before any verification of this build's bases
         for name in q.all("t"):
             self._refuse_shadowing(ex, name)
@@ -130,7 +125,12 @@ class BuildRoutes(DeciderBase):
             yield from context.finish(text)
 
         query = Query(tuple((k, v) for k, v in q.pairs if k != "pull"))
-        if self.config.allow_load or self.config.allow_import or self.config.allow_commit:
+        if cache_from is not None:
+            query = query.replaced(cachefrom=cache_from)
+        local_origin = (
+            self.config.allow_load or self.config.allow_import or self.config.allow_commit
+        )
+        if local_origin or any_image_is_cache(str(self.engine_version_info().get("Version"))):
             query = query.replaced(nocache="1")
         names = q.all("t")
         scanner = StreamScanner()
@@ -148,6 +148,33 @@ class BuildRoutes(DeciderBase):
             digest=",".join(p.digest for _, p in pins),
             reference=",".join(names) or None,
         )
+
+    def _cache_sources(self, ex: Exchange, raw: str) -> str | None:
+        """§2.4 step 6: the `cachefrom` to forward (None: as sent). Each image must be admitted
+        and is forwarded by its ID, so a retag before the build cannot change which image the
+        builder takes steps from; one not present is left out, as the engine skips it."""
+        if raw in ("", "null"):
+            return None
+        names = gojson.loads(raw.encode())
+        if not isinstance(names, list) or isinstance(names, gojson.Obj):
+            raise HTTPRefusal(400, "trustpull: cachefrom must be a JSON list of image names")
+        if not all(isinstance(name, str) for name in names):
+            raise HTTPRefusal(400, "trustpull: cachefrom must be a JSON list of image names")
+        ids: list[str] = []
+        for name in names:
+            image = self.inspect_image(ex, name) if name else None
+            if image is None:
+                continue
+            if not self.admitted(ex, image):
+                raise Refused(
+                    403,
+                    f"trustpull: cache source {name} refused: image {image.get('Id')} is not "
+                    "verified (no signed digest, not a build through the proxy) [CacheFrom]",
+                    kind="CacheFrom",
+                    reference=name,
+                )
+            ids.append(str(image["Id"]))
+        return gojson.dumps(ids).decode()
 
     def _refuse_shadowing(self, ex: Exchange, name: str) -> None:
         """A build must not put its result under a currently signed tag (§2.4 step 7). When
@@ -318,6 +345,22 @@ class BuildRoutes(DeciderBase):
                 kind="Engine",
                 reference=str(ref),
             )
+
+
+def any_image_is_cache(version: str) -> bool:
+    """Whether the classic builder of dockerd `version` takes any local image whose parent
+    and step config match as a cached step (§2.4 step 6): before 25.0.2 and 24.0.9
+    (GHSA-xw73-rw38-6vjc, moby/moby@3e230cfdcc98) it does, so an image made on the engine
+    behind the proxy's back (with a predefined build arg such as `http_proxy`, which the
+    step's cache key leaves out) would be what a proxied build produces (X40s). A version
+    that does not parse counts as old."""
+    match = re.match(r"(\d+)\.(\d+)\.(\d+)", version)
+    if match is None:
+        return True
+    major, minor, patch = (int(part) for part in match.groups())
+    if major != 24 or minor != 0:
+        return (major, minor, patch) < (25, 0, 2)
+    return patch < 9
 
 
 def _quiet_id(q: Query, scanner: StreamScanner) -> list[str]:
