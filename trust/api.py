@@ -46,6 +46,11 @@ def load_settings(
     Reads `$TRUSTPULL_CONFIG` or `~/.config/trustpull/config.toml` (or `config_file`), the
     environment (`DOCKER_CONFIG`, `DOCKER_CONTENT_TRUST_SERVER`, …) and `policy_file`.
     Raises `ConfigError` (exit 3) for a malformed file, naming file, line and key.
+
+    `environ` (default: `os.environ`) decides what these settings hold; what is read later,
+    at each verification, still comes from the process environment: registry credentials
+    (`DOCKER_AUTH_CONFIG`, before `$DOCKER_CONFIG/config.json`) and the default cache of a
+    `[[trust_sources]]` entry without `cache_dir` (`XDG_CACHE_HOME`).
     """
     return load_config(environ, config_file=config_file, policy_file=policy_file, offline=offline)
 
