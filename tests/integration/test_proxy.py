@@ -95,6 +95,20 @@ def test_docker_ps_and_version_pass_through(world: World) -> None:
 # ----------------------------------------------------------------- the rest of the docker CLI
 
 
+def _direct_classic_build(world: World, *args: str) -> subprocess.CompletedProcess[str]:
+    """`docker build ARGS` with the classic builder on the engine's own socket (no proxy)."""
+    return subprocess.run(
+        [DOCKER_CLI, "build", *args],
+        env=world.env(
+            world.client_config, DOCKER_BUILDKIT="0", DOCKER_HOST=f"unix://{world.engine_socket}"
+        ),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
 def _signed_present(world: World) -> str:
     """Pull the signed 1.0 through the proxy (idempotent); returns NAME:1.0."""
     ref = f"{world.repo}:1.0"
@@ -236,16 +250,7 @@ def test_docker_build_the_engine_refuses_early_says_the_engines_error(
     ref = _signed_present(world)
     (tmp_path / "Dockerfile").write_text(f"FROM {ref}\n")
     (tmp_path / "big.bin").write_bytes(os.urandom(8 * 1024 * 1024))  # more than the buffers
-    direct = subprocess.run(
-        [DOCKER_CLI, "build", "--isolation", "hyperv", str(tmp_path)],
-        env=world.env(
-            world.client_config, DOCKER_BUILDKIT="0", DOCKER_HOST=f"unix://{world.engine_socket}"
-        ),
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    direct = _direct_classic_build(world, "--isolation", "hyperv", str(tmp_path))
     before = world.snapshot()
     proc = world.client("build", "--isolation", "hyperv", str(tmp_path), DOCKER_BUILDKIT="0")
     assert "Unsupported isolation" in direct.stderr, _why(direct, world)
@@ -653,16 +658,7 @@ def test_docker_build_takes_no_cache_from_an_engine_before_25_0_2_X40s(
         pytest.skip(f"dockerd {version} takes only local builds as cache candidates")
     ref = _signed_present(world)
     (tmp_path / "Dockerfile").write_text(f'FROM {ref}\nRUN echo "${{http_proxy:-clean}}" > /b\n')
-    direct = subprocess.run(
-        [DOCKER_CLI, "build", "-q", "--build-arg", "http_proxy=EVIL", str(tmp_path)],
-        env=world.env(
-            world.client_config, DOCKER_BUILDKIT="0", DOCKER_HOST=f"unix://{world.engine_socket}"
-        ),
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    direct = _direct_classic_build(world, "-q", "--build-arg", "http_proxy=EVIL", str(tmp_path))
     assert direct.returncode == 0, direct
     planted = direct.stdout.strip()
     name = f"nocachebuild{time.monotonic_ns()}:1"
