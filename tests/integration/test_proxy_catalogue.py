@@ -1289,6 +1289,18 @@ def test_X40_classic_build_references(world: World, tmp_path: Path) -> None:
     world.rmi(name)
 
 
+def test_X40t_a_cachefrom_that_is_no_list_of_names_is_400(world: World) -> None:
+    """`cachefrom` is checked name by name (§2.4 step 6): a value that is not a JSON list of
+    strings cannot be, so it is 400 before any context is read, and nothing is built."""
+    before = world.snapshot()
+    for value in ('{"a":"b"}', "[1]", '["ok", null]', '"name"'):
+        target = f"{V}/build?cachefrom={urllib.parse.quote(value)}"
+        response = send(world, req("POST", target, {"Content-Type": "application/x-tar"}))
+        assert status_of(response) == 400, (value, response)
+        assert b"cachefrom must be a JSON list of image names" in response, response
+    unchanged(world, before)
+
+
 def test_X41_remote_build_contexts(world: World) -> None:
     import docker
 

@@ -156,9 +156,11 @@ class BuildRoutes(DeciderBase):
         if raw in ("", "null"):
             return None
         names = gojson.loads(raw.encode())
-        if not isinstance(names, list) or isinstance(names, gojson.Obj):
-            raise HTTPRefusal(400, "trustpull: cachefrom must be a JSON list of image names")
-        if not all(isinstance(name, str) for name in names):
+        if (
+            not isinstance(names, list)
+            or isinstance(names, gojson.Obj)
+            or not all(isinstance(name, str) for name in names)
+        ):
             raise HTTPRefusal(400, "trustpull: cachefrom must be a JSON list of image names")
         ids: list[str] = []
         for name in names:
